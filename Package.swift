@@ -1,0 +1,48 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "rollctl",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "rollctl", targets: ["rollctl"]),
+        .executable(name: "fleetsim", targets: ["fleetsim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibSSH2",
+            pkgConfig: "libssh2",
+            providers: [.apt(["libssh2-1-dev"])]
+        ),
+        // Swift face of libssh2. Blocking C calls run on dedicated threads.
+        .target(name: "SSH", dependencies: ["CLibSSH2"]),
+        // Probes and the health gate. Knows nothing of SSH: reads hosts through `HostReader`.
+        .target(name: "HealthGate"),
+        // Inventory, plans, the wave planner, the survey and (later) the orchestrator.
+        .target(name: "Rollout", dependencies: [
+            "SSH", "HealthGate",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // The CLI's commands: parsing and rendering only.
+        .target(name: "RollctlCommands", dependencies: [
+            "Rollout",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "rollctl", dependencies: ["RollctlCommands"]),
+        .executableTarget(name: "fleetsim", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // Test support: a real sshd on loopback with throwaway keys.
+        .target(name: "SSHTesting", path: "Tests/SSHTesting"),
+        .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
+        .testTarget(name: "HealthGateTests", dependencies: ["HealthGate"]),
+        .testTarget(name: "RolloutTests", dependencies: ["Rollout", "SSHTesting"]),
+        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
