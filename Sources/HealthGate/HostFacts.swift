@@ -46,7 +46,7 @@ public struct HostFacts: Sendable, Equatable, Codable {
             if let c = current { sections[c] = output[start..<end] }
         }
         while idx < output.endIndex {
-            let lineEnd = output[idx...].firstIndex(of: "\n") ?? output.endIndex
+            let lineEnd = output[idx...].firstIndex(where: \.isNewline) ?? output.endIndex
             let line = output[idx..<lineEnd]
             if line.hasPrefix(marker) {
                 close(idx)
@@ -64,7 +64,7 @@ public struct HostFacts: Sendable, Equatable, Codable {
                 continue
             }
             if text.contains("@@rollctl-unreadable") {
-                facts.unreadable[file] = String(text.split(separator: "\n").first ?? "unreadable").trimmed
+                facts.unreadable[file] = String(text.split(whereSeparator: \.isNewline).first ?? "unreadable").trimmed
                 continue
             }
             switch file {

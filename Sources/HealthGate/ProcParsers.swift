@@ -25,10 +25,10 @@ public struct MemInfo: Sendable, Equatable, Codable {
     /// Parses `/proc/meminfo` text (`Key:   12345 kB` lines).
     public static func parse(_ text: Substring) -> MemInfo {
         var info = MemInfo()
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+        for line in text.split(omittingEmptySubsequences: true, whereSeparator: \.isNewline) {
             guard let colon = line.firstIndex(of: ":") else { continue }
             let key = line[..<colon]
-            let fields = line[line.index(after: colon)...].split(separator: " ", omittingEmptySubsequences: true)
+            let fields = line[line.index(after: colon)...].split(omittingEmptySubsequences: true, whereSeparator: \.isWhitespace)
             guard let first = fields.first, let number = UInt64(first) else { continue }
             var bytes: UInt64? = number
             if fields.count >= 2 && fields[1] == "kB" {
@@ -51,8 +51,8 @@ public struct MemInfo: Sendable, Equatable, Codable {
 /// `/proc/vmstat` is `name value` per line; rollctl needs `oom_kill`.
 public enum VMStat {
     public static func value(_ name: String, in text: Substring) -> UInt64? {
-        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
-            let parts = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        for line in text.split(omittingEmptySubsequences: true, whereSeparator: \.isNewline) {
+            let parts = line.split(maxSplits: 1, omittingEmptySubsequences: true, whereSeparator: \.isWhitespace)
             if parts.count == 2, parts[0] == name[...] {
                 return UInt64(parts[1].trimmingWhitespace())
             }
@@ -65,8 +65,9 @@ public enum VMStat {
 /// `/proc/uptime`: seconds since boot, then idle seconds.
 public enum Uptime {
     public static func seconds(in text: String) -> Double? {
-        guard let first = text.split(separator: " ", omittingEmptySubsequences: true).first else { return nil }
-        return Double(first.trimmingWhitespace())
+        guard let first = text.split(omittingEmptySubsequences: true, whereSeparator: \.isWhitespace).first else { return nil }
+        guard let value = Double(first.trimmingWhitespace()), value.isFinite, value >= 0 else { return nil }
+        return value
     }
 }
 

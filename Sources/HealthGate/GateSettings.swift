@@ -1,0 +1,240 @@
+/// What the health gate measures and the thresholds it judges by. Every field
+/// has a default chosen for a shared-hosting web server just rebooted into a
+/// new kernel; `docs/health-gate.md` explains each one.
+///
+/// Codable with durations in seconds and every key optional (a missing key
+/// keeps its default), so a plan can set only what it changes.
+public struct GateSettings: Sendable, Equatable, Codable {
+    /// How long the gate watches a host. Default 10 minutes.
+    public var soak: Duration
+    /// Time between two samples. Default 30 s. The gate takes `soak / interval + 1`
+    /// samples (one at the start, one at the end), and a hard failure halts the
+    /// soak at the first sample that shows it.
+    public var interval: Duration
+    /// Time allowed for one command on a host (facts, custom checks). Default 10 s.
+    public var probeTimeout: Duration
+
+    /// Absolute SUnreclaim ceiling in bytes. Default none.
+    public var sUnreclaimMax: UInt64?
+    /// SUnreclaim ceiling as a share of MemTotal (0...1). Default 0.10.
+    public var sUnreclaimMaxShare: Double?
+    /// Largest acceptable SUnreclaim growth (Theil–Sen slope) in bytes per hour.
+    /// Default 32 MiB/h: a 1 MiB/min leak (60 MiB/h) fails, while the slab a
+    /// settled host allocates does not. A host whose services are still warming
+    /// up may show more; start the gate after warm-up or raise the limit.
+    public var sUnreclaimGrowthMaxPerHour: UInt64?
+    /// Fewest memory samples the slope needs; fewer makes the gate inconclusive.
+    /// Default 6.
+    public var minSlopePoints: Int
+
+    /// Largest acceptable number of new OOM kills. Default 0.
+    public var maxNewOOMKills: UInt64
+    /// What "new" means: since the host booted (default — right for a host
+    /// just rebooted by the rollout) or since the gate started (for a gate
+    /// run on a host that has been up for a while).
+    public var oomKillsSince: OOMCountOrigin
+
+    /// The share of planned samples that must be read successfully; below it
+    /// the verdict is `inconclusive`, because a probe that errs is not evidence
+    /// of health. Default 0.8.
+    public var minGoodSampleShare: Double
+
+    /// The test-site probe; `nil` disables it.
+    public var testSite: TestSiteSettings?
+    /// Commands run on the host at every sample; exit status 0 passes.
+    public var customChecks: [CustomCheck]
+
+    public init(soak: Duration = .seconds(600), interval: Duration = .seconds(30), probeTimeout: Duration = .seconds(10),
+                sUnreclaimMax: UInt64? = nil, sUnreclaimMaxShare: Double? = 0.10,
+                sUnreclaimGrowthMaxPerHour: UInt64? = 32 << 20, minSlopePoints: Int = 6,
+                maxNewOOMKills: UInt64 = 0, oomKillsSince: OOMCountOrigin = .boot, minGoodSampleShare: Double = 0.8,
+                testSite: TestSiteSettings? = TestSiteSettings(), customChecks: [CustomCheck] = []) {
+        self.soak = soak
+        self.interval = interval
+        self.probeTimeout = probeTimeout
+        self.sUnreclaimMax = sUnreclaimMax
+        self.sUnreclaimMaxShare = sUnreclaimMaxShare
+        self.sUnreclaimGrowthMaxPerHour = sUnreclaimGrowthMaxPerHour
+        self.minSlopePoints = minSlopePoints
+        self.maxNewOOMKills = maxNewOOMKills
+        self.oomKillsSince = oomKillsSince
+        self.minGoodSampleShare = minGoodSampleShare
+        self.testSite = testSite
+        self.customChecks = customChecks
+    }
+
+    /// Samples the soak takes: one at the start and one after every interval.
+    public var plannedSamples: Int {
+        guard interval > .zero else { return 1 }
+        return Int((soak.seconds / interval.seconds).rounded(.down)) + 1
+    }
+
+    /// Test-site requests the soak makes.
+    public var plannedRequests: Int { (testSite?.requestsPerSample ?? 0) * plannedSamples }
+
+    /// Throws when the settings cannot produce a verdict (e.g. fewer planned
+    /// requests than the minimum), so a plan fails at load time, not mid-rollout.
+    public func validate() throws(GateSettingsError) {
+        func bad(_ field: String, _ reason: String) -> GateSettingsError { GateSettingsError(field: field, reason: reason) }
+        guard interval > .zero else { throw bad("interval", "must be positive") }
+        guard soak >= .zero else { throw bad("soak", "must not be negative") }
+        guard probeTimeout > .zero else { throw bad("probeTimeout", "must be positive") }
+        if let share = sUnreclaimMaxShare, !(share > 0 && share <= 1) { throw bad("sUnreclaimMaxShare", "must be in (0, 1]") }
+        guard (0...1).contains(minGoodSampleShare) else { throw bad("minGoodSampleShare", "must be in [0, 1]") }
+        guard minSlopePoints >= 2 else { throw bad("minSlopePoints", "must be at least 2") }
+        if sUnreclaimGrowthMaxPerHour != nil && plannedSamples < minSlopePoints {
+            throw bad("soak", "\(plannedSamples) samples planned but the growth check needs \(minSlopePoints); lengthen the soak or shorten the interval")
+        }
+        if let site = testSite {
+            guard site.requestsPerSample >= 1 else { throw bad("testSite.requestsPerSample", "must be at least 1") }
+            guard (0...1).contains(site.minSuccessRatio) else { throw bad("testSite.minSuccessRatio", "must be in [0, 1]") }
+            guard site.timeout > .zero else { throw bad("testSite.timeout", "must be positive") }
+            guard plannedRequests >= site.minRequests else {
+                throw bad("testSite.minRequests", "\(site.minRequests) required but the soak plans only \(plannedRequests) (\(site.requestsPerSample) per sample × \(plannedSamples) samples)")
+            }
+            do {
+                _ = try SiteURL.expand(template: site.urlTemplate, address: "192.0.2.1", name: "host")
+            } catch {
+                throw bad("testSite.urlTemplate", error.reason)
+            }
+        }
+        var names = Set<String>()
+        for check in customChecks {
+            guard !check.name.isEmpty, !check.command.trimmed.isEmpty else { throw bad("customChecks", "a check needs a name and a command") }
+            guard names.insert(check.name).inserted else { throw bad("customChecks", "duplicate check name \"\(check.name)\"") }
+        }
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case soak, interval, probeTimeout, sUnreclaimMax, sUnreclaimMaxShare, sUnreclaimGrowthMaxPerHour, minSlopePoints
+        case maxNewOOMKills, oomKillsSince, minGoodSampleShare, testSite, customChecks
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = GateSettings()
+        soak = try c.decodeSeconds(.soak) ?? d.soak
+        interval = try c.decodeSeconds(.interval) ?? d.interval
+        probeTimeout = try c.decodeSeconds(.probeTimeout) ?? d.probeTimeout
+        sUnreclaimMax = c.contains(.sUnreclaimMax) ? try c.decodeIfPresent(UInt64.self, forKey: .sUnreclaimMax) : d.sUnreclaimMax
+        sUnreclaimMaxShare = c.contains(.sUnreclaimMaxShare)
+            ? try c.decodeIfPresent(Double.self, forKey: .sUnreclaimMaxShare) : d.sUnreclaimMaxShare
+        sUnreclaimGrowthMaxPerHour = c.contains(.sUnreclaimGrowthMaxPerHour)
+            ? try c.decodeIfPresent(UInt64.self, forKey: .sUnreclaimGrowthMaxPerHour) : d.sUnreclaimGrowthMaxPerHour
+        minSlopePoints = try c.decodeIfPresent(Int.self, forKey: .minSlopePoints) ?? d.minSlopePoints
+        maxNewOOMKills = try c.decodeIfPresent(UInt64.self, forKey: .maxNewOOMKills) ?? d.maxNewOOMKills
+        oomKillsSince = try c.decodeIfPresent(OOMCountOrigin.self, forKey: .oomKillsSince) ?? d.oomKillsSince
+        minGoodSampleShare = try c.decodeIfPresent(Double.self, forKey: .minGoodSampleShare) ?? d.minGoodSampleShare
+        testSite = c.contains(.testSite) ? try c.decodeIfPresent(TestSiteSettings.self, forKey: .testSite) : d.testSite
+        customChecks = try c.decodeIfPresent([CustomCheck].self, forKey: .customChecks) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(soak.seconds, forKey: .soak)
+        try c.encode(interval.seconds, forKey: .interval)
+        try c.encode(probeTimeout.seconds, forKey: .probeTimeout)
+        try c.encode(sUnreclaimMax, forKey: .sUnreclaimMax)
+        try c.encode(sUnreclaimMaxShare, forKey: .sUnreclaimMaxShare)
+        try c.encode(sUnreclaimGrowthMaxPerHour, forKey: .sUnreclaimGrowthMaxPerHour)
+        try c.encode(minSlopePoints, forKey: .minSlopePoints)
+        try c.encode(maxNewOOMKills, forKey: .maxNewOOMKills)
+        try c.encode(oomKillsSince, forKey: .oomKillsSince)
+        try c.encode(minGoodSampleShare, forKey: .minGoodSampleShare)
+        try c.encode(testSite, forKey: .testSite)
+        try c.encode(customChecks, forKey: .customChecks)
+    }
+}
+
+/// Where the OOM-kill count starts.
+public enum OOMCountOrigin: String, Sendable, Equatable, Codable {
+    case boot
+    case gateStart
+}
+
+/// The test site each host serves, fetched from the orchestrator.
+public struct TestSiteSettings: Sendable, Equatable, Codable {
+    /// `http://` URL with `{address}` (the host's address) and/or `{name}` (its
+    /// inventory name), path included. Default `http://{address}/`.
+    public var urlTemplate: String
+    /// Share of requests that must end `ok`. Default 0.99.
+    public var minSuccessRatio: Double
+    /// Fewest requests a verdict needs. Default 20.
+    public var minRequests: Int
+    /// Requests per sample, made one after the other. Default 2.
+    public var requestsPerSample: Int
+    /// Per request, name lookup to the end of the body. Default 5 s.
+    public var timeout: Duration
+
+    public init(urlTemplate: String = "http://{address}/", minSuccessRatio: Double = 0.99, minRequests: Int = 20,
+                requestsPerSample: Int = 2, timeout: Duration = .seconds(5)) {
+        self.urlTemplate = urlTemplate
+        self.minSuccessRatio = minSuccessRatio
+        self.minRequests = minRequests
+        self.requestsPerSample = requestsPerSample
+        self.timeout = timeout
+    }
+
+    private enum CodingKeys: String, CodingKey { case urlTemplate, minSuccessRatio, minRequests, requestsPerSample, timeout }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TestSiteSettings()
+        urlTemplate = try c.decodeIfPresent(String.self, forKey: .urlTemplate) ?? d.urlTemplate
+        minSuccessRatio = try c.decodeIfPresent(Double.self, forKey: .minSuccessRatio) ?? d.minSuccessRatio
+        minRequests = try c.decodeIfPresent(Int.self, forKey: .minRequests) ?? d.minRequests
+        requestsPerSample = try c.decodeIfPresent(Int.self, forKey: .requestsPerSample) ?? d.requestsPerSample
+        timeout = try c.decodeSeconds(.timeout) ?? d.timeout
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(urlTemplate, forKey: .urlTemplate)
+        try c.encode(minSuccessRatio, forKey: .minSuccessRatio)
+        try c.encode(minRequests, forKey: .minRequests)
+        try c.encode(requestsPerSample, forKey: .requestsPerSample)
+        try c.encode(timeout.seconds, forKey: .timeout)
+    }
+}
+
+/// An admin's own check, run on the host through its shell at every sample.
+/// It must be read-only and cheap like every probe (no `nginx -t`: see
+/// MISSION.md). Exit status 0 passes.
+public struct CustomCheck: Sendable, Equatable, Codable {
+    public var name: String
+    public var command: String
+    /// Failing runs tolerated over the soak. Default 0.
+    public var maxFailures: Int
+
+    public init(name: String, command: String, maxFailures: Int = 0) {
+        self.name = name
+        self.command = command
+        self.maxFailures = maxFailures
+    }
+
+    private enum CodingKeys: String, CodingKey { case name, command, maxFailures }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        command = try c.decode(String.self, forKey: .command)
+        maxFailures = try c.decodeIfPresent(Int.self, forKey: .maxFailures) ?? 0
+    }
+}
+
+/// Gate settings that cannot work, naming the field and what to change.
+public struct GateSettingsError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var field: String
+    public var reason: String
+    public var description: String { "gate setting \(field): \(reason)" }
+}
+
+extension KeyedDecodingContainer {
+    func decodeSeconds(_ key: Key) throws -> Duration? {
+        guard let s = try decodeIfPresent(Double.self, forKey: key) else { return nil }
+        guard s.isFinite, s >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "a duration in seconds must be a non-negative number")
+        }
+        return .milliseconds(Int64((s * 1000).rounded()))
+    }
+}

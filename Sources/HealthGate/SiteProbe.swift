@@ -1,0 +1,410 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+import Foundation
+
+/// How one test-site request ended, as the customer's browser would feel it.
+public enum SiteOutcome: String, Sendable, Codable, CaseIterable, Comparable {
+    /// A complete 2xx response.
+    case ok
+    /// Nothing listens: the TCP connection was refused.
+    case refused
+    /// The connection was reset (TCP RST: `ECONNRESET`, or `EPIPE` while sending).
+    /// Its own class because it points at the host's network stack or a process
+    /// stealing the port (MISSION.md: the `nginx -t` / `reuseport` story).
+    case reset
+    /// No complete response within the timeout (connect, send or receive).
+    case timeout
+    /// The server answered with a 5xx status.
+    case http5xx
+    /// Anything else: 3xx/4xx, a response that is not HTTP, a name that does not
+    /// resolve, an unreachable network, an empty reply.
+    case other
+
+    public static func < (a: SiteOutcome, b: SiteOutcome) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// One test-site request and how it ended.
+public struct SiteAttempt: Sendable, Equatable, Codable {
+    public var outcome: SiteOutcome
+    /// Time from the start of the request (name lookup included) to its outcome.
+    public var latencySeconds: Double
+    /// The HTTP status, when a status line was received.
+    public var status: Int?
+    /// What happened, for a person: `HTTP 404`, `ECONNRESET while receiving`, …
+    public var detail: String?
+
+    public init(outcome: SiteOutcome, latencySeconds: Double, status: Int? = nil, detail: String? = nil) {
+        self.outcome = outcome
+        self.latencySeconds = latencySeconds
+        self.status = status
+        self.detail = detail
+    }
+}
+
+/// Fetches a test-site URL once. `SiteProbe` is the real one; tests of the gate
+/// runner substitute scripted outcomes.
+public protocol SiteProbing: Sendable {
+    /// Never throws: every way a request can end is a `SiteAttempt`.
+    func fetch(_ url: SiteURL, timeout: Duration) async -> SiteAttempt
+}
+
+/// The test-site probe: one HTTP/1.1 GET from the orchestrator, written on POSIX
+/// sockets so the failure classes are exact (URLSession folds a TCP reset into a
+/// generic "network connection lost"). It sends one small request with
+/// `Connection: close` and reads the response to its end, nothing more: the probe
+/// costs the host what one visitor costs it.
+///
+/// The blocking socket calls run on a dedicated dispatch queue, never on Swift's
+/// cooperative pool; cancelling the calling task ends the request within ~50 ms
+/// (it then counts as `timeout` with detail "cancelled").
+public struct SiteProbe: SiteProbing {
+    /// Responses larger than this are cut and classed `other`: a test site is small.
+    public var maxResponseBytes: Int
+
+    public init(maxResponseBytes: Int = 8 << 20) {
+        self.maxResponseBytes = maxResponseBytes
+    }
+
+    private static let queue = DispatchQueue(label: "rollctl.site-probe", attributes: .concurrent)
+
+    public func fetch(_ url: SiteURL, timeout: Duration) async -> SiteAttempt {
+        let flag = CancelFlag()
+        let limit = maxResponseBytes
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<SiteAttempt, Never>) in
+                SiteProbe.queue.async {
+                    continuation.resume(returning: HTTPExchange.get(url, timeout: timeout, maxBytes: limit, cancel: flag))
+                }
+            }
+        } onCancel: {
+            flag.set()
+        }
+    }
+
+    /// Parses `url` and fetches it; an unusable URL is an `other` attempt.
+    public func fetch(_ url: String, timeout: Duration) async -> SiteAttempt {
+        do {
+            return await fetch(try SiteURL.parse(url), timeout: timeout)
+        } catch {
+            return SiteAttempt(outcome: .other, latencySeconds: 0, detail: error.description)
+        }
+    }
+}
+
+final class CancelFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
+
+/// The blocking request. Every wait is a `poll` bounded by the deadline and
+/// sliced so cancellation is noticed.
+enum HTTPExchange {
+    struct Failure: Error {
+        var outcome: SiteOutcome
+        var detail: String
+        var status: Int? = nil
+    }
+
+    static func get(_ url: SiteURL, timeout: Duration, maxBytes: Int, cancel: CancelFlag) -> SiteAttempt {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start.advanced(by: timeout)
+        func elapsed() -> Double { (clock.now - start).seconds }
+        do {
+            let fd = try openConnection(url, deadline: deadline, clock: clock, cancel: cancel)
+            defer { close(fd) }
+            let request = "GET \(url.path) HTTP/1.1\r\nHost: \(url.authority)\r\nUser-Agent: rollctl-health-gate\r\n"
+                + "Accept: */*\r\nConnection: close\r\n\r\n"
+            try sendAll(fd, Array(request.utf8), deadline: deadline, clock: clock, cancel: cancel)
+            let status = try readResponse(fd, deadline: deadline, clock: clock, cancel: cancel, maxBytes: maxBytes)
+            switch status {
+            case 200..<300: return SiteAttempt(outcome: .ok, latencySeconds: elapsed(), status: status)
+            case 500..<600: return SiteAttempt(outcome: .http5xx, latencySeconds: elapsed(), status: status, detail: "HTTP \(status)")
+            case 300..<400:
+                return SiteAttempt(outcome: .other, latencySeconds: elapsed(), status: status,
+                                   detail: "HTTP \(status) (redirects are not followed)")
+            default: return SiteAttempt(outcome: .other, latencySeconds: elapsed(), status: status, detail: "HTTP \(status)")
+            }
+        } catch {
+            return SiteAttempt(outcome: error.outcome, latencySeconds: elapsed(), status: error.status, detail: error.detail)
+        }
+    }
+
+    /// Milliseconds until the deadline, at most one cancellation slice.
+    private static func slice(_ deadline: ContinuousClock.Instant, _ clock: ContinuousClock, _ cancel: CancelFlag, _ phase: String) throws(Failure) -> Int32 {
+        if cancel.isSet { throw Failure(outcome: .timeout, detail: "cancelled while \(phase)") }
+        let left = deadline - clock.now
+        if left <= .zero { throw Failure(outcome: .timeout, detail: "timed out while \(phase)") }
+        return Int32(min(50, max(1, (left.seconds * 1000).rounded(.up))))
+    }
+
+    private static func waitFor(_ fd: Int32, events: Int16, deadline: ContinuousClock.Instant, clock: ContinuousClock,
+                                cancel: CancelFlag, phase: String) throws(Failure) -> Int16 {
+        while true {
+            let ms = try slice(deadline, clock, cancel, phase)
+            var p = pollfd(fd: fd, events: events, revents: 0)
+            let n = poll(&p, 1, ms)
+            if n > 0 { return p.revents }
+            if n < 0 && errno != EINTR { throw failure(errno, phase) }
+        }
+    }
+
+    static func failure(_ code: Int32, _ phase: String) -> Failure {
+        let name = errnoName(code)
+        switch code {
+        case ECONNREFUSED: return Failure(outcome: .refused, detail: "\(name) while \(phase)")
+        case ECONNRESET, EPIPE: return Failure(outcome: .reset, detail: "\(name) while \(phase)")
+        case ETIMEDOUT: return Failure(outcome: .timeout, detail: "\(name) while \(phase)")
+        default: return Failure(outcome: .other, detail: "\(name) while \(phase): \(String(cString: strerror(code)))")
+        }
+    }
+
+    static func errnoName(_ code: Int32) -> String {
+        switch code {
+        case ECONNREFUSED: "ECONNREFUSED"
+        case ECONNRESET: "ECONNRESET"
+        case EPIPE: "EPIPE"
+        case ETIMEDOUT: "ETIMEDOUT"
+        case EHOSTUNREACH: "EHOSTUNREACH"
+        case ENETUNREACH: "ENETUNREACH"
+        default: "errno \(code)"
+        }
+    }
+
+    private static func openConnection(_ url: SiteURL, deadline: ContinuousClock.Instant, clock: ContinuousClock,
+                                cancel: CancelFlag) throws(Failure) -> Int32 {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        #if canImport(Glibc)
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        #else
+        hints.ai_socktype = SOCK_STREAM
+        #endif
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(url.host, String(url.port), &hints, &list)
+        guard rc == 0, let first = list else {
+            let text = rc == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(rc))
+            throw Failure(outcome: .other, detail: "cannot resolve \(url.host): \(text)")
+        }
+        defer { freeaddrinfo(list) }
+        var lastFailure = Failure(outcome: .other, detail: "no address for \(url.host)")
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = entry {
+            entry = ai.pointee.ai_next
+            let fd = socket(ai.pointee.ai_family, ai.pointee.ai_socktype, ai.pointee.ai_protocol)
+            if fd < 0 { lastFailure = failure(errno, "creating a socket"); continue }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            #if canImport(Darwin)
+            var one: Int32 = 1
+            _ = setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
+            #endif
+            do throws(Failure) {
+                if connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 {
+                    let code = errno
+                    guard code == EINPROGRESS || code == EINTR else { throw failure(code, "connecting") }
+                    _ = try waitFor(fd, events: Int16(POLLOUT), deadline: deadline, clock: clock, cancel: cancel, phase: "connecting")
+                    var soError: Int32 = 0
+                    var len = socklen_t(MemoryLayout<Int32>.size)
+                    _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len)
+                    if soError != 0 { throw failure(soError, "connecting") }
+                }
+                return fd
+            } catch {
+                close(fd)
+                lastFailure = error
+                if error.outcome == .timeout { break }
+            }
+        }
+        throw lastFailure
+    }
+
+    private static func sendAll(_ fd: Int32, _ bytes: [UInt8], deadline: ContinuousClock.Instant, clock: ContinuousClock,
+                             cancel: CancelFlag) throws(Failure) {
+        var offset = 0
+        while offset < bytes.count {
+            #if canImport(Glibc)
+            let flags = Int32(MSG_NOSIGNAL)
+            #else
+            let flags: Int32 = 0
+            #endif
+            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + offset, bytes.count - offset, flags) }
+            if n >= 0 { offset += n; continue }
+            let code = errno
+            guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else { throw failure(code, "sending the request") }
+            _ = try waitFor(fd, events: Int16(POLLOUT), deadline: deadline, clock: clock, cancel: cancel, phase: "sending the request")
+        }
+    }
+
+    /// Reads the response to its end and returns the status code.
+    private static func readResponse(_ fd: Int32, deadline: ContinuousClock.Instant, clock: ContinuousClock,
+                                cancel: CancelFlag, maxBytes: Int) throws(Failure) -> Int {
+        var response = HTTPResponseReader()
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let phase = response.head == nil ? "waiting for the response" : "receiving the body"
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n > 0 {
+                do throws(HTTPResponseReader.Malformed) {
+                    try response.append(buffer[0..<n])
+                } catch {
+                    throw Failure(outcome: .other, detail: error.reason, status: response.head?.status)
+                }
+                if response.isComplete, let head = response.head { return head.status }
+                if response.byteCount > maxBytes {
+                    throw Failure(outcome: .other, detail: "response larger than \(maxBytes) bytes", status: response.head?.status)
+                }
+                continue
+            }
+            if n == 0 {
+                if let head = response.head {
+                    if response.endsAtClose { return head.status }
+                    throw Failure(outcome: .other, detail: "connection closed before the end of the body", status: head.status)
+                }
+                throw Failure(outcome: .other, detail: response.byteCount == 0
+                              ? "connection closed without a response" : "connection closed inside the response header")
+            }
+            let code = errno
+            guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else {
+                var f = failure(code, phase)
+                f.status = response.head?.status
+                throw f
+            }
+            _ = try waitFor(fd, events: Int16(POLLIN), deadline: deadline, clock: clock, cancel: cancel, phase: phase)
+        }
+    }
+}
+
+/// Incremental HTTP/1.1 response framing: status line, headers, then a body
+/// delimited by Content-Length, chunked encoding, or the close of the connection.
+struct HTTPResponseReader {
+    struct Head: Equatable {
+        var status: Int
+        var contentLength: Int?
+        var chunked: Bool
+    }
+    struct Malformed: Error { var reason: String }
+
+    private(set) var head: Head?
+    private(set) var byteCount = 0
+    private var headerBytes: [UInt8] = []
+    private var body: [UInt8] = []
+    private(set) var isComplete = false
+
+    /// True when the body runs to the close of the connection.
+    var endsAtClose: Bool { head.map { $0.contentLength == nil && !$0.chunked } ?? false }
+
+    mutating func append(_ bytes: ArraySlice<UInt8>) throws(Malformed) {
+        byteCount += bytes.count
+        if head == nil {
+            headerBytes.append(contentsOf: bytes)
+            if headerBytes.count >= 5, !headerBytes.starts(with: Array("HTTP/".utf8)) {
+                throw Malformed(reason: "not an HTTP response: \"\(Self.printable(headerBytes.prefix(40)))\"")
+            }
+            guard let end = Self.headerEnd(headerBytes) else {
+                if headerBytes.count > 64 * 1024 { throw Malformed(reason: "response header larger than 64 KiB") }
+                return
+            }
+            head = try Self.parseHead(headerBytes[..<end.head])
+            body = Array(headerBytes[end.body...])
+            headerBytes = []
+        } else {
+            body.append(contentsOf: bytes)
+        }
+        try checkComplete()
+    }
+
+    private mutating func checkComplete() throws(Malformed) {
+        guard let head else { return }
+        if head.status == 204 || head.status == 304 || (100..<200).contains(head.status) {
+            isComplete = true
+        } else if head.chunked {
+            isComplete = try Self.chunkedBodyComplete(body)
+        } else if let length = head.contentLength {
+            isComplete = body.count >= length
+        }
+    }
+
+    static func headerEnd(_ bytes: [UInt8]) -> (head: Int, body: Int)? {
+        guard bytes.count >= 4 else { return nil }
+        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+            return (i, i + 4)
+        }
+        return nil
+    }
+
+    static func parseHead(_ bytes: ArraySlice<UInt8>) throws(Malformed) -> Head {
+        let text = String(decoding: bytes, as: UTF8.self)
+        let lines = text.split(omittingEmptySubsequences: true, whereSeparator: \.isNewline)
+        guard let statusLine = lines.first else { throw Malformed(reason: "empty response header") }
+        let parts = statusLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), parts[1].count == 3, let status = Int(parts[1]) else {
+            throw Malformed(reason: "bad status line \"\(printable(Array(statusLine.utf8).prefix(60)))\"")
+        }
+        var head = Head(status: status, contentLength: nil, chunked: false)
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...].trimmingWhitespace()
+            if name == "content-length" {
+                guard let n = Int(value), n >= 0 else { throw Malformed(reason: "bad Content-Length \"\(value)\"") }
+                head.contentLength = n
+            } else if name == "transfer-encoding", value.lowercased().contains("chunked") {
+                head.chunked = true
+            }
+        }
+        return head
+    }
+
+    /// Walks the chunk sizes; true once the zero-size chunk and the trailer end arrived.
+    static func chunkedBodyComplete(_ body: [UInt8]) throws(Malformed) -> Bool {
+        var i = 0
+        while true {
+            guard let lineEnd = crlf(in: body, from: i) else { return false }
+            let sizeText = String(decoding: body[i..<lineEnd], as: UTF8.self)
+            let hex = sizeText.split(separator: ";").first.map { String($0).trimmed } ?? ""
+            guard let size = Int(hex, radix: 16), size >= 0 else { throw Malformed(reason: "bad chunk size \"\(sizeText)\"") }
+            i = lineEnd + 2
+            if size == 0 {
+                // Trailer fields, then an empty line.
+                while true {
+                    guard let end = crlf(in: body, from: i) else { return false }
+                    if end == i { return true }
+                    i = end + 2
+                }
+            }
+            guard body.count >= i + size + 2 else { return false }
+            i += size + 2
+        }
+    }
+
+    private static func crlf(in bytes: [UInt8], from start: Int) -> Int? {
+        var i = start
+        while i + 1 < bytes.count {
+            if bytes[i] == 13 && bytes[i + 1] == 10 { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    static func printable<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+        String(bytes.map { (32..<127).contains($0) ? Character(UnicodeScalar($0)) : "." })
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a `Double`.
+    public var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+}
+
