@@ -34,9 +34,16 @@ let package = Package(
         ]),
         .executableTarget(name: "rollctl", dependencies: ["RollctlCommands"]),
         .executableTarget(name: "fleetsim", dependencies: [
+            "FleetsimCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
+        // fleetsim's logic (scenario, GRUB model, supervisor), a library so tests can reach it.
+        .target(name: "FleetsimCore", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),

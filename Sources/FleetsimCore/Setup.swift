@@ -1,0 +1,247 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options of `fleetsim up`.
+public struct UpOptions: Sendable {
+    public var hosts: Int
+    public var racks: Int
+    public var clusters: Int
+    public var dir: String
+    public var scenarioPath: String?
+    public var sshPort: Int
+    public var baseAddress: String
+    public var namePrefix: String
+    public var seed: UInt64
+    public init(hosts: Int, racks: Int, clusters: Int, dir: String, scenarioPath: String?, sshPort: Int,
+                baseAddress: String, namePrefix: String, seed: UInt64) {
+        self.hosts = hosts; self.racks = racks; self.clusters = clusters; self.dir = dir
+        self.scenarioPath = scenarioPath; self.sshPort = sshPort; self.baseAddress = baseAddress
+        self.namePrefix = namePrefix; self.seed = seed
+    }
+}
+
+/// Names of the commands fleetsim shims inside each host.
+public let shimNames = ["apt-get", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
+                        "reboot", "systemctl", "shutdown"]
+
+public enum Setup {
+    /// Writes DIR for a new fleet: keys, per-host trees, inventory, known_hosts, customers. Returns the config.
+    public static func create(_ o: UpOptions, binary: String) throws -> FleetConfig {
+        let L = Layout(dir: o.dir)
+        let scenario: Scenario
+        if let sp = o.scenarioPath {
+            guard let text = readFile(sp) else { throw FleetsimError("cannot read scenario \(sp)", exitCode: 2) }
+            scenario = try Scenario.parse(yaml: text, source: sp)
+        } else {
+            scenario = Scenario.builtin()
+        }
+        let addresses = try hostAddresses(base: o.baseAddress, count: o.hosts)
+        let width = max(3, String(o.hosts).count)
+        var hosts: [HostConfig] = []
+        for i in 0..<o.hosts {
+            let name = o.namePrefix + String(repeating: "0", count: max(0, width - String(i + 1).count)) + String(i + 1)
+            hosts.append(HostConfig(name: name, address: addresses[i], rack: "r\(i % max(1, o.racks) + 1)",
+                                    cluster: "c\(i % max(1, o.clusters) + 1)", rootUUID: randomUUIDLower()))
+        }
+        for (name, _) in scenario.hosts where !hosts.contains(where: { $0.name == name }) {
+            FileHandle.standardError.write(Data("fleetsim: warning: scenario names host \(name), which this fleet does not have\n".utf8))
+        }
+        try mkdirs(o.dir)
+        try mkdirs(L.requests)
+        try writeFile(L.marker, "fleetsim fleet directory; `fleetsim down` removes it\n")
+        let tag = "fleetsim:" + String(format: "%08x", djb2(o.dir))
+        let fleet = FleetConfig(dir: o.dir, sshPort: o.sshPort, binary: binary, tag: tag, createdAt: now(),
+                                scenario: scenario, hosts: hosts)
+
+        // Keys: one client key, one ed25519 host key per host (ssh-keygen, in parallel).
+        var jobs: [[String]] = [["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fleetsim-client", "-f", L.clientKey]]
+        for h in hosts {
+            let hp = HostPaths(L.hostDir(h.name))
+            try mkdirs(hp.root)
+            jobs.append(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@\(h.name)", "-f", hp.hostKey])
+        }
+        try runParallel(jobs, width: 8)
+        guard let clientPub = readFile(L.clientKey + ".pub") else { throw FleetsimError("ssh-keygen made no client key") }
+        try writeFile(L.authorizedKeys, clientPub, mode: 0o600)
+
+        var known = ""
+        for h in hosts {
+            guard let pub = readFile(HostPaths(L.hostDir(h.name)).hostKey + ".pub") else {
+                throw FleetsimError("ssh-keygen made no host key for \(h.name)")
+            }
+            let parts = pub.split(separator: " ")
+            let hostField = o.sshPort == 22 ? h.address : "[\(h.address)]:\(o.sshPort)"
+            known += "\(hostField) \(parts[0]) \(parts[1])\n"
+            try writeHostTree(fleet, h)
+        }
+        try writeFile(L.knownHosts, known)
+        try writeFile(L.inventory, inventoryYAML(fleet))
+        try writeFile(L.customers, customersCSV(hosts.map(\.name), seed: o.seed))
+        try writeFile(L.hostInit, hostInitScript(), mode: 0o755)
+        let data = try JSONEncoder().encode(fleet)
+        try data.write(to: URL(fileURLWithPath: L.fleetJSON))
+        return fleet
+    }
+
+    static func djb2(_ s: String) -> UInt32 {
+        var h: UInt32 = 5381
+        for b in s.utf8 { h = (h &<< 5) &+ h &+ UInt32(b) }
+        return h
+    }
+
+    /// Per-host tree: /boot with the initial kernel, grub.cfg, grubenv, shims, home, sshd_config, proc files.
+    static func writeHostTree(_ fleet: FleetConfig, _ h: HostConfig) throws {
+        let L = Layout(dir: fleet.dir)
+        let hp = HostPaths(L.hostDir(h.name))
+        for d in [hp.proc, hp.boot + "/grub", hp.sbin, hp.home] { try mkdirs(d) }
+        let rel = fleet.scenario.initialKernel(host: h.name)
+        try installKernelFiles(bootDir: hp.boot, release: rel)
+        try writeFile(hp.grubCfg, Grub.config(kernels: Grub.installedKernels(bootDir: hp.boot), rootUUID: h.rootUUID))
+        try Grub.writeEnv(hp.grubEnv, [("saved_entry", Grub.titlePath(release: rel))])
+        let shim = "#!/bin/sh\n# fleetsim shim: runs the simulated command for host \(h.name)\nexec \(shellQuote(fleet.binary)) shim \(shellQuote(hp.root)) \"$(basename \"$0\")\" \"$@\"\n"
+        for n in shimNames { try writeFile(hp.sbin + "/" + n, shim, mode: 0o755) }
+        try writeFile(hp.home + "/.bashrc", "# fleetsim host \(h.name): root's .bashrc\n")
+        try writeFile(hp.home + "/.profile", "# fleetsim host \(h.name)\n[ -f ~/.bashrc ] && . ~/.bashrc\n")
+        try writeFile(hp.sshdConfig, sshdConfig(fleet, h))
+        for f in [hp.meminfo, hp.vmstat, hp.uptime, hp.osrelease, hp.bootID] { try writeFile(f, "") }
+        try writeFile(hp.bootsLog, "")
+        try writeFile(hp.live, "")
+    }
+
+    public static func installKernelFiles(bootDir: String, release: String) throws {
+        try writeFile(bootDir + "/vmlinuz-\(release)", "fleetsim: simulated Linux kernel image \(release)\n")
+        try writeFile(bootDir + "/initrd.img-\(release)", "fleetsim: simulated initramfs for \(release)\n")
+        try writeFile(bootDir + "/config-\(release)", "# Linux/x86 \(release) Kernel Configuration (fleetsim)\nCONFIG_SLUB=y\n")
+        try writeFile(bootDir + "/System.map-\(release)", "ffffffff81000000 T _text\n")
+    }
+
+    static func sshdConfig(_ fleet: FleetConfig, _ h: HostConfig) -> String {
+        let L = Layout(dir: fleet.dir)
+        let hp = HostPaths(L.hostDir(h.name))
+        return """
+        # fleetsim: sshd of simulated host \(h.name)
+        ListenAddress \(h.address):\(fleet.sshPort)
+        HostKey \(hp.hostKey)
+        PidFile \(hp.sshdPid)
+        AuthorizedKeysFile \(L.authorizedKeys)
+        StrictModes no
+        UsePAM no
+        PermitRootLogin prohibit-password
+        PubkeyAuthentication yes
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        MaxStartups 200:30:400
+        MaxSessions 64
+        LogLevel VERBOSE
+        UseDNS no
+        PrintMotd no
+        PrintLastLog no
+        X11Forwarding no
+        AcceptEnv LANG LC_*
+        Subsystem sftp /usr/lib/openssh/sftp-server
+
+        """
+    }
+
+    public static func inventoryYAML(_ fleet: FleetConfig) -> String {
+        var s = """
+        # written by fleetsim up
+        defaults:
+          user: root
+          port: \(fleet.sshPort)
+          identity: client_key          # relative paths are relative to the inventory file
+          known_hosts: known_hosts
+          host_key_policy: strict
+        hosts:
+
+        """
+        for h in fleet.hosts {
+            s += "  - name: \(h.name)\n    address: \(h.address)\n    labels: {rack: \(h.rack), cluster: \(h.cluster)}\n"
+        }
+        return s
+    }
+
+    static let firstNames = ["Anna", "Ben", "Clara", "David", "Eva", "Felix", "Greta", "Hugo", "Ines", "Jonas", "Karin",
+                             "Lukas", "Mara", "Nils", "Olga", "Paul", "Rosa", "Sven", "Tina", "Uwe", "Vera", "Walter"]
+    static let lastNames = ["Bauer", "Novak", "Schmidt", "Dubois", "Rossi", "Kowalski", "Jensen", "Silva", "Meyer",
+                            "Horvat", "Lindqvist", "Moreau", "Costa", "Weber", "Fischer", "Nagy"]
+
+    /// `host,customer_id,name,email`: 2-5 customers per host, about one in seven also on another host.
+    public static func customersCSV(_ hostNames: [String], seed: UInt64) -> String {
+        var rng = SeededRandom(seed: seed)
+        var customers: [(id: String, name: String)] = []
+        var s = "host,customer_id,name,email\n"
+        for host in hostNames {
+            let k = Int.random(in: 2...5, using: &rng)
+            var here = Set<String>()
+            for _ in 0..<k {
+                var c: (id: String, name: String)
+                if customers.count > 4, Double.random(in: 0..<1, using: &rng) < 0.15,
+                   let pick = customers.randomElement(using: &rng), !here.contains(pick.id) {
+                    c = pick
+                } else {
+                    let n = customers.count + 1
+                    let id = "c" + String(repeating: "0", count: max(0, 4 - String(n).count)) + String(n)
+                    c = (id, "\(firstNames.randomElement(using: &rng)!) \(lastNames.randomElement(using: &rng)!)")
+                    customers.append(c)
+                }
+                here.insert(c.id)
+                s += "\(host),\(c.id),\(c.name),\(c.id)@example.test\n"
+            }
+        }
+        return s
+    }
+
+    /// PID 1 of a simulated host: bind-mounts the fake files, starts sshd, then reaps children forever.
+    static func hostInitScript() -> String {
+        var binds = ""
+        for n in shimNames {
+            // Also cover absolute paths of real binaries (e.g. /sbin/reboot -> /bin/systemctl) where they exist.
+            binds += "for p in /usr/sbin/\(n) /usr/bin/\(n); do [ -f \"$p\" ] && [ ! -L \"$p\" ] && mount --bind \"$H/sbin/\(n)\" \"$p\"; done\n"
+        }
+        return """
+        #!/bin/sh
+        # fleetsim host init: PID 1 of one simulated host (own PID and mount namespace).
+        # usage: host-init.sh HOSTDIR
+        H="$1"
+        set -e
+        mount --bind "$H/proc/meminfo" /proc/meminfo
+        mount --bind "$H/proc/vmstat" /proc/vmstat
+        mount --bind "$H/proc/uptime" /proc/uptime
+        mount --bind "$H/proc/osrelease" /proc/sys/kernel/osrelease
+        mount --bind "$H/proc/boot_id" /proc/sys/kernel/random/boot_id
+        mount --bind "$H/boot" /boot
+        mount --bind "$H/sbin" /usr/local/sbin
+        mount --bind "$H/root" /root
+        mount -t tmpfs -o mode=0755,size=16m fleetsim-run /run
+        mkdir -p /run/sshd
+        set +e
+        \(binds)/usr/sbin/sshd -f "$H/sshd_config" -E "$H/sshd.log"
+        trap '' TERM INT HUP
+        while :; do sleep 86400 & wait $!; done
+
+        """
+    }
+
+    /// Runs commands, `width` at a time; throws if one fails.
+    static func runParallel(_ jobs: [[String]], width: Int) throws {
+        var pending = jobs[...]
+        var running: [pid_t: [String]] = [:]
+        var failures: [String] = []
+        while !pending.isEmpty || !running.isEmpty {
+            while running.count < width, let job = pending.popFirst() {
+                guard let pid = spawnDetached(job[0], Array(job.dropFirst()), logPath: nil, newSession: false) else {
+                    throw FleetsimError("cannot run \(job[0])")
+                }
+                running[pid] = job
+            }
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, 0)
+            if pid <= 0 { break }
+            if let job = running.removeValue(forKey: pid), status != 0 { failures.append(job.joined(separator: " ")) }
+        }
+        if !failures.isEmpty { throw FleetsimError("failed: \(failures.prefix(3).joined(separator: "; "))") }
+    }
+}

@@ -1,0 +1,271 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The commands a simulated host runs instead of the real ones (`fleetsim shim HOSTDIR NAME ARGS...`).
+public enum Shims {
+    struct Out {
+        var stdout = ""
+        var stderr = ""
+        mutating func out(_ s: String) { stdout += s + "\n" }
+        mutating func err(_ s: String) { stderr += s + "\n" }
+    }
+
+    /// Runs a shim; returns its exit status. Output goes to stdout/stderr.
+    public static func run(hostDir: String, name: String, args: [String]) -> Int32 {
+        var o = Out()
+        let status: Int32
+        do {
+            status = try dispatch(hostDir: hostDir, name: name, args: args, &o)
+        } catch let e as FleetsimError {
+            o.err(e.message)
+            status = e.exitCode
+        } catch {
+            o.err("\(name): \(error)")
+            status = 1
+        }
+        FileHandle.standardOutput.write(Data(o.stdout.utf8))
+        FileHandle.standardError.write(Data(o.stderr.utf8))
+        return status
+    }
+
+    static func dispatch(hostDir: String, name: String, args: [String], _ o: inout Out) throws -> Int32 {
+        let hp = HostPaths(hostDir)
+        let dir = URL(fileURLWithPath: hostDir).deletingLastPathComponent().deletingLastPathComponent().path
+        let hostName = URL(fileURLWithPath: hostDir).lastPathComponent
+        switch name {
+        case "apt-get":
+            let fleet = try FleetConfig.load(dir: dir)
+            return try aptGet(fleet: fleet, host: hostName, hp: hp, args: args, &o)
+        case "update-grub":
+            let fleet = try FleetConfig.load(dir: dir)
+            updateGrub(fleet: fleet, host: hostName, hp: hp, &o)
+            return 0
+        case "grub-reboot", "grub-set-default":
+            let key = name == "grub-reboot" ? "next_entry" : "saved_entry"
+            let positional = args.filter { !$0.hasPrefix("--boot-directory") && $0 != "--" }
+            if args.contains("--help") || args.contains("-h") {
+                o.out("Usage: \(name) [OPTION] MENU_ENTRY")
+                return 0
+            }
+            guard let entry = positional.first else {
+                o.err("\(name): entry not specified.")
+                o.err("Usage: \(name) [OPTION] MENU_ENTRY")
+                return 1
+            }
+            try Grub.setEnv(hp.grubEnv, key, entry)
+            return 0
+        case "grub-editenv":
+            return try grubEditenv(hp: hp, args: args, &o)
+        case "reboot", "shutdown":
+            if name == "shutdown" && !(args.contains("-r") || args.contains("--reboot")) {
+                o.err("fleetsim: shutdown without -r (power off) is not simulated; use `fleetsim set HOST power=off`")
+                return 1
+            }
+            try requestReboot(dir: dir, host: hostName)
+            return 0
+        case "systemctl":
+            let verbs = args.filter { !$0.hasPrefix("-") }
+            switch verbs.first {
+            case "reboot", "kexec":
+                try requestReboot(dir: dir, host: hostName)
+                return 0
+            case "is-system-running":
+                o.out("running")
+                return 0
+            default:
+                o.err("fleetsim: systemctl \(args.joined(separator: " ")) is not simulated on this host")
+                return 1
+            }
+        default:
+            o.err("fleetsim: unknown shim \(name)")
+            return 127
+        }
+    }
+
+    static func requestReboot(dir: String, host: String) throws {
+        try postRequest(dir: dir, kind: "reboot", body: host + "\n")
+    }
+
+    /// Drops a request file for the supervisor (written under a temporary name, then renamed).
+    @discardableResult
+    public static func postRequest(dir: String, kind: String, body: String) throws -> String {
+        let L = Layout(dir: dir)
+        let name = String(format: "%016llx-%d-%08x.%@", UInt64(now() * 1e6), getpid(), UInt32.random(in: 0...UInt32.max), kind)
+        let path = L.requests + "/" + name
+        let tmp = path + ".tmp"
+        guard rewriteInPlace(tmp, body) else { throw FleetsimError("cannot write \(tmp)") }
+        rename(tmp, path)
+        return path
+    }
+
+    // MARK: grub-editenv
+
+    static func grubEditenv(hp: HostPaths, args: [String], _ o: inout Out) throws -> Int32 {
+        var rest = args.filter { $0 != "-v" && $0 != "--verbose" }
+        guard !rest.isEmpty else {
+            o.err("grub-editenv: error: you need to specify at least one command.")
+            return 1
+        }
+        var file = hp.grubEnv
+        let commands = ["list", "set", "unset", "create"]
+        if !commands.contains(rest[0]) {
+            let f = rest.removeFirst()
+            // Inside the host /boot is the host's own boot dir; map it back for when we run outside.
+            if f != "-" && f != "/boot/grub/grubenv" {
+                if f.hasPrefix("/boot/") { file = hp.boot + "/" + f.dropFirst("/boot/".count) } else { file = f }
+            }
+        }
+        guard let cmd = rest.first else {
+            o.err("grub-editenv: error: you need to specify at least one command.")
+            return 1
+        }
+        switch cmd {
+        case "list":
+            guard fileExists(file) else {
+                o.err("grub-editenv: error: cannot open `\(file)': No such file or directory.")
+                return 1
+            }
+            for (k, v) in Grub.readEnv(file) { o.out("\(k)=\(v)") }
+        case "set":
+            for kv in rest.dropFirst() {
+                guard let eq = kv.firstIndex(of: "=") else {
+                    o.err("grub-editenv: error: invalid parameter \(kv).")
+                    return 1
+                }
+                try Grub.setEnv(file, String(kv[..<eq]), String(kv[kv.index(after: eq)...]))
+            }
+        case "unset":
+            for k in rest.dropFirst() { try Grub.unsetEnv(file, k) }
+        case "create":
+            try Grub.writeEnv(file, [])
+        default:
+            o.err("grub-editenv: error: unrecognized command `\(cmd)'.")
+            return 1
+        }
+        return 0
+    }
+
+    // MARK: update-grub
+
+    static func updateGrub(fleet: FleetConfig, host: String, hp: HostPaths, _ o: inout Out) {
+        let uuid = fleet.host(named: host)?.rootUUID ?? "00000000-0000-0000-0000-000000000000"
+        let kernels = Grub.installedKernels(bootDir: hp.boot)
+        o.err("Generating grub configuration file ...")
+        for k in kernels {
+            o.err("Found linux image: /boot/vmlinuz-\(k)")
+            o.err("Found initrd image: /boot/initrd.img-\(k)")
+        }
+        o.err("done")
+        rewriteInPlace(hp.grubCfg, Grub.config(kernels: kernels, rootUUID: uuid))
+    }
+
+    // MARK: apt-get
+
+    static func aptGet(fleet: FleetConfig, host: String, hp: HostPaths, args: [String], _ o: inout Out) throws -> Int32 {
+        var positional: [String] = []
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "-o" || a == "-c" || a == "-t" { i += 2; continue }
+            if a.hasPrefix("-") { i += 1; continue }
+            positional.append(a)
+            i += 1
+        }
+        guard let cmd = positional.first else {
+            o.err("E: Invalid operation")
+            return 100
+        }
+        switch cmd {
+        case "update":
+            o.out("Hit:1 http://deb.fleetsim.test/debian bookworm InRelease")
+            o.out("Reading package lists... Done")
+            return 0
+        case "install":
+            break
+        default:
+            o.err("fleetsim: apt-get \(cmd) is not simulated (only install and update)")
+            return 100
+        }
+        let pkgs = positional.dropFirst().map { p -> String in
+            if let eq = p.firstIndex(of: "=") { return String(p[..<eq]) }
+            return p
+        }
+        o.out("Reading package lists... Done")
+        o.out("Building dependency tree... Done")
+        o.out("Reading state information... Done")
+        guard !pkgs.isEmpty else {
+            o.out("0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.")
+            return 0
+        }
+        var toInstall: [String] = []
+        for p in pkgs {
+            guard p.hasPrefix("linux-image-") else {
+                o.err("E: Unable to locate package \(p)")
+                return 100
+            }
+            let rel = String(p.dropFirst("linux-image-".count))
+            guard fleet.scenario.kernels[rel] != nil else {
+                o.err("E: Unable to locate package \(p)")
+                o.err("E: Couldn't find any package by glob '\(p)'")
+                return 100
+            }
+            if fileExists(hp.boot + "/vmlinuz-\(rel)") {
+                o.out("\(p) is already the newest version (\(debVersion(rel))).")
+            } else {
+                toInstall.append(rel)
+            }
+        }
+        guard !toInstall.isEmpty else {
+            o.out("0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.")
+            return 0
+        }
+        o.out("The following NEW packages will be installed:")
+        o.out("  " + toInstall.map { "linux-image-\($0)" }.joined(separator: " "))
+        o.out("0 upgraded, \(toInstall.count) newly installed, 0 to remove and 0 not upgraded.")
+        o.out("Need to get \(68 * toInstall.count).4 MB of archives.")
+        o.out("After this operation, \(412 * toInstall.count) MB of additional disk space will be used.")
+        for (n, rel) in toInstall.enumerated() {
+            o.out("Get:\(n + 1) http://deb.fleetsim.test/debian bookworm/main amd64 linux-image-\(rel) amd64 \(debVersion(rel)) [68.4 MB]")
+        }
+        o.out("Fetched \(68 * toInstall.count).4 MB in 1s (68.4 MB/s)")
+        let live = LiveOverrides.load(hp.live)
+        let bootFull = live.bootFull ?? fleet.scenario.hosts[host]?.bootFull ?? false
+        for rel in toInstall {
+            let deb = "/var/cache/apt/archives/linux-image-\(rel)_\(debVersion(rel))_amd64.deb"
+            o.out("Selecting previously unselected package linux-image-\(rel).")
+            o.out("(Reading database ... 41876 files and directories currently installed.)")
+            o.out("Preparing to unpack .../linux-image-\(rel)_\(debVersion(rel))_amd64.deb ...")
+            o.out("Unpacking linux-image-\(rel) (\(debVersion(rel))) ...")
+            if bootFull {
+                o.err("dpkg: error processing archive \(deb) (--unpack):")
+                o.err(" cannot copy extracted data for './boot/vmlinuz-\(rel)' to '/boot/vmlinuz-\(rel).dpkg-new': failed to write (No space left on device)")
+                o.err("No apport report written because the error message indicates a disk full error")
+                o.err("dpkg-deb: error: paste subprocess was killed by signal (Broken pipe)")
+                o.out("Errors were encountered while processing:")
+                o.out(" \(deb)")
+                o.err("E: Sub-process /usr/bin/dpkg returned an error code (1)")
+                return 100
+            }
+            try Setup.installKernelFiles(bootDir: hp.boot, release: rel)
+            o.out("Setting up linux-image-\(rel) (\(debVersion(rel))) ...")
+            o.out("I: /vmlinuz is now a symlink to boot/vmlinuz-\(rel)")
+            o.out("I: /initrd.img is now a symlink to boot/initrd.img-\(rel)")
+            o.out("/etc/kernel/postinst.d/initramfs-tools:")
+            o.out("update-initramfs: Generating /boot/initrd.img-\(rel)")
+            o.out("/etc/kernel/postinst.d/zz-update-grub:")
+            updateGrub(fleet: fleet, host: host, hp: hp, &o)
+        }
+        return 0
+    }
+
+    /// A plausible Debian package version for a release (6.1.0-19-hosting -> 6.1.76-1+hosting19).
+    static func debVersion(_ rel: String) -> String {
+        let parts = rel.split(separator: "-")
+        let abi = parts.count > 1 ? String(parts[1]) : "1"
+        let base = parts.first.map(String.init) ?? rel
+        let upstream = base.split(separator: ".").prefix(2).joined(separator: ".")
+        return "\(upstream).\(60 + (Int(abi) ?? 0))-1+fleetsim\(abi)"
+    }
+}

@@ -1,0 +1,545 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+nonisolated(unsafe) var supervisorStopRequested: sig_atomic_t = 0
+
+/// Status of one host as `status` shows it (DIR/status.json).
+public struct HostStatus: Codable, Sendable {
+    public var name: String
+    public var address: String
+    public var rack: String
+    public var cluster: String
+    public var state: String          // up | booting | down
+    public var phase: String
+    public var kernel: String
+    public var bootCount: Int
+    public var bootID: String
+    public var uptime: Double
+    public var sunreclaimKiB: Int
+    public var oomKill: Int
+    public var site: String
+    public var sshd: String
+    public var dropped: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case name, address, rack, cluster, state, phase, kernel, uptime, site, sshd, dropped
+        case bootCount = "boot_count", bootID = "boot_id", sunreclaimKiB = "sunreclaim_kib", oomKill = "oom_kill"
+    }
+}
+
+public struct FleetStatus: Codable, Sendable {
+    public var supervisorPid: Int32
+    public var updated: String
+    public var hosts: [HostStatus]
+    enum CodingKeys: String, CodingKey {
+        case supervisorPid = "supervisor_pid", updated, hosts
+    }
+}
+
+/// One simulated machine.
+final class HostRuntime {
+    enum Phase {
+        case off                                  // powered off / crashed
+        case rebootPending(at: Double)            // reboot asked; processes die at `at`
+        case panicking(until: Double, kernel: String)
+        case hung(kernel: String)                 // kernel never comes up
+        case loading(until: Double, kernel: String)
+        case starting(since: Double)              // namespace spawned, waiting for sshd to listen
+        case up
+    }
+    let index: Int
+    let cfg: HostConfig
+    let paths: HostPaths
+    var phase: Phase = .off
+    var kernel: String
+    var bootCount = 0
+    var bootID = ""
+    var bootAt = 0.0            // monotonic time of this boot (uptime 0)
+    var uptimeOffset = 0.0
+    var nsPid: pid_t = 0        // the `unshare` process
+    var sunreclaim = 0.0
+    var oom = 0.0
+    var noise = 0.0
+    var live = LiveOverrides()
+    var sshdStopped = false
+    var sshdStartAt: Double? = nil
+    var dropUntil: Double? = nil
+    var dropped = false
+    var seed: UInt64
+
+    init(index: Int, cfg: HostConfig, paths: HostPaths, kernel: String) {
+        self.index = index; self.cfg = cfg; self.paths = paths; self.kernel = kernel
+        seed = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
+    }
+
+    var running: Bool {
+        switch phase { case .starting, .up, .rebootPending: return true; default: return false }
+    }
+
+    var stateName: String {
+        switch phase {
+        case .up, .rebootPending: return "up"
+        case .starting, .loading, .panicking: return "booting"
+        case .off, .hung: return "down"
+        }
+    }
+
+    var phaseName: String {
+        switch phase {
+        case .off: return "off"
+        case .rebootPending: return "rebooting"
+        case .panicking: return "panicking"
+        case .hung: return "hung"
+        case .loading: return "loading"
+        case .starting: return "starting"
+        case .up: return "up"
+        }
+    }
+}
+
+/// The per-fleet daemon: boots hosts into PID+mount namespaces, follows GRUB on reboot,
+/// evolves the fake /proc files, serves the test sites and applies `set` requests.
+public final class Supervisor {
+    let fleet: FleetConfig
+    let L: Layout
+    var hosts: [HostRuntime] = []
+    let site = SiteServer()
+    var lastTick = 0.0
+    var lastStatus = 0.0
+    var lastRequests = 0.0
+    var rng = SystemRandomNumberGenerator()
+    var logFile: FileHandle?
+
+    public init(fleet: FleetConfig) {
+        self.fleet = fleet
+        L = Layout(dir: fleet.dir)
+        for (i, h) in fleet.hosts.enumerated() {
+            let hr = HostRuntime(index: i, cfg: h, paths: HostPaths(L.hostDir(h.name)),
+                                 kernel: fleet.scenario.initialKernel(host: h.name))
+            hr.live = LiveOverrides.load(hr.paths.live)
+            hosts.append(hr)
+        }
+    }
+
+    func log(_ s: String) {
+        let line = "\(isoTime(now())) \(s)\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func behaviour(_ h: HostRuntime, kernel: String? = nil) -> Behaviour {
+        effectiveBehaviour(fleet, host: h.cfg.name, release: kernel ?? h.kernel, live: h.live)
+    }
+
+    // MARK: main loop
+
+    public func run() -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGTERM) { _ in supervisorStopRequested = 1 }
+        signal(SIGINT) { _ in supervisorStopRequested = 1 }
+        signal(SIGHUP, SIG_IGN)
+        var lim = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+        lim.rlim_cur = lim.rlim_max
+        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+        replaceFile(L.supervisorPid, "\(getpid())\n")
+        log("supervisor \(getpid()) starting \(hosts.count) hosts")
+
+        // First boot of every host: GRUB picks the default (saved_entry), no boot delay; staggered a little.
+        let t0 = monotonic()
+        for h in hosts {
+            chooseAndLoad(h, at: t0, firstBoot: true)
+        }
+        while supervisorStopRequested == 0 {
+            var fds = site.pollFDs()
+            let rc = poll(&fds, nfds_t(fds.count), 100)
+            if rc > 0 {
+                for p in fds where p.revents != 0 {
+                    site.handle(fd: p.fd, revents: p.revents, name: { self.hosts[$0].cfg.name },
+                                behaviour: { self.behaviour(self.hosts[$0]) })
+                }
+            }
+            let t = monotonic()
+            reap()
+            if t - lastRequests >= 0.1 { lastRequests = t; processRequests() }
+            advancePhases(t)
+            if t - lastTick >= 1.0 {
+                let dt = lastTick == 0 ? 0 : t - lastTick
+                lastTick = t
+                evolve(dt: dt)
+                site.expire()
+            }
+            if t - lastStatus >= 1.0 { lastStatus = t; writeStatus() }
+        }
+        log("supervisor stopping")
+        shutdownAll()
+        return 0
+    }
+
+    func shutdownAll() {
+        for h in hosts {
+            killNamespace(h)
+            site.closeAll(host: h.index)
+            if h.dropped { setDrop(h, on: false) }
+            h.phase = .off
+        }
+        // Give unshare processes a moment to exit, then reap.
+        let deadline = monotonic() + 3
+        while monotonic() < deadline && hosts.contains(where: { $0.nsPid > 0 && processAlive($0.nsPid) }) {
+            reap()
+            usleep(20_000)
+        }
+        reap()
+        writeStatus()
+        unlink(L.supervisorPid)
+    }
+
+    func reap() {
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { break }
+            if let h = hosts.first(where: { $0.nsPid == pid }) {
+                h.nsPid = 0
+                if h.running {
+                    if case .rebootPending = h.phase {} else {
+                        log("\(h.cfg.name): host init exited unexpectedly (status \(status)); host is down")
+                        site.closeAll(host: h.index)
+                        h.phase = .off
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: booting
+
+    /// Runs GRUB's choice for the next boot and moves the host into loading/panicking/hung.
+    func chooseAndLoad(_ h: HostRuntime, at t: Double, firstBoot: Bool = false) {
+        let env = Grub.readEnv(h.paths.grubEnv)
+        let menu = Grub.parseMenu(readFile(h.paths.grubCfg) ?? "")
+        var spec = Grub.envValue(env, "saved_entry")
+        if let next = Grub.envValue(env, "next_entry"), !next.isEmpty {
+            spec = next
+            // GRUB's 00_header: set next_entry= ; save_env next_entry
+            try? Grub.setEnv(h.paths.grubEnv, "next_entry", "")
+        }
+        let (k, matched) = Grub.kernelFor(default: spec, menu: menu)
+        guard let kernel = k else {
+            log("\(h.cfg.name): GRUB found no bootable entry; host stays down")
+            h.phase = .hung(kernel: "none")
+            return
+        }
+        if let spec, !spec.isEmpty, !matched {
+            log("\(h.cfg.name): GRUB entry '\(spec)' matches nothing; booting entry 0 (\(kernel))")
+        }
+        let b = behaviour(h, kernel: kernel)
+        if b.panic == true {
+            let delay = b.panicDelay ?? 5
+            log("\(h.cfg.name): kernel \(kernel) panics; machine resets in \(formatDuration(delay))")
+            appendBootLog(h, number: "-", bootID: "-", kernel: kernel, result: "panic")
+            h.phase = .panicking(until: t + delay, kernel: kernel)
+            return
+        }
+        if b.neverReturns == true {
+            log("\(h.cfg.name): kernel \(kernel) hangs during boot; host will not return")
+            appendBootLog(h, number: "-", bootID: "-", kernel: kernel, result: "hung")
+            h.phase = .hung(kernel: kernel)
+            return
+        }
+        var delay = 0.0
+        if !firstBoot {
+            let base = b.bootDelay ?? 2
+            let j = b.bootJitter ?? 0
+            delay = max(0, base + (j > 0 ? Double.random(in: -j...j, using: &rng) : 0))
+        }
+        h.phase = .loading(until: t + delay, kernel: kernel)
+    }
+
+    func advancePhases(_ t: Double) {
+        var starting = hosts.reduce(0) { n, h in if case .starting = h.phase { return n + 1 }; return n }
+        var listeners: Set<String>? = nil
+        for h in hosts {
+            switch h.phase {
+            case .rebootPending(let at) where t >= at:
+                killNamespace(h)
+                site.closeAll(host: h.index)
+                chooseAndLoad(h, at: t)
+            case .panicking(let until, _) where t >= until:
+                chooseAndLoad(h, at: t)
+            case .loading(let until, let kernel) where t >= until:
+                if starting >= 32 { continue }  // bound the spawn storm at fleet start
+                boot(h, kernel: kernel, t: t)
+                starting += 1
+            case .starting(let since):
+                if listeners == nil { listeners = listeningSockets() }
+                if listeners!.contains("\(h.cfg.address):\(fleet.sshPort)") || h.sshdStopped || t - since > 30 {
+                    if t - since > 30 { log("\(h.cfg.name): sshd not listening after 30s") }
+                    h.phase = .up
+                }
+            default: break
+            }
+            if let at = h.sshdStartAt, t >= at {
+                h.sshdStartAt = nil
+                startSSHD(h)
+            }
+            if let until = h.dropUntil, t >= until {
+                h.dropUntil = nil
+                setDrop(h, on: false)
+            }
+        }
+    }
+
+    /// Brings a host up on `kernel`: new boot id, uptime 0, fresh counters, new namespace.
+    func boot(_ h: HostRuntime, kernel: String, t: Double) {
+        h.kernel = kernel
+        h.bootCount += 1
+        h.bootID = randomUUIDLower()
+        h.bootAt = t
+        h.uptimeOffset = h.bootCount == 1 ? fleet.scenario.initialUptime : 0
+        let b = behaviour(h)
+        h.sunreclaim = (b.sunreclaimBase ?? 0) + (b.sunreclaimGrowthPerMin ?? 0) * h.uptimeOffset / 60
+        h.oom = (b.oomPerMin ?? 0) * h.uptimeOffset / 60
+        h.sshdStopped = false
+        h.sshdStartAt = nil
+        rewriteInPlace(h.paths.osrelease, kernel + "\n")
+        rewriteInPlace(h.paths.bootID, h.bootID + "\n")
+        writeProc(h)
+        appendBootLog(h, number: String(h.bootCount), bootID: h.bootID, kernel: kernel, result: "up")
+        let args = ["--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--mount-proc",
+                    "--", "/bin/sh", L.hostInit, h.paths.root]
+        guard let pid = spawnDetached("/usr/bin/unshare", args, logPath: h.paths.consoleLog, newSession: true) else {
+            log("\(h.cfg.name): cannot spawn unshare")
+            h.phase = .off
+            return
+        }
+        h.nsPid = pid
+        replaceFile(h.paths.nsPid, "\(pid)\n")
+        h.phase = .starting(since: t)
+        syncSite(h)
+    }
+
+    func appendBootLog(_ h: HostRuntime, number: String, bootID: String, kernel: String, result: String) {
+        let line = "\(isoTime(now())) \(number) \(bootID) \(kernel) \(result)\n"
+        let fd = open(h.paths.bootsLog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        if fd >= 0 {
+            _ = line.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+            close(fd)
+        }
+    }
+
+    /// The host's PID 1 (global pid), child of its `unshare`.
+    func nsInit(_ h: HostRuntime) -> pid_t? {
+        guard h.nsPid > 0 else { return nil }
+        return childPids(h.nsPid).first
+    }
+
+    /// Ends every process of the host: SIGKILL to its PID 1 ends the whole PID namespace.
+    func killNamespace(_ h: HostRuntime) {
+        guard h.nsPid > 0 else { return }
+        if let initPid = nsInit(h) { kill(initPid, SIGKILL) }
+        kill(h.nsPid, SIGKILL)
+        unlink(h.paths.nsPid)
+    }
+
+    /// Opens or closes the host's test-site listener to match its state and site mode.
+    func syncSite(_ h: HostRuntime) {
+        let want = h.running && (behaviour(h).site ?? .ok) != .refuse
+        if want && site.listeners[h.index] == nil {
+            let (fd, err) = SiteServer.listen(address: h.cfg.address, port: 80)
+            if let fd { site.listeners[h.index] = fd } else if let err { log("\(h.cfg.name): test site: \(err)") }
+        } else if !want {
+            site.closeListener(host: h.index)
+        }
+    }
+
+    // MARK: sshd and firewall faults
+
+    func sshdListenerPids(_ h: HostRuntime) -> [pid_t] {
+        guard let initPid = nsInit(h) else { return [] }
+        return childPids(initPid).filter { processComm($0) == "sshd" }
+    }
+
+    func stopSSHD(_ h: HostRuntime) {
+        for p in sshdListenerPids(h) { kill(p, SIGTERM) }
+        h.sshdStopped = true
+    }
+
+    func startSSHD(_ h: HostRuntime) {
+        h.sshdStopped = false
+        guard h.running, let initPid = nsInit(h), sshdListenerPids(h).isEmpty else { return }
+        let r = runProgram("/usr/bin/nsenter", ["-t", "\(initPid)", "-p", "-m", "--", "/usr/sbin/sshd",
+                                                "-f", h.paths.sshdConfig, "-E", h.paths.sshdLog])
+        if r.status != 0 { log("\(h.cfg.name): restarting sshd failed: \(r.output)") }
+    }
+
+    func setDrop(_ h: HostRuntime, on: Bool) {
+        for dirFlag in ["-d", "-s"] {
+            let rule = ["INPUT", dirFlag, h.cfg.address, "-m", "comment", "--comment", fleet.tag, "-j", "DROP"]
+            if on {
+                let r = runProgram("/usr/sbin/iptables", ["-w", "-I"] + rule)
+                if r.status != 0 { log("\(h.cfg.name): iptables: \(r.output)") }
+            } else {
+                while runProgram("/usr/sbin/iptables", ["-w", "-D"] + rule).status == 0 {}
+            }
+        }
+        h.dropped = on
+    }
+
+    // MARK: /proc evolution
+
+    func evolve(dt: Double) {
+        for h in hosts where h.running {
+            let b = behaviour(h)
+            h.sunreclaim += (b.sunreclaimGrowthPerMin ?? 0) * dt / 60
+            h.sunreclaim = min(h.sunreclaim, fleet.scenario.memTotal * 0.85)
+            if let base = b.sunreclaimBase, h.sunreclaim < base { h.sunreclaim = base }
+            h.oom += (b.oomPerMin ?? 0) * dt / 60
+            let n = b.sunreclaimNoise ?? 0
+            h.noise = n > 0 ? Double.random(in: -n...n, using: &rng) : 0
+            writeProc(h)
+        }
+    }
+
+    func uptime(_ h: HostRuntime) -> Double { h.running ? monotonic() - h.bootAt + h.uptimeOffset : 0 }
+
+    func writeProc(_ h: HostRuntime) {
+        let snap = ProcSnapshot(memTotal: fleet.scenario.memTotal, sunreclaim: max(0, h.sunreclaim + h.noise),
+                                oomKill: Int(h.oom), uptime: uptime(h), seed: h.seed)
+        rewriteInPlace(h.paths.uptime, ProcFiles.uptime(snap))
+        rewriteInPlace(h.paths.meminfo, ProcFiles.meminfo(snap))
+        rewriteInPlace(h.paths.vmstat, ProcFiles.vmstat(snap))
+    }
+
+    // MARK: status
+
+    func writeStatus() {
+        let list = hosts.map { h -> HostStatus in
+            let b = behaviour(h)
+            var siteMode = (b.site ?? .ok).rawValue
+            if let f = b.siteFailFraction, f > 0, b.site == .ok || b.site == nil {
+                siteMode = "ok, \(Int(f * 100))% \((b.siteFailAs ?? .reset).rawValue)"
+            }
+            return HostStatus(name: h.cfg.name, address: h.cfg.address, rack: h.cfg.rack, cluster: h.cfg.cluster,
+                              state: h.stateName, phase: h.phaseName, kernel: h.kernel, bootCount: h.bootCount,
+                              bootID: h.bootID, uptime: (uptime(h) * 100).rounded() / 100,
+                              sunreclaimKiB: h.running ? Int(max(0, h.sunreclaim + h.noise) / 1024) : 0,
+                              oomKill: h.running ? Int(h.oom) : 0,
+                              site: h.running ? siteMode : "down",
+                              sshd: !h.running ? "down" : (h.sshdStopped ? "stopped" : "up"),
+                              dropped: h.dropped)
+        }
+        let st = FleetStatus(supervisorPid: getpid(), updated: isoTime(now()), hosts: list)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        if let d = try? enc.encode(st) { replaceFile(L.statusJSON, String(decoding: d, as: UTF8.self)) }
+    }
+
+    // MARK: requests (from shims and `fleetsim set`)
+
+    func processRequests() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: L.requests), !names.isEmpty else { return }
+        for n in names.sorted() where !n.hasPrefix(".") && !n.hasSuffix(".tmp") {
+            let path = L.requests + "/" + n
+            let text = readFile(path) ?? ""
+            var lines = text.split(separator: "\n").map(String.init)
+            let target = lines.isEmpty ? "" : lines.removeFirst()
+            let targets = hosts.filter { target == "all" || $0.cfg.name == target || $0.cfg.address == target }
+            if targets.isEmpty { log("request \(n): no host \(target)") }
+            for h in targets {
+                if n.hasSuffix(".reboot") {
+                    requestReboot(h)
+                } else {
+                    for l in lines {
+                        guard let eq = l.firstIndex(of: "=") else { continue }
+                        apply(h, key: String(l[..<eq]), value: String(l[l.index(after: eq)...]))
+                    }
+                }
+            }
+            unlink(path)
+        }
+        writeStatus()
+    }
+
+    func requestReboot(_ h: HostRuntime) {
+        switch h.phase {
+        case .up, .starting:
+            log("\(h.cfg.name): reboot requested")
+            h.phase = .rebootPending(at: monotonic() + 0.5)
+        default:
+            log("\(h.cfg.name): reboot requested while \(h.phaseName); ignored")
+        }
+    }
+
+    func apply(_ h: HostRuntime, key: String, value: String) {
+        let t = monotonic()
+        switch key {
+        case "sshd":
+            let (verb, dur) = splitAction(value)
+            if verb == "stop" {
+                stopSSHD(h)
+                h.sshdStartAt = dur.map { t + $0 }
+            } else {
+                h.sshdStartAt = nil
+                startSSHD(h)
+            }
+            log("\(h.cfg.name): sshd=\(value)")
+        case "drop":
+            if value == "off" || value == "false" {
+                h.dropUntil = nil
+                setDrop(h, on: false)
+            } else {
+                if !h.dropped { setDrop(h, on: true) }
+                let d = (value == "on" || value == "true") ? nil : parseDuration(value)
+                h.dropUntil = d.map { t + $0 }
+            }
+            log("\(h.cfg.name): drop=\(value)")
+        case "power":
+            log("\(h.cfg.name): power=\(value)")
+            switch value {
+            case "off":
+                killNamespace(h)
+                site.closeAll(host: h.index)
+                h.phase = .off
+            case "on":
+                if case .off = h.phase { chooseAndLoad(h, at: t) }
+                if case .hung = h.phase { chooseAndLoad(h, at: t) }
+            default:  // cycle: a hard reset
+                killNamespace(h)
+                site.closeAll(host: h.index)
+                chooseAndLoad(h, at: t)
+            }
+        default:
+            // Persistent overrides: behaviour keys and boot_full. Empty value removes the override.
+            var lines = h.live.lines.filter { $0.0 != key }
+            if !value.isEmpty { lines.append((key, value)) }
+            LiveOverrides.save(h.paths.live, lines)
+            h.live = LiveOverrides.load(h.paths.live)
+            log("\(h.cfg.name): \(key)=\(value)")
+            if key == "site" { syncSite(h) }
+            if key == "never_return" || key == "never_returns", value == "false", case .hung = h.phase {
+                chooseAndLoad(h, at: t)
+            }
+        }
+    }
+
+    func splitAction(_ v: String) -> (String, Double?) {
+        let parts = v.split(separator: ":", maxSplits: 1).map(String.init)
+        return (parts.first ?? v, parts.count > 1 ? parseDuration(parts[1]) : nil)
+    }
+}
+
+/// `addr:port` of every listening TCP socket (from /proc/net/tcp; all hosts share the network namespace).
+func listeningSockets() -> Set<String> {
+    var out = Set<String>()
+    guard let s = readFile("/proc/net/tcp") else { return out }
+    for line in s.split(separator: "\n").dropFirst() {
+        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard f.count > 3, f[3] == "0A" else { continue }
+        let la = f[1].split(separator: ":")
+        guard la.count == 2, let a = UInt32(la[0], radix: 16), let p = UInt32(la[1], radix: 16) else { continue }
+        out.insert("\(a & 255).\((a >> 8) & 255).\((a >> 16) & 255).\(a >> 24):\(p)")
+    }
+    return out
+}

@@ -1,0 +1,3 @@
+import FleetsimCore
+
+FleetsimMain.main()
