@@ -177,7 +177,7 @@ struct Judgement {
 
     private mutating func judgeGrowth() {
         let points = memorySamples.map { SeriesPoint(seconds: $0.0.seconds, value: Double($0.1)) }
-        let limit = settings.sUnreclaimGrowthMaxPerHour.map(Double.init)
+        let limit = settings.sUnreclaimGrowthMaxPerHour.map { Double($0) }
         growth = SlopeEstimate.theilSen(points)
         if let g = growth {
             var ceilings: [Double] = []

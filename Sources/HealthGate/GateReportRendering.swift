@@ -1,3 +1,5 @@
+import Foundation
+
 extension HostGateReport {
     /// The report for a person, one screen: the verdict, why, then every check.
     /// Plain text without colour; the CLI decorates it.
@@ -21,7 +23,12 @@ extension HostGateReport {
             case .inconclusive: "  ??  "
             case .notJudged: "  --  "
             }
-            lines.append("\(mark) \(Self.label(f.check).padding(12)) \(f.summary)")
+            let label = Self.label(f.check)
+            let summary = f.summary.hasPrefix(label + ": ") ? String(f.summary.dropFirst(label.count + 2)) : f.summary
+            // Long summaries continue on indented lines, one clause each.
+            let clauses = summary.count > 100 ? summary.components(separatedBy: "; ") : [summary]
+            lines.append("\(mark) \(label.padding(12)) \(clauses[0])")
+            for clause in clauses.dropFirst() { lines.append("       \("".padding(12))   \(clause)") }
             if f.check == "sunreclaim.growth", let baselineComparison {
                 lines.append("       \("".padding(12)) \(baselineComparison)" + (baseline.map { " (\($0.method)\($0.release.map { ", kernel " + $0 } ?? ""))" } ?? ""))
             }
@@ -38,7 +45,7 @@ extension HostGateReport {
         case "samples": "samples"
         case "boot": "boot"
         case "release": "kernel"
-        case "sunreclaim.level": "SUnreclaim"
+        case "sunreclaim.level": "slab level"
         case "sunreclaim.share": "slab share"
         case "sunreclaim.growth": "slab growth"
         case "oom": "OOM kills"

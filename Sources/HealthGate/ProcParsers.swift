@@ -29,12 +29,11 @@ public struct MemInfo: Sendable, Equatable, Codable {
             guard let colon = line.firstIndex(of: ":") else { continue }
             let key = line[..<colon]
             let fields = line[line.index(after: colon)...].split(omittingEmptySubsequences: true, whereSeparator: \.isWhitespace)
-            guard let first = fields.first, let number = UInt64(first) else { continue }
-            var bytes: UInt64? = number
-            if fields.count >= 2 && fields[1] == "kB" {
-                let (product, overflow) = number.multipliedReportingOverflow(by: 1024)
-                bytes = overflow ? nil : product
-            }
+            // Every field read here is in kB; a line without its unit was cut
+            // short (a truncated read), and its number cannot be trusted.
+            guard fields.count == 2, fields[1] == "kB", let number = UInt64(fields[0]) else { continue }
+            let (product, overflow) = number.multipliedReportingOverflow(by: 1024)
+            let bytes: UInt64? = overflow ? nil : product
             switch key {
             case "MemTotal": info.memTotal = bytes
             case "MemAvailable": info.memAvailable = bytes

@@ -1,0 +1,265 @@
+import Foundation
+
+/// A host the gate watches.
+public struct GateHost: Sendable {
+    /// How to read the host (SSH in production, a fake in tests).
+    public var reader: any HostReader
+    /// Put into the test-site URL template as `{address}` (IPv4, IPv6 or name).
+    public var address: String
+    /// The host's SUnreclaim growth on its old kernel, to compare with.
+    public var baseline: GrowthBaseline?
+    /// The kernel release the host must be running; a different one fails the gate.
+    public var expectedRelease: String?
+
+    public init(reader: any HostReader, address: String, baseline: GrowthBaseline? = nil, expectedRelease: String? = nil) {
+        self.reader = reader
+        self.address = address
+        self.baseline = baseline
+        self.expectedRelease = expectedRelease
+    }
+
+    public var name: String { reader.hostName }
+}
+
+/// What the runner reports while it works. The callback is called from several
+/// tasks at once (one per host): it must be thread-safe and return quickly.
+public enum GateProgress: Sendable {
+    /// A sample of `host` was taken (`sample.index` counts from 0 to `planned - 1`).
+    case sampleTaken(host: String, sample: GateSample, planned: Int)
+    /// The verdict on `host` is in (the soak completed or ended early).
+    case hostDecided(HostGateReport)
+}
+
+/// Runs the health gate: samples every host at each interval for the soak,
+/// judges after every sample so a hard failure ends the soak at once, and
+/// returns the verdicts with their evidence.
+///
+/// Hosts are soaked concurrently (one child task each). When a host fails and
+/// `stopWaveOnFailure` is set, the other hosts' soaks stop too: the wave has
+/// failed, and halting sooner limits the damage; their reports end
+/// `.stoppedWithWave`. Cancelling the calling task ends every soak promptly
+/// with verdict `inconclusive` (`.cancelled`).
+///
+/// Time comes from the injected clock (tests pass a virtual clock and run a
+/// 10-minute soak in microseconds). Probe timeouts are enforced on the real
+/// continuous clock, since a hung probe hangs in real time.
+public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
+    public let settings: GateSettings
+    public let clock: C
+    public let siteProbe: any SiteProbing
+    public var stopWaveOnFailure: Bool
+
+    /// Throws when the settings cannot produce a verdict (see `GateSettings.validate`).
+    public init(settings: GateSettings, clock: C, siteProbe: any SiteProbing = SiteProbe(),
+                stopWaveOnFailure: Bool = true) throws(GateSettingsError) {
+        try settings.validate()
+        self.settings = settings
+        self.clock = clock
+        self.siteProbe = siteProbe
+        self.stopWaveOnFailure = stopWaveOnFailure
+    }
+
+    /// Soaks every host of a wave; the wave's verdict is the worst of its hosts'.
+    /// Reports come back in the order of `hosts`.
+    public func run(_ hosts: [GateHost], progress: @escaping @Sendable (GateProgress) -> Void = { _ in }) async -> WaveGateReport {
+        let waveFailed = CancelFlag()
+        let reports = await withTaskGroup(of: (Int, HostGateReport).self) { group in
+            for (i, host) in hosts.enumerated() {
+                group.addTask { (i, await self.soak(host, waveFailed: waveFailed, progress: progress)) }
+            }
+            var out = [HostGateReport?](repeating: nil, count: hosts.count)
+            for await (i, report) in group {
+                out[i] = report
+                if report.verdict == .fail && stopWaveOnFailure && !waveFailed.isSet {
+                    waveFailed.set()
+                    group.cancelAll()
+                }
+            }
+            return out.map { $0! }
+        }
+        return WaveGateReport(hosts: reports)
+    }
+
+    /// Soaks one host.
+    public func run(_ host: GateHost, progress: @escaping @Sendable (GateProgress) -> Void = { _ in }) async -> HostGateReport {
+        await soak(host, waveFailed: CancelFlag(), progress: progress)
+    }
+
+    private func soak(_ host: GateHost, waveFailed: CancelFlag,
+                      progress: @Sendable (GateProgress) -> Void) async -> HostGateReport {
+        let start = clock.now
+        let planned = settings.plannedSamples
+        var samples: [GateSample] = []
+        let url: Result<SiteURL, SiteURLError>? = settings.testSite.map { site in
+            Result { () throws(SiteURLError) in try SiteURL.expand(template: site.urlTemplate, address: host.address, name: host.name) }
+        }
+        func finish(_ end: GateEnd) -> HostGateReport {
+            let report = GateEvaluation.evaluate(host: host.name, samples: samples, settings: settings,
+                                                 baseline: host.baseline, expectedRelease: host.expectedRelease, end: end)
+            progress(.hostDecided(report))
+            return report
+        }
+        var interrupted: GateEnd { waveFailed.isSet ? .stoppedWithWave : .cancelled }
+
+        for index in 0..<planned {
+            if index > 0 {
+                do {
+                    try await clock.sleep(until: start.advanced(by: settings.interval * index), tolerance: nil)
+                } catch {
+                    return finish(interrupted)
+                }
+            }
+            if Task.isCancelled { return finish(interrupted) }
+            let seconds = start.duration(to: clock.now).seconds
+            let sample = await takeSample(index: index, seconds: seconds, host: host, url: url)
+            if Task.isCancelled { return finish(interrupted) }
+            samples.append(sample)
+            progress(.sampleTaken(host: host.name, sample: sample, planned: planned))
+            if let stop = GateEvaluation.earlyStop(host: host.name, samples: samples, settings: settings,
+                                                   baseline: host.baseline, expectedRelease: host.expectedRelease) {
+                progress(.hostDecided(stop))
+                return stop
+            }
+        }
+        return finish(.completed)
+    }
+
+    /// One sample: facts, test-site requests and custom checks, concurrently.
+    private func takeSample(index: Int, seconds: Double, host: GateHost, url: Result<SiteURL, SiteURLError>?) async -> GateSample {
+        let timeout = settings.probeTimeout
+        let reader = host.reader
+        async let facts: Result<HostFacts, any Error> = {
+            do {
+                return .success(try await withWatchdog(timeout) { try await HostFacts.read(from: reader, timeout: timeout) })
+            } catch {
+                return .failure(error)
+            }
+        }()
+        async let site = probeSite(url)
+        async let checks = runChecks(reader)
+        var sample = GateSample(index: index, seconds: seconds)
+        switch await facts {
+        case .success(let f): sample.facts = f
+        case .failure(let e): sample.factsError = "reading facts: \(e)"
+        }
+        sample.site = await site
+        sample.checks = await checks
+        return sample
+    }
+
+    private func probeSite(_ url: Result<SiteURL, SiteURLError>?) async -> [SiteAttempt] {
+        guard let site = settings.testSite, let url else { return [] }
+        var attempts: [SiteAttempt] = []
+        for _ in 0..<site.requestsPerSample {
+            switch url {
+            case .success(let u): attempts.append(await siteProbe.fetch(u, timeout: site.timeout))
+            case .failure(let e): attempts.append(SiteAttempt(outcome: .other, latencySeconds: 0, detail: e.description))
+            }
+            if Task.isCancelled { break }
+        }
+        return attempts
+    }
+
+    private func runChecks(_ reader: any HostReader) async -> [CheckRun] {
+        let timeout = settings.probeTimeout
+        return await withTaskGroup(of: (Int, CheckRun).self) { group in
+            for (i, check) in settings.customChecks.enumerated() {
+                group.addTask {
+                    do {
+                        let r = try await withWatchdog(timeout) { try await reader.run(check.command, timeout: timeout) }
+                        let said = [r.stderr, r.stdout].lazy.compactMap { $0.split(whereSeparator: \.isNewline).first }.first
+                        let status = r.exitSignal != nil && r.exitStatus == 0 ? 128 : r.exitStatus
+                        return (i, CheckRun(name: check.name, exitStatus: status,
+                                            output: said.map { String($0.prefix(200)).trimmed }))
+                    } catch {
+                        return (i, CheckRun(name: check.name, exitStatus: nil, error: "\(error)"))
+                    }
+                }
+            }
+            var runs: [(Int, CheckRun)] = []
+            for await r in group { runs.append(r) }
+            return runs.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+    }
+}
+
+extension GateRunner where C == ContinuousClock {
+    /// A runner on the real clock.
+    public init(settings: GateSettings, siteProbe: any SiteProbing = SiteProbe(),
+                stopWaveOnFailure: Bool = true) throws(GateSettingsError) {
+        try self.init(settings: settings, clock: ContinuousClock(), siteProbe: siteProbe, stopWaveOnFailure: stopWaveOnFailure)
+    }
+}
+
+/// A probe that did not answer within its time (plus a quarter, for the
+/// reader's own timeout to fire first).
+public struct ProbeTimeout: Error, Sendable, CustomStringConvertible {
+    public var after: Duration
+    public var description: String { "no answer within \(Format.duration(after.seconds))" }
+}
+
+/// Runs `operation`, but returns (throwing `ProbeTimeout`) after `timeout × 1.25`
+/// even if the operation ignores cancellation: a hung reader must not hang the gate.
+/// The abandoned operation is cancelled and left to finish on its own.
+func withWatchdog<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    let race = Race<T>()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            race.install(continuation)
+            race.add(Task {
+                do { race.finish(.success(try await operation())) } catch { race.finish(.failure(error)) }
+            })
+            race.add(Task {
+                do {
+                    try await Task.sleep(for: timeout * 1.25)
+                    race.finish(.failure(ProbeTimeout(after: timeout)))
+                } catch {}
+            })
+        }
+    } onCancel: {
+        race.finish(.failure(CancellationError()))
+    }
+}
+
+/// The first result wins; later ones are dropped and the racing tasks cancelled.
+final class Race<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, any Error>?
+    private var result: Result<T, any Error>?
+    private var tasks: [Task<Void, Never>] = []
+
+    func install(_ c: CheckedContinuation<T, any Error>) {
+        lock.lock()
+        if let result {
+            lock.unlock()
+            c.resume(with: result)
+            return
+        }
+        continuation = c
+        lock.unlock()
+    }
+
+    func add(_ task: Task<Void, Never>) {
+        lock.lock()
+        if result != nil {
+            lock.unlock()
+            task.cancel()
+            return
+        }
+        tasks.append(task)
+        lock.unlock()
+    }
+
+    func finish(_ r: Result<T, any Error>) {
+        lock.lock()
+        guard result == nil else { lock.unlock(); return }
+        result = r
+        let c = continuation
+        continuation = nil
+        let running = tasks
+        tasks = []
+        lock.unlock()
+        c?.resume(with: r)
+        for t in running { t.cancel() }
+    }
+}

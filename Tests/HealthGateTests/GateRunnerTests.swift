@@ -1,0 +1,184 @@
+import Foundation
+import Testing
+@testable import HealthGate
+
+@Suite struct GateRunnerTests {
+    let settings = GateSettings()
+
+    func runner(_ s: GateSettings? = nil, clock: VirtualClock, site: any SiteProbing = ScriptedSiteProbe { _ in .ok })
+        throws -> GateRunner<VirtualClock> {
+        try GateRunner(settings: s ?? settings, clock: clock, siteProbe: site)
+    }
+
+    @Test func flatHostPassesAfterTheWholeSoak() async throws {
+        let clock = VirtualClock()
+        let site = ScriptedSiteProbe { _ in .ok }
+        let log = ProgressLog()
+        let host = GateHost(reader: FakeHost(hostName: "web1", clock: clock, state: flat()), address: "10.0.0.1")
+        let r = try await runner(clock: clock, site: site).run(host, progress: log.record)
+        #expect(r.verdict == .pass, "\(r.render())")
+        #expect(r.end == .completed)
+        #expect(r.samples.map(\.seconds) == (0...20).map { Double($0) * 30 })
+        #expect(site.requests == 42)
+        #expect(log.samples.count == 21)
+        #expect(log.decided.map(\.verdict) == [.pass])
+    }
+
+    @Test func leakFailsOnTheSlopeBeforeAnyOOM() async throws {
+        let clock = VirtualClock()
+        // 1 MiB/min, and OOM kills would only start after 20 minutes — past the soak.
+        let host = FakeHost(hostName: "web1", clock: clock, state: { t in
+            var s = leaking(perMinuteKiB: 1024)(t)
+            s.oomKill = t > 1200 ? 1 : 0
+            return s
+        })
+        let r = try await runner(clock: clock).run(GateHost(reader: host, address: "10.0.0.1"))
+        #expect(r.verdict == .fail)
+        #expect(r.end == .completed)
+        #expect(r.reasons.map(\.check) == ["sunreclaim.growth"])
+        #expect(r.oom?.counted == 0)
+        #expect(abs(try #require(r.growth).bytesPerHour - 60 * MiB) < 1 * MiB)
+    }
+
+    @Test func oomKillHaltsWithinOneInterval() async throws {
+        let clock = VirtualClock()
+        let host = FakeHost(hostName: "web1", clock: clock, state: { t in HostState(oomKill: t >= 95 ? 1 : 0) })
+        let r = try await runner(clock: clock).run(GateHost(reader: host, address: "10.0.0.1"))
+        #expect(r.verdict == .fail)
+        #expect(r.end == .earlyFail)
+        #expect(r.reasons.map(\.check) == ["oom"])
+        #expect(r.decidedAtSeconds >= 95 && r.decidedAtSeconds <= 95 + 30)
+        #expect(r.samples.count == 5)
+        #expect(clock.elapsed <= 125, "the runner stopped sampling")
+    }
+
+    @Test func failingProbesAreInconclusive() async throws {
+        let clock = VirtualClock()
+        let host = FakeHost(hostName: "web1", clock: clock, state: flat(), fails: { _ in true })
+        let r = try await runner(clock: clock).run(GateHost(reader: host, address: "10.0.0.1"))
+        #expect(r.verdict == .inconclusive)
+        #expect(r.end == .earlyInconclusive)
+        #expect(r.samples.count == 5)  // 5 of 21 unreadable: more than 20%
+        #expect(r.samples.allSatisfy { $0.factsError == "reading facts: connection lost" })
+        #expect(r.render().contains("  ??   samples      5 of 21 planned samples unreadable"))
+    }
+
+    @Test func wedgedReaderIsCutByTheWatchdog() async throws {
+        let clock = VirtualClock()
+        var s = settings
+        s.probeTimeout = .milliseconds(40)
+        let host = FakeHost(hostName: "web1", clock: clock, state: flat(), wedged: true)
+        let real = ContinuousClock()
+        let start = real.now
+        let r = try await runner(s, clock: clock).run(GateHost(reader: host, address: "10.0.0.1"))
+        #expect(r.verdict == .inconclusive)
+        #expect(r.samples.first?.factsError?.contains("no answer within") == true)
+        #expect(real.now - start < .seconds(5))
+    }
+
+    @Test func thirtyPercentResetsFailWithTheResetClass() async throws {
+        let clock = VirtualClock()
+        let site = ScriptedSiteProbe { $0 % 10 < 3 ? .reset : .ok }
+        let host = GateHost(reader: FakeHost(hostName: "web1", clock: clock, state: flat()), address: "10.0.0.1")
+        let r = try await runner(clock: clock, site: site).run(host)
+        #expect(r.verdict == .fail)
+        #expect(r.end == .earlyFail)
+        #expect(r.reasons.map(\.check) == ["site"])
+        let tally = try #require(r.site)
+        #expect(tally.byOutcome[.reset] == 3)
+        #expect(tally.byOutcome.keys.sorted() == [.ok, .reset])
+        #expect(r.reasons[0].summary.contains("reset 3"))
+    }
+
+    @Test func resetsFromARealLoopbackServer() async throws {
+        // The real probe against a real socket that resets every third connection.
+        let server = try LoopbackHTTPServer { $0 % 3 == 1 ? .reset : .status(200) }
+        defer { server.stop() }
+        let clock = VirtualClock()
+        var s = settings
+        s.testSite = TestSiteSettings(urlTemplate: "http://{address}:\(server.port)/test-site", timeout: .seconds(2))
+        let host = GateHost(reader: FakeHost(hostName: "web1", clock: clock, state: flat()), address: "127.0.0.1")
+        let r = try await GateRunner(settings: s, clock: clock).run(host)
+        #expect(r.verdict == .fail)
+        let tally = try #require(r.site)
+        #expect(tally.byOutcome[.reset] ?? 0 >= 1)
+        #expect(tally.byOutcome[.ok] ?? 0 >= 2)
+        #expect(tally.attempts == server.connections)
+    }
+
+    @Test func baselineComparisonThroughTheRunner() async throws {
+        let clock = VirtualClock()
+        let host = GateHost(reader: FakeHost(hostName: "web1", clock: clock, state: leaking(perMinuteKiB: 2.1 * 1024 / 60)),
+                            address: "10.0.0.1",
+                            baseline: GrowthBaseline(bytesPerHour: 2.4 * GiB, method: "SUnreclaim / uptime (10d0h)"))
+        let r = try await runner(clock: clock).run(host)
+        #expect(r.verdict == .pass)
+        #expect(r.baselineComparison == "slope 2.1 MiB/h vs 2.4 GiB/h before: 99.9% less")
+    }
+
+    @Test func customCheckRunsOnTheHost() async throws {
+        let clock = VirtualClock()
+        var s = settings
+        s.customChecks = [CustomCheck(name: "nginx", command: "pgrep -x nginx")]
+        let host = FakeHost(hostName: "web1", clock: clock, state: flat(),
+                            checks: { cmd, t in cmd == "pgrep -x nginx" && t >= 200 ? 1 : 0 })
+        let r = try await runner(s, clock: clock).run(GateHost(reader: host, address: "10.0.0.1"))
+        #expect(r.verdict == .fail)
+        #expect(r.end == .earlyFail)
+        #expect(r.samples.count == 8)  // first failing run at 210 s
+        #expect(r.reasons.first?.summary == "nginx: failed 1 of 8 runs (max 0), exit 1: pgrep -x nginx: failed")
+    }
+
+    @Test func waveSoaksConcurrentlyAndStopsWhenAHostFails() async throws {
+        let clock = VirtualClock()
+        let log = ProgressLog()
+        let bad = FakeHost(hostName: "bad", clock: clock, state: { _ in HostState(oomKill: 1) })
+        // The healthy hosts take real time per read, so they are still soaking when `bad` fails.
+        let good = (1...3).map { i in
+            FakeHost(hostName: "good\(i)", clock: clock, state: flat(), delay: .milliseconds(200))
+        }
+        let hosts = ([bad] + good).map { GateHost(reader: $0, address: "10.0.0.9") }
+        let w = try await runner(clock: clock).run(hosts, progress: log.record)
+        #expect(w.verdict == .fail)
+        #expect(w.hosts.map(\.host) == ["bad", "good1", "good2", "good3"])
+        #expect(w.failed == ["bad"])
+        #expect(w.hosts.dropFirst().allSatisfy { $0.end == .stoppedWithWave && $0.verdict == .inconclusive })
+        #expect(Set(log.decided.map(\.host)) == ["bad", "good1", "good2", "good3"])
+    }
+
+    @Test func waveOfHealthyHostsPassesConcurrently() async throws {
+        let clock = VirtualClock()
+        let hosts = (1...8).map { i in
+            GateHost(reader: FakeHost(hostName: "web\(i)", clock: clock, state: flat(), delay: .milliseconds(20)),
+                     address: "10.0.0.\(i)")
+        }
+        let real = ContinuousClock()
+        let start = real.now
+        let w = try await runner(clock: clock).run(hosts)
+        #expect(w.verdict == .pass, "\(w.render())")
+        #expect(w.passed.count == 8)
+        // 21 reads of 20 ms per host: one after the other, 8 hosts would take 3.4 s.
+        #expect(real.now - start < .milliseconds(8 * 21 * 20 / 2))
+    }
+
+    @Test func cancellationEndsTheSoakInconclusive() async throws {
+        let clock = VirtualClock()
+        let hosts = (1...2).map { i in
+            GateHost(reader: FakeHost(hostName: "web\(i)", clock: clock, state: flat(), delay: .milliseconds(50)), address: "10.0.0.1")
+        }
+        let r = try runner(clock: clock)
+        let task = Task { await r.run(hosts) }
+        try await Task.sleep(for: .milliseconds(180))
+        task.cancel()
+        let w = await task.value
+        #expect(w.verdict == .inconclusive)
+        #expect(w.hosts.allSatisfy { $0.end == .cancelled && $0.samples.count < 21 })
+        #expect(w.hosts.allSatisfy { $0.findings.first { $0.check == "samples" }?.summary.contains("cancelled") == true })
+    }
+
+    @Test func invalidSettingsAreRefusedUpFront() {
+        var s = GateSettings()
+        s.testSite?.minRequests = 1000
+        #expect(throws: GateSettingsError.self) { try GateRunner(settings: s, clock: VirtualClock()) }
+    }
+}

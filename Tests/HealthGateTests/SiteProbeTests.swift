@@ -1,0 +1,141 @@
+import Testing
+@testable import HealthGate
+
+@Suite struct SiteProbeTests {
+    let probe = SiteProbe()
+
+    func fetch(_ b: LoopbackHTTPServer.Behaviour, timeout: Duration = .seconds(3)) async throws -> SiteAttempt {
+        let server = try LoopbackHTTPServer(always: b)
+        defer { server.stop() }
+        return await probe.fetch(server.url, timeout: timeout)
+    }
+
+    @Test func ok200() async throws {
+        let a = try await fetch(.status(200))
+        #expect(a.outcome == .ok)
+        #expect(a.status == 200)
+        #expect(a.latencySeconds > 0 && a.latencySeconds < 1)
+    }
+
+    @Test func http500() async throws {
+        let a = try await fetch(.status(500, body: "boom"))
+        #expect(a.outcome == .http5xx)
+        #expect(a.status == 500)
+    }
+
+    @Test func http404AndRedirectAreOther() async throws {
+        #expect(try await fetch(.status(404)).outcome == .other)
+        let r = try await fetch(.status(301))
+        #expect(r.outcome == .other)
+        #expect(r.detail?.contains("redirect") == true)
+    }
+
+    @Test func hangingServerTimesOut() async throws {
+        let a = try await fetch(.hang, timeout: .milliseconds(300))
+        #expect(a.outcome == .timeout)
+        #expect(a.latencySeconds >= 0.29 && a.latencySeconds < 2, "\(a.latencySeconds)")
+        #expect(a.detail?.contains("waiting for the response") == true)
+    }
+
+    @Test func resetIsItsOwnClass() async throws {
+        let a = try await fetch(.reset)
+        #expect(a.outcome == .reset, "\(a)")
+        #expect(a.detail?.contains("ECONNRESET") == true || a.detail?.contains("EPIPE") == true)
+        #expect(try await fetch(.resetAtOnce).outcome == .reset)
+    }
+
+    @Test func refusedPort() async throws {
+        let a = await probe.fetch(SiteURL(host: "127.0.0.1", port: LoopbackHTTPServer.unusedPort()), timeout: .seconds(3))
+        #expect(a.outcome == .refused, "\(a)")
+    }
+
+    @Test func garbageEmptyAndShortAreOther() async throws {
+        let g = try await fetch(.garbage)
+        #expect(g.outcome == .other)
+        #expect(g.detail?.contains("not an HTTP response") == true)
+        let e = try await fetch(.closeEmpty)
+        #expect(e.outcome == .other)
+        #expect(e.detail == "connection closed without a response")
+        let s = try await fetch(.shortBody)
+        #expect(s.outcome == .other)
+        #expect(s.status == 200)
+    }
+
+    @Test func responseEndsByItsFramingNotByClose() async throws {
+        // The server keeps these connections open: waiting for the close would time out.
+        let c = try await fetch(.chunkedKeepOpen, timeout: .seconds(2))
+        #expect(c.outcome == .ok, "\(c)")
+        #expect(c.latencySeconds < 1)
+        let l = try await fetch(.lengthKeepOpen, timeout: .seconds(2))
+        #expect(l.outcome == .ok, "\(l)")
+        #expect(l.latencySeconds < 1)
+    }
+
+    @Test func unresolvableNameIsOther() async {
+        let a = await probe.fetch(SiteURL(host: "no-such-host.invalid", port: 80), timeout: .seconds(5))
+        #expect(a.outcome == .other)
+        #expect(a.detail?.contains("cannot resolve") == true)
+    }
+
+    @Test func mixedServerIsCountedPerClass() async throws {
+        // 10 connections: 5 ok, 2 reset, 2 http 500, 1 hang.
+        let plan: [LoopbackHTTPServer.Behaviour] = [.status(200), .reset, .status(500), .status(200), .hang,
+                                                   .status(200), .reset, .status(503), .status(200), .status(200)]
+        let server = try LoopbackHTTPServer { plan[$0 % plan.count] }
+        defer { server.stop() }
+        var attempts: [SiteAttempt] = []
+        for _ in plan { attempts.append(await probe.fetch(server.url, timeout: .milliseconds(300))) }
+        let tally = SiteTally(attempts)
+        #expect(tally.byOutcome == [.ok: 5, .reset: 2, .http5xx: 2, .timeout: 1])
+        #expect(tally.failureBreakdown == "reset 2, timeout 1, http5xx 2")
+        #expect(server.connections == 10)
+    }
+
+    @Test func cancellationEndsAHangingRequestPromptly() async throws {
+        let server = try LoopbackHTTPServer(always: .hang)
+        defer { server.stop() }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let task = Task { await probe.fetch(server.url, timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(100))
+        task.cancel()
+        let a = await task.value
+        #expect(a.outcome == .timeout)
+        #expect(a.detail?.contains("cancelled") == true)
+        #expect(clock.now - start < .seconds(2))
+    }
+
+    @Test func requestIsOneSmallGET() async throws {
+        // The probe's request line and Host header, as the server sees them.
+        let u = SiteURL(host: "::1", port: 8080, path: "/health?x=1")
+        #expect(u.authority == "[::1]:8080")
+        #expect(u.description == "http://[::1]:8080/health?x=1")
+    }
+}
+
+@Suite struct SiteURLTests {
+    @Test func parses() throws {
+        #expect(try SiteURL.parse("http://10.0.0.5/") == SiteURL(host: "10.0.0.5", port: 80, path: "/"))
+        #expect(try SiteURL.parse("http://web17.example:8080/wp/test?probe=1#x")
+                == SiteURL(host: "web17.example", port: 8080, path: "/wp/test?probe=1"))
+        #expect(try SiteURL.parse("HTTP://h") == SiteURL(host: "h", port: 80, path: "/"))
+        #expect(try SiteURL.parse("http://[2001:db8::1]:81/x") == SiteURL(host: "2001:db8::1", port: 81, path: "/x"))
+    }
+
+    @Test func rejects() {
+        for bad in ["https://h/", "ftp://h", "http://", "http://h:0/", "http://h:99999/", "http://u:p@h/", "http://h/a b",
+                    "http://[::1/", "h/path"] {
+            #expect(throws: SiteURLError.self, "\(bad)") { try SiteURL.parse(bad) }
+        }
+    }
+
+    @Test func templateExpansion() throws {
+        let u = try SiteURL.expand(template: "http://{address}:8080/t?host={name}", address: "192.0.2.7", name: "web7")
+        #expect(u == SiteURL(host: "192.0.2.7", port: 8080, path: "/t?host=web7"))
+        #expect(try SiteURL.expand(template: "http://{address}/", address: "2001:db8::7", name: "w").host == "2001:db8::7")
+        // An inventory value cannot inject another host or a path.
+        #expect(throws: SiteURLError.self) { try SiteURL.expand(template: "http://{address}/", address: "evil.example/x", name: "w") }
+        #expect(throws: SiteURLError.self) { try SiteURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "a b") }
+        #expect(throws: SiteURLError.self) { try SiteURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "u@h") }
+    }
+}
