@@ -141,6 +141,18 @@ public struct GrowthBaseline: Sendable, Equatable, Codable {
                               method: "SUnreclaim / uptime (\(Format.duration(up)))", release: facts.release)
     }
 
+    /// From two survey reads of the same boot (e.g. when the plan starts and
+    /// just before the host's reboot), timed by the host's own uptime. Cheap
+    /// and accurate when they are an hour or more apart; `nil` when they are
+    /// not of one boot, lack SUnreclaim, or are less than 10 minutes apart.
+    public static func between(_ earlier: HostFacts, _ later: HostFacts) -> GrowthBaseline? {
+        guard let id = earlier.bootID, id == later.bootID,
+              let s0 = earlier.memory.sUnreclaim, let s1 = later.memory.sUnreclaim,
+              let u0 = earlier.uptimeSeconds, let u1 = later.uptimeSeconds, u1 - u0 >= 600 else { return nil }
+        return GrowthBaseline(bytesPerHour: (Double(s1) - Double(s0)) / ((u1 - u0) / 3600),
+                              method: "two reads \(Format.duration(u1 - u0)) apart", release: later.release)
+    }
+
     /// "slope 2.1 MiB/h vs 2.4 GiB/h before: 99.9% less".
     public func comparison(to current: Double) -> String {
         let head = "slope \(Format.rate(current)) vs \(Format.rate(bytesPerHour)) before"

@@ -37,6 +37,7 @@ final class LoopbackHTTPServer: @unchecked Sendable {
     private let lock = NSLock()
     private var held: [Int32] = []
     private var accepted = 0
+    private var received: [String] = []
     private var stopped = false
 
     /// `behaviour` gets the index of the connection (0, 1, …).
@@ -65,6 +66,9 @@ final class LoopbackHTTPServer: @unchecked Sendable {
     var url: SiteURL { SiteURL(host: "127.0.0.1", port: port, path: "/test-site") }
 
     var connections: Int { lock.lock(); defer { lock.unlock() }; return accepted }
+
+    /// Every request received, verbatim (header and anything sent after it).
+    var requests: [String] { lock.lock(); defer { lock.unlock() }; return received }
 
     func stop() {
         lock.lock()
@@ -167,9 +171,12 @@ final class LoopbackHTTPServer: @unchecked Sendable {
         var buf = [UInt8](repeating: 0, count: 4096)
         while HTTPResponseReader.headerEnd(data) == nil {
             let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
-            if n <= 0 { return }
+            if n <= 0 { break }
             data.append(contentsOf: buf[0..<n])
         }
+        lock.lock()
+        received.append(String(decoding: data, as: UTF8.self))
+        lock.unlock()
     }
 
     private func write(_ fd: Int32, _ text: String) {

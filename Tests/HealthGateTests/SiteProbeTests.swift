@@ -106,10 +106,31 @@ import Testing
     }
 
     @Test func requestIsOneSmallGET() async throws {
-        // The probe's request line and Host header, as the server sees them.
+        let server = try LoopbackHTTPServer(always: .status(200))
+        defer { server.stop() }
+        let url = SiteURL(host: "127.0.0.1", port: server.port, path: "/wp/test?probe=1")
+        #expect(await probe.fetch(url, timeout: .seconds(3)).outcome == .ok)
+        #expect(server.connections == 1)
+        let request = try #require(server.requests.first)
+        #expect(request == "GET /wp/test?probe=1 HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\nUser-Agent: rollctl-health-gate\r\n"
+                + "Accept: */*\r\nConnection: close\r\n\r\n")
+        #expect(request.utf8.count < 200)
+    }
+
+    @Test func nameWithSeveralAddressesFallsBackToTheOneThatListens() async throws {
+        // "localhost" resolves to ::1 and 127.0.0.1; the server listens on 127.0.0.1 only.
+        let server = try LoopbackHTTPServer(always: .status(200))
+        defer { server.stop() }
+        let a = await probe.fetch(SiteURL(host: "localhost", port: server.port), timeout: .seconds(3))
+        #expect(a.outcome == .ok, "\(a)")
+        #expect(server.requests.first?.contains("Host: localhost:\(server.port)\r\n") == true)
+    }
+
+    @Test func ipv6Authority() {
         let u = SiteURL(host: "::1", port: 8080, path: "/health?x=1")
         #expect(u.authority == "[::1]:8080")
         #expect(u.description == "http://[::1]:8080/health?x=1")
+        #expect(SiteURL(host: "web1", port: 80, path: "x").description == "http://web1/x")
     }
 }
 

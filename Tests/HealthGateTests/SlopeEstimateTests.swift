@@ -103,4 +103,21 @@ func series(count: Int = 21, interval: Double = 30, base: Double = 200 * MiB, pe
         facts.uptimeSeconds = 600
         #expect(GrowthBaseline.averageSinceBoot(facts) == nil)
     }
+
+    @Test func baselineFromTwoSurveyReads() throws {
+        var a = HostFacts(release: "5.10.0-old", bootID: "b1", uptimeSeconds: 86400)
+        a.memory.sUnreclaim = UInt64(10 * GiB)
+        var b = a
+        b.uptimeSeconds = 86400 + 7200
+        b.memory.sUnreclaim = UInt64(12 * GiB)
+        let base = try #require(GrowthBaseline.between(a, b))
+        #expect(base.bytesPerHour == 1 * GiB)
+        #expect(base.method == "two reads 2h apart")
+        var rebooted = b
+        rebooted.bootID = "b2"
+        #expect(GrowthBaseline.between(a, rebooted) == nil)
+        var soon = b
+        soon.uptimeSeconds = 86400 + 60
+        #expect(GrowthBaseline.between(a, soon) == nil)
+    }
 }
