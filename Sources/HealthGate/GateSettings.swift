@@ -79,6 +79,9 @@ public struct GateSettings: Sendable, Equatable, Codable {
         guard interval > .zero else { throw bad("interval", "must be positive") }
         guard soak >= .zero else { throw bad("soak", "must not be negative") }
         guard probeTimeout > .zero else { throw bad("probeTimeout", "must be positive") }
+        guard probeTimeout <= interval else {
+            throw bad("probeTimeout", "longer than the interval: a slow host would fall behind its sampling schedule")
+        }
         if let share = sUnreclaimMaxShare, !(share > 0 && share <= 1) { throw bad("sUnreclaimMaxShare", "must be in (0, 1]") }
         guard (0...1).contains(minGoodSampleShare) else { throw bad("minGoodSampleShare", "must be in [0, 1]") }
         guard minSlopePoints >= 2 else { throw bad("minSlopePoints", "must be at least 2") }
@@ -89,6 +92,9 @@ public struct GateSettings: Sendable, Equatable, Codable {
             guard site.requestsPerSample >= 1 else { throw bad("testSite.requestsPerSample", "must be at least 1") }
             guard (0...1).contains(site.minSuccessRatio) else { throw bad("testSite.minSuccessRatio", "must be in [0, 1]") }
             guard site.timeout > .zero else { throw bad("testSite.timeout", "must be positive") }
+            guard site.timeout * site.requestsPerSample <= interval else {
+                throw bad("testSite.timeout", "\(site.requestsPerSample) requests of up to \(Format.duration(site.timeout.seconds)) do not fit in one \(Format.duration(interval.seconds)) interval")
+            }
             guard plannedRequests >= site.minRequests else {
                 throw bad("testSite.minRequests", "\(site.minRequests) required but the soak plans only \(plannedRequests) (\(site.requestsPerSample) per sample × \(plannedSamples) samples)")
             }

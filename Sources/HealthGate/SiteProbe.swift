@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Dispatch
 import Foundation
 
 /// How one test-site request ended, as the customer's browser would feel it.
@@ -60,9 +59,11 @@ public protocol SiteProbing: Sendable {
 /// `Connection: close` and reads the response to its end, nothing more: the probe
 /// costs the host what one visitor costs it.
 ///
-/// The blocking socket calls run on a dedicated dispatch queue, never on Swift's
-/// cooperative pool; cancelling the calling task ends the request within ~50 ms
-/// (it then counts as `timeout` with detail "cancelled").
+/// The blocking socket calls run on a thread of their own per request (never on
+/// Swift's cooperative pool, and never queued behind other hosts' requests, so
+/// a wave of hung sites cannot delay the healthy ones); cancelling the calling
+/// task ends the request within ~50 ms (it then counts as `timeout` with detail
+/// "cancelled").
 public struct SiteProbe: SiteProbing {
     /// Responses larger than this are cut and classed `other`: a test site is small.
     public var maxResponseBytes: Int
@@ -71,16 +72,17 @@ public struct SiteProbe: SiteProbing {
         self.maxResponseBytes = maxResponseBytes
     }
 
-    private static let queue = DispatchQueue(label: "rollctl.site-probe", attributes: .concurrent)
-
     public func fetch(_ url: SiteURL, timeout: Duration) async -> SiteAttempt {
         let flag = CancelFlag()
         let limit = maxResponseBytes
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<SiteAttempt, Never>) in
-                SiteProbe.queue.async {
+                let thread = Thread {
                     continuation.resume(returning: HTTPExchange.get(url, timeout: timeout, maxBytes: limit, cancel: flag))
                 }
+                thread.name = "rollctl site probe"
+                thread.stackSize = 512 << 10
+                thread.start()
             }
         } onCancel: {
             flag.set()
@@ -306,16 +308,24 @@ struct HTTPResponseReader {
         byteCount += bytes.count
         if head == nil {
             headerBytes.append(contentsOf: bytes)
-            if headerBytes.count >= 5, !headerBytes.starts(with: Array("HTTP/".utf8)) {
-                throw Malformed(reason: "not an HTTP response: \"\(Self.printable(headerBytes.prefix(40)))\"")
+            while head == nil {
+                if headerBytes.count >= 5, !headerBytes.starts(with: Array("HTTP/".utf8)) {
+                    throw Malformed(reason: "not an HTTP response: \"\(Self.printable(headerBytes.prefix(40)))\"")
+                }
+                guard let end = Self.headerEnd(headerBytes) else {
+                    if headerBytes.count > 64 * 1024 { throw Malformed(reason: "response header larger than 64 KiB") }
+                    return
+                }
+                let parsed = try Self.parseHead(headerBytes[..<end.head])
+                let rest = Array(headerBytes[end.body...])
+                if (100..<200).contains(parsed.status) && parsed.status != 101 {
+                    headerBytes = rest  // interim response (103 Early Hints, 100 Continue): the real one follows
+                    continue
+                }
+                head = parsed
+                body = rest
+                headerBytes = []
             }
-            guard let end = Self.headerEnd(headerBytes) else {
-                if headerBytes.count > 64 * 1024 { throw Malformed(reason: "response header larger than 64 KiB") }
-                return
-            }
-            head = try Self.parseHead(headerBytes[..<end.head])
-            body = Array(headerBytes[end.body...])
-            headerBytes = []
         } else {
             body.append(contentsOf: bytes)
         }
@@ -324,7 +334,7 @@ struct HTTPResponseReader {
 
     private mutating func checkComplete() throws(Malformed) {
         guard let head else { return }
-        if head.status == 204 || head.status == 304 || (100..<200).contains(head.status) {
+        if head.status == 204 || head.status == 304 || head.status == 101 {
             isComplete = true
         } else if head.chunked {
             isComplete = try Self.chunkedBodyComplete(body)

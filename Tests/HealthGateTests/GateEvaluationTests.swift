@@ -271,6 +271,8 @@ func finding(_ r: HostGateReport, _ check: String) -> GateFinding? { r.findings.
         #expect(field { $0.testSite?.urlTemplate = "https://{address}/" } == "testSite.urlTemplate")
         #expect(field { $0.sUnreclaimMaxShare = 1.5 } == "sUnreclaimMaxShare")
         #expect(field { $0.soak = .seconds(60) } == "soak")
+        #expect(field { $0.probeTimeout = .seconds(31) } == "probeTimeout")
+        #expect(field { $0.testSite?.timeout = .seconds(16) } == "testSite.timeout")
         #expect(field { $0.customChecks = [CustomCheck(name: "a", command: "true"), CustomCheck(name: "a", command: "true")] } == "customChecks")
         #expect(field { _ in } == nil)
     }

@@ -29,6 +29,8 @@ final class LoopbackHTTPServer: @unchecked Sendable {
         case lengthKeepOpen
         /// Promise 100 bytes of body, send 5, close.
         case shortBody
+        /// A 103 Early Hints interim response, then 200.
+        case earlyHints
     }
 
     let port: UInt16
@@ -148,6 +150,10 @@ final class LoopbackHTTPServer: @unchecked Sendable {
         case .shortBody:
             write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
             close(fd)
+        case .earlyHints:
+            write(fd, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+            write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            hold(fd)
         }
     }
 
