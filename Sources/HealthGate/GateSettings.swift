@@ -237,11 +237,53 @@ public struct GateSettingsError: Error, Sendable, Equatable, CustomStringConvert
 }
 
 extension KeyedDecodingContainer {
+    /// A duration given as seconds (`90`, `2.5`) or as text with a unit
+    /// (`"90s"`, `"10m"`, `"1h"`, `"500ms"`, `"1m30s"`).
     func decodeSeconds(_ key: Key) throws -> Duration? {
-        guard let s = try decodeIfPresent(Double.self, forKey: key) else { return nil }
-        guard s.isFinite, s >= 0 else {
-            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "a duration in seconds must be a non-negative number")
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        let seconds: Double
+        if let n = try? decode(Double.self, forKey: key) {
+            seconds = n
+        } else {
+            let text = try decode(String.self, forKey: key)
+            guard let n = GateDurationText.seconds(text) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: self,
+                    debugDescription: "\"\(text)\" is not a duration: write seconds (90) or a number with s, m, h or ms (90s, 10m, 1h30m)")
+            }
+            seconds = n
         }
-        return .milliseconds(Int64((s * 1000).rounded()))
+        guard seconds.isFinite, seconds >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "a duration must be a non-negative number of seconds")
+        }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
+    }
+}
+
+/// Durations as people write them in plans: `90s`, `10m`, `1h30m`, `500ms`, `45`.
+public enum GateDurationText {
+    public static func seconds(_ text: String) -> Double? {
+        let t = text.trimmed.lowercased()
+        if t.isEmpty { return nil }
+        if let n = Double(t) { return n }
+        var total = 0.0
+        var number = ""
+        var rest = t[...]
+        while let c = rest.first {
+            if c.isNumber || c == "." {
+                number.append(c)
+                rest.removeFirst()
+                continue
+            }
+            guard let n = Double(number) else { return nil }
+            let factor: Double
+            if rest.hasPrefix("ms") { factor = 0.001; rest.removeFirst(2) }
+            else if rest.hasPrefix("s") { factor = 1; rest.removeFirst() }
+            else if rest.hasPrefix("m") { factor = 60; rest.removeFirst() }
+            else if rest.hasPrefix("h") { factor = 3600; rest.removeFirst() }
+            else { return nil }
+            total += n * factor
+            number = ""
+        }
+        return number.isEmpty ? total : nil
     }
 }

@@ -291,4 +291,18 @@ func finding(_ r: HostGateReport, _ check: String) -> GateFinding? { r.findings.
         let round = try JSONDecoder().decode(GateSettings.self, from: JSONEncoder().encode(s))
         #expect(round == s)
     }
+
+    @Test func durationsAsPeopleWriteThem() throws {
+        let json = #"{"soak": "15m", "interval": "1m30s", "probeTimeout": "500ms", "testSite": {"timeout": "2s"}}"#
+        let s = try JSONDecoder().decode(GateSettings.self, from: Data(json.utf8))
+        #expect(s.soak == .seconds(900))
+        #expect(s.interval == .seconds(90))
+        #expect(s.probeTimeout == .milliseconds(500))
+        #expect(s.testSite?.timeout == .seconds(2))
+        for bad in ["10 minutes", "m", "5x", "1.2.3s", "-5s", ""] {
+            #expect(throws: DecodingError.self, "\(bad)") {
+                try JSONDecoder().decode(GateSettings.self, from: Data(#"{"soak": "\#(bad)"}"#.utf8))
+            }
+        }
+    }
 }
