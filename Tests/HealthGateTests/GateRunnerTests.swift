@@ -176,6 +176,18 @@ import Testing
         #expect(w.hosts.allSatisfy { $0.findings.first { $0.check == "samples" }?.summary.contains("cancelled") == true })
     }
 
+    @Test func oneShotCheckTakesOneSample() async throws {
+        var s = GateSettings(soak: .zero, sUnreclaimGrowthMaxPerHour: nil, oomKillsSince: .gateStart)
+        s.testSite?.minRequests = 2
+        let clock = VirtualClock()
+        let host = GateHost(reader: FakeHost(hostName: "web1", clock: clock, state: { _ in HostState(oomKill: 5) }), address: "10.0.0.1")
+        let r = try await runner(s, clock: clock).run(host)
+        #expect(r.verdict == .pass, "\(r.render())")
+        #expect(r.samples.count == 1)
+        #expect(clock.elapsed == 0)
+        #expect(!r.findings.contains { $0.check == "sunreclaim.growth" })
+    }
+
     @Test func invalidSettingsAreRefusedUpFront() {
         var s = GateSettings()
         s.testSite?.minRequests = 1000
