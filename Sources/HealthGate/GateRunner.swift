@@ -18,6 +18,7 @@ public struct GateHost: Sendable {
         self.expectedRelease = expectedRelease
     }
 
+    /// The inventory name, as reports and progress events name the host.
     public var name: String { reader.hostName }
 }
 
@@ -47,6 +48,8 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     public let settings: GateSettings
     public let clock: C
     public let siteProbe: any SiteProbing
+    /// End the other hosts' soaks as soon as one host fails (default). Turn it
+    /// off to collect full evidence from every host of a failed wave.
     public var stopWaveOnFailure: Bool
 
     /// Throws when the settings cannot produce a verdict (see `GateSettings.validate`).
