@@ -65,8 +65,9 @@ public struct GateSettings: Sendable, Equatable, Codable {
 
     /// Samples the soak takes: one at the start and one after every interval.
     public var plannedSamples: Int {
-        guard interval > .zero else { return 1 }
-        return Int((soak.seconds / interval.seconds).rounded(.down)) + 1
+        guard interval > .zero, soak > .zero else { return 1 }
+        // In whole nanoseconds: 0.6 s / 0.1 s is 5.999… in floating point.
+        return Int(soak.nanoseconds / interval.nanoseconds) + 1
     }
 
     /// Test-site requests the soak makes.

@@ -416,5 +416,13 @@ extension Duration {
         let c = components
         return Double(c.seconds) + Double(c.attoseconds) / 1e18
     }
+
+    /// Nearest whole nanoseconds (saturating; ±292 years).
+    var nanoseconds: Int64 {
+        let c = components
+        let (s, overflow) = c.seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return c.seconds < 0 ? .min : .max }
+        return s.addingReportingOverflow((c.attoseconds + 500_000_000) / 1_000_000_000).partialValue
+    }
 }
 

@@ -260,6 +260,13 @@ func finding(_ r: HostGateReport, _ check: String) -> GateFinding? { r.findings.
         #expect(s.plannedRequests == 42)
     }
 
+    @Test func plannedSamplesAreExact() {
+        #expect(GateSettings(soak: .milliseconds(600), interval: .milliseconds(100)).plannedSamples == 7)
+        #expect(GateSettings(soak: .seconds(0.3), interval: .seconds(0.1)).plannedSamples == 4)
+        #expect(GateSettings(soak: .seconds(599), interval: .seconds(30)).plannedSamples == 20)
+        #expect(GateSettings(soak: .zero).plannedSamples == 1)
+    }
+
     @Test func invalidSettingsNameTheField() {
         func field(_ change: (inout GateSettings) -> Void) -> String? {
             var s = GateSettings()

@@ -188,6 +188,25 @@ import Testing
         #expect(!r.findings.contains { $0.check == "sunreclaim.growth" })
     }
 
+    @Test func thisMachineOnTheRealClockWithARealSite() async throws {
+        // Real shell, real /proc, real sockets, real clock: a short soak of this machine.
+        // (No growth limit: over half a second, slab noise is a huge hourly rate.)
+        let server = try LoopbackHTTPServer(always: .status(200))
+        defer { server.stop() }
+        let s = GateSettings(soak: .milliseconds(600), interval: .milliseconds(100), probeTimeout: .seconds(0.1),
+                             sUnreclaimGrowthMaxPerHour: nil, oomKillsSince: .gateStart,
+                             testSite: TestSiteSettings(urlTemplate: "http://{address}:\(server.port)/", minRequests: 7,
+                                                        requestsPerSample: 1, timeout: .seconds(0.1)))
+        let log = ProgressLog()
+        let r = try await GateRunner(settings: s).run(GateHost(reader: LocalShell(), address: "127.0.0.1"), progress: log.record)
+        #expect(r.verdict == .pass, "\(r.render())")
+        #expect(r.samples.count == 7)
+        #expect(r.release == (try String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8)).trimmed)
+        #expect(server.connections == 7)
+        let times = r.samples.map(\.seconds)
+        #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 > 0.05 }, "\(times)")
+    }
+
     @Test func invalidSettingsAreRefusedUpFront() {
         var s = GateSettings()
         s.testSite?.minRequests = 1000
