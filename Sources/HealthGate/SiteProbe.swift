@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Dispatch
 import Foundation
 
 /// How one test-site request ended, as the customer's browser would feel it.
@@ -77,12 +78,19 @@ public struct SiteProbe: SiteProbing {
         let limit = maxResponseBytes
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<SiteAttempt, Never>) in
+                let once = ResumeOnce(continuation)
                 let thread = Thread {
-                    continuation.resume(returning: HTTPExchange.get(url, timeout: timeout, maxBytes: limit, cancel: flag))
+                    once.resume(HTTPExchange.get(url, timeout: timeout, maxBytes: limit, cancel: flag))
                 }
                 thread.name = "rollctl site probe"
                 thread.stackSize = 512 << 10
                 thread.start()
+                // getaddrinfo cannot be interrupted: stop waiting for a lookup that hangs.
+                DispatchQueue.global().asyncAfter(deadline: .now() + timeout.seconds + 0.25) {
+                    flag.set()
+                    once.resume(SiteAttempt(outcome: .timeout, latencySeconds: timeout.seconds,
+                                            detail: "timed out while resolving \(url.host)"))
+                }
             }
         } onCancel: {
             flag.set()
@@ -96,6 +104,20 @@ public struct SiteProbe: SiteProbing {
         } catch {
             return SiteAttempt(outcome: .other, latencySeconds: 0, detail: error.description)
         }
+    }
+}
+
+/// Resumes a continuation with the first value given; later ones are dropped.
+final class ResumeOnce<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, Never>?
+    init(_ c: CheckedContinuation<T, Never>) { continuation = c }
+    func resume(_ value: T) {
+        lock.lock()
+        let c = continuation
+        continuation = nil
+        lock.unlock()
+        c?.resume(returning: value)
     }
 }
 
