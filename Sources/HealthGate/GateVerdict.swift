@@ -110,6 +110,9 @@ public struct OOMTally: Sendable, Equatable, Codable {
     /// started, per `GateSettings.oomKillsSince`).
     public var counted: UInt64
     public var origin: OOMCountOrigin
+
+    /// Kills during the soak itself, whatever `origin` says.
+    public var sinceGateStart: UInt64 { atEnd >= atStart ? atEnd - atStart : 0 }
 }
 
 /// The gate's verdict on one host with all its evidence.

@@ -67,14 +67,16 @@ func finding(_ r: HostGateReport, _ check: String) -> GateFinding? { r.findings.
         #expect(stoppedAt == 5)
     }
 
-    @Test func oomCountedSinceGateStartIgnoresOldKills() {
+    @Test func oomCountedSinceGateStartIgnoresOldKills() throws {
         var s = settings
         s.oomKillsSince = .gateStart
         let old = soakSamples(s, state: { _ in HostState(oomKill: 3) })
         #expect(GateEvaluation.evaluate(host: "h", samples: old, settings: s).verdict == .pass)
         #expect(GateEvaluation.evaluate(host: "h", samples: old, settings: settings).verdict == .fail)
         let fresh = soakSamples(s, state: { t in HostState(oomKill: t > 300 ? 4 : 3) })
-        #expect(GateEvaluation.evaluate(host: "h", samples: fresh, settings: s).oom?.counted == 1)
+        let tally = try #require(GateEvaluation.evaluate(host: "h", samples: fresh, settings: s).oom)
+        #expect(tally.counted == 1 && tally.sinceGateStart == 1 && tally.atEnd == 4)
+        #expect(GateEvaluation.evaluate(host: "h", samples: fresh, settings: settings).oom?.counted == 4)
     }
 
     @Test func unreadableSamplesMakeItInconclusiveNotPass() throws {
