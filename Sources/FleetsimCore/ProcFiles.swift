@@ -7,6 +7,9 @@ public struct ProcSnapshot: Sendable {
     public var oomKill: Int
     public var uptime: Double        // seconds
     public var seed: UInt64          // per host, keeps the "other" numbers stable per host
+    public init(memTotal: Double, sunreclaim: Double, oomKill: Int, uptime: Double, seed: UInt64) {
+        self.memTotal = memTotal; self.sunreclaim = sunreclaim; self.oomKill = oomKill; self.uptime = uptime; self.seed = seed
+    }
 }
 
 public enum ProcFiles {

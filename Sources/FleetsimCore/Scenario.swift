@@ -115,6 +115,9 @@ public struct Scenario: Codable, Sendable {
     public var memTotal: Double = 16 * 1024 * 1024 * 1024
     public var initialKernel: String = "6.1.0-17-hosting"
     public var initialUptime: Double = 0
+    /// What boots when next_entry names no menu entry: "saved" (saved_entry, else entry 0) or
+    /// "first" (entry 0, the newest kernel on Debian — what real GRUB does).
+    public var invalidEntryBoots: String = "saved"
     public var defaults: Behaviour
     public var kernels: [String: KernelSpec] = [:]
     public var hosts: [String: HostSpec] = [:]
@@ -218,6 +221,9 @@ public struct Scenario: Codable, Sendable {
                 guard let s = parseSize(str(v)) else { throw FleetsimError("\(source): mem_total: not a size", exitCode: 2) }
                 sc.memTotal = s
             case "initial_kernel": sc.initialKernel = str(v)
+            case "invalid_entry_boots":
+                guard ["saved", "first"].contains(str(v)) else { throw FleetsimError("\(source): invalid_entry_boots: expected saved or first", exitCode: 2) }
+                sc.invalidEntryBoots = str(v)
             case "initial_uptime":
                 guard let d = parseDuration(str(v)) else { throw FleetsimError("\(source): initial_uptime: not a duration", exitCode: 2) }
                 sc.initialUptime = d
@@ -243,7 +249,7 @@ public struct Scenario: Codable, Sendable {
                     sc.hosts[name] = hs
                 }
             default:
-                throw FleetsimError("\(source): unknown top-level key '\(k)' (known: mem_total, initial_kernel, initial_uptime, defaults, kernels, hosts)", exitCode: 2)
+                throw FleetsimError("\(source): unknown top-level key '\(k)' (known: mem_total, initial_kernel, initial_uptime, invalid_entry_boots, defaults, kernels, hosts)", exitCode: 2)
             }
         }
         if sc.kernels[sc.initialKernel] == nil {

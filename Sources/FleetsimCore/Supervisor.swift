@@ -225,14 +225,19 @@ public final class Supervisor {
             // GRUB's 00_header: set next_entry= ; save_env next_entry
             try? Grub.setEnv(h.paths.grubEnv, "next_entry", "")
         }
-        let (k, matched) = Grub.kernelFor(default: spec, menu: menu)
+        var (k, matched) = Grub.kernelFor(default: spec, menu: menu)
+        if !matched, spec != Grub.envValue(env, "saved_entry"), fleet.scenario.invalidEntryBoots == "saved" {
+            // The brief's rule: an invalid one-shot entry falls back to saved_entry (real GRUB: entry 0).
+            let saved = Grub.kernelFor(default: Grub.envValue(env, "saved_entry"), menu: menu)
+            if saved.kernel != nil { k = saved.kernel }
+        }
         guard let kernel = k else {
             log("\(h.cfg.name): GRUB found no bootable entry; host stays down")
             h.phase = .hung(kernel: "none")
             return
         }
         if let spec, !spec.isEmpty, !matched {
-            log("\(h.cfg.name): GRUB entry '\(spec)' matches nothing; booting entry 0 (\(kernel))")
+            log("\(h.cfg.name): GRUB entry '\(spec)' matches nothing; booting \(kernel)")
         }
         let b = behaviour(h, kernel: kernel)
         if b.panic == true {

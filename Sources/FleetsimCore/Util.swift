@@ -222,11 +222,21 @@ public func spawnDetached(_ path: String, _ args: [String], logPath: String?, ne
     posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
     posix_spawn_file_actions_adddup2(&fa, 1, 2)
 
+    markInheritedDescriptorsCloseOnExec()
     let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
     defer { for a in argv { free(a) } }
     var pid: pid_t = 0
     let rc = posix_spawn(&pid, path, &fa, &attr, argv, environ)
     return rc == 0 ? pid : nil
+}
+
+/// Sets FD_CLOEXEC on every descriptor above 2, so a spawned daemon keeps none of ours
+/// (e.g. the pipe a test reads `fleetsim up`'s output from).
+public func markInheritedDescriptorsCloseOnExec() {
+    guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+    for f in fds {
+        if let fd = Int32(f), fd > 2 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    }
 }
 
 public func processAlive(_ pid: pid_t) -> Bool {

@@ -1,0 +1,192 @@
+import Foundation
+import FleetsimCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let isRoot = geteuid() == 0
+
+/// The built `fleetsim` binary: $FLEETSIM_BIN, else next to the test bundle in the build folder.
+func fleetsimBinary() -> String {
+    if let b = ProcessInfo.processInfo.environment["FLEETSIM_BIN"] { return b }
+    var dir = URL(fileURLWithPath: selfExecutable()).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let c = dir.appendingPathComponent("fleetsim").path
+        if FileManager.default.isExecutableFile(atPath: c) { return c }
+        dir = dir.deletingLastPathComponent()
+    }
+    return "fleetsim"
+}
+
+struct RunResult {
+    var status: Int32
+    var out: String
+    var err: String
+}
+
+@discardableResult
+func run(_ path: String, _ args: [String], timeout: Double = 60) -> RunResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    let errPath = NSTemporaryDirectory() + "fleetsim-test-err-\(UUID().uuidString)"
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    defer { unlink(errPath) }
+    let errHandle = FileHandle(forWritingAtPath: errPath)!
+    let o = Pipe()
+    p.standardOutput = o
+    p.standardError = errHandle
+    p.standardInput = FileHandle.nullDevice
+    do { try p.run() } catch { return RunResult(status: 127, out: "", err: "\(error)") }
+    try? errHandle.close()
+    let outData = o.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return RunResult(status: p.terminationStatus, out: String(decoding: outData, as: UTF8.self),
+                     err: readFile(errPath) ?? "")
+}
+
+/// A scenario for tests: short boot delays and a fast, unmistakable leak.
+let testScenario = """
+mem_total: 16GiB
+initial_kernel: 6.1.0-17-hosting
+defaults:
+  boot_delay: 0.5s
+  boot_jitter: 0s
+  panic_delay: 1s
+  sunreclaim_noise: 0.5MiB
+kernels:
+  6.1.0-17-hosting:
+    sunreclaim_base: 300MiB
+    sunreclaim_growth_per_min: 600MiB
+  6.1.0-19-hosting:
+    sunreclaim_base: 250MiB
+    sunreclaim_growth_per_min: 0
+  6.1.0-20-hosting:
+    panic: true
+hosts:
+  web-002:
+    boot_full: true
+"""
+
+/// One fleet in a temporary directory on its own addresses; `down()` removes it.
+final class TestFleet: @unchecked Sendable {
+    let dir: String
+    let base: String
+    let hosts: Int
+    let bin = fleetsimBinary()
+
+    init(hosts: Int, third: Int, scenario: String? = testScenario) throws {
+        self.hosts = hosts
+        base = "127.0.\(third).1"
+        dir = NSTemporaryDirectory() + "fleetsim-test-\(third)-\(getpid())"
+        var args = ["up", "--hosts", "\(hosts)", "--dir", dir, "--base-address", base, "--racks", "2", "--wait", "60"]
+        if let scenario {
+            let path = NSTemporaryDirectory() + "fleetsim-scenario-\(third)-\(getpid()).yaml"
+            try scenario.write(toFile: path, atomically: true, encoding: .utf8)
+            args += ["--scenario", path]
+        }
+        let r = run(bin, args, timeout: 90)
+        if scenario != nil { unlink(args[args.count - 1]) }
+        guard r.status == 0 else {
+            _ = run(bin, ["down", "--dir", dir])
+            throw FleetsimError("fleetsim up failed (\(r.status)): \(r.out) \(r.err)")
+        }
+    }
+
+    func down() { _ = run(bin, ["down", "--dir", dir]) }
+
+    func address(_ i: Int) -> String { try! hostAddresses(base: base, count: i)[i - 1] }
+
+    func ssh(_ i: Int, _ command: String) -> RunResult {
+        run("/usr/bin/ssh", ["-i", dir + "/client_key", "-o", "UserKnownHostsFile=" + dir + "/known_hosts",
+                             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                             "-o", "LogLevel=ERROR", "-p", "2222", "root@" + address(i), command])
+    }
+
+    func sshOut(_ i: Int, _ command: String) -> String {
+        ssh(i, command).out.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func fleetsim(_ args: [String]) -> RunResult { run(bin, args + ["--dir", dir]) }
+
+    func status(_ i: Int) -> HostStatus? {
+        guard let d = FileManager.default.contents(atPath: dir + "/status.json"),
+              let st = try? JSONDecoder().decode(FleetStatus.self, from: d), i - 1 < st.hosts.count else { return nil }
+        return st.hosts[i - 1]
+    }
+
+    /// Waits until host i is up with at least `boots` boots; returns its status.
+    func waitUp(_ i: Int, boots: Int, timeout: Double = 20) -> HostStatus? {
+        let deadline = monotonic() + timeout
+        while monotonic() < deadline {
+            if let s = status(i), s.state == "up", s.bootCount >= boots, s.sshd == "up" {
+                // sshd listening is checked by the supervisor; give it a moment to accept.
+                return s
+            }
+            usleep(100_000)
+        }
+        return nil
+    }
+
+    func bootLog(_ i: Int) -> [String] {
+        let name = status(i)?.name ?? String(format: "web-%03d", i)
+        return (readFile(dir + "/hosts/\(name)/boots.log") ?? "").split(separator: "\n").map(String.init)
+    }
+
+    func grubenv(_ i: Int) -> [String: String] {
+        var out: [String: String] = [:]
+        for line in sshOut(i, "grub-editenv list").split(separator: "\n") {
+            if let eq = line.firstIndex(of: "=") { out[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+        }
+        return out
+    }
+
+    func sunreclaimKiB(_ i: Int) -> Int? {
+        let line = sshOut(i, "grep SUnreclaim /proc/meminfo")
+        return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+    }
+}
+
+enum HTTPOutcome: Equatable {
+    case status(Int)
+    case refused, reset, timeout
+    case other(String)
+}
+
+/// One GET on a raw socket, so the failure class (refused / reset / timeout) is visible.
+func httpGet(_ address: String, port: UInt16 = 80, timeout: Double = 2) -> HTTPOutcome {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return .other("socket") }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    inet_pton(AF_INET, address, &sa.sin_addr)
+    let rc = withUnsafePointer(to: &sa) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    if rc != 0 {
+        if errno == ECONNREFUSED { return .refused }
+        if errno == EINPROGRESS || errno == ETIMEDOUT || errno == EAGAIN { return .timeout }
+        return .other("connect errno \(errno)")
+    }
+    let req = Array("GET / HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n".utf8)
+    _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var buf = [UInt8](repeating: 0, count: 4096)
+    var got: [UInt8] = []
+    while true {
+        let n = recv(fd, &buf, buf.count, 0)
+        if n > 0 { got += buf[0..<n]; continue }
+        if n == 0 { break }
+        if errno == ECONNRESET { return .reset }
+        if errno == EAGAIN || errno == EWOULDBLOCK { return .timeout }
+        return .other("recv errno \(errno)")
+    }
+    let text = String(decoding: got, as: UTF8.self)
+    let parts = text.split(separator: " ", maxSplits: 2)
+    if parts.count >= 2, let code = Int(parts[1]) { return .status(code) }
+    return .other("bad response: \(text.prefix(40))")
+}
