@@ -117,9 +117,20 @@ public func replaceFile(_ path: String, _ text: String) {
     if rewriteInPlace(tmp, text) { rename(tmp, path) }
 }
 
+/// Reads a whole file with read(2) until EOF (works for /proc files, whose size reads as 0).
 public func readFile(_ path: String) -> String? {
-    guard let d = FileManager.default.contents(atPath: path) else { return nil }
-    return String(decoding: d, as: UTF8.self)
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out = [UInt8]()
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(fd, &buf, buf.count)
+        if n < 0 { if errno == EINTR { continue }; return nil }
+        if n == 0 { break }
+        out.append(contentsOf: buf[0..<n])
+    }
+    return String(decoding: out, as: UTF8.self)
 }
 
 public func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
@@ -261,8 +272,8 @@ public func processComm(_ pid: pid_t) -> String {
 }
 
 public func processCmdline(_ pid: pid_t) -> [String] {
-    guard let d = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return [] }
-    return d.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    guard let s = readFile("/proc/\(pid)/cmdline") else { return [] }
+    return s.split(separator: "\0").map(String.init)
 }
 
 /// All pids whose command line mentions `needle`.
