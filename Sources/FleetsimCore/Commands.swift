@@ -166,6 +166,9 @@ public enum Teardown {
                 }
             }
         }
+        if !keepDir, let shm = Setup.shmDir(dir: dir), fileExists(shm) {
+            try? FileManager.default.removeItem(atPath: shm)
+        }
         if !keepDir && fileExists(dir) {
             if fileExists(L.marker) || fileExists(L.fleetJSON) {
                 try? FileManager.default.removeItem(atPath: dir)

@@ -17,10 +17,14 @@ public enum ProcFiles {
 
     /// One meminfo line as the kernel prints it: label padded to 16 columns, value right-aligned in 8, " kB".
     static func line(_ label: String, _ valueKB: Int, unit: Bool = true) -> String {
-        let l = (label + ":").padding(toLength: max(16, label.count + 1), withPad: " ", startingAt: 0)
+        var out = label
+        out += ":"
         let v = String(valueKB)
-        let padded = String(repeating: " ", count: max(0, 8 - v.count)) + v
-        return l + padded + (unit ? " kB" : "") + "\n"
+        let pad = max(0, 16 - label.utf8.count - 1) + max(0, 8 - v.utf8.count)
+        out += String(repeating: " ", count: pad)
+        out += v
+        out += unit ? " kB\n" : "\n"
+        return out
     }
 
     public static func meminfo(_ s: ProcSnapshot) -> String {

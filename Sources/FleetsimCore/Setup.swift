@@ -24,7 +24,10 @@ public struct UpOptions: Sendable {
 
 /// Names of the commands fleetsim shims inside each host.
 public let shimNames = ["apt-get", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
-                        "reboot", "systemctl", "shutdown"]
+                        "reboot", "systemctl", "shutdown", "uname", "hostname"]
+/// Shims also bind-mounted over the real binary of that name (so absolute paths hit the shim too).
+let shimsOverReal: Set<String> = ["apt-get", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
+                                  "reboot", "systemctl", "shutdown"]
 
 public enum Setup {
     /// Writes DIR for a new fleet: keys, per-host trees, inventory, known_hosts, customers. Returns the config.
@@ -85,6 +88,16 @@ public enum Setup {
         return fleet
     }
 
+    /// /dev/shm/fleetsim-<hash of DIR> when /dev/shm is a tmpfs.
+    public static func shmDir(dir: String) -> String? {
+        let mounts = readFile("/proc/mounts") ?? ""
+        guard mounts.split(separator: "\n").contains(where: {
+            let f = $0.split(separator: " ")
+            return f.count > 2 && f[1] == "/dev/shm" && f[2] == "tmpfs"
+        }) else { return nil }
+        return "/dev/shm/fleetsim-" + String(format: "%08x", djb2(dir))
+    }
+
     static func djb2(_ s: String) -> UInt32 {
         var h: UInt32 = 5381
         for b in s.utf8 { h = (h &<< 5) &+ h &+ UInt32(b) }
@@ -95,6 +108,13 @@ public enum Setup {
     static func writeHostTree(_ fleet: FleetConfig, _ h: HostConfig) throws {
         let L = Layout(dir: fleet.dir)
         let hp = HostPaths(L.hostDir(h.name))
+        // The fake /proc files are rewritten every second: keep them on tmpfs when there is one
+        // (DIR/hosts/<name>/proc is then a symlink into /dev/shm), so the disk sees no writes.
+        if let shm = shmDir(dir: fleet.dir) {
+            let target = shm + "/" + h.name
+            try mkdirs(target)
+            try FileManager.default.createSymbolicLink(atPath: hp.proc, withDestinationPath: target)
+        }
         for d in [hp.proc, hp.boot + "/grub", hp.sbin, hp.home] { try mkdirs(d) }
         let rel = fleet.scenario.initialKernel(host: h.name)
         try installKernelFiles(bootDir: hp.boot, release: rel)
@@ -197,7 +217,7 @@ public enum Setup {
     /// PID 1 of a simulated host: bind-mounts the fake files, starts sshd, then reaps children forever.
     static func hostInitScript() -> String {
         var binds = ""
-        for n in shimNames {
+        for n in shimNames where shimsOverReal.contains(n) {
             // Also cover absolute paths of real binaries (e.g. /sbin/reboot -> /bin/systemctl) where they exist.
             binds += "for p in /usr/sbin/\(n) /usr/bin/\(n); do [ -f \"$p\" ] && [ ! -L \"$p\" ] && mount --bind \"$H/sbin/\(n)\" \"$p\"; done\n"
         }

@@ -78,10 +78,66 @@ public enum Shims {
                 o.err("fleetsim: systemctl \(args.joined(separator: " ")) is not simulated on this host")
                 return 1
             }
+        case "uname":
+            return uname(hostName: hostName, hp: hp, args: args, &o)
+        case "hostname":
+            if let a = args.first(where: { !$0.hasPrefix("-") }) {
+                o.err("hostname: you must be root to change the host name (fleetsim: \(a) not set)")
+                return 1
+            }
+            o.out(hostName)
+            return 0
         default:
             o.err("fleetsim: unknown shim \(name)")
             return 127
         }
+    }
+
+    /// `uname` with the simulated release and host name; other fields from the real machine.
+    static func uname(hostName: String, hp: HostPaths, args: [String], _ o: inout Out) -> Int32 {
+        var u = utsname()
+        _ = Glibc.uname(&u)
+        func field<T>(_ v: T) -> String {
+            withUnsafeBytes(of: v) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        let release = (readFile(hp.osrelease) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let version = "#1 SMP PREEMPT_DYNAMIC Debian \(debVersion(release)) (fleetsim)"
+        let machine = field(u.machine)
+        var flags = Set<Character>()
+        for a in args {
+            switch a {
+            case "--all": flags.formUnion("snrvmo")
+            case "--kernel-name": flags.insert("s")
+            case "--nodename": flags.insert("n")
+            case "--kernel-release": flags.insert("r")
+            case "--kernel-version": flags.insert("v")
+            case "--machine": flags.insert("m")
+            case "--operating-system": flags.insert("o")
+            default:
+                guard a.hasPrefix("-"), !a.hasPrefix("--") else {
+                    o.err("uname: extra operand '\(a)'")
+                    return 1
+                }
+                for ch in a.dropFirst() {
+                    if ch == "a" { flags.formUnion("snrvmo") } else if "snrvmpio".contains(ch) { flags.insert(ch) } else {
+                        o.err("uname: invalid option -- '\(ch)'")
+                        return 1
+                    }
+                }
+            }
+        }
+        if flags.isEmpty { flags.insert("s") }
+        var parts: [String] = []
+        if flags.contains("s") { parts.append("Linux") }
+        if flags.contains("n") { parts.append(hostName) }
+        if flags.contains("r") { parts.append(release) }
+        if flags.contains("v") { parts.append(version) }
+        if flags.contains("m") { parts.append(machine) }
+        if flags.contains("p") && !args.contains(where: { $0.contains("a") && !$0.hasPrefix("--") }) { parts.append("unknown") }
+        if flags.contains("i") && !args.contains(where: { $0.contains("a") && !$0.hasPrefix("--") }) { parts.append("unknown") }
+        if flags.contains("o") { parts.append("GNU/Linux") }
+        o.out(parts.joined(separator: " "))
+        return 0
     }
 
     static func requestReboot(dir: String, host: String) throws {

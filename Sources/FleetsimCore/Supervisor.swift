@@ -153,7 +153,7 @@ public final class Supervisor {
         }
         while supervisorStopRequested == 0 {
             var fds = site.pollFDs()
-            let rc = poll(&fds, nfds_t(fds.count), 100)
+            let rc = poll(&fds, nfds_t(fds.count), 200)
             if rc > 0 {
                 for p in fds where p.revents != 0 {
                     site.handle(fd: p.fd, revents: p.revents, name: { self.hosts[$0].cfg.name },

@@ -83,6 +83,8 @@ struct FleetsimEndToEndTests {
         let s2 = try #require(f.sunreclaimKiB(1))
         // 600 MiB/min = 10 MiB/s: four seconds is ~40 MiB, far above the +-0.5 MiB noise.
         #expect(s2 - s1 > 20 * 1024, "SUnreclaim \(s1) -> \(s2) kB")
+        // uname and hostname agree with the simulated host.
+        #expect(f.sshOut(2, "uname -r; hostname") == "6.1.0-17-hosting\nweb-002")
         // The two hosts have distinct boot ids.
         #expect(f.sshOut(2, "cat /proc/sys/kernel/random/boot_id") != lines[1])
     }
