@@ -232,12 +232,16 @@ struct SetCommand: ParsableCommand {
         commandName: "set",
         abstract: "Change a running host (faults, behaviour). HOST is a name, an address, a comma list or `all`.",
         discussion: """
-        Behaviour keys (persist across reboots of the host; an empty value removes the override):
-          site=ok|refuse|reset|timeout|http500   site_fail_fraction=0..1   site_fail_as=reset|http500|timeout
-          sunreclaim_base=SIZE  sunreclaim_growth_per_min=SIZE  sunreclaim_noise=SIZE  oom_per_min=N
-          boot_delay=DUR  boot_jitter=DUR  never_return=true|false  panic=true|false  panic_delay=DUR  boot_full=true|false
+        Behaviour keys (kept across the host's reboots; `key=` removes one):
+          site=ok|refuse|reset|timeout|http500
+          site_fail_fraction=0..1   site_fail_as=reset|http500|timeout
+          sunreclaim_base=SIZE   sunreclaim_growth_per_min=SIZE
+          sunreclaim_noise=SIZE  oom_per_min=N
+          boot_delay=DUR  boot_jitter=DUR  panic=BOOL  panic_delay=DUR
+          never_return=BOOL  boot_full=BOOL
         Actions (now):
           sshd=stop[:DUR]|start   drop=DUR|on|off   power=cycle|off|on
+        Example: fleetsim set web-003 site=reset oom_per_min=2
         """)
     @OptionGroup var dirOption: DirOption
     @Argument(help: "Host name, address, comma-separated list, or all.") var host: String
