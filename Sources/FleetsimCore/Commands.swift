@@ -36,7 +36,7 @@ public struct FleetsimCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "fleetsim",
         abstract: "A simulated fleet of Linux hosts on loopback: real sshd, fake kernels, GRUB, reboots, faults.",
-        subcommands: [Up.self, Down.self, Status.self, SetCommand.self, Supervise.self])
+        subcommands: [Up.self, Down.self, Status.self, SetCommand.self, SSH.self, Supervise.self])
     public init() {}
 }
 
@@ -311,6 +311,27 @@ struct SetCommand: ParsableCommand {
 
     func unknown(_ key: String) -> FleetsimError {
         FleetsimError("unknown key '\(key)'; known: \((Behaviour.keys + ["boot_full", "sshd", "drop", "power"]).joined(separator: ", "))", exitCode: 2)
+    }
+}
+
+struct SSH: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Log in to a host (or run a command) with the fleet's key and known_hosts.")
+    @OptionGroup var dirOption: DirOption
+    @Argument(help: "Host name or address.") var host: String
+    @Argument(parsing: .captureForPassthrough, help: "Command to run.") var command: [String] = []
+
+    func run() throws {
+        let dir = dirOption.absolute
+        let fleet: FleetConfig
+        do { fleet = try FleetConfig.load(dir: dir) } catch let e as FleetsimError { throw fail(e) }
+        guard let h = fleet.host(named: host) else { throw fail(FleetsimError("no host \(host) in this fleet", exitCode: 2)) }
+        let L = Layout(dir: dir)
+        let args = ["ssh", "-i", L.clientKey, "-o", "UserKnownHostsFile=" + L.knownHosts, "-o", "StrictHostKeyChecking=yes",
+                    "-o", "IdentitiesOnly=yes", "-p", String(fleet.sshPort), "root@" + h.address] + command
+        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        execv("/usr/bin/ssh", argv)
+        throw fail(FleetsimError("cannot run /usr/bin/ssh: \(String(cString: strerror(errno)))"))
     }
 }
 
