@@ -151,6 +151,17 @@ struct FleetsimEndToEndTests {
         #expect(f.sshOut(1, "cat /proc/sys/kernel/osrelease") == "6.1.0-19-hosting")
     }
 
+    @Test func realGrubModeBootsEntryZeroOnWrongEntry() throws {
+        let f = try TestFleet(hosts: 1, third: 68, scenario: testScenario.replacingOccurrences(
+            of: "initial_kernel: 6.1.0-17-hosting\n", with: "initial_kernel: 6.1.0-17-hosting\ninvalid_entry_boots: first\n"))
+        defer { f.down() }
+        #expect(f.ssh(1, "apt-get install -y linux-image-6.1.0-19-hosting").status == 0)
+        _ = f.ssh(1, "grub-reboot 'no such entry'; reboot")
+        #expect(f.waitUp(1, boots: 2) != nil)
+        // Entry 0 is the top "Debian GNU/Linux" entry: the newest installed kernel.
+        #expect(f.sshOut(1, "uname -r") == "6.1.0-19-hosting")
+    }
+
     @Test func panicKernelFallsBackToDefault() throws {
         let f = try TestFleet(hosts: 1, third: 66)
         defer { f.down() }
@@ -198,6 +209,12 @@ struct FleetsimEndToEndTests {
         #expect(r.status == 100)
         #expect(r.err.contains("No space left on device"))
         #expect(!f.sshOut(2, "ls /boot").contains("6.1.0-19"))
+        // drop with a duration: traffic hangs, then the rule goes away by itself.
+        #expect(f.fleetsim(["set", "web-002", "drop=1s"]).status == 0)
+        #expect(httpGet(f.address(2), timeout: 0.5) == .timeout)
+        usleep(1_600_000)
+        #expect(httpGet(f.address(2)) == .status(200))
+        #expect(!run("/usr/sbin/iptables", ["-w", "-S", "INPUT"]).out.contains(f.address(2) + "/32"))
         // sshd stop: refused until restarted.
         #expect(f.fleetsim(["set", "web-002", "sshd=stop:2s"]).status == 0)
         #expect(f.ssh(2, "true").status == 255)
