@@ -1,0 +1,30 @@
+# rollctl — the README's commands.
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+APT_PACKAGES := libssh2-1-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps
+SWIFT_TEST_FLAGS ?=
+
+.PHONY: deps build test demo bench clean
+
+## deps: install the Debian packages the build and tests need (root), make sshd's run dir.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mkdir -p /run/sshd
+
+build: deps
+	swift build
+
+## test: everything, against real sshd on loopback and fleetsim hosts.
+test: deps
+	swift build --build-tests
+	swift test --skip-build $(SWIFT_TEST_FLAGS)
+
+demo: deps
+	@scripts/demo.sh
+
+clean:
+	rm -rf .build .fleetsim

@@ -1,0 +1,3 @@
+import RollctlCommands
+
+await Rollctl.runMain()

@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+@testable import Rollout
+import SSH
+
+@Suite struct InventoryTests {
+    @Test func parsesDefaultsHostsAndLabels() throws {
+        let inv = try Inventory.parse(text: """
+        defaults:
+          user: root
+          port: 2222
+          identity: keys/client
+          known_hosts: /etc/rollctl/known_hosts
+          host_key_policy: accept-new
+          connect_timeout: 3s
+        hosts:
+          - name: web-001
+            address: 127.0.1.1
+            labels: {rack: r1, cluster: c1}
+          - name: web-002
+            address: 127.0.1.2
+            port: 22
+            user: admin
+        """, path: "/srv/fleet/inventory.yaml")
+        #expect(inv.hosts.count == 2)
+        #expect(inv.hosts[0].labels == ["rack": "r1", "cluster": "c1"])
+        #expect(inv.hosts[0].line == 9)
+        #expect(inv.defaults.identityFiles == ["/srv/fleet/keys/client"])
+        #expect(inv.defaults.hostKeyPolicy == .acceptNew)
+        #expect(inv.defaults.connectTimeout == .seconds(3))
+        let (e1, o1) = inv.sshTarget(for: inv.hosts[0])
+        #expect(e1.port == 2222 && e1.user == "root" && e1.address == "127.0.1.1")
+        #expect(o1.knownHostsPath == "/etc/rollctl/known_hosts")
+        let (e2, _) = inv.sshTarget(for: inv.hosts[1])
+        #expect(e2.port == 22 && e2.user == "admin")
+    }
+
+    @Test func inventoryValuesBeatSSHConfig() throws {
+        let inv = try Inventory.parse(text: """
+        hosts:
+          - {name: web-001, address: 10.0.0.1}
+          - {name: db-001, address: 10.0.1.1, user: dba}
+        """, path: "inv.yaml")
+        let cfg = SSHConfig.parse("Host *\n  User ops\n  Port 2200\n  IdentityFile /keys/ops\n")
+        let (e1, o1) = inv.sshTarget(for: inv.hosts[0], sshConfig: cfg)
+        #expect(e1.user == "ops" && e1.port == 2200)
+        #expect(o1.identityFiles == ["/keys/ops"])
+        let (e2, _) = inv.sshTarget(for: inv.hosts[1], sshConfig: cfg)
+        #expect(e2.user == "dba")
+    }
+
+    /// Each malformed inventory gives an error at the right place.
+    @Test(arguments: [
+        ("hosts:\n  - name: a\n    adress: 10.0.0.1\n", 3, 5, "unknown key 'adress'", "did you mean 'address'?"),
+        ("hosts:\n  - name: a\n    address: 10.0.0.1\n    port: 70000\n", 4, 11, "between 1 and 65535", nil),
+        ("hosts:\n  - name: \"a; rm -rf /\"\n    address: 10.0.0.1\n", 2, 11, "host name 'a; rm -rf /' is not valid", nil),
+        ("hosts:\n  - name: a\n    address: \"$(reboot)\"\n", 3, 14, "is not an IPv4/IPv6 address or DNS name", nil),
+        ("hosts:\n  - name: a\n    address: \"x\\ny\"\n", 3, 14, "is not an IPv4/IPv6 address", nil),
+        ("hosts: [ {name: a, address: 1.2.3.4}\n", 2, 1, "YAML syntax", nil),
+        ("defaults:\n  host_key_policy: acept-new\nhosts: [{name: a, address: 1.2.3.4}]\n", 2, 20, "host_key_policy must be one of", "did you mean 'accept-new'?"),
+        ("hostz: []\n", 1, 1, "unknown key 'hostz'", "did you mean 'hosts'?"),
+        ("hosts: 5\n", 1, 8, "hosts must be a list", nil),
+        ("hosts:\n  - name: a\n    address: 10.0.0.1\n    labels: [r1]\n", 4, 13, "labels must be a mapping", nil),
+        ("defaults:\n  connect_timeout: soon\nhosts: [{name: a, address: 1.2.3.4}]\n", 2, 20, "must be a duration", nil),
+        ("hosts:\n  - address: 10.0.0.1\n", 2, 5, "a host needs a 'name'", nil),
+    ] as [(String, Int, Int, String, String?)])
+    func malformedInventoriesPointAtThePlace(text: String, line: Int, column: Int, message: String, hint: String?) {
+        do {
+            _ = try Inventory.parse(text: text, path: "bad.yaml")
+            Issue.record("accepted: \(text)")
+        } catch let e as InputErrors {
+            let first = e.errors[0]
+            #expect(first.file == "bad.yaml")
+            #expect(first.line == line)
+            #expect(first.column == column)
+            #expect(first.message.contains(message), "\(first)")
+            if let hint { #expect(first.hint == hint) }
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+
+    @Test func reportsAllProblemsAtOnce() {
+        do {
+            _ = try Inventory.parse(text: """
+            hosts:
+              - {name: a, address: 10.0.0.1, prt: 22}
+              - {name: b, address: 10.0.0.2, port: -1}
+              - {name: a, address: 10.0.0.3}
+            """, path: "x.yaml")
+            Issue.record("accepted")
+        } catch let e as InputErrors {
+            #expect(e.errors.count == 3, "\(e)")
+            #expect(e.errors.contains { $0.message.contains("duplicate host name 'a'") })
+        } catch { Issue.record("\(error)") }
+    }
+
+    @Test func refusesBinaryAndHugeAndDeepInput() throws {
+        let dir = NSTemporaryDirectory() + "rollctl-inv-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cases: [(Data, String)] = [
+            (Data([0x68, 0x6f, 0x00, 0xff, 0xfe]), "binary data"),
+            (Data(repeating: UInt8(ascii: "#"), count: 10 * 1024 * 1024), "rollctl reads at most"),
+            (Data(("hosts: " + String(repeating: "[", count: 5000)).utf8), "nesting deeper than"),
+            (Data([0xc3, 0x28, 0x0a]), "not valid UTF-8"),
+            (Data(), "empty"),
+        ]
+        for (i, (data, message)) in cases.enumerated() {
+            let path = dir + "/inv\(i).yaml"
+            FileManager.default.createFile(atPath: path, contents: data)
+            #expect(throws: InputErrors.self) { _ = try Inventory.load(path: path) }
+            do { _ = try Inventory.load(path: path) } catch let e as InputErrors {
+                #expect(e.errors[0].message.contains(message), "\(e)")
+            } catch {}
+        }
+        do { _ = try Inventory.load(path: dir + "/missing.yaml") } catch let e as InputErrors {
+            #expect(e.errors[0].message == "no such file")
+        }
+    }
+
+    @Test func quantities() {
+        #expect(Quantity.bytes("512MiB") == 512 * 1024 * 1024)
+        #expect(Quantity.bytes("2GiB") == 2 * 1024 * 1024 * 1024)
+        #expect(Quantity.bytes("1.5GB") == 1_500_000_000)
+        #expect(Quantity.bytes("12") == 12)
+        #expect(Quantity.bytes("-1MiB") == nil)
+        #expect(Quantity.bytes("lots") == nil)
+        #expect(Quantity.ratio("99.5%") == 0.995)
+        #expect(Quantity.ratio("150%") == nil)
+        #expect(YAMLReader.parseDuration("1h30m") == .seconds(5400))
+        #expect(YAMLReader.parseDuration("500ms") == .milliseconds(500))
+        #expect(YAMLReader.parseDuration("10") == nil)
+        #expect(YAMLReader.parseDuration("-5s") == nil)
+        #expect(SUnreclaimThreshold.parse("10%") == .share(0.1))
+        #expect(SUnreclaimThreshold.parse("2GiB") == .bytes(2 << 30))
+    }
+}

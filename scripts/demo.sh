@@ -1,0 +1,2 @@
+#!/usr/bin/env bash
+echo "make demo: coming with fleetsim and the orchestrator (see README)."
