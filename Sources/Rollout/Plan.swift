@@ -1,0 +1,173 @@
+import HealthGate
+
+/// A rollout plan: everything rollctl needs to roll one kernel across a fleet.
+/// Loaded from YAML by `PlanLoader` (strict, every error with file:line:col);
+/// this type is the validated result, with every default filled in.
+public struct Plan: Sendable {
+    public var name: String
+    public var description: String?
+    /// Where the plan came from and its exact text (the journal keeps both).
+    public var path: String
+    public var text: String
+
+    public var kernel: KernelSpec
+    public var bootloader: Bootloader
+    public var inventoryPath: String
+    public var selection: Selection
+    public var waves: WaveSpec
+    public var reboot: RebootSpec
+    public var gate: GateSettings
+    public var notify: NotifySpec?
+    public var failure: FailurePolicy
+
+    public init(name: String, description: String? = nil, path: String, text: String, kernel: KernelSpec,
+                bootloader: Bootloader = .grub, inventoryPath: String, selection: Selection = Selection(),
+                waves: WaveSpec = WaveSpec(), reboot: RebootSpec = RebootSpec(), gate: GateSettings = GateSettings(),
+                notify: NotifySpec? = nil, failure: FailurePolicy = FailurePolicy()) {
+        self.name = name
+        self.description = description
+        self.path = path
+        self.text = text
+        self.kernel = kernel
+        self.bootloader = bootloader
+        self.inventoryPath = inventoryPath
+        self.selection = selection
+        self.waves = waves
+        self.reboot = reboot
+        self.gate = gate
+        self.notify = notify
+        self.failure = failure
+    }
+}
+
+/// The target kernel and how to install it.
+public struct KernelSpec: Sendable, Equatable {
+    /// The release the hosts must run afterwards, as `/proc/sys/kernel/osrelease` shows it.
+    public var release: String
+    /// Shell commands that install it (`{release}` is replaced, shell-quoted).
+    /// Default: `apt-get install -y linux-image-{release}`.
+    public var install: [String]
+    /// Minimum free space on /boot before installing.
+    public var minBootFreeBytes: UInt64
+
+    public init(release: String, install: [String] = ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-{release}"],
+                minBootFreeBytes: UInt64 = 64 << 20) {
+        self.release = release
+        self.install = install
+        self.minBootFreeBytes = minBootFreeBytes
+    }
+}
+
+/// How the new kernel is booted once, made default, and how the old default is restored.
+public enum Bootloader: Sendable, Equatable {
+    /// rollctl finds the release's menu entry in `/boot/grub/grub.cfg` and runs
+    /// `grub-reboot` / `grub-set-default` with it (needs `GRUB_DEFAULT=saved`).
+    case grub
+    /// Commands given by the plan; `{release}` and `{previous_release}` are replaced, shell-quoted.
+    case custom(stage: [String], commit: [String], rollback: [String])
+}
+
+/// Which inventory hosts the plan covers.
+public struct Selection: Sendable, Equatable {
+    /// Every label must match (empty: all hosts).
+    public var labels: [String: String]
+    /// Only these hosts (empty: no restriction).
+    public var hosts: [String]
+    /// Never these hosts.
+    public var exclude: [String]
+    public init(labels: [String: String] = [:], hosts: [String] = [], exclude: [String] = []) {
+        self.labels = labels
+        self.hosts = hosts
+        self.exclude = exclude
+    }
+}
+
+/// The size of one wave: a count of hosts, or a share of the selected fleet.
+/// Shares are cumulative targets: `[1, 25%, 100%]` means the canary, then up to
+/// 25% of the fleet done, then the rest.
+public enum WaveSize: Sendable, Equatable {
+    case count(Int)
+    case percent(Double)
+}
+
+public struct WaveSpec: Sendable, Equatable {
+    /// The first entry is the canary wave.
+    public var sizes: [WaveSize]
+    /// How many hosts of a wave reboot at once.
+    public var maxParallel: Int
+    /// Label of the failure domain (e.g. `rack`) of which at most one host is down at a time.
+    public var failureDomain: String?
+    /// With a customers file: no two hosts of one customer in one batch.
+    public var separateCustomers: Bool
+
+    public init(sizes: [WaveSize] = [.count(1), .percent(10), .percent(50), .percent(100)], maxParallel: Int = 5,
+                failureDomain: String? = nil, separateCustomers: Bool = false) {
+        self.sizes = sizes
+        self.maxParallel = maxParallel
+        self.failureDomain = failureDomain
+        self.separateCustomers = separateCustomers
+    }
+}
+
+public struct RebootSpec: Sendable, Equatable {
+    /// The reboot command; it may return or drop the connection.
+    public var command: String
+    /// How long a host may take to come back with a new boot id.
+    public var timeout: Duration
+    /// Pause between the reboot command and the first reconnect attempt.
+    public var settle: Duration
+
+    public init(command: String = "systemctl reboot", timeout: Duration = .seconds(600), settle: Duration = .seconds(2)) {
+        self.command = command
+        self.timeout = timeout
+        self.settle = settle
+    }
+}
+
+/// Customer notices (issue 7 builds the sending; the plan carries the settings).
+public struct NotifySpec: Sendable, Equatable {
+    public enum Channel: Sendable, Equatable {
+        case smtp(host: String, port: Int, from: String, starttls: Bool, username: String?, passwordEnv: String?, passwordFile: String?)
+        case webhook(url: String)
+    }
+    public var customersPath: String
+    public var channel: Channel
+    public var leadTime: Duration
+    public var company: String
+    /// Subject and body templates (mustache) per kind: `maintenance`, `done`, `rolled_back`.
+    public var templateDir: String?
+    /// Block the wave when a notice cannot be delivered (else report and go on).
+    public var blockOnFailure: Bool
+
+    public init(customersPath: String, channel: Channel, leadTime: Duration = .zero, company: String = "Your hosting provider",
+                templateDir: String? = nil, blockOnFailure: Bool = true) {
+        self.customersPath = customersPath
+        self.channel = channel
+        self.leadTime = leadTime
+        self.company = company
+        self.templateDir = templateDir
+        self.blockOnFailure = blockOnFailure
+    }
+}
+
+public struct FailurePolicy: Sendable, Equatable {
+    public enum Rollback: String, Sendable, Equatable, CaseIterable {
+        /// Roll back the hosts of the failed wave.
+        case wave
+        /// Roll back every host the rollout changed so far.
+        case all
+        /// Leave hosts as they are (halt only).
+        case none
+    }
+    public var rollback: Rollback
+    /// Host failures a wave tolerates before the rollout halts (0: the first failure halts).
+    public var maxFailedHostsPerWave: Int
+    /// Host failures tolerated across the whole rollout.
+    public var maxFailedHostsTotal: Int
+
+    public init(rollback: Rollback = .wave, maxFailedHostsPerWave: Int = 0, maxFailedHostsTotal: Int = 0) {
+        self.rollback = rollback
+        self.maxFailedHostsPerWave = maxFailedHostsPerWave
+        self.maxFailedHostsTotal = maxFailedHostsTotal
+    }
+}
