@@ -47,17 +47,16 @@ public struct Rollctl: AsyncParsableCommand {
             Foundation.exit(ExitStatus.badInput)
         } catch {
             let code = exitCode(for: error)
-            if code == .success || code == .failure && error is ExitCode {
-                Foundation.exit(code.rawValue)
+            if error is ExitCode { Foundation.exit(code.rawValue) }
+            let message = fullMessage(for: error)
+            if code == .success {
+                if !message.isEmpty { Console.shared.out(message) }
+                Foundation.exit(ExitStatus.ok)
             }
             if code == .validationFailure {
-                Console.shared.err(fullMessage(for: error))
+                Console.shared.err(message)
                 Foundation.exit(ExitStatus.badInput)
             }
-            if error is ExitCode {
-                Foundation.exit(code.rawValue)
-            }
-            let message = fullMessage(for: error)
             if !message.isEmpty { Console.shared.error(message) }
             Foundation.exit(code.rawValue == 0 ? 1 : code.rawValue)
         }

@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+import SSHTesting
+
+/// `rollctl fleet facts` / `fleet exec` run as a process against a real sshd.
+@Suite("fleet commands", .serialized)
+struct FleetCommandTests {
+    static func local(_ path: String) throws -> String {
+        try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test func factsJSONMatchesTheMachinesRealProc() throws {
+        let d = try TestSSHD(); defer { d.cleanUp() }
+        let inv = try CLI.inventory(for: d)
+        let r = try CLI.run(["fleet", "facts", "-i", inv, "--json"])
+        #expect(r.status == 0, "\(r.output)")
+        let hosts = r.json.filter { $0["type"] as? String == "host" }
+        try #require(hosts.count == 1)
+        let h = hosts[0]
+        #expect(h["name"] as? String == "local-1")
+        #expect(h["reachable"] as? Bool == true)
+        #expect(h["release"] as? String == (try Self.local("/proc/sys/kernel/osrelease")))
+        #expect(h["boot_id"] as? String == (try Self.local("/proc/sys/kernel/random/boot_id")))
+        let meminfo = try Self.local("/proc/meminfo")
+        let memTotalKiB = meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal:") }!
+            .split(separator: " ", omittingEmptySubsequences: true)[1]
+        #expect((h["mem_total_bytes"] as? NSNumber)?.uint64Value == UInt64(memTotalKiB)! * 1024)
+        #expect(h["sunreclaim_bytes"] != nil)
+        #expect(h["oom_kill"] != nil)
+        let summary = r.json.first { $0["type"] as? String == "summary" }
+        #expect(summary?["reachable"] as? Int == 1)
+    }
+
+    @Test func unreachableHostsAreListedWithTheReasonAndExit1() throws {
+        let d = try TestSSHD(); defer { d.cleanUp() }
+        let closed = try TestSSHD.freePort()
+        let inv = try CLI.inventory(for: d, extraHosts: "  - {name: gone-1, address: 127.0.0.1, port: \(closed)}\n")
+        let r = try CLI.run(["fleet", "facts", "-i", inv])
+        #expect(r.status == 1)
+        #expect(r.output.contains("local-1"))
+        #expect(r.output.contains("gone-1  [connect_refused]"))
+        #expect(r.output.contains("2 hosts: 1 reachable, 1 unreachable"))
+        let j = try CLI.run(["fleet", "facts", "-i", inv, "--json"])
+        let gone = j.json.first { $0["name"] as? String == "gone-1" }
+        #expect((gone?["error"] as? [String: Any])?["code"] as? String == "connect_refused")
+    }
+
+    @Test func unknownHostKeyIsRefusedByDefault() throws {
+        let d = try TestSSHD(); defer { d.cleanUp() }
+        let inv = try CLI.inventory(for: d)
+        try "".write(toFile: d.knownHostsPath, atomically: true, encoding: .utf8)
+        let r = try CLI.run(["fleet", "facts", "-i", inv, "--json"])
+        #expect(r.status == 1)
+        #expect(r.output.contains("host_key_unknown"))
+        #expect(r.output.contains("SHA256:"))
+    }
+
+    @Test func sunreclaimThresholdFlagsHosts() throws {
+        let d = try TestSSHD(); defer { d.cleanUp() }
+        let inv = try CLI.inventory(for: d)
+        // Any real machine has more than 1 KiB of unreclaimable slab.
+        let r = try CLI.run(["fleet", "facts", "-i", inv, "--sunreclaim-warn", "1KiB"])
+        #expect(r.status == 0)
+        #expect(r.output.contains("1 host over the SUnreclaim warning"))
+        let quiet = try CLI.run(["fleet", "facts", "-i", inv, "--sunreclaim-warn", "100%"])
+        #expect(!quiet.output.contains("over the SUnreclaim warning"))
+    }
+
+    @Test func execReportsEachHostAndFailsIfAnyFails() throws {
+        let d = try TestSSHD(); defer { d.cleanUp() }
+        let inv = try CLI.inventory(for: d)
+        let ok = try CLI.run(["fleet", "exec", "-i", inv, "--", "echo hello; echo warn >&2"])
+        #expect(ok.status == 0, "\(ok.output)")
+        #expect(ok.output.contains("== local-1 (exit 0"))
+        #expect(ok.output.contains("  hello"))
+        #expect(ok.output.contains("! warn"))
+        let bad = try CLI.run(["fleet", "exec", "-i", inv, "--json", "--", "exit 3"])
+        #expect(bad.status == 1)
+        #expect(bad.json.first?["exit_status"] as? Int == 3)
+        let slow = try CLI.run(["fleet", "exec", "-i", inv, "--timeout", "1s", "--json", "--", "sleep 20"])
+        #expect(slow.status == 1)
+        #expect((slow.json.first?["error"] as? [String: Any])?["code"] as? String == "command_timeout")
+    }
+
+    @Test func badInputExits2AndNamesThePlace() throws {
+        let dir = try TestSSHD.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let inv = dir + "/inv.yaml"
+        try "hosts:\n  - name: web-1\n    adress: 10.0.0.1\n".write(toFile: inv, atomically: true, encoding: .utf8)
+        let r = try CLI.run(["fleet", "facts", "-i", inv])
+        #expect(r.status == 2)
+        #expect(r.output.contains("inv.yaml:3:5: error: unknown key 'adress'"))
+        #expect(r.output.contains("did you mean 'address'?"))
+        #expect(try CLI.run(["fleet", "facts", "-i", dir + "/missing.yaml"]).status == 2)
+        #expect(try CLI.run(["fleet", "facts", "-i", inv, "--parallel", "0"]).status == 2)
+        #expect(try CLI.run(["fleet", "exec", "-i", inv]).status == 2)
+        #expect(try CLI.run(["fleet", "frobnicate"]).status == 2)
+    }
+
+    @Test func helpExplainsTheCommands() throws {
+        let r = try CLI.run(["fleet", "facts", "--help"])
+        #expect(r.status == 0)
+        #expect(r.output.contains("SUnreclaim"))
+        #expect(r.output.contains("--inventory"))
+    }
+}
