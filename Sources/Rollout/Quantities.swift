@@ -48,3 +48,8 @@ extension String {
         self = "\(scaled / 10).\(abs(scaled % 10))"
     }
 }
+
+extension Substring {
+    /// Leading and trailing whitespace removed.
+    var trimmed: String { String(self).trimmed }
+}

@@ -1,0 +1,340 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import HealthGate
+import Rollout
+import SSH
+
+/// `--journal PATH` (or `ROLLCTL_JOURNAL`), shared by every command that reads or writes the journal.
+struct JournalOption: ParsableArguments {
+    @Option(help: ArgumentHelp("The journal (SQLite). Default: $ROLLCTL_JOURNAL, else $XDG_STATE_HOME/rollctl/journal.sqlite, else ~/.local/state/rollctl/journal.sqlite.", valueName: "path"))
+    var journal: String?
+
+    func open() throws -> Journal {
+        let path = journal ?? Journal.defaultPath()
+        do { return try Journal(path: path) } catch {
+            throw InputError(file: path, "cannot open the journal: \(error)")
+        }
+    }
+}
+
+struct RolloutGroup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollout",
+        abstract: "Inspect, resume, abort or roll back rollouts recorded in the journal.",
+        subcommands: [RolloutList.self, RolloutShow.self, RolloutResume.self, RolloutAbort.self, RolloutRollback.self]
+    )
+}
+
+/// Runs a rollout in the foreground: signals stop it cleanly, progress goes to the console.
+enum RolloutDriver {
+    /// Loads plan + inventory + customers and checks them together; throws `InputErrors`.
+    static func load(planPath: String) throws -> (Plan, Inventory, Customers?) {
+        let plan = try PlanLoader.load(path: planPath)
+        let inventory = try Inventory.load(path: plan.inventoryPath)
+        let problems = PlanLoader.check(plan, inventory: inventory)
+        if !problems.isEmpty { throw InputErrors(problems) }
+        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
+        return (plan, inventory, customers)
+    }
+
+    static func logger(json: Bool) -> @Sendable (RolloutLogLine) -> Void {
+        let console = Console.shared
+        return { line in
+            if json {
+                console.out(JSONLine.encode(["type": "event", "time": timestamp(), "host": line.host, "message": line.message, "problem": line.isProblem]))
+            } else {
+                let who = line.host.map { $0 + " " } ?? ""
+                let text = "\(console.paint(timestamp(), .dim)) \(who)\(line.message)"
+                console.out(line.isProblem ? console.paint(text, .red) : text)
+            }
+        }
+    }
+
+    static func timestamp() -> String {
+        let f = DateFormatter()
+        f.dateFormat = "HH:mm:ss"
+        return f.string(from: Date())
+    }
+
+    /// Drives the rollout; maps the outcome to the documented exit code.
+    static func drive(_ orchestrator: Orchestrator, stop: StopFlag, json: Bool) async throws {
+        let outcome = try await orchestrator.run()
+        let console = Console.shared
+        switch outcome {
+        case .completed:
+            if json { console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "completed"])) }
+        case .halted(let reason):
+            try await orchestrator.rollbackAfterHalt()
+            if json {
+                console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "halted", "reason": reason]))
+            } else {
+                console.out("")
+                console.out(console.paint("Rollout \(orchestrator.rolloutID) HALTED: \(reason)", .red))
+                RolloutShow.renderHosts(try orchestrator.journal.hosts(orchestrator.rolloutID))
+                console.out("Details: rollctl rollout show \(orchestrator.rolloutID)")
+            }
+            throw ExitCode(ExitStatus.halted)
+        case .interrupted:
+            if json { console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "interrupted"])) }
+            throw ExitCode(ExitStatus.interrupted)
+        case .aborted:
+            throw ExitCode(ExitStatus.interrupted)
+        }
+    }
+}
+
+/// Set by SIGINT/SIGTERM: the orchestrator finishes the step in flight and stops.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopped = false
+    private var sources: [DispatchSourceSignal] = []
+
+    func install() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { [weak self] in
+                guard let self else { return }
+                self.lock.lock(); let first = !self.stopped; self.stopped = true; self.lock.unlock()
+                if first {
+                    Console.shared.warn("stopping after the steps in flight (signal \(sig)); the journal stays consistent; resume later")
+                } else {
+                    Console.shared.warn("already stopping; waiting for in-flight steps")
+                }
+            }
+            s.resume()
+            sources.append(s)
+        }
+    }
+
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
+}
+
+/// `plan apply` without --dry-run: plan, journal, run.
+enum ApplyRun {
+    static func run(planPath: String, journal: JournalOption, parallel: Int, json: Bool) async throws {
+        let console = Console.shared
+        let (plan, inventory, customers) = try RolloutDriver.load(planPath: planPath)
+        let selected = PlanLoader.selectedHosts(plan, inventory: inventory)
+        if inventory.defaults.hostKeyPolicy == .off {
+            console.warn("host_key_policy is 'off' in \(inventory.path): host keys are NOT verified")
+        }
+        // Read-only survey first: current kernels and reachability decide the layout.
+        let survey = FleetSurvey(inventory: inventory, parallelism: parallel, sshConfig: SSHConfig.load())
+        let facts = await survey.run(hosts: selected) { _ in }
+        var current: [String: String] = [:]
+        var unreachable: [String: String] = [:]
+        for s in facts {
+            if let r = s.facts?.release { current[s.host.name] = r } else {
+                unreachable[s.host.name] = s.error.map { "[\($0.code.rawValue)] \($0.message)" } ?? s.problem ?? "unreachable"
+            }
+        }
+        let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: unreachable, customers: customers)
+        let j = try journal.open()
+        let id: String
+        do {
+            id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: j)
+        } catch let e as Journal.LockConflict {
+            console.error("refused: \(e)")
+            console.err("  hint: wait for it, or `rollctl rollout resume \(e.holder.id)` / `rollctl rollout abort \(e.holder.id)`")
+            throw ExitCode(ExitStatus.hostFailure)
+        }
+        let hostsInWaves = layout.waves.reduce(0) { $0 + $1.hosts.count }
+        if !json {
+            console.out("rollout \(id): plan '\(plan.name)' → \(plan.kernel.release); \(layout.waves.count) waves, \(hostsInWaves) hosts, \(layout.skipped.count) skipped; journal \(j.path)")
+            for s in layout.skipped { console.out("  skipped \(s.host.name): \(s.reason)") }
+        } else {
+            console.out(JSONLine.encode(["type": "rollout", "rollout": id, "plan": plan.name, "release": plan.kernel.release,
+                                         "waves": layout.waves.count, "hosts": hostsInWaves, "skipped": layout.skipped.count, "journal": j.path]))
+        }
+        let stop = StopFlag()
+        stop.install()
+        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
+                             stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
+        try await RolloutDriver.drive(o, stop: stop, json: json)
+    }
+}
+
+struct RolloutList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List rollouts, newest first.")
+    @OptionGroup var journal: JournalOption
+    @Flag(help: "JSON lines.") var json = false
+
+    func run() async throws {
+        let j = try journal.open()
+        let c = Console.shared
+        var table = Table(header: ["ID", "STATE", "PLAN", "KERNEL", "HOSTS", "STARTED", "BY"])
+        for r in try j.rollouts() {
+            let hosts = try j.hosts(r.id)
+            let done = hosts.filter { $0.state == .committed }.count
+            let inWaves = hosts.filter { $0.wave != nil }.count
+            if json {
+                c.out(JSONLine.encode(["id": r.id, "state": r.state, "plan": r.planName, "release": r.targetRelease,
+                                       "hosts": inWaves, "committed": done, "started_at": r.startedAt, "started_by": r.startedBy]))
+            } else {
+                table.rows.append([r.id, r.state, r.planName, r.targetRelease, "\(done)/\(inWaves) committed", r.startedAt, r.startedBy])
+            }
+        }
+        if !json { table.render().forEach(c.out) }
+    }
+}
+
+struct RolloutShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Waves, hosts, states, gate verdicts and events of a rollout.")
+    @OptionGroup var journal: JournalOption
+    @Argument(help: "Rollout id (see `rollctl rollout list`).") var id: String
+    @Flag(help: "One JSON document.") var json = false
+    @Flag(help: "Also list every event.") var events = false
+
+    func run() async throws {
+        let j = try journal.open()
+        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal", hint: "rollctl rollout list") }
+        let hosts = try j.hosts(id), waves = try j.waves(id), gates = try j.gateReports(id)
+        let c = Console.shared
+        if json {
+            let doc: [String: Any?] = [
+                "id": r.id, "state": r.state, "plan": r.planName, "plan_path": r.planPath, "plan_hash": r.planHash,
+                "release": r.targetRelease, "started_at": r.startedAt, "started_by": r.startedBy, "updated_at": r.updatedAt, "note": r.note,
+                "waves": waves.map { ["number": $0.number, "state": $0.state, "verdict": $0.verdict as Any] },
+                "hosts": hosts.map { h -> [String: Any] in
+                    var o: [String: Any] = ["name": h.name, "address": h.address, "state": h.state.rawValue, "reboots": h.reboots]
+                    o["wave"] = h.wave; o["batch"] = h.batch; o["reason"] = h.reason
+                    o["release_before"] = h.releaseBefore; o["release_after"] = h.releaseAfter
+                    o["boot_id_before"] = h.bootIDBefore; o["boot_id_after"] = h.bootIDAfter
+                    return o.compactMapValues { $0 }
+                },
+                "gate": gates.map { g -> [String: Any] in
+                    ["wave": g.wave, "host": g.host, "verdict": g.verdict,
+                     "report": (try? JSONSerialization.jsonObject(with: Data(g.report.utf8))) ?? g.report]
+                },
+                "events": events ? try j.events(id).map { ["at": $0.at, "host": $0.host as Any, "kind": $0.kind, "message": $0.message] } : nil,
+            ]
+            c.out(JSONLine.encode(doc))
+            return
+        }
+        c.out(c.paint("rollout \(r.id)", .bold) + "  \(r.state)  plan '\(r.planName)' → \(r.targetRelease)")
+        c.out("started \(r.startedAt) by \(r.startedBy); updated \(r.updatedAt)")
+        if let note = r.note { c.out("note: \(note)") }
+        c.out("")
+        for w in waves {
+            let n = hosts.filter { $0.wave == w.number }.count
+            c.out("wave \(w.number): \(w.state)\(w.verdict.map { ", gate \($0)" } ?? ""), \(n) host\(n == 1 ? "" : "s")")
+        }
+        c.out("")
+        Self.renderHosts(hosts)
+        let failedGates = gates.filter { $0.verdict != "pass" }
+        for g in failedGates {
+            if let data = g.report.data(using: .utf8), let report = try? JSONDecoder().decode(HostGateReport.self, from: data) {
+                c.out("")
+                c.out(c.paint("gate \(g.verdict) — wave \(g.wave), \(g.host):", .bold))
+                report.render().split(separator: "\n").forEach { c.out("  " + $0) }
+            }
+        }
+        if events {
+            c.out("")
+            for e in try j.events(id) { c.out("\(e.at)  \(e.host ?? "-")  \(e.kind)  \(e.message)") }
+        }
+    }
+
+    static func renderHosts(_ hosts: [Journal.HostRow]) {
+        let c = Console.shared
+        var table = Table(header: ["HOST", "WAVE", "STATE", "KERNEL BEFORE", "KERNEL AFTER", "REBOOTS", "REASON"])
+        for h in hosts {
+            let state = [.failed, .rollbackFailed].contains(h.state) ? c.paint(h.state.rawValue, .red) : h.state.rawValue
+            table.rows.append([h.name, h.wave.map(String.init) ?? "-", state, h.releaseBefore ?? "-", h.releaseAfter ?? "-", "\(h.reboots)", h.reason ?? ""])
+        }
+        table.render().forEach(c.out)
+    }
+}
+
+struct RolloutResume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resume",
+        abstract: "Continue an interrupted rollout exactly where the journal says it stopped.",
+        discussion: "A host journaled as rebooting is judged by its boot id: it is not rebooted again if it already did. The plan text stored in the journal is used, not the file as it is now."
+    )
+    @OptionGroup var journal: JournalOption
+    @Argument(help: "Rollout id.") var id: String
+    @Flag(help: "JSON lines.") var json = false
+
+    func run() async throws {
+        let j = try journal.open()
+        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal", hint: "rollctl rollout list") }
+        if r.state == "completed" || r.state == "aborted" {
+            Console.shared.out("rollout \(id) is \(r.state); nothing to resume")
+            return
+        }
+        if r.state == "running", let pid = r.pid, pid != getpid(), kill(pid, 0) == 0 {
+            Console.shared.error("rollout \(id) is being driven by process \(pid) right now")
+            throw ExitCode(ExitStatus.hostFailure)
+        }
+        if r.state == "halted" {
+            Console.shared.error("rollout \(id) halted: \(r.note ?? "see rollctl rollout show \(id)"). Fix the cause and start a new rollout; `rollctl rollout rollback \(id)` undoes it.")
+            throw ExitCode(ExitStatus.halted)
+        }
+        let plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
+        let inventory = try Inventory.load(path: plan.inventoryPath)
+        let stop = StopFlag()
+        stop.install()
+        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
+                             stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
+        if !json { Console.shared.out("resuming rollout \(id) (was \(r.state)\(r.pid.map { ", driven by pid \($0) which is gone" } ?? ""))") }
+        try await RolloutDriver.drive(o, stop: stop, json: json)
+    }
+}
+
+struct RolloutAbort: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "abort",
+        abstract: "Stop a rollout for good: no new host is touched; hosts stay as they are; locks are released.",
+        discussion: "Use `rollctl rollout rollback ID` to put changed hosts back on their previous kernel."
+    )
+    @OptionGroup var journal: JournalOption
+    @Argument(help: "Rollout id.") var id: String
+
+    func run() async throws {
+        let j = try journal.open()
+        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal") }
+        if r.state == "running", let pid = r.pid, kill(pid, 0) == 0 {
+            kill(pid, SIGTERM)
+            Console.shared.out("asked process \(pid) to stop after its in-flight steps")
+            for _ in 0..<600 where kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try j.setRolloutState(id, "aborted", note: "aborted by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")", clearPID: true)
+        try j.releaseLocks(rolloutID: id)
+        let changed = try j.hosts(id).filter { $0.state.isChanged && $0.state != .committed }
+        Console.shared.out("rollout \(id) aborted; locks released")
+        if !changed.isEmpty {
+            Console.shared.out("\(changed.count) host(s) were mid-rollout (\(changed.map(\.name).joined(separator: ", "))); `rollctl rollout rollback \(id)` restores their previous kernel")
+        }
+    }
+}
+
+struct RolloutRollback: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollback",
+        abstract: "Put every host this rollout changed back on the kernel it ran before, and restore its GRUB default."
+    )
+    @OptionGroup var journal: JournalOption
+    @Argument(help: "Rollout id.") var id: String
+    @Flag(help: "JSON lines.") var json = false
+
+    func run() async throws {
+        let j = try journal.open()
+        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal") }
+        if r.state == "running", let pid = r.pid, kill(pid, 0) == 0 {
+            Console.shared.error("rollout \(id) is running in process \(pid); `rollctl rollout abort \(id)` first")
+            throw ExitCode(ExitStatus.hostFailure)
+        }
+        var plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
+        plan.failure.rollback = .all
+        let inventory = try Inventory.load(path: plan.inventoryPath)
+        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
+                             log: RolloutDriver.logger(json: json))
+        try await o.rollbackAfterHalt()
+        let left = try j.hosts(id).filter { $0.state == .rollbackFailed }
+        RolloutShow.renderHosts(try j.hosts(id))
+        if !left.isEmpty { throw ExitCode(ExitStatus.hostFailure) }
+    }
+}

@@ -1,0 +1,63 @@
+/// Where a host is in a rollout. The happy path:
+/// `pending → checked → notified → staged → rebooting → up → verified → soaking → healthy → committed`;
+/// any step can fail, after which a rollback may run; hosts that need nothing are `skipped`.
+public enum HostState: String, Sendable, Codable, CaseIterable, Comparable {
+    case pending, checked, notified, staged, rebooting, up, verified, soaking, healthy, committed
+    case failed
+    case rollingBack = "rolling_back"
+    case rolledBack = "rolled_back"
+    case rollbackFailed = "rollback_failed"
+    case skipped
+
+    /// Position on the happy path (failure states after it).
+    public var order: Int { Self.allCases.firstIndex(of: self)! }
+    public static func < (a: HostState, b: HostState) -> Bool { a.order < b.order }
+
+    /// Ended for this rollout: nothing more will happen to the host unless rolled back.
+    public var isTerminal: Bool { [.committed, .rolledBack, .rollbackFailed, .skipped].contains(self) }
+
+    /// The host runs (or may run) something other than what it ran before the rollout:
+    /// a rollback must touch it.
+    public var isChanged: Bool { self >= .staged && self <= .committed }
+
+    /// The allowed transitions. The orchestrator journals only these; a journal
+    /// showing another is a bug, and `Journal` refuses it.
+    public func canMove(to next: HostState) -> Bool {
+        switch (self, next) {
+        case (.pending, .checked), (.checked, .notified), (.checked, .staged), (.notified, .staged),
+             (.staged, .rebooting), (.rebooting, .up), (.up, .verified), (.verified, .soaking),
+             (.soaking, .healthy), (.healthy, .committed):
+            return true
+        case (.pending, .skipped), (.checked, .skipped):
+            return true
+        case (let s, .failed) where s < .committed:
+            return true
+        case (let s, .rollingBack) where s.isChanged || s == .failed:
+            return true
+        case (.rollingBack, .rolledBack), (.rollingBack, .rollbackFailed), (.rollingBack, .rollingBack):
+            return true
+        // A re-run (resume) may repeat a step that is idempotent.
+        case (let a, let b) where a == b && !a.isTerminal:
+            return true
+        default:
+            return false
+        }
+    }
+}
+
+/// What resume does with a host journaled as `rebooting`: the boot id read
+/// before the reboot tells whether it already happened.
+public enum RebootProgress: Equatable, Sendable {
+    /// The host runs a new boot: do not reboot again; go on to verify.
+    case rebooted
+    /// Same boot as before: the reboot did not happen (or not yet): it may be sent again.
+    case notYet
+    /// The host cannot be reached now: wait for it (it may be booting).
+    case unknown
+
+    public static func judge(bootIDBefore: String?, bootIDNow: String?) -> RebootProgress {
+        guard let now = bootIDNow else { return .unknown }
+        guard let before = bootIDBefore else { return .notYet }
+        return now == before ? .notYet : .rebooted
+    }
+}

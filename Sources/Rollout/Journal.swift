@@ -1,0 +1,349 @@
+import Foundation
+import GRDB
+
+/// The durable record of every rollout: SQLite (WAL) through GRDB, one file,
+/// mode 0600. Every transition is written before the side effect it announces
+/// (the intent) and its outcome after, so a resumed run knows what happened.
+/// Readable with the `sqlite3` shell; the schema is in docs/journal.md.
+public final class Journal: Sendable {
+    public let path: String
+    let pool: DatabasePool
+
+    /// `ROLLCTL_JOURNAL`, else `$XDG_STATE_HOME/rollctl/journal.sqlite`, else `~/.local/state/rollctl/journal.sqlite`.
+    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let p = environment["ROLLCTL_JOURNAL"], !p.isEmpty { return p }
+        let state = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? (NSHomeDirectory() + "/.local/state")
+        return state + "/rollctl/journal.sqlite"
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+        if !FileManager.default.fileExists(atPath: path) {
+            // Created 0600 before SQLite opens it; the -wal and -shm files inherit the mode.
+            let fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
+            if fd >= 0 { close(fd) }
+        }
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+            CREATE TABLE rollout (
+              id TEXT PRIMARY KEY,
+              plan_name TEXT NOT NULL,
+              plan_path TEXT NOT NULL,
+              plan_text TEXT NOT NULL,
+              plan_hash TEXT NOT NULL,
+              target_release TEXT NOT NULL,
+              state TEXT NOT NULL,          -- running | halted | completed | interrupted | aborted | rolled_back
+              started_by TEXT NOT NULL,
+              started_at TEXT NOT NULL,
+              updated_at TEXT NOT NULL,
+              pid INTEGER,                  -- process driving it now (NULL when none)
+              note TEXT
+            );
+            CREATE TABLE wave (
+              rollout_id TEXT NOT NULL REFERENCES rollout(id),
+              number INTEGER NOT NULL,
+              state TEXT NOT NULL,          -- pending | running | passed | failed | rolled_back
+              verdict TEXT,                 -- pass | fail | inconclusive
+              report TEXT,                  -- the wave's gate report (JSON)
+              started_at TEXT, ended_at TEXT,
+              PRIMARY KEY (rollout_id, number)
+            );
+            CREATE TABLE host (
+              rollout_id TEXT NOT NULL REFERENCES rollout(id),
+              name TEXT NOT NULL,
+              address TEXT NOT NULL,
+              wave INTEGER,                 -- NULL for skipped hosts
+              batch INTEGER,
+              state TEXT NOT NULL,
+              reason TEXT,                  -- why failed / skipped
+              release_before TEXT, boot_id_before TEXT, grub_entry_before TEXT,
+              release_after TEXT, boot_id_after TEXT, grub_entry_after TEXT,
+              reboots INTEGER NOT NULL DEFAULT 0,
+              attempts INTEGER NOT NULL DEFAULT 0,
+              last_error TEXT,
+              updated_at TEXT NOT NULL,
+              PRIMARY KEY (rollout_id, name)
+            );
+            CREATE TABLE event (
+              id INTEGER PRIMARY KEY AUTOINCREMENT,
+              rollout_id TEXT NOT NULL REFERENCES rollout(id),
+              at TEXT NOT NULL,
+              host TEXT,
+              kind TEXT NOT NULL,           -- state | intent | outcome | gate | halt | info
+              message TEXT NOT NULL,
+              data TEXT                     -- JSON
+            );
+            CREATE INDEX event_rollout ON event(rollout_id, id);
+            CREATE TABLE gate_report (
+              rollout_id TEXT NOT NULL REFERENCES rollout(id),
+              wave INTEGER NOT NULL,
+              host TEXT NOT NULL,
+              verdict TEXT NOT NULL,
+              report TEXT NOT NULL,         -- HostGateReport JSON: samples, slope, classes, findings
+              at TEXT NOT NULL,
+              PRIMARY KEY (rollout_id, wave, host)
+            );
+            CREATE TABLE host_lock (
+              host TEXT PRIMARY KEY,        -- inventory address:port
+              rollout_id TEXT NOT NULL REFERENCES rollout(id),
+              acquired_at TEXT NOT NULL
+            );
+            """)
+        }
+        return m
+    }
+
+    static func now() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date())
+    }
+
+    // MARK: - rollouts
+
+    public struct RolloutRow: Sendable, Equatable {
+        public var id: String
+        public var planName: String
+        public var planPath: String
+        public var planText: String
+        public var planHash: String
+        public var targetRelease: String
+        public var state: String
+        public var startedBy: String
+        public var startedAt: String
+        public var updatedAt: String
+        public var pid: Int32?
+        public var note: String?
+
+        init(row: Row) {
+            id = row["id"]; planName = row["plan_name"]; planPath = row["plan_path"]; planText = row["plan_text"]
+            planHash = row["plan_hash"]; targetRelease = row["target_release"]; state = row["state"]
+            startedBy = row["started_by"]; startedAt = row["started_at"]; updatedAt = row["updated_at"]
+            pid = row["pid"]; note = row["note"]
+        }
+    }
+
+    public struct HostRow: Sendable, Equatable {
+        public var name: String
+        public var address: String
+        public var wave: Int?
+        public var batch: Int?
+        public var state: HostState
+        public var reason: String?
+        public var releaseBefore: String?
+        public var bootIDBefore: String?
+        public var grubEntryBefore: String?
+        public var grubEntryAfter: String?
+        public var releaseAfter: String?
+        public var bootIDAfter: String?
+        public var reboots: Int
+        public var attempts: Int
+        public var lastError: String?
+        public var updatedAt: String
+
+        init(row: Row) {
+            name = row["name"]; address = row["address"]; wave = row["wave"]; batch = row["batch"]
+            state = HostState(rawValue: row["state"]) ?? .failed
+            reason = row["reason"]; releaseBefore = row["release_before"]; bootIDBefore = row["boot_id_before"]
+            grubEntryBefore = row["grub_entry_before"]; grubEntryAfter = row["grub_entry_after"]; releaseAfter = row["release_after"]; bootIDAfter = row["boot_id_after"]
+            reboots = row["reboots"]; attempts = row["attempts"]; lastError = row["last_error"]; updatedAt = row["updated_at"]
+        }
+    }
+
+    public struct LockConflict: Error, Sendable, CustomStringConvertible {
+        public var hosts: [String]
+        public var holder: RolloutRow
+        public var description: String {
+            "\(hosts.count) host\(hosts.count == 1 ? " is" : "s are") held by rollout \(holder.id) (plan '\(holder.planName)', \(holder.state), started \(holder.startedAt) by \(holder.startedBy)): \(hosts.prefix(5).joined(separator: ", "))\(hosts.count > 5 ? ", ..." : "")"
+        }
+    }
+
+    /// Creates a rollout with its waves and hosts and takes the hosts' locks, all
+    /// in one transaction: either everything is journaled, or nothing.
+    public func createRollout(id: String, plan: Plan, planHash: String, hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)],
+                              waves: Int, pid: Int32) throws {
+        try pool.write { db in
+            let now = Self.now()
+            let lockKeys = hosts.filter { $0.wave != nil }.map(\.lockKey)
+            try Self.checkLocks(db, keys: lockKeys, except: nil)
+            try db.execute(sql: """
+                INSERT INTO rollout (id, plan_name, plan_path, plan_text, plan_hash, target_release, state, started_by, started_at, updated_at, pid)
+                VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)
+                """, arguments: [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, pid])
+            for w in 0..<waves {
+                try db.execute(sql: "INSERT INTO wave (rollout_id, number, state) VALUES (?, ?, 'pending')", arguments: [id, w + 1])
+            }
+            for h in hosts {
+                try db.execute(sql: """
+                    INSERT INTO host (rollout_id, name, address, wave, batch, state, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [id, h.name, h.address, h.wave, h.batch, h.state.rawValue, h.reason, now])
+            }
+            for key in lockKeys {
+                try db.execute(sql: "INSERT INTO host_lock (host, rollout_id, acquired_at) VALUES (?, ?, ?)", arguments: [key, id, now])
+            }
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
+                           arguments: [id, now, "rollout created: plan '\(plan.name)' → \(plan.kernel.release), \(waves) waves, \(lockKeys.count) hosts"])
+        }
+    }
+
+    static func checkLocks(_ db: Database, keys: [String], except: String?) throws {
+        guard !keys.isEmpty else { return }
+        var held: [String: [String]] = [:]
+        for chunk in stride(from: 0, to: keys.count, by: 500) {
+            let part = Array(keys[chunk..<min(chunk + 500, keys.count)])
+            let marks = part.map { _ in "?" }.joined(separator: ",")
+            let rows = try Row.fetchAll(db, sql: "SELECT host, rollout_id FROM host_lock WHERE host IN (\(marks))", arguments: StatementArguments(part))
+            for r in rows {
+                let owner: String = r["rollout_id"]
+                if owner != except { held[owner, default: []].append(r["host"]) }
+            }
+        }
+        if let (owner, hosts) = held.first, let row = try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [owner]) {
+            throw LockConflict(hosts: hosts.sorted(), holder: RolloutRow(row: row))
+        }
+    }
+
+    public func releaseLocks(rolloutID: String) throws {
+        try pool.write { db in try db.execute(sql: "DELETE FROM host_lock WHERE rollout_id = ?", arguments: [rolloutID]) }
+    }
+
+    /// Marks this process as the one driving the rollout (resume takes over).
+    public func claim(rolloutID: String, pid: Int32) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE rollout SET pid = ?, state = 'running', updated_at = ? WHERE id = ?", arguments: [pid, Self.now(), rolloutID])
+        }
+    }
+
+    public func setRolloutState(_ id: String, _ state: String, note: String? = nil, clearPID: Bool = false) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE rollout SET state = ?, note = COALESCE(?, note), updated_at = ?\(clearPID ? ", pid = NULL" : "") WHERE id = ?",
+                           arguments: [state, note, Self.now(), id])
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
+                           arguments: [id, Self.now(), "rollout \(state)" + (note.map { ": \($0)" } ?? "")])
+        }
+    }
+
+    public func rollout(_ id: String) throws -> RolloutRow? {
+        try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [id]).map(RolloutRow.init) }
+    }
+
+    public func rollouts() throws -> [RolloutRow] {
+        try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM rollout ORDER BY started_at DESC").map(RolloutRow.init) }
+    }
+
+    public func hosts(_ rolloutID: String) throws -> [HostRow] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM host WHERE rollout_id = ? ORDER BY wave, batch, name", arguments: [rolloutID]).map(HostRow.init)
+        }
+    }
+
+    public func host(_ rolloutID: String, _ name: String) throws -> HostRow? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM host WHERE rollout_id = ? AND name = ?", arguments: [rolloutID, name]).map(HostRow.init)
+        }
+    }
+
+    /// Journals a host's move to `state` (refusing transitions the state machine
+    /// does not allow) with the fields given, and an event.
+    public func move(_ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
+                     set fields: [String: (any DatabaseValueConvertible)?] = [:]) throws {
+        try pool.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT state FROM host WHERE rollout_id = ? AND name = ?", arguments: [rolloutID, host]) else {
+                throw JournalError("no host \(host) in rollout \(rolloutID)")
+            }
+            let from = HostState(rawValue: row["state"]) ?? .failed
+            guard from.canMove(to: state) else {
+                throw JournalError("refusing transition \(from.rawValue) → \(state.rawValue) for \(host)")
+            }
+            var sets = ["state = ?", "updated_at = ?"]
+            var args: [(any DatabaseValueConvertible)?] = [state.rawValue, Self.now()]
+            if let reason { sets.append("reason = ?"); args.append(reason) }
+            for (k, v) in fields.sorted(by: { $0.key < $1.key }) {
+                precondition(k.allSatisfy { $0.isLetter || $0 == "_" })
+                if k == "reboots" || k == "attempts" { sets.append("\(k) = \(k) + 1"); continue }
+                sets.append("\(k) = ?")
+                args.append(v)
+            }
+            args += [rolloutID, host]
+            try db.execute(sql: "UPDATE host SET \(sets.joined(separator: ", ")) WHERE rollout_id = ? AND name = ?",
+                           arguments: StatementArguments(args))
+            let text = message ?? (from == state ? "\(state.rawValue) (again)" : "\(from.rawValue) → \(state.rawValue)") + (reason.map { ": \($0)" } ?? "")
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, host, kind, message) VALUES (?, ?, ?, 'state', ?)",
+                           arguments: [rolloutID, Self.now(), host, text])
+        }
+    }
+
+    /// Appends an event (intent, outcome, info, gate, halt).
+    public func event(_ rolloutID: String, host: String? = nil, kind: String, _ message: String, data: String? = nil) throws {
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [rolloutID, Self.now(), host, kind, message, data])
+        }
+    }
+
+    public struct EventRow: Sendable { public var id: Int64; public var at: String; public var host: String?; public var kind: String; public var message: String }
+
+    public func events(_ rolloutID: String) throws -> [EventRow] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE rollout_id = ? ORDER BY id", arguments: [rolloutID]).map {
+                EventRow(id: $0["id"], at: $0["at"], host: $0["host"], kind: $0["kind"], message: $0["message"])
+            }
+        }
+    }
+
+    public func setWave(_ rolloutID: String, _ number: Int, state: String, verdict: String? = nil, report: String? = nil) throws {
+        try pool.write { db in
+            let now = Self.now()
+            try db.execute(sql: """
+                UPDATE wave SET state = ?, verdict = COALESCE(?, verdict), report = COALESCE(?, report),
+                  started_at = COALESCE(started_at, ?), ended_at = CASE WHEN ? IN ('passed','failed','rolled_back') THEN ? ELSE ended_at END
+                WHERE rollout_id = ? AND number = ?
+                """, arguments: [state, verdict, report, now, state, now, rolloutID, number])
+        }
+    }
+
+    public struct WaveRow: Sendable { public var number: Int; public var state: String; public var verdict: String?; public var report: String? }
+
+    public func waves(_ rolloutID: String) throws -> [WaveRow] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM wave WHERE rollout_id = ? ORDER BY number", arguments: [rolloutID]).map {
+                WaveRow(number: $0["number"], state: $0["state"], verdict: $0["verdict"], report: $0["report"])
+            }
+        }
+    }
+
+    public func saveGateReport(_ rolloutID: String, wave: Int, host: String, verdict: String, report: String) throws {
+        try pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO gate_report (rollout_id, wave, host, verdict, report, at) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [rolloutID, wave, host, verdict, report, Self.now()])
+        }
+    }
+
+    public func gateReports(_ rolloutID: String) throws -> [(wave: Int, host: String, verdict: String, report: String)] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM gate_report WHERE rollout_id = ? ORDER BY wave, host", arguments: [rolloutID]).map {
+                (wave: $0["wave"], host: $0["host"], verdict: $0["verdict"], report: $0["report"])
+            }
+        }
+    }
+
+    static func whoami() -> String {
+        let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? String(cString: getpwuid(geteuid()).pointee.pw_name)
+        return "\(user)@\(ProcessInfo.processInfo.hostName)"
+    }
+}
+
+public struct JournalError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

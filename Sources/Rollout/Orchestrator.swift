@@ -1,0 +1,553 @@
+import Foundation
+import HealthGate
+import SSH
+
+/// How a run of `plan apply` / `rollout resume` ended.
+public enum RolloutOutcome: Sendable, Equatable {
+    case completed
+    /// A gate, a host or the failure budget stopped the rollout; rollback (per policy) ran.
+    case halted(reason: String)
+    /// SIGINT/SIGTERM: in-flight steps finished, the journal says where; resume continues.
+    case interrupted
+    case aborted
+}
+
+/// A line of progress for the admin (the CLI renders it; tests collect it).
+public struct RolloutLogLine: Sendable {
+    public var host: String?
+    public var message: String
+    public var isProblem: Bool
+}
+
+/// Drives one rollout from the journal: every host from its journaled state to
+/// the end of its wave, wave by wave, with the gate between waves. Every side
+/// effect is journaled as an intent first and its outcome after, so a run killed
+/// at any point resumes from the journal without rebooting a host twice.
+public final class Orchestrator: Sendable {
+    public let rolloutID: String
+    public let plan: Plan
+    public let inventory: Inventory
+    public let journal: Journal
+    let sshConfig: SSHConfig
+    let log: @Sendable (RolloutLogLine) -> Void
+    let stopRequested: @Sendable () -> Bool
+    let connections: Connections
+
+    public init(rolloutID: String, plan: Plan, inventory: Inventory, journal: Journal, sshConfig: SSHConfig = SSHConfig(),
+                stopRequested: @escaping @Sendable () -> Bool = { false },
+                log: @escaping @Sendable (RolloutLogLine) -> Void = { _ in }) {
+        self.rolloutID = rolloutID
+        self.plan = plan
+        self.inventory = inventory
+        self.journal = journal
+        self.sshConfig = sshConfig
+        self.stopRequested = stopRequested
+        self.log = log
+        self.connections = Connections(inventory: inventory, sshConfig: sshConfig)
+    }
+
+    /// Journals a new rollout for `layout` and takes the hosts' locks.
+    /// Throws `Journal.LockConflict` when another rollout holds any of them.
+    public static func create(plan: Plan, inventory: Inventory, layout: RolloutLayout, journal: Journal) throws -> String {
+        let id = newRolloutID()
+        var rows: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] = []
+        for wave in layout.waves {
+            for (b, batch) in wave.batches.enumerated() {
+                for h in batch {
+                    rows.append((h.name, h.address, lockKey(h, inventory), wave.number, b + 1, .pending, nil))
+                }
+            }
+        }
+        for s in layout.skipped {
+            rows.append((s.host.name, s.host.address, lockKey(s.host, inventory), nil, nil, .skipped, s.reason))
+        }
+        try journal.createRollout(id: id, plan: plan, planHash: sha256Hex(plan.text), hosts: rows, waves: layout.waves.count, pid: getpid())
+        return id
+    }
+
+    static func lockKey(_ h: InventoryHost, _ inv: Inventory) -> String {
+        "\(h.address):\(h.port ?? inv.defaults.port ?? 22)"
+    }
+
+    static func newRolloutID() -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyyMMdd-HHmmss"
+        f.timeZone = TimeZone(identifier: "UTC")
+        let suffix = String(UInt32.random(in: 0...0xffff), radix: 16)
+        return "r\(f.string(from: Date()))-\(suffix)"
+    }
+
+    // MARK: - run
+
+    /// Runs (or resumes) the rollout until it completes, halts or is interrupted.
+    public func run() async throws -> RolloutOutcome {
+        try journal.claim(rolloutID: rolloutID, pid: getpid())
+        let waves = try journal.waves(rolloutID)
+        defer { Task { [connections] in await connections.closeAll() } }
+        for wave in waves {
+            if wave.state == "passed" { continue }
+            if wave.state == "failed" || wave.state == "rolled_back" {
+                // A halted rollout resumed: the failed wave's hosts were rolled back; halt stays explicit.
+                return try halt(reason: "wave \(wave.number) failed earlier; start a new rollout after fixing the cause", rollback: false)
+            }
+            if stopRequested() { return try interrupt() }
+            try journal.setWave(rolloutID, wave.number, state: "running")
+            say(nil, "wave \(wave.number)/\(waves.count): starting")
+            let outcome = try await runWave(wave.number, of: waves.count)
+            if outcome != .completed { return outcome }
+        }
+        try journal.setRolloutState(rolloutID, "completed", clearPID: true)
+        try journal.releaseLocks(rolloutID: rolloutID)
+        say(nil, "rollout \(rolloutID) completed: every host committed to \(plan.kernel.release)")
+        return .completed
+    }
+
+    func runWave(_ number: Int, of total: Int) async throws -> RolloutOutcome {
+        let all = try journal.hosts(rolloutID).filter { $0.wave == number }
+        let batches = Dictionary(grouping: all, by: { $0.batch ?? 1 }).sorted { $0.key < $1.key }.map(\.value)
+
+        // 1. Pre-checks and staging for the whole wave (no disruption yet).
+        await forEach(all.filter { $0.state < .staged }, limit: 32) { h in await self.prepare(h.name) }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if stopRequested() { return try interrupt() }
+
+        // 2. Reboots, batch by batch (a batch never holds two hosts of one failure domain).
+        for batch in batches {
+            let names = batch.map(\.name)
+            await forEach(names, limit: plan.waves.maxParallel) { name in await self.rebootAndVerify(name) }
+            if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+            if stopRequested() { return try interrupt() }
+        }
+
+        // 3. Soak and gate.
+        let ready = try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .verified || $0.state == .soaking) }
+        if !ready.isEmpty {
+            let report = try await gate(ready.map(\.name), wave: number)
+            if !report.verdict.allowsProgress {
+                let bad = report.failed + report.inconclusive
+                return try halt(reason: "wave \(number) gate \(report.verdict.rawValue) on \(bad.joined(separator: ", "))", wave: number)
+            }
+        }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+
+        // 4. Commit: the new kernel becomes the default, only after the gate passed.
+        let healthy = try journal.hosts(rolloutID).filter { $0.wave == number && $0.state == .healthy }
+        await forEach(healthy.map(\.name), limit: 32) { name in await self.commit(name) }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        try journal.setWave(rolloutID, number, state: "passed")
+        say(nil, "wave \(number)/\(total): passed, \(healthy.count) host\(healthy.count == 1 ? "" : "s") committed")
+        return .completed
+    }
+
+    /// Failures of this wave and of the whole rollout against the plan's budget.
+    func budgetExceeded(wave: Int) throws -> String? {
+        let hosts = try journal.hosts(rolloutID)
+        let failedHere = hosts.filter { $0.wave == wave && [.failed, .rollingBack, .rolledBack, .rollbackFailed].contains($0.state) }
+        let failedAll = hosts.filter { [.failed, .rollingBack, .rolledBack, .rollbackFailed].contains($0.state) }
+        if failedHere.count > plan.failure.maxFailedHostsPerWave {
+            let detail = failedHere.map { "\($0.name): \($0.reason ?? "failed")" }.joined(separator: "; ")
+            return "wave \(wave): \(failedHere.count) host\(failedHere.count == 1 ? "" : "s") failed (budget \(plan.failure.maxFailedHostsPerWave)) — \(detail)"
+        }
+        if failedAll.count > plan.failure.maxFailedHostsTotal && failedAll.count > failedHere.count {
+            return "\(failedAll.count) hosts failed across the rollout (budget \(plan.failure.maxFailedHostsTotal))"
+        }
+        return nil
+    }
+
+    // MARK: - halt, interrupt
+
+    func halt(reason: String, wave: Int? = nil, rollback: Bool = true) throws -> RolloutOutcome {
+        say(nil, "HALT: \(reason)", problem: true)
+        try journal.event(rolloutID, kind: "halt", reason)
+        if let wave { try journal.setWave(rolloutID, wave, state: "failed") }
+        try journal.setRolloutState(rolloutID, "halted", note: reason)
+        return .halted(reason: reason)
+    }
+
+    /// Runs the plan's rollback after a halt. Separate from `halt` so the caller
+    /// awaits it (rollback reboots hosts).
+    public func rollbackAfterHalt() async throws {
+        let hosts = try journal.hosts(rolloutID)
+        let haltedWave = try journal.waves(rolloutID).first { $0.state == "failed" }?.number
+        let targets: [Journal.HostRow]
+        switch plan.failure.rollback {
+        case .none:
+            say(nil, "rollback policy 'none': hosts are left as they are")
+            targets = []
+        case .wave:
+            targets = hosts.filter { $0.wave == haltedWave && needsRollback($0) }
+        case .all:
+            targets = hosts.filter { needsRollback($0) }
+        }
+        if !targets.isEmpty {
+            say(nil, "rolling back \(targets.count) host\(targets.count == 1 ? "" : "s") to their previous kernel: \(targets.map(\.name).joined(separator: ", "))")
+            await forEach(targets.map(\.name), limit: plan.waves.maxParallel) { name in await self.rollback(name) }
+            if let w = haltedWave, plan.failure.rollback != .none { try journal.setWave(rolloutID, w, state: "rolled_back") }
+        }
+        let after = try journal.hosts(rolloutID)
+        let failedRollbacks = after.filter { $0.state == .rollbackFailed || $0.state == .rollingBack }
+        if failedRollbacks.isEmpty {
+            try journal.releaseLocks(rolloutID: rolloutID)
+        } else {
+            say(nil, "rollback FAILED on \(failedRollbacks.map(\.name).joined(separator: ", ")): hosts stay locked; see `rollctl rollout show \(rolloutID)`", problem: true)
+        }
+        try journal.setRolloutState(rolloutID, "halted", clearPID: true)
+    }
+
+    func needsRollback(_ h: Journal.HostRow) -> Bool {
+        switch h.state {
+        case .staged, .rebooting, .up, .verified, .soaking, .healthy, .committed, .rollingBack: return true
+        case .failed: return h.grubEntryBefore != nil
+        default: return false
+        }
+    }
+
+    func interrupt() throws -> RolloutOutcome {
+        try journal.setRolloutState(rolloutID, "interrupted", note: "stopped by signal; resume with: rollctl rollout resume \(rolloutID)", clearPID: true)
+        say(nil, "interrupted: the journal is consistent; resume with `rollctl rollout resume \(rolloutID)`", problem: true)
+        return .interrupted
+    }
+
+    // MARK: - host steps
+
+    /// pending/checked/notified → staged: pre-checks, install, pin the old default, boot-once the new entry.
+    func prepare(_ name: String) async {
+        do {
+            guard var h = try journal.host(rolloutID, name) else { return }
+            let host = await connections.host(name)
+            if h.state == .pending {
+                let facts = try await HostFacts.read(from: host, timeout: .seconds(20))
+                guard let release = facts.release, let bootID = facts.bootID else {
+                    return try fail(name, "cannot read the kernel release or boot id")
+                }
+                if release == plan.kernel.release {
+                    try journal.move(rolloutID, host: name, to: .checked, set: ["release_before": release, "boot_id_before": bootID])
+                    try journal.move(rolloutID, host: name, to: .skipped, reason: "already runs \(release)")
+                    return say(name, "skipped: already runs \(release)")
+                }
+                let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
+                guard let oldEntry = GrubSteps.entryPath(forRelease: release, in: cfg) else {
+                    return try fail(name, "the running kernel \(release) has no entry in /boot/grub/grub.cfg: rollback could not boot it")
+                }
+                let df = try await mustRun(host, "df -Pk /boot | tail -n 1", "check /boot space")
+                let fields = df.split(separator: " ", omittingEmptySubsequences: true)
+                if fields.count >= 4, let freeKiB = UInt64(fields[3]), freeKiB * 1024 < plan.kernel.minBootFreeBytes {
+                    return try fail(name, "/boot has \(Quantity.formatBytes(freeKiB * 1024)) free, the plan needs \(Quantity.formatBytes(plan.kernel.minBootFreeBytes))")
+                }
+                try journal.move(rolloutID, host: name, to: .checked,
+                                 set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
+                h.state = .checked
+                h.grubEntryBefore = oldEntry
+            }
+            // (customer notices plug in here: checked → notified)
+            if h.state == .checked || h.state == .notified {
+                try journal.event(rolloutID, host: name, kind: "intent", "install \(plan.kernel.release) and stage it to boot once")
+                for template in plan.kernel.install {
+                    let cmd = template.replacingOccurrences(of: "{release}", with: shellQuote(plan.kernel.release))
+                    _ = try await mustRun(host, cmd, "install", timeout: .seconds(1800))
+                }
+                // Pin the current kernel as the saved default: a new kernel listed first
+                // must not become the default by accident, and a failed boot falls back here.
+                guard let oldEntry = h.grubEntryBefore else { return try fail(name, "no previous GRUB entry journaled") }
+                _ = try await mustRun(host, GrubSteps.setDefault(oldEntry), "pin the current default")
+                let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
+                guard let newEntry = GrubSteps.entryPath(forRelease: plan.kernel.release, in: cfg) else {
+                    return try fail(name, "after install, /boot/grub/grub.cfg has no entry for \(plan.kernel.release)")
+                }
+                _ = try await mustRun(host, GrubSteps.bootOnce(newEntry), "stage boot-once")
+                try journal.move(rolloutID, host: name, to: .staged, set: ["grub_entry_after": newEntry])
+                say(name, "staged: \(plan.kernel.release) boots once next (\(newEntry))")
+            }
+        } catch {
+            try? fail(name, describe(error))
+        }
+    }
+
+    /// staged → rebooting → up → verified. A host journaled `rebooting` is judged
+    /// by its boot id, never rebooted blindly again.
+    func rebootAndVerify(_ name: String) async {
+        do {
+            guard var h = try journal.host(rolloutID, name) else { return }
+            if h.state == .staged {
+                let host = await connections.host(name)
+                let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
+                // Intent first: if we die after this line, resume compares boot ids.
+                try journal.move(rolloutID, host: name, to: .rebooting, message: "staged → rebooting (intent: \(plan.reboot.command))",
+                                 set: ["boot_id_before": bootID, "reboots": nil])
+                h.bootIDBefore = bootID
+                h.state = .rebooting
+                await sendReboot(host, name)
+            } else if h.state == .rebooting {
+                // Resumed: did the reboot happen?
+                let now = try? await probeBootID(name, timeout: .seconds(5))
+                switch RebootProgress.judge(bootIDBefore: h.bootIDBefore, bootIDNow: now) {
+                case .rebooted: break
+                case .notYet:
+                    say(name, "resume: same boot id as before the reboot — sending the reboot again")
+                    try journal.event(rolloutID, host: name, kind: "intent", "reboot re-sent on resume (boot id unchanged)")
+                    try journal.move(rolloutID, host: name, to: .rebooting, set: ["reboots": nil])
+                    await sendReboot(await connections.host(name), name)
+                case .unknown: say(name, "resume: host unreachable — waiting for it to come back")
+                }
+            }
+            if h.state == .rebooting {
+                guard let newBoot = await waitForNewBoot(name, before: h.bootIDBefore) else {
+                    return try fail(name, "did not come back with a new boot id within \(PlanFormat.duration(plan.reboot.timeout))")
+                }
+                try journal.move(rolloutID, host: name, to: .up, set: ["boot_id_after": newBoot])
+                h.state = .up
+            }
+            if h.state == .up {
+                let host = await connections.host(name)
+                let release = try await mustRun(host, "cat /proc/sys/kernel/osrelease", "read release").trimmed
+                guard release == plan.kernel.release else {
+                    try journal.move(rolloutID, host: name, to: .failed, reason: "booted \(release), expected \(plan.kernel.release) (GRUB fell back to the default: the new kernel did not boot, or the entry was wrong)",
+                                     set: ["release_after": release])
+                    return say(name, "FAILED: booted \(release), expected \(plan.kernel.release)", problem: true)
+                }
+                try journal.move(rolloutID, host: name, to: .verified, set: ["release_after": release])
+                say(name, "up on \(release) (new boot id)")
+            }
+        } catch {
+            try? fail(name, describe(error))
+        }
+    }
+
+    func sendReboot(_ host: SSHHost, _ name: String) async {
+        do {
+            _ = try await host.exec(plan.reboot.command, timeout: .seconds(15))
+        } catch let e as SSHError where e.code == .connectionLost || e.code == .commandTimeout {
+            // Expected: the connection drops as the host goes down.
+        } catch {
+            say(name, "reboot command: \(describe(error)) — waiting for a new boot id anyway", problem: true)
+        }
+        await connections.drop(name)
+        try? journal.event(rolloutID, host: name, kind: "outcome", "reboot command sent")
+        say(name, "rebooting")
+    }
+
+    func probeBootID(_ name: String, timeout: Duration) async throws -> String {
+        let host = await connections.fresh(name)
+        return try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id", timeout: timeout).trimmed
+    }
+
+    /// Polls with backoff until the host answers with a boot id different from `before`.
+    func waitForNewBoot(_ name: String, before: String?) async -> String? {
+        let deadline = ContinuousClock.now + plan.reboot.timeout
+        try? await Task.sleep(for: plan.reboot.settle)
+        var delay = Duration.milliseconds(500)
+        while ContinuousClock.now < deadline {
+            if let id = try? await probeBootID(name, timeout: .seconds(5)), id != before {
+                return id
+            }
+            await connections.drop(name)
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(5))
+        }
+        return nil
+    }
+
+    /// verified → soaking → healthy | failed, for the wave's hosts together.
+    func gate(_ names: [String], wave: Int) async throws -> WaveGateReport {
+        var hosts: [GateHost] = []
+        for name in names {
+            try journal.move(rolloutID, host: name, to: .soaking)
+            let h = await connections.host(name)
+            let address = inventory.hosts.first { $0.name == name }?.address ?? name
+            hosts.append(GateHost(reader: h, address: address, expectedRelease: plan.kernel.release))
+        }
+        say(nil, "wave \(wave): soaking \(names.count) host\(names.count == 1 ? "" : "s") for \(PlanFormat.duration(plan.gate.soak)) (sample every \(PlanFormat.duration(plan.gate.interval)))")
+        let runner = try GateRunner(settings: plan.gate)
+        let log = self.log
+        let report = await runner.run(hosts) { event in
+            if case .hostDecided(let r) = event {
+                log(RolloutLogLine(host: r.host, message: "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), isProblem: r.verdict != .pass))
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for r in report.hosts {
+            let json = (try? encoder.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            try journal.saveGateReport(rolloutID, wave: wave, host: r.host, verdict: r.verdict.rawValue, report: json)
+            if r.verdict == .pass {
+                try journal.move(rolloutID, host: r.host, to: .healthy)
+            } else {
+                let why = r.reasons.map(\.summary).joined(separator: "; ")
+                try journal.move(rolloutID, host: r.host, to: .failed, reason: "gate \(r.verdict.rawValue): \(why.isEmpty ? r.end.rawValue : why)")
+            }
+        }
+        let waveJSON = (try? encoder.encode(report)).map { String(decoding: $0, as: UTF8.self) }
+        try journal.setWave(rolloutID, wave, state: "running", verdict: report.verdict.rawValue, report: waveJSON)
+        if report.verdict != .pass {
+            for r in report.hosts where r.verdict != .pass {
+                say(r.host, "gate evidence:\n" + r.render().split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"), problem: true)
+            }
+        }
+        return report
+    }
+
+    /// healthy → committed: the new kernel becomes the saved default.
+    func commit(_ name: String) async {
+        do {
+            guard let h = try journal.host(rolloutID, name), h.state == .healthy, let entry = h.grubEntryAfter else { return }
+            try journal.event(rolloutID, host: name, kind: "intent", "make \(plan.kernel.release) the default")
+            _ = try await mustRun(await connections.host(name), GrubSteps.setDefault(entry), "make the new kernel the default")
+            try journal.move(rolloutID, host: name, to: .committed)
+            say(name, "committed: \(plan.kernel.release) is the default")
+        } catch {
+            try? fail(name, describe(error))
+        }
+    }
+
+    /// Back to the kernel the host ran before: restore the default, clear the
+    /// one-shot entry, reboot if it runs anything else, verify the old release.
+    func rollback(_ name: String) async {
+        do {
+            guard var h = try journal.host(rolloutID, name), needsRollback(h) else { return }
+            guard let oldEntry = h.grubEntryBefore, let oldRelease = h.releaseBefore else {
+                try journal.move(rolloutID, host: name, to: .rollingBack)
+                try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "no previous kernel journaled")
+                return
+            }
+            if h.state != .rollingBack {
+                try journal.move(rolloutID, host: name, to: .rollingBack, message: "\(h.state.rawValue) → rolling_back (intent: default back to \(oldRelease))")
+                h.state = .rollingBack
+            }
+            let host = await connections.fresh(name)
+            _ = try await mustRun(host, GrubSteps.setDefault(oldEntry), "restore the previous default")
+            _ = try? await host.exec(GrubSteps.clearOneShot, timeout: .seconds(30))
+            let running = try await mustRun(host, "cat /proc/sys/kernel/osrelease", "read release").trimmed
+            if running != oldRelease {
+                let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
+                try journal.move(rolloutID, host: name, to: .rollingBack, message: "rolling_back (intent: reboot into \(oldRelease))",
+                                 set: ["boot_id_before": bootID, "reboots": nil])
+                await sendReboot(host, name)
+                guard await waitForNewBoot(name, before: bootID) != nil else {
+                    try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "did not come back within \(PlanFormat.duration(plan.reboot.timeout)) after the rollback reboot")
+                    return say(name, "ROLLBACK FAILED: did not come back", problem: true)
+                }
+                let after = try await mustRun(await connections.host(name), "cat /proc/sys/kernel/osrelease", "read release").trimmed
+                guard after == oldRelease else {
+                    try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "booted \(after) after rollback, expected \(oldRelease)")
+                    return say(name, "ROLLBACK FAILED: booted \(after), expected \(oldRelease)", problem: true)
+                }
+            }
+            try journal.move(rolloutID, host: name, to: .rolledBack, message: "rolled_back: runs \(oldRelease) again, default restored")
+            say(name, "rolled back: runs \(oldRelease), default restored")
+        } catch {
+            try? journal.move(rolloutID, host: name, to: .rollbackFailed, reason: describe(error))
+            say(name, "ROLLBACK FAILED: \(describe(error))", problem: true)
+        }
+    }
+
+    // MARK: - helpers
+
+    func fail(_ name: String, _ reason: String) throws {
+        guard let h = try journal.host(rolloutID, name), h.state.canMove(to: .failed), h.state != .failed else { return }
+        try journal.move(rolloutID, host: name, to: .failed, reason: reason, set: ["last_error": reason])
+        say(name, "FAILED: \(reason)", problem: true)
+    }
+
+    @discardableResult
+    func mustRun(_ host: SSHHost, _ command: String, _ what: String, timeout: Duration = .seconds(60)) async throws -> String {
+        let r = try await host.exec(command, timeout: timeout)
+        guard r.succeeded else {
+            let err = r.stderrText.trimmed.split(separator: "\n").suffix(3).joined(separator: " / ")
+            throw StepError("\(what) failed (`\(command.prefix(120))` → \(r.exitSignal.map { "SIG\($0)" } ?? "exit \(r.exitStatus)")\(err.isEmpty ? "" : ": \(err)"))")
+        }
+        return r.stdoutText
+    }
+
+    func describe(_ error: Error) -> String {
+        if let e = error as? SSHError { return "[\(e.code.rawValue)] \(e.message)" }
+        return "\(error)"
+    }
+
+    func say(_ host: String?, _ message: String, problem: Bool = false) {
+        log(RolloutLogLine(host: host, message: message, isProblem: problem))
+    }
+
+    func forEach<T: Sendable>(_ items: [T], limit: Int, _ body: @escaping @Sendable (T) async -> Void) async {
+        _ = await concurrentMap(items, limit: limit) { _, item in await body(item) }
+    }
+}
+
+struct StepError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// One reusable SSH connection per host for the whole run; dropped after a reboot.
+actor Connections {
+    let inventory: Inventory
+    let sshConfig: SSHConfig
+    var hosts: [String: SSHHost] = [:]
+
+    init(inventory: Inventory, sshConfig: SSHConfig) {
+        self.inventory = inventory
+        self.sshConfig = sshConfig
+    }
+
+    func host(_ name: String) -> SSHHost {
+        if let h = hosts[name] { return h }
+        return fresh(name)
+    }
+
+    func fresh(_ name: String) -> SSHHost {
+        let inv = inventory.hosts.first { $0.name == name } ?? InventoryHost(name: name, address: name)
+        let (endpoint, options) = inventory.sshTarget(for: inv, sshConfig: sshConfig)
+        let h = SSHHost(endpoint: endpoint, options: options)
+        hosts[name] = h
+        return h
+    }
+
+    func drop(_ name: String) async {
+        if let h = hosts.removeValue(forKey: name) { await h.close() }
+    }
+
+    func closeAll() async {
+        for h in hosts.values { await h.close() }
+        hosts = [:]
+    }
+}
+
+/// SHA-256 of the plan text for the journal (no crypto dependency: a plain implementation).
+func sha256Hex(_ text: String) -> String {
+    var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+    let k: [UInt32] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+        0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+        0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]
+    var msg = Array(text.utf8)
+    let bitLen = UInt64(msg.count) * 8
+    msg.append(0x80)
+    while msg.count % 64 != 56 { msg.append(0) }
+    for i in (0..<8).reversed() { msg.append(UInt8(truncatingIfNeeded: bitLen >> (UInt64(i) * 8))) }
+    for chunk in stride(from: 0, to: msg.count, by: 64) {
+        var w = [UInt32](repeating: 0, count: 64)
+        for i in 0..<16 {
+            w[i] = (0..<4).reduce(0) { $0 << 8 | UInt32(msg[chunk + i * 4 + $1]) }
+        }
+        func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+        for i in 16..<64 {
+            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
+            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
+            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+        }
+        var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
+        for i in 0..<64 {
+            let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+            let ch = (e & f) ^ (~e & g)
+            let t1 = hh &+ s1 &+ ch &+ k[i] &+ w[i]
+            let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+            let maj = (a & b) ^ (a & c) ^ (b & c)
+            let t2 = s0 &+ maj
+            (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+        }
+        h = zip(h, [a, b, c, d, e, f, g, hh]).map { $0 &+ $1 }
+    }
+    return h.map { String(format: "%08x", $0) }.joined()
+}
