@@ -29,7 +29,7 @@ func run(_ path: String, _ args: [String], timeout: Double = 60) -> RunResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
-    let errPath = NSTemporaryDirectory() + "fleetsim-test-err-\(UUID().uuidString)"
+    let errPath = NSTemporaryDirectory() + "fleetsim-err-\(UUID().uuidString.prefix(8))-\(getpid())"
     _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     defer { unlink(errPath) }
     let errHandle = FileHandle(forWritingAtPath: errPath)!
@@ -75,13 +75,29 @@ final class TestFleet: @unchecked Sendable {
     let hosts: Int
     let bin = fleetsimBinary()
 
-    init(hosts: Int, third: Int, scenario: String? = testScenario) throws {
+    /// Fleets left by a test run that was killed (its pid is gone) are taken down once per run.
+    static let staleCleaned: Bool = {
+        let tmp = NSTemporaryDirectory()
+        for d in (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? [] where d.hasPrefix("fleetsim-") {
+            let parts = d.replacingOccurrences(of: ".yaml", with: "").split(separator: "-")
+            guard let pid = parts.last.flatMap({ pid_t($0) }), pid != getpid(), kill(pid, 0) != 0 else { continue }
+            if d.hasPrefix("fleetsim-test-") { _ = run(fleetsimBinary(), ["down", "--dir", tmp + d]) }
+            else if d.hasPrefix("fleetsim-scenario-") || d.hasPrefix("fleetsim-err-") { unlink(tmp + d) }
+        }
+        return true
+    }()
+
+    /// Addresses 127.<second>.<slot>.x: `second` from the pid, so two test runs at once
+    /// (e.g. two checkouts) rarely meet; `slot` separates the tests of one run.
+    init(hosts: Int, third slot: Int, scenario: String? = testScenario) throws {
+        _ = TestFleet.staleCleaned
         self.hosts = hosts
-        base = "127.0.\(third).1"
-        dir = NSTemporaryDirectory() + "fleetsim-test-\(third)-\(getpid())"
+        let second = 16 + Int(getpid()) % 200
+        base = "127.\(second).\(slot).1"
+        dir = NSTemporaryDirectory() + "fleetsim-test-\(slot)-\(getpid())"
         var args = ["up", "--hosts", "\(hosts)", "--dir", dir, "--base-address", base, "--racks", "2", "--wait", "60"]
         if let scenario {
-            let path = NSTemporaryDirectory() + "fleetsim-scenario-\(third)-\(getpid()).yaml"
+            let path = NSTemporaryDirectory() + "fleetsim-scenario-\(slot)-\(getpid()).yaml"
             try scenario.write(toFile: path, atomically: true, encoding: .utf8)
             args += ["--scenario", path]
         }

@@ -21,11 +21,11 @@ struct FleetsimEndToEndTests {
         #expect(inv.hasPrefix("# written by fleetsim up\ndefaults:\n  user: root\n  port: 2222\n"))
         #expect(inv.contains("  identity: client_key"))
         #expect(inv.contains("  known_hosts: known_hosts\n  host_key_policy: strict\nhosts:\n"))
-        #expect(inv.contains("  - name: web-001\n    address: 127.0.61.1\n    labels: {rack: r1, cluster: c1}\n"))
-        #expect(inv.contains("  - name: web-002\n    address: 127.0.61.2\n    labels: {rack: r2, cluster: c1}\n"))
+        #expect(inv.contains("  - name: web-001\n    address: \(f.address(1))\n    labels: {rack: r1, cluster: c1}\n"))
+        #expect(inv.contains("  - name: web-002\n    address: \(f.address(2))\n    labels: {rack: r2, cluster: c1}\n"))
         let known = try #require(readFile(f.dir + "/known_hosts")).split(separator: "\n")
         #expect(known.count == 3)
-        #expect(known[0].hasPrefix("[127.0.61.1]:2222 ssh-ed25519 AAAA"))
+        #expect(known[0].hasPrefix("[\(f.address(1))]:2222 ssh-ed25519 AAAA"))
         let csv = try #require(readFile(f.dir + "/customers.csv")).split(separator: "\n")
         #expect(csv[0] == "host,customer_id,name,email")
         #expect(csv.count >= 1 + 3 * 2)
@@ -37,18 +37,18 @@ struct FleetsimEndToEndTests {
 
         // A drop rule that down must remove.
         #expect(f.fleetsim(["set", "web-002", "drop=on"]).status == 0)
-        let tagged = run("/usr/sbin/iptables", ["-w", "-S", "INPUT"]).out.contains("127.0.61.2/32")
+        let tagged = run("/usr/sbin/iptables", ["-w", "-S", "INPUT"]).out.contains(f.address(2) + "/32")
         #expect(tagged)
-        #expect(httpGet("127.0.61.2", timeout: 1) == .timeout)
+        #expect(httpGet(f.address(2), timeout: 1) == .timeout)
 
         let d = f.fleetsim(["down"])
         downed = true
         #expect(d.status == 0, "\(d.out) \(d.err)")
         #expect(pidsMentioning(f.dir + "/").isEmpty)
         #expect(!(readFile("/proc/mounts") ?? "").contains(f.dir))
-        #expect(!run("/usr/sbin/iptables", ["-w", "-S", "INPUT"]).out.contains("127.0.61."))
+        #expect(!run("/usr/sbin/iptables", ["-w", "-S", "INPUT"]).out.contains(f.base.dropLast(2) + "."))
         #expect(!fileExists(f.dir))
-        #expect(httpGet("127.0.61.1", timeout: 1) == .refused)
+        #expect(httpGet(f.address(1), timeout: 1) == .refused)
     }
 
     @Test func upOnDirtyStateCleansFirst() throws {
