@@ -81,7 +81,10 @@ public struct Behaviour: Codable, Sendable, Equatable {
             let f = try num()
             guard f <= 1 else { throw FleetsimError("site_fail_fraction must be within 0...1", exitCode: 2) }
             siteFailFraction = f
-        case "site_fail_as": siteFailAs = try mode()
+        case "site_fail_as":
+            let m = try mode()
+            guard m != .ok && m != .refuse else { throw FleetsimError("site_fail_as: expected reset, http500 or timeout", exitCode: 2) }
+            siteFailAs = m
         case "boot_delay": bootDelay = try dur()
         case "boot_jitter": bootJitter = try dur()
         case "never_returns", "never_return": neverReturns = try bool()

@@ -125,6 +125,29 @@ public enum Setup {
         try writeFile(hp.home + "/.bashrc", "# fleetsim host \(h.name): root's .bashrc\n")
         try writeFile(hp.home + "/.profile", "# fleetsim host \(h.name)\n[ -f ~/.bashrc ] && . ~/.bashrc\n")
         try writeFile(hp.sshdConfig, sshdConfig(fleet, h))
+        // /etc/default as the machine has it, plus Debian's grub defaults with GRUB_DEFAULT=saved.
+        let etcDefault = hp.root + "/etc-default"
+        try mkdirs(etcDefault)
+        for f in (try? FileManager.default.contentsOfDirectory(atPath: "/etc/default")) ?? [] {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: "/etc/default/" + f, isDirectory: &isDir), !isDir.boolValue,
+               let text = readFile("/etc/default/" + f) {
+                try writeFile(etcDefault + "/" + f, text)
+            }
+        }
+        try writeFile(etcDefault + "/grub", """
+            # If you change this file, run 'update-grub' afterwards to update
+            # /boot/grub/grub.cfg.
+            # For full documentation of the options in this file, see:
+            #   info -f grub -n 'Simple configuration'
+
+            GRUB_DEFAULT=saved
+            GRUB_TIMEOUT=5
+            GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
+            GRUB_CMDLINE_LINUX_DEFAULT="quiet panic=10"
+            GRUB_CMDLINE_LINUX=""
+
+            """)
         for f in [hp.meminfo, hp.vmstat, hp.uptime, hp.osrelease, hp.bootID] { try writeFile(f, "") }
         try writeFile(hp.bootsLog, "")
         try writeFile(hp.live, "")
@@ -235,6 +258,7 @@ public enum Setup {
         mount --bind "$H/boot" /boot
         mount --bind "$H/sbin" /usr/local/sbin
         mount --bind "$H/root" /root
+        mount --bind "$H/etc-default" /etc/default
         mount -t tmpfs -o mode=0755,size=16m fleetsim-run /run
         mkdir -p /run/sshd
         set +e
