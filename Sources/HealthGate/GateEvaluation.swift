@@ -202,9 +202,13 @@ struct Judgement {
         var text = "growth \(Format.rate(g.bytesPerHour))"
         var status = GateFinding.Status.pass
         if let limit {
-            if g.bytesPerHour > limit {
+            if g.bytesPerHour > limit && g.lowerBytesPerHour > 0 {
                 status = .fail
                 text += " > limit \(Format.rate(limit)) (by \(Format.rate(g.bytesPerHour - limit)))"
+            } else if g.bytesPerHour > limit {
+                // Above the limit but the confidence interval still includes no growth at
+                // all: that is sampling noise on a flat series, not evidence of a leak.
+                text += " above the limit \(Format.rate(limit)) but not significant (the 95% interval includes zero growth)"
             } else {
                 text += " ≤ limit \(Format.rate(limit))"
             }
