@@ -1,0 +1,240 @@
+import ArgumentParser
+import Foundation
+import HealthGate
+import Rollout
+import SSH
+
+struct PlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Check a rollout plan, preview it, apply it.",
+        subcommands: [PlanValidate.self, PlanApply.self]
+    )
+}
+
+struct PlanValidate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Check a plan, its inventory and customers file without touching any host.",
+        discussion: """
+        Reports every problem at once, each with file:line:col. Exit code 0 when the plan is valid, 2 otherwise.
+        """
+    )
+
+    @Argument(help: ArgumentHelp("The plan (YAML).", valueName: "plan"))
+    var plan: String
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Use this inventory instead of the plan's.", valueName: "file"))
+    var inventory: String?
+
+    func run() async throws {
+        let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory)
+        let p = loaded.plan
+        let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: [:], unreachable: [:], customers: loaded.customers)
+        let rolled = layout.waves.reduce(0) { $0 + $1.hosts.count }
+        let sizes = layout.waves.map { "\($0.hosts.count)" }.joined(separator: ", ")
+        var line = "OK \(plan): '\(p.name)' -> \(p.kernel.release); \(rolled) host\(rolled == 1 ? "" : "s") of \(loaded.inventory.path) in \(layout.waves.count) wave\(layout.waves.count == 1 ? "" : "s") (\(sizes))"
+        if !layout.skipped.isEmpty { line += ", \(layout.skipped.count) excluded" }
+        line += "; gate soak \(PlanFormat.duration(p.gate.soak))"
+        if let c = loaded.customers { line += "; \(c.count) customers" }
+        Console.shared.out(line)
+    }
+}
+
+struct PlanApply: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apply",
+        abstract: "Roll the plan's kernel across the fleet; --dry-run previews it.",
+        discussion: """
+        --dry-run reads each selected host's current kernel over SSH (read-only; nothing is written to any host \
+        or to the journal) and shows the waves and batches, the hosts skipped and why, the exact commands of \
+        every step for one example host, the gate thresholds, the customer notices and an estimated duration. \
+        --offline plans without contacting any host. Exit codes: 0 ok, 2 bad input (no host contacted).
+        """
+    )
+
+    @Argument(help: ArgumentHelp("The plan (YAML).", valueName: "plan"))
+    var plan: String
+
+    @Flag(help: "Preview only: change nothing anywhere.")
+    var dryRun = false
+
+    @Flag(help: "JSON: with --dry-run one document; otherwise one JSON line per event.")
+    var json = false
+
+    @OptionGroup var journalOption: JournalOption
+
+    @Flag(help: "With --dry-run: do not contact any host (current kernels unknown).")
+    var offline = false
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Use this inventory instead of the plan's.", valueName: "file"))
+    var inventory: String?
+
+    @Option(help: ArgumentHelp("How many hosts to survey at once.", valueName: "n"))
+    var parallel: Int = 64
+
+    @Option(help: ArgumentHelp("OpenSSH client config to read for values the inventory leaves open.", valueName: "file"))
+    var sshConfig: String?
+
+    func validate() throws {
+        guard (1...4096).contains(parallel) else { throw ValidationError("--parallel must be between 1 and 4096, got \(parallel)") }
+        if !dryRun && offline { throw ValidationError("--offline goes with --dry-run") }
+    }
+
+    func run() async throws {
+        guard dryRun else {
+            // The real thing: journal, waves, gates, halt and rollback (RolloutCommands.swift).
+            return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json)
+        }
+        let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory)
+        let p = loaded.plan
+        let template = try Self.maintenanceTemplate(p)
+        var facts = DryRunFacts(offline: offline, customers: loaded.customers, maintenanceTemplate: template)
+        if !offline {
+            let excluded = Set(p.selection.exclude)
+            let targets = PlanLoader.selectedHosts(p, inventory: loaded.inventory).filter { !excluded.contains($0.name) }
+            if loaded.inventory.defaults.hostKeyPolicy == .off {
+                Console.shared.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
+            }
+            let cfg = SSHConfig.load(path: sshConfig)
+            let survey = FleetSurvey(inventory: loaded.inventory, parallelism: parallel, sshConfig: cfg)
+            let counter = Counter()
+            let total = targets.count
+            let results = await survey.run(hosts: targets) { _ in
+                let n = counter.increment()
+                Console.shared.progress("reading current kernels: \(n)/\(total) hosts")
+            }
+            Console.shared.clearProgress()
+            for r in results {
+                if let release = r.facts?.release {
+                    facts.releases[r.host.name] = release
+                } else {
+                    facts.unreachable[r.host.name] = r.error.map { "[\($0.code.rawValue)] \($0.message)" } ?? r.problem ?? "no release read"
+                }
+            }
+            // The example host's menu, to show the exact GRUB entry paths.
+            let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: facts.releases, unreachable: facts.unreachable,
+                                          customers: loaded.customers)
+            if case .grub = p.bootloader, let example = layout.waves.first?.hosts.first {
+                let (endpoint, options) = loaded.inventory.sshTarget(for: example, sshConfig: cfg)
+                let conn = SSHHost(endpoint: endpoint, options: options)
+                if let r = try? await conn.exec(HostCommands.readGrubConfig, timeout: .seconds(20)), r.exitStatus == 0 {
+                    facts.exampleGrubConfig = r.stdoutText
+                }
+                await conn.close()
+            }
+        }
+        let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: facts.releases, unreachable: facts.unreachable,
+                                      customers: loaded.customers)
+        let preview = DryRun.preview(plan: p, inventory: loaded.inventory, layout: layout, facts: facts)
+        if json {
+            Console.shared.out(try PlanPreviewRendering.json(preview))
+        } else {
+            PlanPreviewRendering.text(preview).forEach(Console.shared.out)
+        }
+    }
+
+    /// The plan's maintenance templates, when it names a folder (validated already).
+    static func maintenanceTemplate(_ plan: Rollout.Plan) throws -> (subject: String, body: String)? {
+        guard let dir = plan.notify?.templateDir else { return nil }
+        guard let s = FileManager.default.contents(atPath: dir + "/maintenance.subject"),
+              let b = FileManager.default.contents(atPath: dir + "/maintenance.body") else { return nil }
+        return (String(decoding: s, as: UTF8.self), String(decoding: b, as: UTF8.self))
+    }
+}
+
+/// Text and JSON forms of a dry-run preview.
+enum PlanPreviewRendering {
+    static func json(_ p: DryRunPreview) throws -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        enc.keyEncodingStrategy = .convertToSnakeCase
+        return String(decoding: try enc.encode(p), as: UTF8.self)
+    }
+
+    static func text(_ p: DryRunPreview, maxBatchesShown: Int = 40) -> [String] {
+        let c = Console.shared
+        var out: [String] = []
+        out.append(c.paint("Plan \(p.plan.name)", .bold) + " (\(p.plan.path)): roll \(p.plan.targetRelease), bootloader \(p.plan.bootloader)")
+        if let d = p.plan.description { out.append("  " + d.split(whereSeparator: \.isNewline).joined(separator: " ")) }
+        var survey = "Inventory \(p.inventory): \(p.inventoryHosts) hosts, \(p.selectedHosts) selected, \(p.hostsToRoll) to roll"
+        if p.survey.offline {
+            survey += "; offline (no host contacted)"
+        } else {
+            let kernels = p.survey.releases.sorted { ($1.value, $0.key) < ($0.value, $1.key) }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
+            survey += "; read \(p.survey.reached) host\(p.survey.reached == 1 ? "" : "s")" + (kernels.isEmpty ? "" : " (\(kernels))")
+            if p.survey.unreachable > 0 { survey += ", \(p.survey.unreachable) unreachable" }
+        }
+        out.append(survey)
+        out.append("")
+        out.append(c.paint("Waves", .bold))
+        for w in p.waves {
+            var head = "  \(w.name): \(w.hostCount) host\(w.hostCount == 1 ? "" : "s") in \(w.batches.count) batch\(w.batches.count == 1 ? "" : "es")"
+            if !w.failureDomains.isEmpty { head += ", domains \(summarize(w.failureDomains))" }
+            if let n = w.customers { head += ", \(n) customer\(n == 1 ? "" : "s")" }
+            head += " (\(Int((w.doneShare * 100).rounded()))% done after)"
+            out.append(head)
+            for (i, b) in w.batches.prefix(maxBatchesShown).enumerated() {
+                let hosts = b.map { h -> String in
+                    var s = h.name
+                    if !h.labels.isEmpty { s += " {" + h.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") + "}" }
+                    if let r = h.currentRelease { s += " " + r }
+                    return s
+                }
+                out.append("    batch \(i + 1): " + hosts.joined(separator: "; "))
+            }
+            if w.batches.count > maxBatchesShown {
+                out.append("    … \(w.batches.count - maxBatchesShown) more batches (--json lists all)")
+            }
+        }
+        if !p.skipped.isEmpty {
+            out.append("")
+            out.append(c.paint("Skipped (\(p.skipped.count))", .bold))
+            for s in p.skipped { out.append("  \(s.host): \(s.reason)") }
+        }
+        out.append("")
+        out.append(c.paint("Steps" + (p.exampleHost.map { " for \($0) (example)" } ?? ""), .bold))
+        for s in p.steps {
+            out.append("  \(s.step.padding(toLength: 9, withPad: " ", startingAt: 0))\(s.description)")
+            for cmd in s.commands { out.append("           $ " + cmd) }
+        }
+        out.append("")
+        let g = p.gate
+        out.append(c.paint("Gate", .bold) + " soak \(dur(g.soakSeconds)), every \(dur(g.intervalSeconds)) (\(g.samples) samples)")
+        var limits: [String] = []
+        if let b = g.sUnreclaimMaxBytes { limits.append("SUnreclaim ≤ \(Quantity.formatBytes(b))") }
+        if let s = g.sUnreclaimMaxShare { limits.append("SUnreclaim ≤ \(String(format1: s * 100))% of MemTotal") }
+        if let b = g.sUnreclaimGrowthMaxBytesPerHour { limits.append("growth ≤ \(Quantity.formatBytes(b))/h") }
+        limits.append("new OOM kills ≤ \(g.maxNewOOMKills)")
+        if let url = g.testSiteURL, let m = g.testSiteMinSuccess {
+            limits.append("test site \(url) ≥ \(String(format1: m * 100))% ok of \(g.testSiteRequests ?? 0) requests")
+        }
+        out.append("  " + limits.joined(separator: "; "))
+        for check in g.checks { out.append("  check " + check) }
+        if let n = p.notify {
+            out.append("")
+            out.append(c.paint("Notices", .bold) + " via \(n.channel), lead time \(dur(n.leadTimeSeconds)), undeliverable: \(n.onFailure)")
+            out.append("  customers per wave: " + n.customersPerWave.enumerated().map { "\($0.offset == 0 ? "canary" : "wave \($0.offset + 1)") \($0.element)" }.joined(separator: ", ")
+                       + "; \(n.totalCustomers) in all (\(n.customersFile))")
+            if let e = n.example {
+                out.append("  example to \(e.to):")
+                out.append("    Subject: \(e.subject)")
+                for l in e.body.split(separator: "\n", omittingEmptySubsequences: false) { out.append("    | " + l) }
+            }
+        }
+        out.append("")
+        out.append(c.paint("On failure", .bold) + " halt; roll back \(p.onFailure.rollback == "none" ? "nothing" : p.onFailure.rollback == "all" ? "every host changed so far" : "the failed wave"); "
+                   + "tolerate \(p.onFailure.maxFailedHostsPerWave) failed host\(p.onFailure.maxFailedHostsPerWave == 1 ? "" : "s") per wave, \(p.onFailure.maxFailedHosts) in all")
+        let e = p.estimate
+        out.append(c.paint("Estimated duration", .bold) + " about \(dur(e.typicalSeconds)) with \(dur(e.typicalBootSeconds)) boots (at least \(dur(e.minimumSeconds)), at most \(dur(e.maximumSeconds)) if every boot takes the whole timeout)")
+        for n in p.notes { out.append(c.paint("note:", .yellow) + " " + n) }
+        out.append("Dry run: nothing was changed on any host.")
+        return out
+    }
+
+    static func dur(_ seconds: Double) -> String { PlanFormat.duration(.seconds(Int64(seconds.rounded()))) }
+
+    static func summarize(_ values: [String]) -> String {
+        values.count <= 8 ? values.joined(separator: ", ") : values.prefix(8).joined(separator: ", ") + " +\(values.count - 8)"
+    }
+}

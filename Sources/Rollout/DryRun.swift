@@ -1,0 +1,335 @@
+import Foundation
+import HealthGate
+
+/// What the dry-run learned from the fleet (or, offline, did not).
+public struct DryRunFacts: Sendable {
+    /// True when no host was contacted: current releases are unknown.
+    public var offline: Bool
+    /// Host name -> release read from the host.
+    public var releases: [String: String]
+    /// Host name -> why it could not be read.
+    public var unreachable: [String: String]
+    /// The example host's `/boot/grub/grub.cfg` text, when it was read.
+    public var exampleGrubConfig: String?
+    public var customers: Customers?
+    /// The maintenance notice templates (subject, body); nil: rollctl's default text.
+    public var maintenanceTemplate: (subject: String, body: String)?
+
+    public init(offline: Bool, releases: [String: String] = [:], unreachable: [String: String] = [:],
+                exampleGrubConfig: String? = nil, customers: Customers? = nil,
+                maintenanceTemplate: (subject: String, body: String)? = nil) {
+        self.offline = offline
+        self.releases = releases
+        self.unreachable = unreachable
+        self.exampleGrubConfig = exampleGrubConfig
+        self.customers = customers
+        self.maintenanceTemplate = maintenanceTemplate
+    }
+}
+
+/// Everything `plan apply --dry-run` shows, as one stable document (`--json`
+/// encodes it with sorted keys). Built by `DryRun.preview`, a pure function.
+public struct DryRunPreview: Sendable, Codable, Equatable {
+    public struct PlanInfo: Sendable, Codable, Equatable {
+        public var name: String
+        public var description: String?
+        public var path: String
+        public var targetRelease: String
+        /// `grub` or `custom` (systemd-boot is custom with bootctl commands).
+        public var bootloader: String
+    }
+    public struct HostRef: Sendable, Codable, Equatable {
+        public var name: String
+        public var address: String
+        public var labels: [String: String]
+        /// Release read from the host; nil offline.
+        public var currentRelease: String?
+        public var customers: Int?
+    }
+    public struct Wave: Sendable, Codable, Equatable {
+        public var number: Int
+        /// `canary` for wave 1, else `wave N`.
+        public var name: String
+        public var hostCount: Int
+        /// Hosts rebooted at once, batch after batch.
+        public var batches: [[HostRef]]
+        /// Distinct failure-domain values in the wave.
+        public var failureDomains: [String]
+        /// Distinct customers hosted on the wave's hosts (nil without a customers file).
+        public var customers: Int?
+        /// Cumulative share of the hosts to roll done after this wave, 0...1.
+        public var doneShare: Double
+    }
+    public struct Skip: Sendable, Codable, Equatable {
+        public var host: String
+        public var reason: String
+    }
+    public struct Step: Sendable, Codable, Equatable {
+        /// `check`, `notify`, `install`, `stage`, `reboot`, `verify`, `gate`, `commit`, `rollback`.
+        public var step: String
+        public var description: String
+        /// Commands run on the host (empty for steps rollctl does itself).
+        public var commands: [String]
+    }
+    public struct Gate: Sendable, Codable, Equatable {
+        public var soakSeconds: Double
+        public var intervalSeconds: Double
+        public var samples: Int
+        public var sUnreclaimMaxBytes: UInt64?
+        public var sUnreclaimMaxShare: Double?
+        public var sUnreclaimGrowthMaxBytesPerHour: UInt64?
+        public var maxNewOOMKills: UInt64
+        public var testSiteURL: String?
+        public var testSiteMinSuccess: Double?
+        public var testSiteRequests: Int?
+        public var checks: [String]
+    }
+    public struct Notice: Sendable, Codable, Equatable {
+        public var to: String
+        public var subject: String
+        public var body: String
+    }
+    public struct Notify: Sendable, Codable, Equatable {
+        public var channel: String
+        public var customersFile: String
+        public var leadTimeSeconds: Double
+        public var onFailure: String
+        public var customersPerWave: [Int]
+        public var totalCustomers: Int
+        public var example: Notice?
+    }
+    public struct Failure: Sendable, Codable, Equatable {
+        public var rollback: String
+        public var maxFailedHostsPerWave: Int
+        public var maxFailedHosts: Int
+    }
+    public struct Estimate: Sendable, Codable, Equatable {
+        /// Boots take no time: notice lead times, soaks and settles only.
+        public var minimumSeconds: Double
+        /// Boots take `typicalBootSeconds` each.
+        public var typicalSeconds: Double
+        /// Every boot takes the whole reboot timeout.
+        public var maximumSeconds: Double
+        public var typicalBootSeconds: Double
+        public var perWaveTypicalSeconds: [Double]
+    }
+    public struct Survey: Sendable, Codable, Equatable {
+        public var offline: Bool
+        public var reached: Int
+        public var unreachable: Int
+        /// Release -> hosts running it, among the selected hosts read.
+        public var releases: [String: Int]
+    }
+
+    public var plan: PlanInfo
+    public var inventory: String
+    public var inventoryHosts: Int
+    public var selectedHosts: Int
+    public var hostsToRoll: Int
+    public var survey: Survey
+    public var waves: [Wave]
+    public var skipped: [Skip]
+    public var exampleHost: String?
+    public var steps: [Step]
+    public var gate: Gate
+    public var notify: Notify?
+    public var onFailure: Failure
+    public var estimate: Estimate
+    /// Things the admin should know before applying (hosts with unknown release, …).
+    public var notes: [String]
+}
+
+/// Builds the dry-run preview. Pure: no host, file or clock is touched.
+public enum DryRun {
+    /// Boot time assumed for the typical estimate, capped by the reboot timeout.
+    public static let typicalBoot: Duration = .seconds(90)
+
+    public static func preview(plan: Plan, inventory: Inventory, layout: RolloutLayout, facts: DryRunFacts) -> DryRunPreview {
+        let selected = PlanLoader.selectedHosts(plan, inventory: inventory)
+        let customers = facts.customers
+        func ref(_ h: InventoryHost) -> DryRunPreview.HostRef {
+            .init(name: h.name, address: h.address, labels: h.labels, currentRelease: facts.releases[h.name],
+                  customers: customers.map { $0.customers(onHost: h.name).count })
+        }
+        let total = layout.waves.reduce(0) { $0 + $1.hosts.count }
+        var done = 0
+        let waves = layout.waves.map { w -> DryRunPreview.Wave in
+            let hosts = w.hosts
+            done += hosts.count
+            let domains = plan.waves.failureDomain.map { d in Set(hosts.compactMap { $0.labels[d] }).sorted() } ?? []
+            return .init(number: w.number, name: w.number == 1 ? "canary" : "wave \(w.number)", hostCount: hosts.count,
+                         batches: w.batches.map { $0.map(ref) }, failureDomains: domains,
+                         customers: customers.map { $0.customers(onHosts: hosts.map(\.name)).count },
+                         doneShare: total == 0 ? 1 : Double(done) / Double(total))
+        }
+        let example = layout.waves.first?.hosts.first
+        let previous = example.flatMap { facts.releases[$0.name] }
+        let steps = self.steps(plan: plan, example: example, previousRelease: previous, grubConfig: facts.exampleGrubConfig,
+                               customers: example.flatMap { h in customers.map { $0.customers(onHost: h.name).count } })
+        let g = plan.gate
+        let siteURL = g.testSite.flatMap { s in example.flatMap { try? SiteURL.expand(template: s.urlTemplate, address: $0.address, name: $0.name).description } ?? s.urlTemplate }
+        let gate = DryRunPreview.Gate(
+            soakSeconds: g.soak.seconds, intervalSeconds: g.interval.seconds, samples: g.plannedSamples,
+            sUnreclaimMaxBytes: g.sUnreclaimMax, sUnreclaimMaxShare: g.sUnreclaimMaxShare,
+            sUnreclaimGrowthMaxBytesPerHour: g.sUnreclaimGrowthMaxPerHour, maxNewOOMKills: g.maxNewOOMKills,
+            testSiteURL: siteURL, testSiteMinSuccess: g.testSite?.minSuccessRatio, testSiteRequests: g.testSite.map { _ in g.plannedRequests },
+            checks: g.customChecks.map { "\($0.name): \($0.command)" })
+        let estimate = self.estimate(plan: plan, layout: layout)
+        var notify: DryRunPreview.Notify?
+        if let n = plan.notify {
+            let channel: String
+            switch n.channel {
+            case let .smtp(host, port, from, starttls, _, _, _): channel = "smtp \(host):\(port) from \(from)\(starttls ? " (STARTTLS)" : "")"
+            case let .webhook(url): channel = "webhook \(url)"
+            }
+            var exampleNotice: DryRunPreview.Notice?
+            if let c = customers, let first = layout.waves.first {
+                let hostNames = first.hosts.map(\.name)
+                if let customer = c.customers(onHosts: hostNames).first {
+                    let theirs = first.hosts.filter { h in c.customers(onHost: h.name).contains(customer) }
+                    // The canary wave's window, from the notice: reboots start after the lead time.
+                    let end = estimate.perWaveTypicalSeconds.first ?? n.leadTime.seconds
+                    exampleNotice = renderNotice(plan: plan, customer: customer, hosts: theirs, previous: previous,
+                                                 windowStart: n.leadTime == .zero ? "right after this notice" : "in about \(roughly(n.leadTime.seconds))",
+                                                 windowEnd: "about \(roughly(end)) after this notice",
+                                                 template: facts.maintenanceTemplate)
+                }
+            }
+            notify = .init(channel: channel, customersFile: n.customersPath, leadTimeSeconds: n.leadTime.seconds,
+                           onFailure: n.blockOnFailure ? "block" : "skip", customersPerWave: waves.map { $0.customers ?? 0 },
+                           totalCustomers: customers.map { $0.customers(onHosts: layout.waves.flatMap { $0.hosts.map(\.name) }).count } ?? 0,
+                           example: exampleNotice)
+        }
+        var releases: [String: Int] = [:]
+        for h in selected { if let r = facts.releases[h.name] { releases[r, default: 0] += 1 } }
+        var notes: [String] = []
+        if facts.offline {
+            notes.append("offline: current releases unknown; hosts already on \(plan.kernel.release) would be skipped at apply time")
+        }
+        let unknown = layout.waves.flatMap(\.hosts).filter { facts.releases[$0.name] == nil }
+        if !facts.offline && !unknown.isEmpty {
+            notes.append("\(unknown.count) host\(unknown.count == 1 ? "" : "s") in the waves did not report a release")
+        }
+        if !layout.skipped.filter({ $0.reason.hasPrefix("unreachable") }).isEmpty {
+            notes.append("unreachable hosts are left out; they stay on their current kernel")
+        }
+        if case .custom = plan.bootloader, plan.bootloader != PlanLoader.systemdBoot {
+            notes.append("custom bootloader commands: rollctl cannot check them before they run")
+        }
+        let bootloaderName: String = switch plan.bootloader {
+        case .grub: "grub"
+        case .custom: plan.bootloader == PlanLoader.systemdBoot ? "systemd-boot" : "custom"
+        }
+        return DryRunPreview(
+            plan: .init(name: plan.name, description: plan.description, path: plan.path, targetRelease: plan.kernel.release,
+                        bootloader: bootloaderName),
+            inventory: inventory.path, inventoryHosts: inventory.hosts.count, selectedHosts: selected.count, hostsToRoll: total,
+            survey: .init(offline: facts.offline, reached: facts.offline ? 0 : selected.count - facts.unreachable.keys.filter { n in selected.contains { $0.name == n } }.count,
+                          unreachable: facts.unreachable.count, releases: releases),
+            waves: waves, skipped: layout.skipped.map { .init(host: $0.host.name, reason: $0.reason) },
+            exampleHost: example?.name, steps: steps, gate: gate, notify: notify,
+            onFailure: .init(rollback: plan.failure.rollback.rawValue, maxFailedHostsPerWave: plan.failure.maxFailedHostsPerWave,
+                             maxFailedHosts: plan.failure.maxFailedHostsTotal),
+            estimate: estimate, notes: notes)
+    }
+
+    /// `5 minutes`, `2 hours 30 minutes`: rounded up to 5 minutes, as a person would say it.
+    static func roughly(_ seconds: Double) -> String {
+        let minutes = max(5, Int((seconds / 300).rounded(.up)) * 5)
+        let h = minutes / 60, m = minutes % 60
+        let hs = h == 0 ? "" : "\(h) hour\(h == 1 ? "" : "s")"
+        let ms = m == 0 ? "" : "\(m) minutes"
+        return [hs, ms].filter { !$0.isEmpty }.joined(separator: " ")
+    }
+
+    /// The steps for one host with the exact commands.
+    public static func steps(plan: Plan, example: InventoryHost?, previousRelease: String?, grubConfig: String?,
+                             customers: Int?) -> [DryRunPreview.Step] {
+        let release = plan.kernel.release
+        let prev = previousRelease ?? "<current release>"
+        let menu = grubConfig.map(GrubMenu.parse)
+        let newPath = menu?.expectedTitlePath(forRelease: release, like: previousRelease) ?? GrubMenu.debianTitlePath(release)
+        let oldPath = previousRelease.flatMap { p in menu?.entry(forRelease: p)?.titlePath } ?? GrubMenu.debianTitlePath(prev)
+        var steps: [DryRunPreview.Step] = []
+        steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot",
+                           commands: [HealthGate.HostFacts.command, HostCommands.bootFree]))
+        if let n = plan.notify {
+            steps.append(.init(step: "notify", description: "send the maintenance notice to \(customers.map { "\($0)" } ?? "the") customer\(customers == 1 ? "" : "s") of this host (once per customer per wave), then wait the lead time \(PlanFormat.duration(n.leadTime)) before the wave's first reboot",
+                               commands: []))
+        }
+        steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan)))
+        switch plan.bootloader {
+        case .grub:
+            steps.append(.init(step: "stage", description: "find the entry of \(release) in grub.cfg and boot it once (GRUB_DEFAULT=saved: a kernel that fails to boot falls back to the current default)",
+                               commands: [HostCommands.readGrubConfig] + HostCommands.stage(plan, entryPath: newPath)))
+        case .custom:
+            steps.append(.init(step: "stage", description: "boot \(release) once", commands: HostCommands.stage(plan, entryPath: newPath)))
+        }
+        steps.append(.init(step: "reboot", description: "reboot (at most \(plan.waves.maxParallel) at once, one per failure domain), wait \(PlanFormat.duration(plan.reboot.settle)), then up to \(PlanFormat.duration(plan.reboot.timeout)) for a new boot id",
+                           commands: [plan.reboot.command]))
+        steps.append(.init(step: "verify", description: "the boot id changed and the release is \(release)", commands: [HostCommands.verify]))
+        let g = plan.gate
+        var gateDesc = "soak \(PlanFormat.duration(g.soak)), a sample every \(PlanFormat.duration(g.interval)) (\(g.plannedSamples) samples)"
+        if let site = g.testSite, let h = example, let url = try? SiteURL.expand(template: site.urlTemplate, address: h.address, name: h.name) {
+            gateDesc += "; test site \(url) from rollctl, \(site.requestsPerSample) request\(site.requestsPerSample == 1 ? "" : "s") per sample"
+        }
+        steps.append(.init(step: "gate", description: gateDesc, commands: [HealthGate.HostFacts.command] + g.customChecks.map(\.command)))
+        steps.append(.init(step: "commit", description: "after the wave's gate passed: make \(release) the default", commands: HostCommands.commit(plan, entryPath: newPath)))
+        var rollback = HostCommands.rollback(plan, previousRelease: prev, previousEntryPath: oldPath)
+        if case .grub = plan.bootloader { rollback.insert(HostCommands.clearOneShot, at: 0) }
+        steps.append(.init(step: "rollback", description: "only on failure (policy: \(plan.failure.rollback.rawValue)): restore \(prev) as the default and reboot into it",
+                           commands: rollback))
+        return steps
+    }
+
+    /// Minimum (instant boots), typical (boots of `typicalBoot`), maximum (every boot the whole timeout).
+    public static func estimate(plan: Plan, layout: RolloutLayout) -> DryRunPreview.Estimate {
+        let lead = plan.notify?.leadTime.seconds ?? 0
+        let soak = plan.gate.soak.seconds
+        let settle = plan.reboot.settle.seconds
+        let timeout = plan.reboot.timeout.seconds
+        let boot = min(typicalBoot.seconds, timeout)
+        var minimum = 0.0, typical = 0.0, maximum = 0.0
+        var perWave: [Double] = []
+        for w in layout.waves {
+            let b = Double(w.batches.count)
+            minimum += lead + b * settle + soak
+            let t = lead + b * (settle + boot) + soak
+            typical += t
+            perWave.append(t)
+            maximum += lead + b * (settle + timeout) + soak
+        }
+        return .init(minimumSeconds: minimum, typicalSeconds: typical, maximumSeconds: maximum, typicalBootSeconds: boot,
+                     perWaveTypicalSeconds: perWave)
+    }
+
+    /// Built-in maintenance notice, used when the plan names no templates folder.
+    public static let defaultSubject = "Planned maintenance: {{host_count}} of your servers will restart"
+    public static let defaultBody = """
+        Hello {{customer_name}},
+
+        {{company}} is updating the Linux kernel of the servers your services run on.
+        The following servers will restart once, {{window_start}} and finished {{window_end}}:
+        {{#hosts}}  - {{name}}
+        {{/hosts}}Each restart takes a few minutes. You do not need to do anything.
+
+        New kernel: {{kernel}}
+
+        -- {{company}}
+        """
+
+    static func renderNotice(plan: Plan, customer: Customer, hosts: [InventoryHost], previous: String?, windowStart: String,
+                             windowEnd: String, template: (subject: String, body: String)?) -> DryRunPreview.Notice {
+        let ctx: [String: NoticeTemplate.Value] = [
+            "company": .text(plan.notify?.company ?? ""), "customer_name": .text(customer.name), "customer_id": .text(customer.id),
+            "customer_email": .text(customer.email), "hosts": .list(hosts.map { ["name": $0.name, "address": $0.address] }),
+            "host_count": .text("\(hosts.count)"), "window_start": .text(windowStart), "window_end": .text(windowEnd),
+            "kernel": .text(plan.kernel.release), "previous_kernel": .text(previous ?? ""), "plan": .text(plan.name), "wave": .text("1"),
+            "lead_time": .text(PlanFormat.duration(plan.notify?.leadTime ?? .zero)),
+        ]
+        let t = template ?? (defaultSubject, defaultBody)
+        return .init(to: "\(customer.name) <\(customer.email)>",
+                     subject: NoticeTemplate.render(t.subject, ctx).trimmingCharacters(in: .whitespacesAndNewlines),
+                     body: NoticeTemplate.render(t.body, ctx))
+    }
+}
