@@ -28,16 +28,6 @@ struct RolloutGroup: AsyncParsableCommand {
 
 /// Runs a rollout in the foreground: signals stop it cleanly, progress goes to the console.
 enum RolloutDriver {
-    /// Loads plan + inventory + customers and checks them together; throws `InputErrors`.
-    static func load(planPath: String) throws -> (Plan, Inventory, Customers?) {
-        let plan = try PlanLoader.load(path: planPath)
-        let inventory = try Inventory.load(path: plan.inventoryPath)
-        let problems = PlanLoader.check(plan, inventory: inventory)
-        if !problems.isEmpty { throw InputErrors(problems) }
-        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
-        return (plan, inventory, customers)
-    }
-
     static func logger(json: Bool) -> @Sendable (RolloutLogLine) -> Void {
         let console = Console.shared
         return { line in
@@ -113,12 +103,16 @@ final class StopFlag: @unchecked Sendable {
 
 /// `plan apply` without --dry-run: plan, journal, run.
 enum ApplyRun {
-    static func run(planPath: String, journal: JournalOption, parallel: Int, json: Bool) async throws {
+    static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool) async throws {
         let console = Console.shared
-        let (plan, inventory, customers) = try RolloutDriver.load(planPath: planPath)
+        let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath)
+        let (plan, inventory, customers) = (loaded.plan, loaded.inventory, loaded.customers)
         let selected = PlanLoader.selectedHosts(plan, inventory: inventory)
         if inventory.defaults.hostKeyPolicy == .off {
             console.warn("host_key_policy is 'off' in \(inventory.path): host keys are NOT verified")
+        }
+        if plan.notify != nil {
+            console.warn("the plan configures customer notices, but this rollctl cannot send them yet: no customer will be told")
         }
         // Read-only survey first: current kernels and reachability decide the layout.
         let survey = FleetSurvey(inventory: inventory, parallelism: parallel, sshConfig: SSHConfig.load())
