@@ -47,7 +47,7 @@ public enum NoticeTemplate {
         for (name, line) in stack {
             errors.append(InputError(file: file, line: line, column: nil, "section '\(name)' is never closed", hint: "add {{/\(name)}}"))
         }
-        return errors
+        return errors.enumerated().sorted { ($0.element.line ?? 0, $0.offset) < ($1.element.line ?? 0, $1.offset) }.map(\.element)
     }
 
     /// Checks a templates folder: `maintenance.subject` and `maintenance.body` are

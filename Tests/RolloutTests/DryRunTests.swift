@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+@testable import Rollout
+
+@Suite struct DryRunTests {
+    func flagship() throws -> LoadedPlan { try PlanLoader.loadChecked(path: repoRoot + "/plans/socket-bind-fix.yaml") }
+
+    @Test func previewOfTheFlagshipWithFacts() throws {
+        let l = try flagship()
+        let releases = Dictionary(uniqueKeysWithValues: l.inventory.hosts.map { ($0.name, "6.1.0-17-hosting") })
+            .merging(["web-024": "6.1.0-19-hosting"]) { $1 }
+        let unreachable = ["web-023": "[connect_timeout] no answer in 10s"]
+        let layout = WavePlanner.plan(l.plan, inventory: l.inventory, currentRelease: releases, unreachable: unreachable, customers: l.customers)
+        let facts = DryRunFacts(offline: false, releases: releases, unreachable: unreachable, exampleGrubConfig: debianGrubCfg,
+                                customers: l.customers, maintenanceTemplate: nil)
+        let p = DryRun.preview(plan: l.plan, inventory: l.inventory, layout: layout, facts: facts)
+        #expect(p.plan.targetRelease == "6.1.0-19-hosting" && p.plan.bootloader == "grub")
+        #expect(p.inventoryHosts == 26 && p.selectedHosts == 24 && p.hostsToRoll == 22)
+        #expect(p.skipped.map(\.host) == ["web-023", "web-024"])
+        #expect(p.skipped.map(\.reason) == ["unreachable: [connect_timeout] no answer in 10s", "already on 6.1.0-19-hosting"])
+        #expect(p.waves.first?.name == "canary" && p.waves.first?.hostCount == 1)
+        #expect(p.waves.map(\.hostCount).reduce(0, +) == 22)
+        #expect(p.waves.last?.doneShare == 1)
+        #expect(p.survey.releases == ["6.1.0-17-hosting": 23, "6.1.0-19-hosting": 1])
+        // The exact commands, with the entries found in the example host's grub.cfg.
+        let steps = Dictionary(uniqueKeysWithValues: p.steps.map { ($0.step, $0.commands) })
+        #expect(p.steps.map(\.step) == ["check", "notify", "install", "stage", "reboot", "verify", "gate", "commit", "rollback"])
+        #expect(steps["install"] == ["apt-get update", "DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-6.1.0-19-hosting"])
+        #expect(steps["stage"] == ["cat /boot/grub/grub.cfg",
+                                   "grub-reboot 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting'"])
+        #expect(steps["reboot"] == ["systemctl reboot"])
+        #expect(steps["commit"] == ["grub-set-default 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting'"])
+        #expect(steps["rollback"] == ["grub-editenv /boot/grub/grubenv unset next_entry",
+                                      "grub-set-default 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-17-hosting'",
+                                      "systemctl reboot"])
+        #expect(steps["gate"]?.last == "systemctl is-active --quiet nginx")
+        // Gate, notices, estimate.
+        #expect(p.gate.samples == 31 && p.gate.sUnreclaimGrowthMaxBytesPerHour == 32 << 20)
+        #expect(p.gate.testSiteURL == "http://\(l.inventory.hosts.first { $0.name == p.exampleHost }!.address)/")
+        let n = try #require(p.notify)
+        #expect(n.customersPerWave.count == p.waves.count)
+        #expect(n.leadTimeSeconds == 1800)
+        let example = try #require(n.example)
+        #expect(example.subject.hasPrefix("Planned maintenance: 1 of your servers"))
+        #expect(example.body.contains("  - \(p.exampleHost!)"))
+        #expect(example.body.contains("Example Hosting"))
+        #expect(!example.body.contains("{{"))
+        let e = p.estimate
+        #expect(e.minimumSeconds < e.typicalSeconds && e.typicalSeconds < e.maximumSeconds)
+        // Each wave waits the lead time and the soak at least.
+        #expect(e.minimumSeconds >= Double(p.waves.count) * (1800 + 900))
+    }
+
+    @Test func jsonIsStableAndComplete() throws {
+        let l = try flagship()
+        let layout = WavePlanner.plan(l.plan, inventory: l.inventory, currentRelease: [:], unreachable: [:], customers: l.customers)
+        let facts = DryRunFacts(offline: true, customers: l.customers)
+        let a = DryRun.preview(plan: l.plan, inventory: l.inventory, layout: layout, facts: facts)
+        let b = DryRun.preview(plan: l.plan, inventory: l.inventory, layout: layout, facts: facts)
+        #expect(a == b)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        let data = try enc.encode(a)
+        #expect(try enc.encode(b) == data)
+        #expect(try JSONDecoder().decode(DryRunPreview.self, from: data) == a)
+        #expect(a.notes.first?.hasPrefix("offline") == true)
+        #expect(a.steps.first { $0.step == "rollback" }?.commands.contains { $0.contains("<current release>") } == true)
+    }
+
+    @Test func customBootloaderCommandsAreQuotedAndSubstituted() throws {
+        var plan = try PlanLoader.parse(text: """
+        name: c
+        kernel: {release: 6.1.0-19-hosting}
+        inventory: inv.yaml
+        bootloader: {type: systemd-boot}
+        """, path: "c.yaml")
+        let inv = Inventory(path: "inv.yaml", hosts: [InventoryHost(name: "a", address: "10.0.0.1")])
+        let layout = WavePlanner.plan(plan, inventory: inv, currentRelease: ["a": "6.1.0-17-hosting"], unreachable: [:], customers: nil)
+        var steps = DryRun.steps(plan: plan, example: inv.hosts[0], previousRelease: "6.1.0-17-hosting", grubConfig: nil, customers: nil)
+        let stage = steps.first { $0.step == "stage" }!.commands
+        #expect(stage == ["bootctl set-oneshot \"$(cat /etc/kernel/entry-token 2>/dev/null || cat /etc/machine-id)\"-6.1.0-19-hosting.conf"])
+        #expect(steps.first { $0.step == "rollback" }!.commands.first!.hasSuffix("-6.1.0-17-hosting.conf"))
+        #expect(DryRun.preview(plan: plan, inventory: inv, layout: layout, facts: DryRunFacts(offline: false)).plan.bootloader == "systemd-boot")
+        // A release that needs quoting (validation forbids it; quoting still holds).
+        plan.kernel.release = "6.1 x'y"
+        steps = DryRun.steps(plan: plan, example: nil, previousRelease: nil, grubConfig: nil, customers: nil)
+        #expect(steps.first { $0.step == "install" }!.commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-'6.1 x'\\''y'"])
+    }
+}
