@@ -147,6 +147,10 @@ public enum PlanLoader {
             } catch {
                 err("notify.customers", "customers file \(notify.customersPath): \(error)")
             }
+            if case let .smtp(_, _, _, _, _, _, file?) = notify.channel, !FileManager.default.isReadableFile(atPath: file) {
+                err("notify.channel", "the SMTP password file \(file) does not exist or cannot be read",
+                    hint: "create it (mode 0600) or use password_env")
+            }
             if let dir = notify.templateDir {
                 errors += NoticeTemplate.checkDirectory(dir, plan: file, position: lines.position(of: "notify.templates"))
             }

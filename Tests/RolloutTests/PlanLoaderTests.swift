@@ -206,6 +206,7 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         ("x-missing-inventory.yaml", 4, 1, "nope.yaml: no such file"),
         ("x-template-unknown-var.yaml", 1, nil, "did you mean 'customer_name'?"),
         ("x-bad-inventory.yaml", 2, 11, "host name '$(reboot)' is not valid"),
+        ("x-missing-password-file.yaml", 20, 3, "secret/nope does not exist or cannot be read"),
     ]
 
     @Test(arguments: plans)
