@@ -81,9 +81,19 @@ public final class Orchestrator: Sendable {
 
     /// Runs (or resumes) the rollout until it completes, halts or is interrupted.
     public func run() async throws -> RolloutOutcome {
+        do {
+            let outcome = try await runWaves()
+            await connections.closeAll()
+            return outcome
+        } catch {
+            await connections.closeAll()
+            throw error
+        }
+    }
+
+    func runWaves() async throws -> RolloutOutcome {
         try journal.claim(rolloutID: rolloutID, pid: getpid())
         let waves = try journal.waves(rolloutID)
-        defer { Task { [connections] in await connections.closeAll() } }
         for wave in waves {
             if wave.state == "passed" { continue }
             if wave.state == "failed" || wave.state == "rolled_back" {
@@ -184,6 +194,7 @@ public final class Orchestrator: Sendable {
             await forEach(targets.map(\.name), limit: plan.waves.maxParallel) { name in await self.rollback(name) }
             if let w = haltedWave, plan.failure.rollback != .none { try journal.setWave(rolloutID, w, state: "rolled_back") }
         }
+        await connections.closeAll()
         let after = try journal.hosts(rolloutID)
         let failedRollbacks = after.filter { $0.state == .rollbackFailed || $0.state == .rollingBack }
         if failedRollbacks.isEmpty {

@@ -1,0 +1,237 @@
+import Foundation
+import Testing
+import SSHTesting
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// End-to-end: `rollctl plan apply` against fleetsim (real sshd per host in
+/// PID and mount namespaces, real reboots that cut connections, fake kernels).
+/// Needs root; skipped otherwise.
+@Suite("rollouts on fleetsim", .serialized, .enabled(if: geteuid() == 0))
+struct RolloutE2ETests {
+    /// A fleet for one test, on its own loopback range, torn down by `down()`.
+    final class Fleet {
+        let dir: String
+        let journal: String
+        let hosts: Int
+
+        init(hosts: Int, racks: Int, slot: Int) throws {
+            dir = try TestSSHD.makeTempDir()
+            journal = dir + "/journal.sqlite"
+            self.hosts = hosts
+            // 127.<100 + pid%100>.<slot>.N: clear of other suites' ranges and of parallel runs.
+            let base = "127.\(100 + Int(getpid()) % 100).\(180 + slot).1"
+            let (status, out) = try Spawn.run(Self.fleetsim, ["up", "--hosts", "\(hosts)", "--racks", "\(racks)", "--dir", dir + "/fleet",
+                                                               "--base-address", base, "--ssh-port", "2298", "--seed", "7"])
+            guard status == 0 else { throw TestSSHDError("fleetsim up failed: \(out)") }
+        }
+
+        static var fleetsim: String {
+            URL(fileURLWithPath: CLI.binary).deletingLastPathComponent().path + "/fleetsim"
+        }
+
+        func down() {
+            _ = try? Spawn.run(Self.fleetsim, ["down", "--dir", dir + "/fleet"])
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+
+        func set(_ host: String, _ settings: String...) throws {
+            let (s, out) = try Spawn.run(Self.fleetsim, ["set", "--dir", dir + "/fleet", host] + settings)
+            guard s == 0 else { throw TestSSHDError("fleetsim set failed: \(out)") }
+        }
+
+        /// Boots that came up, per host (fleetsim's own log, not rollctl's word).
+        func boots(_ host: String) -> [String] {
+            let text = (try? String(contentsOfFile: dir + "/fleet/hosts/\(host)/boots.log", encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").filter { $0.hasSuffix(" up") }.map { String($0.split(separator: " ")[3]) }
+        }
+
+        func name(_ i: Int) -> String { String(format: "web-%03d", i) }
+
+        /// Writes a plan for this fleet and returns its path.
+        func plan(release: String, waves: String = "[1, 25%, 100%]", soak: String = "5s", rebootTimeout: String = "30s",
+                  rollback: String = "wave", extraGate: String = "") throws -> String {
+            let path = dir + "/plan-\(release).yaml"
+            try """
+            name: e2e-\(release)
+            kernel:
+              release: \(release)
+            inventory: fleet/inventory.yaml
+            waves:
+              sizes: \(waves)
+              max_parallel: 4
+              failure_domain: rack
+            reboot:
+              command: systemctl reboot
+              timeout: \(rebootTimeout)
+              settle: 500ms
+            gate:
+              soak: \(soak)
+              interval: 1s
+              probe_timeout: 1s
+              sunreclaim_growth_max: 512MiB/h
+              test_site:
+                url: http://{address}/
+                min_success: 95%
+                min_requests: 6
+                requests_per_sample: 2
+                timeout: 500ms
+            \(extraGate)
+            on_failure:
+              rollback: \(rollback)
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+
+        func apply(_ plan: String, _ extra: [String] = []) throws -> CLI.Result {
+            try CLI.run(["plan", "apply", plan, "--journal", journal] + extra)
+        }
+
+        /// `rollout show --json` of the newest rollout.
+        func lastRollout() throws -> [String: Any] {
+            let list = try CLI.run(["rollout", "list", "--journal", journal, "--json"])
+            guard let id = list.json.first?["id"] as? String else { throw TestSSHDError("no rollout: \(list.output)") }
+            let show = try CLI.run(["rollout", "show", id, "--journal", journal, "--json"])
+            guard let doc = show.json.first else { throw TestSSHDError("bad show output: \(show.output)") }
+            return doc
+        }
+
+        func hostStates(_ doc: [String: Any]) -> [String: String] {
+            var out: [String: String] = [:]
+            for h in doc["hosts"] as? [[String: Any]] ?? [] { out[h["name"] as! String] = h["state"] as? String }
+            return out
+        }
+    }
+
+    @Test func happyPathEveryHostBootsOnceAndIsCommitted() throws {
+        let fleet = try Fleet(hosts: 12, racks: 3, slot: 1); defer { fleet.down() }
+        let start = Date()
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting"))
+        let wall = Date().timeIntervalSince(start)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("completed: every host committed to 6.1.0-19-hosting"))
+        let doc = try fleet.lastRollout()
+        #expect(doc["state"] as? String == "completed")
+        #expect(Set(fleet.hostStates(doc).values) == ["committed"])
+        for i in 1...12 {
+            // The first boot is fleetsim's start on the old kernel, then exactly one reboot.
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))")
+        }
+        // Committed means the new kernel is GRUB's saved default: a plain reboot stays on it.
+        let env = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--hosts", "web-001", "--json", "--", "grub-editenv list"])
+        #expect((env.json.first?["stdout"] as? String)?.contains("saved_entry=Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting") == true, "\(env.output)")
+        print("happy path: 12 hosts, 3 waves, wall \(String(format: "%.1f", wall)) s")
+    }
+
+    @Test func leakyKernelHaltsAfterTheCanaryAndRollsItBack() throws {
+        let fleet = try Fleet(hosts: 6, racks: 3, slot: 2); defer { fleet.down() }
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "8s"))
+        #expect(r.status == 3, "\(r.output)")
+        #expect(r.output.contains("HALT: wave 1 gate fail on web-001"))
+        #expect(r.output.contains("FAIL slab growth"))
+        let doc = try fleet.lastRollout()
+        #expect(doc["state"] as? String == "halted")
+        let states = fleet.hostStates(doc)
+        #expect(states["web-001"] == "rolled_back")
+        #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-18-hosting", "6.1.0-17-hosting"])
+        for i in 2...6 {
+            #expect(states[fleet.name(i)] == "pending")
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting"], "\(fleet.name(i)) was touched")
+        }
+        let gate = (doc["gate"] as? [[String: Any]])?.first
+        #expect(gate?["verdict"] as? String == "fail")
+        // Locks are released after a clean rollback: a new rollout may start.
+        let again = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "5s"))
+        #expect(again.status == 0, "\(again.output)")
+    }
+
+    @Test func panicKernelFallsBackAndIsCaughtAsWrongKernel() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 3); defer { fleet.down() }
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-20-hosting", rebootTimeout: "40s"))
+        #expect(r.status == 3, "\(r.output)")
+        #expect(r.output.contains("booted 6.1.0-17-hosting, expected 6.1.0-20-hosting"))
+        let states = fleet.hostStates(try fleet.lastRollout())
+        #expect(states["web-001"] == "rolled_back")
+        #expect(states["web-002"] == "pending")
+        #expect(fleet.boots("web-002").count == 1)
+    }
+
+    @Test func resettingTestSiteFailsTheGateWithTheResetClass() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 4); defer { fleet.down() }
+        try fleet.set("web-001", "site_fail_fraction=0.3", "site_fail_as=reset")
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", soak: "6s"))
+        #expect(r.status == 3, "\(r.output)")
+        #expect(r.output.contains("reset"), "\(r.output)")
+        let states = fleet.hostStates(try fleet.lastRollout())
+        #expect(states["web-001"] == "rolled_back")
+        #expect(states["web-003"] == "pending")
+    }
+
+    @Test func hostThatNeverReturnsHaltsAtTheBootTimeout() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 5); defer { fleet.down() }
+        try fleet.set("web-001", "never_return=true")
+        let start = Date()
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", rebootTimeout: "8s", rollback: "none"))
+        #expect(r.status == 3, "\(r.output)")
+        #expect(r.output.contains("did not come back with a new boot id within 8s"))
+        #expect(Date().timeIntervalSince(start) < 40)
+        let states = fleet.hostStates(try fleet.lastRollout())
+        #expect(states["web-001"] == "failed")
+        for i in 2...4 { #expect(fleet.boots(fleet.name(i)).count == 1) }
+    }
+
+    @Test func killNineAtRandomPointsThenResumeBootsEachHostOnce() throws {
+        let fleet = try Fleet(hosts: 6, racks: 3, slot: 6); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "5s")
+        var rng = SystemRandomNumberGenerator()
+        var kills = 0
+        var pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        var id: String?
+        var finished = false
+        for _ in 0..<40 {
+            usleep(UInt32.random(in: 300_000...2_000_000, using: &rng))
+            if !Spawn.isRunning(pid) { finished = true; break }
+            kill(pid, SIGKILL)
+            _ = Spawn.wait(pid)
+            kills += 1
+            if id == nil {
+                id = try CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.first?["id"] as? String
+            }
+            guard let id else {
+                // Killed before the journal had the rollout: start again.
+                pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+                continue
+            }
+            pid = try Spawn.start(CLI.binary, ["rollout", "resume", id, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+            if kills >= 12 { break }
+        }
+        if !finished { #expect(Spawn.wait(pid) == 0) }
+        let log = (try? String(contentsOfFile: fleet.dir + "/apply.log", encoding: .utf8)) ?? ""
+        #expect(kills >= 10, "only \(kills) kill points")
+        let doc = try fleet.lastRollout()
+        #expect(doc["state"] as? String == "completed", "\(log.suffix(3000))")
+        #expect(Set(fleet.hostStates(doc).values) == ["committed"])
+        for i in 1...6 {
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i)) booted \(fleet.boots(fleet.name(i)))\n\(log.suffix(2000))")
+        }
+        print("kill -9 test: \(kills) kills, rollout completed")
+    }
+
+    @Test func secondApplyOnTheSameHostsIsRefused() throws {
+        let fleet = try Fleet(hosts: 3, racks: 3, slot: 7); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "5s")
+        let first = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/first.log")
+        defer { kill(first, SIGKILL); _ = Spawn.wait(first) }
+        var holder: String?
+        for _ in 0..<100 where holder == nil {
+            usleep(100_000)
+            holder = try CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.first?["id"] as? String
+        }
+        let second = try fleet.apply(plan)
+        #expect(second.status == 1, "\(second.output)")
+        #expect(second.output.contains("held by rollout \(holder ?? "?")"), "\(second.output)")
+        let list = try CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"])
+        #expect(list.json.count == 1)
+    }
+}
