@@ -100,6 +100,7 @@ public final class Journal: Sendable {
             );
             """)
         }
+        m.registerMigration("v2-outbox") { db in try Journal.migrateOutbox(db) }
         return m
     }
 

@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+#if canImport(Glibc)
+private let sysConnect = Glibc.connect
+private let sysSend = Glibc.send
+#else
+private let sysConnect = Darwin.connect
+private let sysSend = Darwin.send
+#endif
+
+/// A blocking TCP connection for the notice channels (SMTP dialogue, webhook
+/// POST): connect, send, read CRLF lines or to the close, every wait a `poll`
+/// bounded by a deadline. Used from one dedicated thread at a time, never from
+/// the cooperative pool (see `Blocking.run`).
+final class LineConnection {
+    struct Failure: Error, CustomStringConvertible {
+        /// True when the peer may not have seen the bytes at all (connect failed, refused):
+        /// used to tell a retry that nothing reached the server.
+        var beforeConnect: Bool
+        var description: String
+    }
+
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    let peer: String
+
+    private init(fd: Int32, peer: String) {
+        self.fd = fd
+        self.peer = peer
+    }
+
+    deinit { close(fd) }
+
+    /// Resolves `host` and connects to the first address that answers within `timeout`.
+    static func connect(host: String, port: Int, timeout: Duration) throws(Failure) -> LineConnection {
+        let peer = "\(host):\(port)"
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        #if canImport(Glibc)
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        #else
+        hints.ai_socktype = SOCK_STREAM
+        #endif
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &list)
+        guard rc == 0, let first = list else {
+            let text = rc == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(rc))
+            throw Failure(beforeConnect: true, description: "cannot resolve \(host): \(text)")
+        }
+        defer { freeaddrinfo(list) }
+        var last = Failure(beforeConnect: true, description: "no address for \(host)")
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = entry {
+            entry = ai.pointee.ai_next
+            let fd = socket(ai.pointee.ai_family, ai.pointee.ai_socktype, ai.pointee.ai_protocol)
+            if fd < 0 { last = Failure(beforeConnect: true, description: "socket: \(String(cString: strerror(errno)))"); continue }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            #if canImport(Darwin)
+            var one: Int32 = 1
+            _ = setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
+            #endif
+            do throws(Failure) {
+                if sysConnect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 {
+                    let code = errno
+                    guard code == EINPROGRESS || code == EINTR else { throw Failure(beforeConnect: true, description: "cannot connect to \(peer): \(String(cString: strerror(code)))") }
+                    try wait(fd, Int16(POLLOUT), deadline, "connecting to \(peer)", beforeConnect: true)
+                    var soError: Int32 = 0
+                    var len = socklen_t(MemoryLayout<Int32>.size)
+                    _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len)
+                    if soError != 0 { throw Failure(beforeConnect: true, description: "cannot connect to \(peer): \(String(cString: strerror(soError)))") }
+                }
+                return LineConnection(fd: fd, peer: peer)
+            } catch {
+                close(fd)
+                last = error
+            }
+        }
+        throw last
+    }
+
+    private static func wait(_ fd: Int32, _ events: Int16, _ deadline: ContinuousClock.Instant, _ phase: String,
+                             beforeConnect: Bool = false) throws(Failure) {
+        while true {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { throw Failure(beforeConnect: beforeConnect, description: "timed out \(phase)") }
+            var p = pollfd(fd: fd, events: events, revents: 0)
+            let ms = Int32(min(1000, max(1, (Double(left.components.seconds) * 1000 + Double(left.components.attoseconds) / 1e15).rounded(.up))))
+            let n = poll(&p, 1, ms)
+            if n > 0 { return }
+            if n < 0 && errno != EINTR { throw Failure(beforeConnect: beforeConnect, description: "poll: \(String(cString: strerror(errno))) \(phase)") }
+        }
+    }
+
+    func send(_ bytes: [UInt8], timeout: Duration, phase: String) throws(Failure) {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        var offset = 0
+        while offset < bytes.count {
+            #if canImport(Glibc)
+            let flags = Int32(MSG_NOSIGNAL)
+            #else
+            let flags: Int32 = 0
+            #endif
+            let n = bytes.withUnsafeBytes { sysSend(fd, $0.baseAddress! + offset, bytes.count - offset, flags) }
+            if n >= 0 { offset += n; continue }
+            let code = errno
+            guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else {
+                throw Failure(beforeConnect: false, description: "\(String(cString: strerror(code))) \(phase)")
+            }
+            try Self.wait(fd, Int16(POLLOUT), deadline, phase)
+        }
+    }
+
+    func send(_ text: String, timeout: Duration, phase: String) throws(Failure) {
+        try send(Array(text.utf8), timeout: timeout, phase: phase)
+    }
+
+    /// Reads more bytes into the buffer; false at the peer's close.
+    private func fill(deadline: ContinuousClock.Instant, phase: String) throws(Failure) -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n > 0 { buffer += chunk[0..<n]; return true }
+            if n == 0 { return false }
+            let code = errno
+            guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else {
+                throw Failure(beforeConnect: false, description: "\(String(cString: strerror(code))) \(phase)")
+            }
+            try Self.wait(fd, Int16(POLLIN), deadline, phase)
+        }
+    }
+
+    /// One line without its CRLF (a bare LF is accepted too); at most `maxLength` bytes.
+    func readLine(timeout: Duration, phase: String, maxLength: Int = 8192) throws(Failure) -> String {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while true {
+            if let lf = buffer.firstIndex(of: 0x0A) {
+                var line = Array(buffer[..<lf])
+                buffer.removeFirst(lf + 1)
+                if line.last == 0x0D { line.removeLast() }
+                return String(decoding: line, as: UTF8.self)
+            }
+            if buffer.count > maxLength { throw Failure(beforeConnect: false, description: "a line longer than \(maxLength) bytes \(phase)") }
+            guard try fill(deadline: deadline, phase: phase) else {
+                throw Failure(beforeConnect: false, description: "connection closed by \(peer) \(phase)")
+            }
+        }
+    }
+
+    /// Everything until the peer closes, at most `maxBytes`.
+    func readToClose(timeout: Duration, phase: String, maxBytes: Int) throws(Failure) -> [UInt8] {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while try fill(deadline: deadline, phase: phase) {
+            if buffer.count > maxBytes { break }
+        }
+        defer { buffer = [] }
+        return Array(buffer.prefix(maxBytes))
+    }
+}
+
+/// Runs blocking socket work on a thread of its own, never on the cooperative pool.
+enum Blocking {
+    static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
+            let thread = Thread { c.resume(returning: work()) }
+            thread.stackSize = 512 * 1024
+            thread.start()
+        }
+    }
+}

@@ -1,0 +1,401 @@
+import Foundation
+
+/// Sends the customer notices of a rollout through the journal's outbox, so
+/// that a crashed or interrupted run never tells a customer twice.
+///
+/// Per wave and kind (`maintenance`, `done`, `rolled_back`) each customer of the
+/// wave's hosts gets one message listing all of their hosts in that wave. Every
+/// notice is journaled `pending` (with its rendered payload and a stable
+/// Message-ID) before it is sent, then `sent` with the server's reply. A run
+/// that finds a notice `sent` skips it; one that finds it `pending` (the last run
+/// died between the intent and the journal's "sent") sends the same bytes again,
+/// with the same Message-ID, and marks the row `resent_after_crash`: receivers
+/// that deduplicate by Message-ID drop the copy.
+///
+/// Failed sends are retried with exponential backoff. Then the plan decides:
+/// `on_failure: block` throws `NoticeError` (the wave must not reboot; the next
+/// run retries), `skip` journals the notice `skipped`, logs it, and goes on.
+public struct NoticeSender: Sendable {
+    /// How often and how patiently a notice is retried.
+    public struct RetryPolicy: Sendable, Equatable {
+        /// Attempts per notice, the first included.
+        public var attempts: Int
+        public var firstDelay: Duration
+        public var maxDelay: Duration
+        public init(attempts: Int = 4, firstDelay: Duration = .seconds(2), maxDelay: Duration = .seconds(60)) {
+            self.attempts = max(1, attempts)
+            self.firstDelay = firstDelay
+            self.maxDelay = maxDelay
+        }
+    }
+
+    public let spec: NotifySpec
+    public let customers: Customers
+    public let journal: Journal
+    public let rolloutID: String
+    public let planName: String
+    public let release: String
+    public var retry: RetryPolicy
+    /// SMTP reply timeout / HTTP timeout.
+    public var timeout: Duration
+    let log: @Sendable (String) -> Void
+    let environment: [String: String]
+
+    public init(spec: NotifySpec, customers: Customers, journal: Journal, rolloutID: String, planName: String, release: String,
+                retry: RetryPolicy = RetryPolicy(), timeout: Duration = .seconds(60),
+                environment: [String: String] = ProcessInfo.processInfo.environment,
+                log: @escaping @Sendable (String) -> Void) {
+        self.spec = spec
+        self.customers = customers
+        self.journal = journal
+        self.rolloutID = rolloutID
+        self.planName = planName
+        self.release = release
+        self.retry = retry
+        self.timeout = timeout
+        self.environment = environment
+        self.log = log
+    }
+
+    // MARK: - the orchestrator's calls
+
+    /// Before the wave's first reboot: records and sends one maintenance notice
+    /// per customer of `hosts` (all their hosts in this wave listed), skipping any
+    /// already sent (resume-safe). Returns the earliest instant the wave's reboots
+    /// may start: the last maintenance notice's journaled send time plus the plan's
+    /// lead time (so it holds across a resume); now when no customer was told.
+    @discardableResult
+    public func maintenance(wave: Int, hosts: [String], windowStart: Date, windowEnd: Date) async throws -> Date {
+        try await send(.maintenance, wave: wave, hosts: hosts, window: (windowStart, windowEnd))
+        let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.maintenance.rawValue && $0.status == .sent }
+        let last = sent.compactMap { $0.sentAt.flatMap(Self.parseTime) }.max()
+        guard let last else { return Date() }
+        return last.addingTimeInterval(Double(spec.leadTime.components.seconds) + Double(spec.leadTime.components.attoseconds) / 1e18)
+    }
+
+    /// After the wave is committed: tells each customer of `hosts` that their servers run the new kernel.
+    public func done(wave: Int, hosts: [String]) async throws {
+        try await send(.done, wave: wave, hosts: hosts, window: nil)
+    }
+
+    /// After a rollback touched `hosts`: tells their customers the servers are back on the previous kernel.
+    public func rolledBack(wave: Int, hosts: [String]) async throws {
+        try await send(.rolledBack, wave: wave, hosts: hosts, window: nil)
+    }
+
+    /// Checks what can be checked before the first wave: templates, the channel's
+    /// settings, the credentials' source (never their value). Throws `NoticeError`.
+    public func preflight() throws {
+        for kind in NoticeKind.allCases { _ = try templates(kind) }
+        do throws(NoticeDeliveryError) {
+            switch spec.channel {
+            case let .smtp(_, _, _, starttls, username, passwordEnv, passwordFile):
+                if starttls { _ = try SMTPClient(host: "", port: 25, starttls: true).open() }
+                if let username { _ = try SMTPCredentials.resolve(username: username, passwordEnv: passwordEnv, passwordFile: passwordFile, environment: environment) }
+            case let .webhook(url):
+                _ = try Webhook.parse(url)
+            }
+        } catch {
+            throw NoticeError(kind: nil, wave: nil, failures: [("-", error)], blocking: true)
+        }
+    }
+
+    // MARK: - the outbox loop
+
+    func send(_ kind: NoticeKind, wave: Int, hosts: [String], window: (Date, Date)?) async throws {
+        // Each customer's hosts in this wave, in the wave's order.
+        var byCustomer: [String: [String]] = [:]
+        for h in hosts { for c in customers.customers(onHost: h) where !(byCustomer[c.id]?.contains(h) ?? false) { byCustomer[c.id, default: []].append(h) } }
+        guard !byCustomer.isEmpty else { return }
+        let hostRows = Dictionary((try journal.hosts(rolloutID)).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let texts = try templates(kind)
+        let channel = try ChannelSession(spec: spec, timeout: timeout, environment: environment)
+        defer { channel.close() }
+        var undelivered: [(String, NoticeDeliveryError)] = []
+        var channelDown = false
+        var counts = (sent: 0, already: 0)
+
+        customerLoop: for id in byCustomer.keys.sorted() {
+            guard let customer = customers.byID[id], let theirHosts = byCustomer[id] else { continue }
+            var row: Journal.NoticeRow
+            if let existing = try journal.notice(rolloutID, wave: wave, kind: kind.rawValue, customerID: id) {
+                switch existing.status {
+                case .sent, .skipped:
+                    counts.already += 1
+                    continue
+                case .pending:
+                    try journal.markNoticeResend(existing)
+                    log("\(existing.label): was pending when the last run stopped; resending with the same Message-ID")
+                    row = existing
+                case .failed:
+                    row = render(kind, wave: wave, customer: customer, hosts: theirHosts, hostRows: hostRows, window: window, texts: texts)
+                    try journal.recordNoticeIntent(row)
+                }
+            } else {
+                row = render(kind, wave: wave, customer: customer, hosts: theirHosts, hostRows: hostRows, window: window, texts: texts)
+                try journal.recordNoticeIntent(row)
+            }
+            switch try await deliver(row, channel: channel, once: channelDown) {
+            case .success(let reply):
+                try journal.markNoticeSent(row, reply: reply)
+                counts.sent += 1
+                log("\(row.label): sent (\(reply))")
+            case .failure(let error):
+                if error.stage == "config" {
+                    try journal.markNoticeUndelivered(row, status: .failed, error: error.description)
+                    throw NoticeError(kind: kind, wave: wave, failures: [(id, error)], blocking: true)
+                }
+                if !error.permanent { channelDown = true }
+                if spec.blockOnFailure {
+                    try journal.markNoticeUndelivered(row, status: .failed, error: error.description)
+                    undelivered.append((id, error))
+                    log("\(row.label): NOT delivered: \(error)")
+                    // The server is unreachable: stop here; the next run retries from this notice.
+                    if !error.permanent { break customerLoop }
+                } else {
+                    try journal.markNoticeUndelivered(row, status: .skipped, error: error.description)
+                    log("\(row.label): NOT delivered, skipped (on_failure: skip): \(error)")
+                }
+            }
+        }
+        if counts.sent + counts.already > 0 || !undelivered.isEmpty {
+            log("wave \(wave) \(kind.rawValue) notices: \(counts.sent) sent now, \(counts.already) already handled, \(undelivered.count) failed, \(byCustomer.count) customers")
+        }
+        if !undelivered.isEmpty {
+            throw NoticeError(kind: kind, wave: wave, failures: undelivered, blocking: true)
+        }
+    }
+
+    /// Up to `retry.attempts` tries with exponential backoff (one try when the
+    /// channel already failed a notice of this batch, none for a permanent failure).
+    func deliver(_ row: Journal.NoticeRow, channel: ChannelSession, once: Bool) async throws -> Result<String, NoticeDeliveryError> {
+        let total = once ? 1 : retry.attempts
+        var delay = retry.firstDelay
+        for attempt in 1...total {
+            try journal.noteNoticeAttempt(row)
+            switch await channel.deliver(row) {
+            case .success(let reply): return .success(reply)
+            case .failure(let error):
+                let last = attempt == total || error.permanent
+                try journal.noteNoticeFailure(row, attempt: attempt, of: total, error: error.description, retryIn: last ? nil : delay)
+                if last { return .failure(error) }
+                log("\(row.label): attempt \(attempt)/\(total) failed: \(error); retrying in \(PlanFormat.duration(delay))")
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, retry.maxDelay)
+            }
+        }
+        return .failure(NoticeDeliveryError(stage: "retry", "no attempt made"))
+    }
+
+    // MARK: - rendering
+
+    /// The subject and body templates of a kind: the plan's folder, else rollctl's defaults.
+    func templates(_ kind: NoticeKind) throws -> (subject: String, body: String) {
+        var subject = NoticeDefaults.subject(kind), body = NoticeDefaults.body(kind)
+        if let dir = spec.templateDir {
+            for part in ["subject", "body"] {
+                let path = dir + "/" + kind.rawValue + "." + part
+                guard let data = FileManager.default.contents(atPath: path) else { continue }
+                guard let text = String(data: data, encoding: .utf8) else { throw InputErrors([InputError(file: path, "a template must be UTF-8 text")]) }
+                let errors = NoticeTemplate.check(text, file: path)
+                if !errors.isEmpty { throw InputErrors(errors) }
+                if part == "subject" { subject = text } else { body = text }
+            }
+        }
+        return (subject, body)
+    }
+
+    func render(_ kind: NoticeKind, wave: Int, customer: Customer, hosts: [String], hostRows: [String: Journal.HostRow],
+                window: (Date, Date)?, texts: (subject: String, body: String)) -> Journal.NoticeRow {
+        var previous: [String] = []
+        for h in hosts { if let r = hostRows[h]?.releaseBefore, !previous.contains(r) { previous.append(r) } }
+        let ctx: [String: NoticeTemplate.Value] = [
+            "company": .text(spec.company), "customer_name": .text(customer.name), "customer_id": .text(customer.id),
+            "customer_email": .text(customer.email),
+            "hosts": .list(hosts.map { ["name": $0, "address": hostRows[$0]?.address ?? ""] }),
+            "host_count": .text("\(hosts.count)"),
+            "window_start": .text(window.map { Self.humanTime($0.0) } ?? ""), "window_end": .text(window.map { Self.humanTime($0.1) } ?? ""),
+            "kernel": .text(release), "previous_kernel": .text(previous.joined(separator: ", ")), "plan": .text(planName),
+            "wave": .text("\(wave)"), "lead_time": .text(PlanFormat.duration(spec.leadTime)),
+        ]
+        let subject = MailMessage.oneLine(NoticeTemplate.render(texts.subject, ctx).trimmingCharacters(in: .whitespacesAndNewlines))
+        let body = NoticeTemplate.render(texts.body, ctx)
+        let now = Date()
+        switch spec.channel {
+        case let .smtp(_, _, from, _, _, _, _):
+            let id = Self.messageID(rollout: rolloutID, wave: wave, kind: kind, customer: customer.id, domain: Self.domain(ofEmail: from))
+            let message = MailMessage(fromName: spec.company, fromAddress: from, toName: customer.name, toAddress: customer.email,
+                                      subject: subject, body: body, date: now, messageID: id,
+                                      extraHeaders: [("X-Rollctl-Rollout", rolloutID), ("X-Rollctl-Notice", "\(kind.rawValue); wave=\(wave)")])
+            return .init(rolloutID: rolloutID, wave: wave, kind: kind.rawValue, customerID: customer.id, customerName: customer.name,
+                         channel: "smtp", recipient: customer.email, messageID: id, hosts: hosts, subject: subject, payload: message.rendered())
+        case let .webhook(url):
+            let domain = (try? Webhook.parse(url).host) ?? "rollctl.invalid"
+            let id = Self.messageID(rollout: rolloutID, wave: wave, kind: kind, customer: customer.id, domain: domain)
+            let notice = WebhookNotice(kind: kind.rawValue, messageID: id, rollout: rolloutID, plan: planName, wave: wave, kernel: release,
+                                       company: spec.company, customer: .init(id: customer.id, name: customer.name, email: customer.email),
+                                       hosts: hosts, windowStart: window.map { Self.isoTime($0.0) }, windowEnd: window.map { Self.isoTime($0.1) },
+                                       subject: subject, body: body, createdAt: Self.isoTime(now))
+            return .init(rolloutID: rolloutID, wave: wave, kind: kind.rawValue, customerID: customer.id, customerName: customer.name,
+                         channel: "webhook", recipient: url, messageID: id, hosts: hosts, subject: subject,
+                         payload: String(decoding: notice.encoded(), as: UTF8.self))
+        }
+    }
+
+    /// `<rollctl.{rollout}.{wave}.{kind}.{customer}@{domain}>`: the same for the
+    /// same notice in every run. Characters other than letters, digits, `-` and
+    /// `_` in the rollout and customer ids are written `=XX` (one-to-one, valid in a msg-id).
+    public static func messageID(rollout: String, wave: Int, kind: NoticeKind, customer: String, domain: String) -> String {
+        func atom(_ s: String) -> String {
+            var out = ""
+            for b in s.utf8 {
+                let c = Character(UnicodeScalar(b))
+                if b < 128 && (c.isLetter || c.isNumber || c == "-" || c == "_") { out.append(c) } else { out += String(format: "=%02X", b) }
+            }
+            return out.isEmpty ? "_" : out
+        }
+        let d = domain.isEmpty || !domain.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }) ? "rollctl.invalid" : domain
+        return "<rollctl.\(atom(rollout)).\(wave).\(kind.rawValue).\(atom(customer))@\(d)>"
+    }
+
+    static func domain(ofEmail s: String) -> String {
+        s.lastIndex(of: "@").map { String(s[s.index(after: $0)...]) } ?? ""
+    }
+
+    /// `Sun 29 Nov 2026 14:00 UTC`: what a customer reads.
+    static func humanTime(_ d: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "EEE d MMM yyyy HH:mm 'UTC'"
+        return f.string(from: d)
+    }
+
+    static func isoTime(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: d)
+    }
+
+    static func parseTime(_ s: String) -> Date? {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = f.date(from: s) { return d }
+        f.formatOptions = [.withInternetDateTime]
+        return f.date(from: s)
+    }
+}
+
+/// Notices that could not be delivered, with the plan saying `on_failure: block`
+/// (or a channel that cannot work at all): the wave must not go on.
+public struct NoticeError: Error, Sendable, CustomStringConvertible {
+    public var kind: NoticeKind?
+    public var wave: Int?
+    /// Customer id and why.
+    public var failures: [(String, NoticeDeliveryError)]
+    public var blocking: Bool
+
+    public var description: String {
+        let what = kind.map { "\($0.rawValue) notice" } ?? "customer notices"
+        let whereText = wave.map { " for wave \($0)" } ?? ""
+        let list = failures.prefix(5).map { "\($0.0): \($0.1)" }.joined(separator: "; ")
+        let more = failures.count > 5 ? " (and \(failures.count - 5) more)" : ""
+        return "\(what)\(whereText) could not be delivered: \(list)\(more). The wave does not reboot until its customers are told; "
+            + "fix the channel and resume (rollctl rollout resume), or set notify.on_failure: skip. See rollctl rollout notices."
+    }
+}
+
+/// An open channel for one batch of notices: an SMTP session reused across
+/// messages (reopened after a failure), or the webhook. Used serially.
+final class ChannelSession: @unchecked Sendable {
+    private let spec: NotifySpec
+    private let smtp: SMTPClient?
+    private let from: String
+    private let webhook: Webhook?
+    private var session: SMTPSession?
+
+    init(spec: NotifySpec, timeout: Duration, environment: [String: String]) throws {
+        self.spec = spec
+        switch spec.channel {
+        case let .smtp(host, port, from, starttls, username, passwordEnv, passwordFile):
+            var credentials: SMTPCredentials?
+            var configError: NoticeDeliveryError?
+            if let username {
+                do { credentials = try SMTPCredentials.resolve(username: username, passwordEnv: passwordEnv, passwordFile: passwordFile, environment: environment) } catch { configError = error }
+            }
+            if let configError { throw NoticeError(kind: nil, wave: nil, failures: [("-", configError)], blocking: true) }
+            smtp = SMTPClient(host: host, port: port, starttls: starttls, credentials: credentials, timeout: timeout)
+            self.from = from
+            webhook = nil
+        case let .webhook(url):
+            smtp = nil
+            from = ""
+            webhook = Webhook(url: url, timeout: timeout)
+        }
+    }
+
+    func deliver(_ row: Journal.NoticeRow) async -> Result<String, NoticeDeliveryError> {
+        await Blocking.run { self.deliverBlocking(row) }
+    }
+
+    private func deliverBlocking(_ row: Journal.NoticeRow) -> Result<String, NoticeDeliveryError> {
+        do throws(NoticeDeliveryError) {
+            if let webhook {
+                return .success(try webhook.post(Array(row.payload.utf8), messageID: row.messageID))
+            }
+            guard let smtp else { return .failure(NoticeDeliveryError(stage: "config", "no channel", permanent: true)) }
+            if session == nil || !(session?.isUsable ?? false) { session = try smtp.open() }
+            return .success(try session!.send(from: from, to: [row.recipient], message: row.payload))
+        } catch {
+            if let s = session, !s.reset() { session = nil }
+            return .failure(error)
+        }
+    }
+
+    func close() {
+        guard let s = session else { return }
+        session = nil
+        s.quit()
+    }
+}
+
+/// rollctl's own texts, used when the plan names no template folder (or the
+/// folder lacks a kind): the maintenance notice is the dry-run's example text.
+enum NoticeDefaults {
+    static func subject(_ kind: NoticeKind) -> String {
+        switch kind {
+        case .maintenance: DryRun.defaultSubject
+        case .done: "Maintenance finished: your servers run the new kernel"
+        case .rolledBack: "Maintenance undone on {{host_count}} of your servers"
+        }
+    }
+
+    static func body(_ kind: NoticeKind) -> String {
+        switch kind {
+        case .maintenance: DryRun.defaultBody
+        case .done:
+            """
+            Hello {{customer_name}},
+
+            the maintenance is finished: these servers now run the new kernel ({{kernel}}):
+            {{#hosts}}  - {{name}}
+            {{/hosts}}
+            -- {{company}}
+
+            """
+        case .rolledBack:
+            """
+            Hello {{customer_name}},
+
+            a check after the restart did not pass, so we put these servers back on
+            their previous kernel ({{previous_kernel}}):
+            {{#hosts}}  - {{name}}
+            {{/hosts}}
+            They are running normally. We will tell you before we try again.
+
+            -- {{company}}
+
+            """
+        }
+    }
+}

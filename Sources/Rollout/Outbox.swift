@@ -1,0 +1,191 @@
+import Foundation
+import GRDB
+
+/// Where a notice stands in the outbox.
+public enum NoticeStatus: String, Sendable, Codable, CaseIterable {
+    /// Recorded before sending (the intent); not known to be delivered. A row
+    /// still `pending` when a run resumes is resent with the same Message-ID.
+    case pending
+    /// The server accepted it (`reply` holds its answer).
+    case sent
+    /// Not delivered, and the plan blocks on that: the next run tries again.
+    case failed
+    /// Not delivered, and the plan said to report and go on: never retried.
+    case skipped
+}
+
+/// The kinds of notice, one per customer per wave each.
+public enum NoticeKind: String, Sendable, Codable, CaseIterable {
+    case maintenance
+    case done
+    case rolledBack = "rolled_back"
+}
+
+/// The outbox: the `notice` table of the journal (migration `v2-outbox`).
+extension Journal {
+    static func migrateOutbox(_ db: Database) throws {
+        try db.execute(sql: """
+        CREATE TABLE notice (
+          rollout_id TEXT NOT NULL REFERENCES rollout(id),
+          wave INTEGER NOT NULL,
+          kind TEXT NOT NULL,              -- maintenance | done | rolled_back
+          customer_id TEXT NOT NULL,
+          customer_name TEXT NOT NULL,
+          channel TEXT NOT NULL,           -- smtp | webhook
+          recipient TEXT NOT NULL,         -- email address, or the webhook URL
+          message_id TEXT NOT NULL,        -- stable: <rollctl.{rollout}.{wave}.{kind}.{customer}@{domain}>
+          hosts TEXT NOT NULL,             -- JSON array of the customer's hosts in the wave
+          subject TEXT NOT NULL,
+          payload TEXT NOT NULL,           -- exactly what is sent: the RFC 5322 message, or the JSON body
+          status TEXT NOT NULL,            -- pending | sent | failed | skipped
+          attempts INTEGER NOT NULL DEFAULT 0,
+          resent_after_crash INTEGER NOT NULL DEFAULT 0,
+          reply TEXT,                      -- the server's answer to the accepted send
+          last_error TEXT,
+          created_at TEXT NOT NULL,
+          sent_at TEXT,
+          updated_at TEXT NOT NULL,
+          PRIMARY KEY (rollout_id, wave, kind, customer_id)
+        );
+        """)
+    }
+
+    /// One row of the outbox.
+    public struct NoticeRow: Sendable, Equatable, Codable {
+        public var rolloutID: String
+        public var wave: Int
+        public var kind: String
+        public var customerID: String
+        public var customerName: String
+        public var channel: String
+        public var recipient: String
+        public var messageID: String
+        public var hosts: [String]
+        public var subject: String
+        public var payload: String
+        public var status: NoticeStatus
+        public var attempts: Int
+        public var resentAfterCrash: Bool
+        public var reply: String?
+        public var lastError: String?
+        public var createdAt: String
+        public var sentAt: String?
+        public var updatedAt: String
+
+        init(row: Row) {
+            rolloutID = row["rollout_id"]; wave = row["wave"]; kind = row["kind"]; customerID = row["customer_id"]
+            customerName = row["customer_name"]; channel = row["channel"]; recipient = row["recipient"]; messageID = row["message_id"]
+            let hostsJSON: String = row["hosts"]
+            hosts = (try? JSONDecoder().decode([String].self, from: Data(hostsJSON.utf8))) ?? []
+            subject = row["subject"]; payload = row["payload"]
+            status = NoticeStatus(rawValue: row["status"]) ?? .pending
+            attempts = row["attempts"]; resentAfterCrash = row["resent_after_crash"]
+            reply = row["reply"]; lastError = row["last_error"]; createdAt = row["created_at"]; sentAt = row["sent_at"]; updatedAt = row["updated_at"]
+        }
+
+        init(rolloutID: String, wave: Int, kind: String, customerID: String, customerName: String, channel: String, recipient: String,
+             messageID: String, hosts: [String], subject: String, payload: String) {
+            self.rolloutID = rolloutID; self.wave = wave; self.kind = kind; self.customerID = customerID
+            self.customerName = customerName; self.channel = channel; self.recipient = recipient; self.messageID = messageID
+            self.hosts = hosts; self.subject = subject; self.payload = payload
+            status = .pending; attempts = 0; resentAfterCrash = false
+            createdAt = Journal.now(); updatedAt = createdAt
+        }
+
+        var label: String { "\(kind) notice for \(customerID) <\(recipient)> (wave \(wave))" }
+    }
+
+    /// Every notice of a rollout, by wave, kind and customer.
+    public func notices(_ rolloutID: String) throws -> [NoticeRow] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM notice WHERE rollout_id = ? ORDER BY wave, created_at, kind, customer_id",
+                             arguments: [rolloutID]).map(NoticeRow.init)
+        }
+    }
+
+    func notice(_ rolloutID: String, wave: Int, kind: String, customerID: String) throws -> NoticeRow? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM notice WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                             arguments: [rolloutID, wave, kind, customerID]).map(NoticeRow.init)
+        }
+    }
+
+    /// Records the intent (status `pending`) before the first send. Replaces a
+    /// `failed` row (re-rendered for a retry in a new run); the Message-ID stays.
+    func recordNoticeIntent(_ n: NoticeRow) throws {
+        let hostsJSON = String(decoding: (try? JSONEncoder().encode(n.hosts)) ?? Data("[]".utf8), as: UTF8.self)
+        try pool.write { db in
+            let now = Self.now()
+            try db.execute(sql: """
+                INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload,
+                                    status, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+                ON CONFLICT (rollout_id, wave, kind, customer_id) DO UPDATE SET
+                  customer_name = excluded.customer_name, channel = excluded.channel, recipient = excluded.recipient,
+                  hosts = excluded.hosts, subject = excluded.subject, payload = excluded.payload, status = 'pending', updated_at = excluded.updated_at
+                """, arguments: [n.rolloutID, n.wave, n.kind, n.customerID, n.customerName, n.channel, n.recipient, n.messageID, hostsJSON,
+                                 n.subject, n.payload, now, now])
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
+                           arguments: [n.rolloutID, now, "\(n.label): to send, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"])
+        }
+    }
+
+    /// A `pending` row found at resume: the last run may have been accepted by
+    /// the server before it died. Marked; resent with the same Message-ID.
+    func markNoticeResend(_ n: NoticeRow) throws {
+        try pool.write { db in
+            let now = Self.now()
+            try db.execute(sql: "UPDATE notice SET resent_after_crash = 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           arguments: [now, n.rolloutID, n.wave, n.kind, n.customerID])
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
+                           arguments: [n.rolloutID, now, "\(n.label): was pending when the last run stopped; resending with the same Message-ID \(n.messageID)"])
+        }
+    }
+
+    /// Counts an attempt before it is made (a crash mid-attempt still counts).
+    func noteNoticeAttempt(_ n: NoticeRow) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE notice SET attempts = attempts + 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind, n.customerID])
+        }
+    }
+
+    /// A failed attempt: the error is kept, and an event says whether it is retried.
+    func noteNoticeFailure(_ n: NoticeRow, attempt: Int, of total: Int, error: String, retryIn: Duration?) throws {
+        try pool.write { db in
+            let now = Self.now()
+            try db.execute(sql: "UPDATE notice SET last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           arguments: [error, now, n.rolloutID, n.wave, n.kind, n.customerID])
+            let next = retryIn.map { "; retrying in \(PlanFormat.duration($0))" } ?? "; giving up"
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
+                           arguments: [n.rolloutID, now, "\(n.label): attempt \(attempt)/\(total) failed: \(error)\(next)"])
+        }
+    }
+
+    /// The server accepted: status `sent`, its reply and the time. Returns the time.
+    @discardableResult
+    func markNoticeSent(_ n: NoticeRow, reply: String) throws -> String {
+        try pool.write { db in
+            let now = Self.now()
+            try db.execute(sql: """
+                UPDATE notice SET status = 'sent', reply = ?, sent_at = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
+                """, arguments: [reply, now, now, n.rolloutID, n.wave, n.kind, n.customerID])
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
+                           arguments: [n.rolloutID, now, "\(n.label): sent (\(reply))"])
+            return now
+        }
+    }
+
+    /// Given up: `failed` (blocks; retried next run) or `skipped` (reported, never retried).
+    func markNoticeUndelivered(_ n: NoticeRow, status: NoticeStatus, error: String) throws {
+        precondition(status == .failed || status == .skipped)
+        try pool.write { db in
+            let now = Self.now()
+            try db.execute(sql: """
+                UPDATE notice SET status = ?, last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
+                """, arguments: [status.rawValue, error, now, n.rolloutID, n.wave, n.kind, n.customerID])
+            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
+                           arguments: [n.rolloutID, now, "\(n.label): NOT delivered (\(status == .failed ? "blocks the wave" : "skipped by the plan's on_failure: skip")): \(error)"])
+        }
+    }
+}

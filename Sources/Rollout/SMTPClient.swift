@@ -1,0 +1,278 @@
+import Foundation
+
+/// Why a notice was not delivered, for the journal and a person. Never carries
+/// a credential.
+public struct NoticeDeliveryError: Error, Sendable, CustomStringConvertible {
+    /// Where it failed: `connecting`, `greeting`, `EHLO`, `AUTH`, `MAIL FROM`, `RCPT TO`, `DATA`, `end of data`, `HTTP`, `config`.
+    public var stage: String
+    public var message: String
+    /// The server's reply, when there was one (`550 5.1.1 <x@y>: Recipient address rejected`).
+    public var reply: String?
+    /// Retrying cannot help (a 5xx reply, a configuration problem).
+    public var permanent: Bool
+    /// The failure came after the whole message was handed over and before the
+    /// server's answer: the server may have accepted it. A resend carries the
+    /// same Message-ID.
+    public var mayHaveBeenAccepted: Bool
+
+    public init(stage: String, _ message: String, reply: String? = nil, permanent: Bool = false, mayHaveBeenAccepted: Bool = false) {
+        self.stage = stage
+        self.message = message
+        self.reply = reply
+        self.permanent = permanent
+        self.mayHaveBeenAccepted = mayHaveBeenAccepted
+    }
+
+    public var description: String {
+        "\(stage): \(message)" + (reply.map { " (server: \($0))" } ?? "")
+    }
+}
+
+/// A username and password for SMTP AUTH. Read from the environment or a file
+/// named by the plan, only when a session opens; `description` hides the password.
+public struct SMTPCredentials: Sendable, CustomStringConvertible {
+    public var username: String
+    public var password: String
+    public init(username: String, password: String) {
+        self.username = username
+        self.password = password
+    }
+    public var description: String { "\(username):<redacted>" }
+
+    /// From the plan's `password_env` or `password_file`; a missing source is a configuration error.
+    public static func resolve(username: String, passwordEnv: String?, passwordFile: String?,
+                               environment: [String: String] = ProcessInfo.processInfo.environment) throws(NoticeDeliveryError) -> SMTPCredentials {
+        if let env = passwordEnv {
+            guard let p = environment[env], !p.isEmpty else {
+                throw NoticeDeliveryError(stage: "config", "the SMTP password variable \(env) is not set in rollctl's environment",
+                                          permanent: true)
+            }
+            return SMTPCredentials(username: username, password: p)
+        }
+        if let file = passwordFile {
+            guard let data = FileManager.default.contents(atPath: file), var p = String(data: data, encoding: .utf8) else {
+                throw NoticeDeliveryError(stage: "config", "cannot read the SMTP password file \(file)", permanent: true)
+            }
+            while p.last == "\n" || p.last == "\r" { p.removeLast() }
+            guard !p.isEmpty else { throw NoticeDeliveryError(stage: "config", "the SMTP password file \(file) is empty", permanent: true) }
+            return SMTPCredentials(username: username, password: p)
+        }
+        throw NoticeDeliveryError(stage: "config", "SMTP username \(username) without password_env or password_file", permanent: true)
+    }
+}
+
+/// An SMTP reply: a three-digit code and its text lines (RFC 5321 4.2).
+struct SMTPReply: Sendable, Equatable {
+    var code: Int
+    var lines: [String]
+    /// As the server wrote it, lines joined by ` / `: `250 2.0.0 Ok: queued as 4F2A`.
+    var text: String { lines.enumerated().map { $0.offset == 0 ? "\(code) \($0.element)" : $0.element }.joined(separator: " / ") }
+    var isPositive: Bool { (200..<400).contains(code) }
+    var isTransient: Bool { (400..<500).contains(code) }
+
+    /// Parses `250-first`, `250-second`, `250 last`; nil while the reply is not complete.
+    static func parse(_ rawLines: [String]) throws(NoticeDeliveryError) -> SMTPReply? {
+        guard let last = rawLines.last else { return nil }
+        var code = -1
+        var texts: [String] = []
+        for line in rawLines {
+            let bytes = Array(line.utf8)
+            guard bytes.count >= 3, let c = Int(String(decoding: bytes[0..<3], as: UTF8.self)), (200...599).contains(c),
+                  bytes.count == 3 || bytes[3] == UInt8(ascii: " ") || bytes[3] == UInt8(ascii: "-") else {
+                throw NoticeDeliveryError(stage: "reply", "not an SMTP reply: '\(line.prefix(80))'")
+            }
+            if code == -1 { code = c } else if c != code {
+                throw NoticeDeliveryError(stage: "reply", "reply lines with different codes (\(code), \(c))")
+            }
+            texts.append(bytes.count > 4 ? String(decoding: bytes[4...], as: UTF8.self) : "")
+        }
+        let lastBytes = Array(last.utf8)
+        if lastBytes.count > 3 && lastBytes[3] == UInt8(ascii: "-") { return nil }
+        return SMTPReply(code: code, lines: texts)
+    }
+}
+
+/// The SMTP dialogue of RFC 5321, written on POSIX sockets (no kept Swift SMTP
+/// package is available): EHLO (HELO fallback), AUTH PLAIN or LOGIN when
+/// credentials are given, then per message MAIL FROM, RCPT TO, DATA with
+/// dot-stuffing, and QUIT. One session sends many messages (RSET between).
+/// STARTTLS is refused with a clear error (TLS is not built in yet: use a local relay).
+public struct SMTPClient: Sendable {
+    public var host: String
+    public var port: Int
+    public var starttls: Bool
+    public var credentials: SMTPCredentials?
+    /// The name rollctl gives in EHLO.
+    public var heloName: String
+    /// The longest wait for one reply (the end of DATA gets twice this).
+    public var timeout: Duration
+
+    public init(host: String, port: Int, starttls: Bool = false, credentials: SMTPCredentials? = nil,
+                heloName: String = SMTPClient.defaultHeloName(), timeout: Duration = .seconds(60)) {
+        self.host = host
+        self.port = port
+        self.starttls = starttls
+        self.credentials = credentials
+        self.heloName = heloName
+        self.timeout = timeout
+    }
+
+    /// This machine's name if it looks like a domain, else an address literal.
+    public static func defaultHeloName() -> String {
+        let name = ProcessInfo.processInfo.hostName
+        if !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }) { return name }
+        return "[127.0.0.1]"
+    }
+
+    /// Opens a session (blocking: call from a dedicated thread).
+    func open() throws(NoticeDeliveryError) -> SMTPSession {
+        if starttls {
+            throw NoticeDeliveryError(stage: "config", "STARTTLS is not supported yet; use a local relay (e.g. postfix on 127.0.0.1:25 relaying with TLS) and set starttls: false",
+                                      permanent: true)
+        }
+        let conn: LineConnection
+        do { conn = try LineConnection.connect(host: host, port: port, timeout: timeout) } catch {
+            throw NoticeDeliveryError(stage: "connecting", error.description)
+        }
+        let session = SMTPSession(conn: conn, timeout: timeout)
+        try session.start(heloName: heloName, credentials: credentials)
+        return session
+    }
+
+    /// The DATA payload: line ends normalised to CRLF, lines starting with `.`
+    /// doubled (RFC 5321 4.5.2), ending with the `CRLF.CRLF` terminator.
+    static func dataPayload(_ message: String) -> [UInt8] {
+        let normalized = message.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+        var lines = normalized.split(separator: "\n", omittingEmptySubsequences: false)
+        if lines.last == "" { lines.removeLast() }
+        var out: [UInt8] = []
+        out.reserveCapacity(normalized.utf8.count + lines.count + 8)
+        for line in lines {
+            if line.hasPrefix(".") { out.append(UInt8(ascii: ".")) }
+            out += line.utf8
+            out += [0x0D, 0x0A]
+        }
+        out += Array(".\r\n".utf8)
+        return out
+    }
+}
+
+/// One open SMTP session. Not thread-safe: one thread at a time.
+final class SMTPSession {
+    private let conn: LineConnection
+    private let timeout: Duration
+    private(set) var extensions: [String: String] = [:]
+    private var usable = true
+
+    init(conn: LineConnection, timeout: Duration) {
+        self.conn = conn
+        self.timeout = timeout
+    }
+
+    func readReply(_ stage: String, timeout: Duration? = nil) throws(NoticeDeliveryError) -> SMTPReply {
+        var lines: [String] = []
+        while true {
+            let line: String
+            do { line = try conn.readLine(timeout: timeout ?? self.timeout, phase: "waiting for the reply to \(stage)") } catch {
+                usable = false
+                throw NoticeDeliveryError(stage: stage, error.description, mayHaveBeenAccepted: stage == "end of data")
+            }
+            lines.append(line)
+            if lines.count > 200 { usable = false; throw NoticeDeliveryError(stage: stage, "a reply of more than 200 lines") }
+            do {
+                if let reply = try SMTPReply.parse(lines) { return reply }
+            } catch {
+                usable = false
+                throw NoticeDeliveryError(stage: stage, error.message, mayHaveBeenAccepted: stage == "end of data")
+            }
+        }
+    }
+
+    private func write(_ bytes: [UInt8], _ stage: String) throws(NoticeDeliveryError) {
+        do { try conn.send(bytes, timeout: timeout, phase: "sending \(stage)") } catch {
+            usable = false
+            throw NoticeDeliveryError(stage: stage, error.description)
+        }
+    }
+
+    /// Sends a command (never logged: AUTH lines carry secrets) and checks the reply class.
+    @discardableResult
+    private func command(_ line: String, _ stage: String, expect: ClosedRange<Int> = 200...299) throws(NoticeDeliveryError) -> SMTPReply {
+        try write(Array((line + "\r\n").utf8), stage)
+        let reply = try readReply(stage)
+        guard expect.contains(reply.code) else {
+            throw NoticeDeliveryError(stage: stage, "the server refused \(stage)", reply: reply.text, permanent: !reply.isTransient)
+        }
+        return reply
+    }
+
+    func start(heloName: String, credentials: SMTPCredentials?) throws(NoticeDeliveryError) {
+        let greeting = try readReply("greeting")
+        guard greeting.code == 220 else {
+            throw NoticeDeliveryError(stage: "greeting", "the server does not accept mail now", reply: greeting.text, permanent: greeting.code >= 500 && greeting.code != 554)
+        }
+        do throws(NoticeDeliveryError) {
+            let ehlo = try command("EHLO \(heloName)", "EHLO")
+            for line in ehlo.lines.dropFirst() {
+                let parts = line.split(separator: " ", maxSplits: 1)
+                guard let key = parts.first else { continue }
+                extensions[key.uppercased()] = parts.count > 1 ? String(parts[1]) : ""
+            }
+        } catch where error.reply != nil {
+            try command("HELO \(heloName)", "HELO")
+        }
+        guard let credentials else { return }
+        guard let mechs = extensions["AUTH"]?.uppercased().split(separator: " ").map(String.init) else {
+            throw NoticeDeliveryError(stage: "AUTH", "a username is set but the server offers no AUTH (it may want STARTTLS first)", permanent: true)
+        }
+        if mechs.contains("PLAIN") {
+            let token = Data(([0] + Array(credentials.username.utf8) + [0] + Array(credentials.password.utf8))).base64EncodedString()
+            try auth("AUTH PLAIN \(token)", final: true)
+        } else if mechs.contains("LOGIN") {
+            try auth("AUTH LOGIN", final: false)
+            try auth(Data(credentials.username.utf8).base64EncodedString(), final: false)
+            try auth(Data(credentials.password.utf8).base64EncodedString(), final: true)
+        } else {
+            throw NoticeDeliveryError(stage: "AUTH", "the server offers AUTH \(mechs.joined(separator: " ")); rollctl speaks PLAIN and LOGIN", permanent: true)
+        }
+    }
+
+    /// One AUTH step: 334 (continue) unless `final`, then 235. The reply text is kept, the line sent never.
+    private func auth(_ line: String, final: Bool) throws(NoticeDeliveryError) {
+        try write(Array((line + "\r\n").utf8), "AUTH")
+        let reply = try readReply("AUTH")
+        let wanted = final ? 235 : 334
+        guard reply.code == wanted else {
+            throw NoticeDeliveryError(stage: "AUTH", "authentication failed (check the username and password source)", reply: reply.text,
+                                      permanent: !reply.isTransient)
+        }
+    }
+
+    /// Sends one message; returns the server's final reply (`250 2.0.0 Ok: queued as …`).
+    func send(from: String, to recipients: [String], message: String) throws(NoticeDeliveryError) -> String {
+        let size = extensions["SIZE"] != nil ? " SIZE=\(message.utf8.count)" : ""
+        try command("MAIL FROM:<\(from)>\(size)", "MAIL FROM")
+        for r in recipients { try command("RCPT TO:<\(r)>", "RCPT TO") }
+        try command("DATA", "DATA", expect: 354...354)
+        try write(SMTPClient.dataPayload(message), "end of data")
+        let reply = try readReply("end of data", timeout: timeout * 2)
+        guard (200...299).contains(reply.code) else {
+            throw NoticeDeliveryError(stage: "end of data", "the server refused the message", reply: reply.text, permanent: !reply.isTransient)
+        }
+        return reply.text
+    }
+
+    /// Clears a failed transaction so the session can send the next message.
+    func reset() -> Bool {
+        guard usable else { return false }
+        do { try command("RSET", "RSET"); return true } catch { return false }
+    }
+
+    func quit() {
+        guard usable else { return }
+        usable = false
+        try? command("QUIT", "QUIT", expect: 200...599)
+    }
+
+    var isUsable: Bool { usable }
+}

@@ -1,0 +1,136 @@
+import Foundation
+
+/// The webhook channel: one HTTP/1.1 POST of a JSON notice (schema
+/// `rollctl.notice/v1`, docs/notifications.md) per customer, wave and kind.
+///
+/// Written on POSIX sockets like the SMTP dialogue rather than with
+/// AsyncHTTPClient: a notice is one small POST, and AsyncHTTPClient (with
+/// swift-nio) would add minutes to every build on the 2-core CI. `http://` only;
+/// for `https://` point it at a local relay (TLS is not built in yet).
+public struct Webhook: Sendable {
+    public var url: String
+    public var timeout: Duration
+
+    public init(url: String, timeout: Duration = .seconds(30)) {
+        self.url = url
+        self.timeout = timeout
+    }
+
+    struct Target: Equatable {
+        var host: String
+        var port: Int
+        var path: String
+        var authority: String
+    }
+
+    /// Splits `http://host[:port]/path?query`.
+    static func parse(_ url: String) throws(NoticeDeliveryError) -> Target {
+        if url.lowercased().hasPrefix("https://") {
+            throw NoticeDeliveryError(stage: "config", "https webhooks are not supported yet; use http:// (e.g. a local relay)", permanent: true)
+        }
+        guard url.lowercased().hasPrefix("http://") else {
+            throw NoticeDeliveryError(stage: "config", "webhook url must start with http://", permanent: true)
+        }
+        let rest = url.dropFirst(7)
+        let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let authority = String(rest[..<slash])
+        var path = String(rest[slash...])
+        if path.isEmpty { path = "/" } else if path.hasPrefix("?") { path = "/" + path }
+        guard !authority.isEmpty, !authority.contains("@") else {
+            throw NoticeDeliveryError(stage: "config", "webhook url needs a host (and no user:password@)", permanent: true)
+        }
+        var host = authority
+        var port = 80
+        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let p = Int(after.dropFirst()), (1...65535).contains(p) else {
+                    throw NoticeDeliveryError(stage: "config", "bad port in webhook url", permanent: true)
+                }
+                port = p
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            guard let p = Int(authority[authority.index(after: colon)...]), (1...65535).contains(p) else {
+                throw NoticeDeliveryError(stage: "config", "bad port in webhook url", permanent: true)
+            }
+            port = p
+        }
+        guard path.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+            throw NoticeDeliveryError(stage: "config", "webhook url path must be ASCII without spaces (percent-encode it)", permanent: true)
+        }
+        return Target(host: host, port: port, path: path, authority: authority)
+    }
+
+    /// POSTs `body` (blocking: call from a dedicated thread). Returns the status
+    /// line (`HTTP/1.1 200 OK`). A 2xx is delivered; 408, 429 and 5xx are worth
+    /// a retry; other statuses are permanent.
+    func post(_ body: [UInt8], messageID: String) throws(NoticeDeliveryError) -> String {
+        let target = try Self.parse(url)
+        let conn: LineConnection
+        do { conn = try LineConnection.connect(host: target.host, port: target.port, timeout: timeout) } catch {
+            throw NoticeDeliveryError(stage: "connecting", error.description)
+        }
+        let head = "POST \(target.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: rollctl-notices\r\n"
+            + "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
+            + "Idempotency-Key: \(messageID)\r\nX-Rollctl-Message-Id: \(messageID)\r\nConnection: close\r\n\r\n"
+        do {
+            try conn.send(Array(head.utf8) + body, timeout: timeout, phase: "sending the POST")
+        } catch {
+            throw NoticeDeliveryError(stage: "HTTP", error.description)
+        }
+        let status: String
+        do { status = try conn.readLine(timeout: timeout, phase: "waiting for the response") } catch {
+            throw NoticeDeliveryError(stage: "HTTP", error.description, mayHaveBeenAccepted: true)
+        }
+        let parts = status.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let code = Int(parts[1]) else {
+            throw NoticeDeliveryError(stage: "HTTP", "not an HTTP response: '\(status.prefix(80))'", mayHaveBeenAccepted: true)
+        }
+        // Drain the rest (headers and a small body) so the server's close is clean.
+        _ = try? conn.readToClose(timeout: .seconds(2), phase: "reading the response", maxBytes: 64 * 1024)
+        switch code {
+        case 200..<300: return status
+        case 408, 429, 500..<600:
+            throw NoticeDeliveryError(stage: "HTTP", "the webhook answered \(code)", reply: status)
+        default:
+            throw NoticeDeliveryError(stage: "HTTP", "the webhook refused the notice", reply: status, permanent: true)
+        }
+    }
+}
+
+/// The JSON body of a webhook notice (schema `rollctl.notice/v1`).
+public struct WebhookNotice: Sendable, Codable, Equatable {
+    public struct CustomerInfo: Sendable, Codable, Equatable {
+        public var id: String
+        public var name: String
+        public var email: String
+    }
+    public var schema = "rollctl.notice/v1"
+    public var kind: String
+    public var messageID: String
+    public var rollout: String
+    public var plan: String
+    public var wave: Int
+    public var kernel: String
+    public var company: String
+    public var customer: CustomerInfo
+    public var hosts: [String]
+    public var windowStart: String?
+    public var windowEnd: String?
+    public var subject: String
+    public var body: String
+    public var createdAt: String
+
+    enum CodingKeys: String, CodingKey {
+        case schema, kind, rollout, plan, wave, kernel, company, customer, hosts, subject, body
+        case messageID = "message_id", windowStart = "window_start", windowEnd = "window_end", createdAt = "created_at"
+    }
+
+    func encoded() -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array((try? e.encode(self)) ?? Data("{}".utf8))
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import SSHTesting
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A message the SMTP sink accepted, as smtp_sink.py decoded it.
+struct ReceivedMail: Decodable, Equatable {
+    var mail_from: String
+    var rcpt_tos: [String]
+    var from: String
+    var to: String
+    var subject: String
+    var message_id: String
+    var date: String
+    var content_type: String
+    var charset: String?
+    var body: String
+    var authenticated: Bool
+    var raw_max_line: Int
+}
+
+/// A Python server on loopback (smtp_sink.py or webhook_sink.py), started on a
+/// free port, stopped at `stop()` or deinit. Each received item is a file in `folder`.
+final class LoopbackSink: @unchecked Sendable {
+    let folder: String
+    let port: Int
+    private let pid: pid_t
+    private var stopped = false
+
+    static let python = "/usr/bin/python3"
+    static func script(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    init(script: String, arguments: [String] = []) throws {
+        let dir = NSTemporaryDirectory() + "rollctl-notice-\(UUID().uuidString.prefix(8))"
+        folder = dir + "/inbox"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let portFile = dir + "/port"
+        pid = try Spawn.start(Self.python, [Self.script(script), "--folder", folder, "--port-file", portFile] + arguments,
+                              outputPath: dir + "/server.log")
+        let deadline = Date().addingTimeInterval(15)
+        var found: Int?
+        while Date() < deadline {
+            if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let p = Int(text) { found = p; break }
+            if !Spawn.isRunning(pid) { break }
+            usleep(20_000)
+        }
+        guard let found else {
+            kill(pid, SIGKILL)
+            let log = (try? String(contentsOfFile: dir + "/server.log", encoding: .utf8)) ?? ""
+            throw TestSSHDError("\(script) did not start: \(log)")
+        }
+        port = found
+    }
+
+    static func smtp(auth: String? = nil, reject: [String] = [], hangFirst: Int = 0) throws -> LoopbackSink {
+        var args: [String] = []
+        if let auth { args += ["--auth", auth] }
+        for r in reject { args += ["--reject", r] }
+        if hangFirst > 0 { args += ["--hang-first", "\(hangFirst)"] }
+        return try LoopbackSink(script: "smtp_sink.py", arguments: args)
+    }
+
+    static func webhook(failFirst: Int = 0) throws -> LoopbackSink {
+        try LoopbackSink(script: "webhook_sink.py", arguments: failFirst > 0 ? ["--fail-first", "\(failFirst)"] : [])
+    }
+
+    /// Names of the stored items (`0001`, `0002`, …), in arrival order.
+    func items() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
+            .filter { $0.hasSuffix(".json") && !$0.hasSuffix(".headers.json") }.map { String($0.dropLast(5)) }.sorted()
+    }
+
+    func mails() throws -> [ReceivedMail] {
+        try items().map { try JSONDecoder().decode(ReceivedMail.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/\($0).json"))) }
+    }
+
+    func raw(_ item: String) throws -> String {
+        try String(contentsOfFile: folder + "/\(item).eml", encoding: .utf8)
+    }
+
+    func json(_ item: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/\(item).json"))) as? [String: Any] ?? [:]
+    }
+
+    func headers(_ item: String) throws -> [String: String] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/\(item).headers.json"))) as? [String: String] ?? [:]
+    }
+
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        kill(pid, SIGTERM)
+        _ = Spawn.wait(pid)
+    }
+
+    deinit { stop() }
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens (bound, then closed).
+func closedLoopbackPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
