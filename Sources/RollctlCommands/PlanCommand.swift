@@ -202,9 +202,9 @@ enum PlanPreviewRendering {
         let g = p.gate
         out.append(c.paint("Gate", .bold) + " soak \(dur(g.soakSeconds)), every \(dur(g.intervalSeconds)) (\(g.samples) samples)")
         var limits: [String] = []
-        if let b = g.sUnreclaimMaxBytes { limits.append("SUnreclaim ≤ \(Quantity.formatBytes(b))") }
-        if let s = g.sUnreclaimMaxShare { limits.append("SUnreclaim ≤ \(String(format1: s * 100))% of MemTotal") }
-        if let b = g.sUnreclaimGrowthMaxBytesPerHour { limits.append("growth ≤ \(Quantity.formatBytes(b))/h") }
+        if let b = g.sunreclaimMaxBytes { limits.append("SUnreclaim ≤ \(Quantity.formatBytes(b))") }
+        if let s = g.sunreclaimMaxShare { limits.append("SUnreclaim ≤ \(String(format1: s * 100))% of MemTotal") }
+        if let b = g.sunreclaimGrowthMaxBytesPerHour { limits.append("growth ≤ \(Quantity.formatBytes(b))/h") }
         limits.append("new OOM kills ≤ \(g.maxNewOOMKills)")
         if let url = g.testSiteURL, let m = g.testSiteMinSuccess {
             limits.append("test site \(url) ≥ \(String(format1: m * 100))% ok of \(g.testSiteRequests ?? 0) requests")

@@ -75,9 +75,9 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var soakSeconds: Double
         public var intervalSeconds: Double
         public var samples: Int
-        public var sUnreclaimMaxBytes: UInt64?
-        public var sUnreclaimMaxShare: Double?
-        public var sUnreclaimGrowthMaxBytesPerHour: UInt64?
+        public var sunreclaimMaxBytes: UInt64?
+        public var sunreclaimMaxShare: Double?
+        public var sunreclaimGrowthMaxBytesPerHour: UInt64?
         public var maxNewOOMKills: UInt64
         public var testSiteURL: String?
         public var testSiteMinSuccess: Double?
@@ -170,8 +170,8 @@ public enum DryRun {
         let siteURL = g.testSite.flatMap { s in example.flatMap { try? SiteURL.expand(template: s.urlTemplate, address: $0.address, name: $0.name).description } ?? s.urlTemplate }
         let gate = DryRunPreview.Gate(
             soakSeconds: g.soak.seconds, intervalSeconds: g.interval.seconds, samples: g.plannedSamples,
-            sUnreclaimMaxBytes: g.sUnreclaimMax, sUnreclaimMaxShare: g.sUnreclaimMaxShare,
-            sUnreclaimGrowthMaxBytesPerHour: g.sUnreclaimGrowthMaxPerHour, maxNewOOMKills: g.maxNewOOMKills,
+            sunreclaimMaxBytes: g.sUnreclaimMax, sunreclaimMaxShare: g.sUnreclaimMaxShare,
+            sunreclaimGrowthMaxBytesPerHour: g.sUnreclaimGrowthMaxPerHour, maxNewOOMKills: g.maxNewOOMKills,
             testSiteURL: siteURL, testSiteMinSuccess: g.testSite?.minSuccessRatio, testSiteRequests: g.testSite.map { _ in g.plannedRequests },
             checks: g.customChecks.map { "\($0.name): \($0.command)" })
         let estimate = self.estimate(plan: plan, layout: layout)

@@ -35,7 +35,7 @@ import Testing
                                       "systemctl reboot"])
         #expect(steps["gate"]?.last == "systemctl is-active --quiet nginx")
         // Gate, notices, estimate.
-        #expect(p.gate.samples == 31 && p.gate.sUnreclaimGrowthMaxBytesPerHour == 32 << 20)
+        #expect(p.gate.samples == 31 && p.gate.sunreclaimGrowthMaxBytesPerHour == 32 << 20)
         #expect(p.gate.testSiteURL == "http://\(l.inventory.hosts.first { $0.name == p.exampleHost }!.address)/")
         let n = try #require(p.notify)
         #expect(n.customersPerWave.count == p.waves.count)
