@@ -27,14 +27,34 @@ final class LineConnection {
 
     private let fd: Int32
     private var buffer: [UInt8] = []
+    private var tls: TLSSession?
+    let host: String
     let peer: String
 
-    private init(fd: Int32, peer: String) {
+    private init(fd: Int32, host: String, peer: String) {
         self.fd = fd
+        self.host = host
         self.peer = peer
     }
 
-    deinit { close(fd) }
+    deinit {
+        tls?.shutdown()
+        tls = nil
+        close(fd)
+    }
+
+    var isTLS: Bool { tls != nil }
+
+    /// Upgrades to TLS (after the server's go-ahead to STARTTLS). Bytes the
+    /// server sent before the handshake would be a plaintext injection: refused.
+    func startTLS(caFile: String?, timeout: Duration) throws(Failure) {
+        guard buffer.isEmpty else { throw Failure(beforeConnect: false, description: "the server sent data before the TLS handshake (refused)") }
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        let fd = self.fd
+        tls = try TLSSession(fd: fd, host: host, caFile: caFile) { (events: Int16) throws(Failure) in
+            try Self.wait(fd, events, deadline, "in the TLS handshake with \(self.peer)")
+        }
+    }
 
     /// Resolves `host` and connects to the first address that answers within `timeout`.
     static func connect(host: String, port: Int, timeout: Duration) throws(Failure) -> LineConnection {
@@ -76,7 +96,7 @@ final class LineConnection {
                     _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len)
                     if soError != 0 { throw Failure(beforeConnect: true, description: "cannot connect to \(peer): \(String(cString: strerror(soError)))") }
                 }
-                return LineConnection(fd: fd, peer: peer)
+                return LineConnection(fd: fd, host: host, peer: peer)
             } catch {
                 close(fd)
                 last = error
@@ -107,6 +127,15 @@ final class LineConnection {
             #else
             let flags: Int32 = 0
             #endif
+            if let tls {
+                do throws(TLSSession.Failure) {
+                    offset += try tls.write(bytes, from: offset)
+                } catch {
+                    guard error.wantRead || error.wantWrite else { throw Failure(beforeConnect: false, description: "TLS: \(error.message) \(phase)") }
+                    try Self.wait(fd, error.wantRead ? Int16(POLLIN) : Int16(POLLOUT), deadline, phase)
+                }
+                continue
+            }
             let n = bytes.withUnsafeBytes { sysSend(fd, $0.baseAddress! + offset, bytes.count - offset, flags) }
             if n >= 0 { offset += n; continue }
             let code = errno
@@ -125,6 +154,18 @@ final class LineConnection {
     private func fill(deadline: ContinuousClock.Instant, phase: String) throws(Failure) -> Bool {
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
         while true {
+            if let tls {
+                do throws(TLSSession.Failure) {
+                    let n = try tls.read(into: &chunk)
+                    if n == 0 { return false }
+                    buffer += chunk[0..<n]
+                    return true
+                } catch {
+                    guard error.wantRead || error.wantWrite else { throw Failure(beforeConnect: false, description: "TLS: \(error.message) \(phase)") }
+                    try Self.wait(fd, error.wantRead ? Int16(POLLIN) : Int16(POLLOUT), deadline, phase)
+                    continue
+                }
+            }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
             if n > 0 { buffer += chunk[0..<n]; return true }
             if n == 0 { return false }

@@ -38,6 +38,8 @@ public struct NoticeSender: Sendable {
     public var retry: RetryPolicy
     /// SMTP reply timeout / HTTP timeout.
     public var timeout: Duration
+    /// Trusted certificates (PEM) for SMTP STARTTLS; nil: the system's trust store.
+    public var tlsCAFile: String?
     let log: @Sendable (String) -> Void
     let environment: [String: String]
 
@@ -90,7 +92,7 @@ public struct NoticeSender: Sendable {
         do throws(NoticeDeliveryError) {
             switch spec.channel {
             case let .smtp(_, _, _, starttls, username, passwordEnv, passwordFile):
-                if starttls { _ = try SMTPClient(host: "", port: 25, starttls: true).open() }
+                if starttls, case .failure(let e) = OpenSSL.shared { throw NoticeDeliveryError(stage: "config", e.description, permanent: true) }
                 if let username { _ = try SMTPCredentials.resolve(username: username, passwordEnv: passwordEnv, passwordFile: passwordFile, environment: environment) }
             case let .webhook(url):
                 _ = try Webhook.parse(url)
@@ -109,7 +111,7 @@ public struct NoticeSender: Sendable {
         guard !byCustomer.isEmpty else { return }
         let hostRows = Dictionary((try journal.hosts(rolloutID)).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let texts = try templates(kind)
-        let channel = try ChannelSession(spec: spec, timeout: timeout, environment: environment)
+        let channel = try ChannelSession(spec: spec, timeout: timeout, tlsCAFile: tlsCAFile, environment: environment)
         defer { channel.close() }
         var undelivered: [(String, NoticeDeliveryError)] = []
         var channelDown = false
@@ -314,7 +316,7 @@ final class ChannelSession: @unchecked Sendable {
     private let webhook: Webhook?
     private var session: SMTPSession?
 
-    init(spec: NotifySpec, timeout: Duration, environment: [String: String]) throws {
+    init(spec: NotifySpec, timeout: Duration, tlsCAFile: String?, environment: [String: String]) throws {
         self.spec = spec
         switch spec.channel {
         case let .smtp(host, port, from, starttls, username, passwordEnv, passwordFile):
@@ -324,7 +326,7 @@ final class ChannelSession: @unchecked Sendable {
                 do { credentials = try SMTPCredentials.resolve(username: username, passwordEnv: passwordEnv, passwordFile: passwordFile, environment: environment) } catch { configError = error }
             }
             if let configError { throw NoticeError(kind: nil, wave: nil, failures: [("-", configError)], blocking: true) }
-            smtp = SMTPClient(host: host, port: port, starttls: starttls, credentials: credentials, timeout: timeout)
+            smtp = SMTPClient(host: host, port: port, starttls: starttls, credentials: credentials, timeout: timeout, tlsCAFile: tlsCAFile)
             self.from = from
             webhook = nil
         case let .webhook(url):

@@ -96,7 +96,8 @@ struct SMTPReply: Sendable, Equatable {
 /// package is available): EHLO (HELO fallback), AUTH PLAIN or LOGIN when
 /// credentials are given, then per message MAIL FROM, RCPT TO, DATA with
 /// dot-stuffing, and QUIT. One session sends many messages (RSET between).
-/// STARTTLS is refused with a clear error (TLS is not built in yet: use a local relay).
+/// With `starttls`, the session is upgraded to TLS (system OpenSSL, see
+/// `TLSSession`) before AUTH and any message, or fails: never a plaintext fallback.
 public struct SMTPClient: Sendable {
     public var host: String
     public var port: Int
@@ -106,9 +107,12 @@ public struct SMTPClient: Sendable {
     public var heloName: String
     /// The longest wait for one reply (the end of DATA gets twice this).
     public var timeout: Duration
+    /// Trusted certificates for STARTTLS (PEM); nil: the system's trust store.
+    public var tlsCAFile: String?
 
     public init(host: String, port: Int, starttls: Bool = false, credentials: SMTPCredentials? = nil,
-                heloName: String = SMTPClient.defaultHeloName(), timeout: Duration = .seconds(60)) {
+                heloName: String = SMTPClient.defaultHeloName(), timeout: Duration = .seconds(60), tlsCAFile: String? = nil) {
+        self.tlsCAFile = tlsCAFile
         self.host = host
         self.port = port
         self.starttls = starttls
@@ -126,16 +130,12 @@ public struct SMTPClient: Sendable {
 
     /// Opens a session (blocking: call from a dedicated thread).
     func open() throws(NoticeDeliveryError) -> SMTPSession {
-        if starttls {
-            throw NoticeDeliveryError(stage: "config", "STARTTLS is not supported yet; use a local relay (e.g. postfix on 127.0.0.1:25 relaying with TLS) and set starttls: false",
-                                      permanent: true)
-        }
         let conn: LineConnection
         do { conn = try LineConnection.connect(host: host, port: port, timeout: timeout) } catch {
             throw NoticeDeliveryError(stage: "connecting", error.description)
         }
         let session = SMTPSession(conn: conn, timeout: timeout)
-        try session.start(heloName: heloName, credentials: credentials)
+        try session.start(heloName: heloName, credentials: credentials, starttls: starttls, caFile: tlsCAFile)
         return session
     }
 
@@ -206,20 +206,24 @@ final class SMTPSession {
         return reply
     }
 
-    func start(heloName: String, credentials: SMTPCredentials?) throws(NoticeDeliveryError) {
+    func start(heloName: String, credentials: SMTPCredentials?, starttls: Bool, caFile: String?) throws(NoticeDeliveryError) {
         let greeting = try readReply("greeting")
         guard greeting.code == 220 else {
             throw NoticeDeliveryError(stage: "greeting", "the server does not accept mail now", reply: greeting.text, permanent: greeting.code >= 500 && greeting.code != 554)
         }
-        do throws(NoticeDeliveryError) {
-            let ehlo = try command("EHLO \(heloName)", "EHLO")
-            for line in ehlo.lines.dropFirst() {
-                let parts = line.split(separator: " ", maxSplits: 1)
-                guard let key = parts.first else { continue }
-                extensions[key.uppercased()] = parts.count > 1 ? String(parts[1]) : ""
+        try hello(heloName)
+        if starttls {
+            guard extensions["STARTTLS"] != nil else {
+                throw NoticeDeliveryError(stage: "STARTTLS", "the server does not offer STARTTLS (starttls: true refuses to send in plaintext)", permanent: true)
             }
-        } catch where error.reply != nil {
-            try command("HELO \(heloName)", "HELO")
+            try command("STARTTLS", "STARTTLS", expect: 220...220)
+            do { try conn.startTLS(caFile: caFile, timeout: timeout) } catch {
+                usable = false
+                throw NoticeDeliveryError(stage: "STARTTLS", error.description, permanent: error.description.contains("certificate verify failed"))
+            }
+            // RFC 3207: forget what was learnt before TLS and ask again.
+            extensions = [:]
+            try hello(heloName)
         }
         guard let credentials else { return }
         guard let mechs = extensions["AUTH"]?.uppercased().split(separator: " ").map(String.init) else {
@@ -234,6 +238,19 @@ final class SMTPSession {
             try auth(Data(credentials.password.utf8).base64EncodedString(), final: true)
         } else {
             throw NoticeDeliveryError(stage: "AUTH", "the server offers AUTH \(mechs.joined(separator: " ")); rollctl speaks PLAIN and LOGIN", permanent: true)
+        }
+    }
+
+    private func hello(_ heloName: String) throws(NoticeDeliveryError) {
+        do throws(NoticeDeliveryError) {
+            let ehlo = try command("EHLO \(heloName)", "EHLO")
+            for line in ehlo.lines.dropFirst() {
+                let parts = line.split(separator: " ", maxSplits: 1)
+                guard let key = parts.first else { continue }
+                extensions[key.uppercased()] = parts.count > 1 ? String(parts[1]) : ""
+            }
+        } catch where error.reply != nil {
+            try command("HELO \(heloName)", "HELO")
         }
     }
 

@@ -303,17 +303,51 @@ struct NoticeFixture {
         #expect(try f2.notices().first?.attempts == 1)
     }
 
-    @Test func starttlsIsAClearErrorNotASilentPlaintextSend() async throws {
+    @Test func starttlsThenAuthOverTheSystemOpenSSL() async throws {
+        let f = try NoticeFixture()
+        let cert = try TestCertificate()
+        let sink = try LoopbackSink.smtp(auth: "rollctl:tls-pass", tls: cert)
+        defer { sink.stop() }
+        var s = f.sender(port: sink.port, username: "rollctl", environment: ["SMTP_PASSWORD": "tls-pass"], starttls: true)
+        s.tlsCAFile = cert.certPath
+        try s.preflight()
+        try await s.maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        let mails = try sink.mails()
+        #expect(mails.count == 2 && mails.allSatisfy { $0.tls && $0.authenticated })
+        #expect(try f.notices().allSatisfy { $0.status == .sent && $0.attempts == 1 })
+    }
+
+    @Test func starttlsRefusesAnUntrustedCertificateWithoutRetrying() async throws {
+        let f = try NoticeFixture()
+        let sink = try LoopbackSink.smtp(tls: try TestCertificate())
+        defer { sink.stop() }
+        // The system trust store does not know the test's self-signed certificate.
+        let error = await #expect(throws: NoticeError.self) {
+            try await f.sender(port: sink.port, starttls: true).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        }
+        #expect(error?.description.contains("certificate verify failed") == true)
+        #expect(try sink.mails().isEmpty)
+        #expect(try f.notices().allSatisfy { $0.status == .failed && $0.attempts == 1 })
+    }
+
+    @Test func starttlsNeverFallsBackToPlaintext() async throws {
         let f = try NoticeFixture()
         let sink = try LoopbackSink.smtp()
         defer { sink.stop() }
-        let s = f.sender(port: sink.port, starttls: true)
-        #expect { try s.preflight() } throws: { "\($0)".contains("STARTTLS is not supported yet") }
         let error = await #expect(throws: NoticeError.self) {
-            try await s.maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+            try await f.sender(port: sink.port, starttls: true).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         }
-        #expect(error?.description.contains("STARTTLS is not supported yet; use a local relay") == true)
+        #expect(error?.description.contains("does not offer STARTTLS") == true)
         #expect(try sink.mails().isEmpty)
+    }
+
+    @Test func authLoginWhenPlainIsNotOffered() async throws {
+        let f = try NoticeFixture()
+        let sink = try LoopbackSink.smtp(auth: "rollctl:login-pass", loginOnly: true)
+        defer { sink.stop() }
+        try await f.sender(port: sink.port, username: "rollctl", environment: ["SMTP_PASSWORD": "login-pass"])
+            .maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        #expect(try sink.mails().count == 2 && sink.mails().allSatisfy(\.authenticated))
     }
 
     @Test func doneAndRolledBackNoticesUseTheirTemplates() async throws {

@@ -17,6 +17,7 @@ struct ReceivedMail: Decodable, Equatable {
     var charset: String?
     var body: String
     var authenticated: Bool
+    var tls: Bool
     var raw_max_line: Int
 }
 
@@ -55,8 +56,10 @@ final class LoopbackSink: @unchecked Sendable {
         port = found
     }
 
-    static func smtp(auth: String? = nil, reject: [String] = [], hangFirst: Int = 0) throws -> LoopbackSink {
+    static func smtp(auth: String? = nil, reject: [String] = [], hangFirst: Int = 0, tls: TestCertificate? = nil, loginOnly: Bool = false) throws -> LoopbackSink {
         var args: [String] = []
+        if let tls { args += ["--tls-cert", tls.certPath, "--tls-key", tls.keyPath] }
+        if loginOnly { args.append("--login-only") }
         if let auth { args += ["--auth", auth] }
         for r in reject { args += ["--reject", r] }
         if hangFirst > 0 { args += ["--hang-first", "\(hangFirst)"] }
@@ -111,4 +114,20 @@ func closedLoopbackPort() -> Int {
     _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1 (openssl CLI), for STARTTLS tests.
+struct TestCertificate {
+    let certPath: String
+    let keyPath: String
+
+    init() throws {
+        let dir = NSTemporaryDirectory() + "rollctl-tls-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        certPath = dir + "/cert.pem"
+        keyPath = dir + "/key.pem"
+        let (status, output) = try Spawn.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", keyPath, "-out", certPath,
+                                                                  "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        guard status == 0 else { throw TestSSHDError("openssl req failed: \(output)") }
+    }
 }

@@ -7,6 +7,9 @@ NNNN.json (envelope plus the decoded headers and body) in --folder.
 
   --auth USER:PASSWORD   require AUTH (PLAIN or LOGIN, without TLS: loopback only)
   --reject ADDRESS       answer RCPT TO for ADDRESS with 550 (repeatable)
+  --tls-cert F --tls-key K   offer STARTTLS with this certificate, and require it
+                         (before MAIL and AUTH)
+  --login-only           offer AUTH LOGIN only (not PLAIN)
   --hang-first N         store the first N messages but never answer the end of
                          DATA (the window where the server accepted and the
                          client does not know)
@@ -17,6 +20,7 @@ import email
 import email.policy
 import json
 import os
+import ssl
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -51,6 +55,7 @@ class Sink:
             "charset": msg.get_content_charset(),
             "body": msg.get_content().replace("\r\n", "\n"),
             "authenticated": bool(session.authenticated),
+            "tls": session.ssl is not None,
             "raw_max_line": max((len(l) for l in raw.split(b"\r\n")), default=0),
         }
         with open(os.path.join(self.folder, name + ".eml"), "wb") as f:
@@ -71,6 +76,9 @@ def main():
     p.add_argument("--auth")
     p.add_argument("--reject", action="append", default=[])
     p.add_argument("--hang-first", type=int, default=0)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--login-only", action="store_true")
     a = p.parse_args()
     sink = Sink(a.folder, a.reject, a.hang_first)
 
@@ -82,9 +90,16 @@ def main():
             ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user and auth_data.password.decode() == password
             return AuthResult(success=ok, handled=False)
 
+    tls = None
+    if a.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(a.tls_cert, a.tls_key)
+
     def factory():
         return SMTP(sink, hostname="sink.test", ident="rollctl-test-sink", authenticator=authenticator,
-                    auth_required=bool(a.auth), auth_require_tls=False)
+                    auth_required=bool(a.auth), auth_require_tls=tls is not None,
+                    tls_context=tls, require_starttls=tls is not None,
+                    auth_exclude_mechanism=["PLAIN"] if a.login_only else None)
 
     async def serve():
         server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
