@@ -224,7 +224,7 @@ public enum DryRun {
             plan: .init(name: plan.name, description: plan.description, path: plan.path, targetRelease: plan.kernel.release,
                         bootloader: bootloaderName),
             inventory: inventory.path, inventoryHosts: inventory.hosts.count, selectedHosts: selected.count, hostsToRoll: total,
-            survey: .init(offline: facts.offline, reached: facts.offline ? 0 : selected.count - facts.unreachable.keys.filter { n in selected.contains { $0.name == n } }.count,
+            survey: .init(offline: facts.offline, reached: facts.offline ? 0 : selected.filter { facts.unreachable[$0.name] == nil }.count,
                           unreachable: facts.unreachable.count, releases: releases),
             waves: waves, skipped: layout.skipped.map { .init(host: $0.host.name, reason: $0.reason) },
             exampleHost: example?.name, steps: steps, gate: gate, notify: notify,

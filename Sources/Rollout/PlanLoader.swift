@@ -92,6 +92,12 @@ public enum PlanLoader {
     /// a failure-domain label that selected hosts lack, a customers file that is
     /// missing or names unknown hosts. Returns every problem, none thrown.
     public static func check(_ plan: Plan, inventory: Inventory) -> [InputError] {
+        checkLoading(plan, inventory: inventory).errors
+    }
+
+    /// `check`, also returning the customers file it read (nil without `notify` or when invalid).
+    static func checkLoading(_ plan: Plan, inventory: Inventory) -> (errors: [InputError], customers: Customers?) {
+        var customers: Customers?
         var errors: [InputError] = []
         let file = plan.path
         let lines = PlanLines(text: plan.text)
@@ -137,7 +143,7 @@ public enum PlanLoader {
         }
         if let notify = plan.notify {
             do {
-                _ = try Customers.load(path: notify.customersPath, inventory: inventory)
+                customers = try Customers.load(path: notify.customersPath, inventory: inventory)
             } catch let e as InputErrors {
                 if e.errors.count == 1, e.errors[0].line == nil, e.errors[0].file == notify.customersPath {
                     err("notify.customers", "customers file \(notify.customersPath): \(e.errors[0].message)", hint: e.errors[0].hint)
@@ -157,7 +163,7 @@ public enum PlanLoader {
         } else if plan.waves.separateCustomers {
             err("waves.separate_customers", "waves.separate_customers needs a customers file", hint: "set notify.customers, or remove separate_customers")
         }
-        return errors
+        return (errors, customers)
     }
 
     /// The inventory hosts the plan's `select` picks (labels and hosts), before `exclude`.
@@ -927,9 +933,9 @@ extension PlanLoader {
         }
         guard var plan, let inventory else { throw InputErrors(errors) }
         plan.inventoryPath = invPath
-        errors += check(plan, inventory: inventory)
+        let (problems, customers) = checkLoading(plan, inventory: inventory)
+        errors += problems
         if !errors.isEmpty { throw InputErrors(errors) }
-        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         return LoadedPlan(plan: plan, inventory: inventory, customers: customers)
     }
 }

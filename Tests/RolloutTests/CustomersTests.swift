@@ -28,6 +28,17 @@ import Testing
         #expect(c.customers(onHosts: ["web-001", "web-002"]).map(\.id) == ["c1", "c2"])
     }
 
+    @Test func byteOrderMarkAndLineBreaksInQuotes() throws {
+        let c = try parse("\u{FEFF}host,customer_id,name,email\nweb-001,c1,Anna,anna@example.org\n")
+        #expect(c.customers(onHost: "web-001").map(\.name) == ["Anna"])
+        // A quoted line break is read as CSV, then refused in a name; the next row keeps its real line number.
+        let e = try #require(throws: InputErrors.self) {
+            try parse("host,customer_id,name,email\nweb-001,c1,\"Anna\nBcc: x\",anna@example.org\nweb-002,c2,Ben,ben@\n")
+        }
+        #expect(e.errors.map(\.line) == [2, 4])
+        #expect(e.errors[0].message.contains("must be one line"))
+    }
+
     @Test func yamlForm() throws {
         let c = try parse("""
         customers:
