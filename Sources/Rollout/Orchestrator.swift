@@ -73,7 +73,7 @@ public final class Orchestrator: Sendable {
         let f = DateFormatter()
         f.dateFormat = "yyyyMMdd-HHmmss"
         f.timeZone = TimeZone(identifier: "UTC")
-        let suffix = String(UInt32.random(in: 0...0xffff), radix: 16)
+        let suffix = String(format: "%04x", UInt32.random(in: 0...0xffff))
         return "r\(f.string(from: Date()))-\(suffix)"
     }
 

@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+@testable import Rollout
+import SSHTesting
+
+@Suite struct HostStateTests {
+    @Test func happyPathIsAllowedStepByStep() {
+        let path: [HostState] = [.pending, .checked, .notified, .staged, .rebooting, .up, .verified, .soaking, .healthy, .committed]
+        for (a, b) in zip(path, path.dropFirst()) { #expect(a.canMove(to: b), "\(a) → \(b)") }
+        #expect(HostState.checked.canMove(to: .staged))   // no notices configured
+    }
+
+    @Test func noStepIsSkippedAndEndsAreEnds() {
+        #expect(!HostState.pending.canMove(to: .rebooting))
+        #expect(!HostState.staged.canMove(to: .verified))
+        #expect(!HostState.rebooting.canMove(to: .committed))
+        #expect(!HostState.committed.canMove(to: .failed))
+        #expect(!HostState.rolledBack.canMove(to: .pending))
+        #expect(!HostState.skipped.canMove(to: .checked))
+        #expect(!HostState.pending.canMove(to: .rollingBack))  // nothing changed yet
+        #expect(HostState.committed.canMove(to: .rollingBack))  // rollback of everything
+        #expect(HostState.failed.canMove(to: .rollingBack))
+        #expect(HostState.rollingBack.canMove(to: .rolledBack))
+        #expect(HostState.rollingBack.canMove(to: .rollbackFailed))
+        // Every non-terminal state may fail.
+        for s in HostState.allCases where s < .committed { #expect(s.canMove(to: .failed)) }
+    }
+
+    @Test func resumeJudgesARebootByBootID() {
+        #expect(RebootProgress.judge(bootIDBefore: "a", bootIDNow: "b") == .rebooted)
+        #expect(RebootProgress.judge(bootIDBefore: "a", bootIDNow: "a") == .notYet)
+        #expect(RebootProgress.judge(bootIDBefore: "a", bootIDNow: nil) == .unknown)
+    }
+}
+
+@Suite struct JournalTests {
+    func plan(_ dir: String) -> Plan {
+        Plan(name: "t", path: dir + "/p.yaml", text: "name: t\n", kernel: KernelSpec(release: "6.1.0-19-hosting"), inventoryPath: dir + "/i.yaml")
+    }
+
+    func hosts(_ names: [String]) -> [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] {
+        names.map { ($0, "10.0.0.1", "\($0):22", 1, 1, .pending, nil) }
+    }
+
+    @Test func isARealSQLiteFileWithModeAndWAL() throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let j = try Journal(path: dir + "/state/journal.sqlite")
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1, pid: 1)
+        let attrs = try FileManager.default.attributesOfItem(atPath: j.path)
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        // Readable with the sqlite3 shell, in WAL mode.
+        let (s1, mode) = try Spawn.run("/usr/bin/sqlite3", [j.path, "PRAGMA journal_mode;"])
+        #expect(s1 == 0 && mode.trimmingCharacters(in: .whitespacesAndNewlines) == "wal")
+        let (_, rows) = try Spawn.run("/usr/bin/sqlite3", [j.path, "SELECT name, state FROM host ORDER BY name;"])
+        #expect(rows == "a|pending\nb|pending\n")
+    }
+
+    @Test func refusesTransitionsTheStateMachineForbids() throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let j = try Journal(path: dir + "/j.sqlite")
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, pid: 1)
+        #expect(throws: JournalError.self) { try j.move("r1", host: "a", to: .rebooting) }
+        try j.move("r1", host: "a", to: .checked, set: ["release_before": "6.1.0-17", "boot_id_before": "b1"])
+        try j.move("r1", host: "a", to: .staged)
+        try j.move("r1", host: "a", to: .rebooting, set: ["reboots": nil])
+        let h = try #require(try j.host("r1", "a"))
+        #expect(h.state == .rebooting && h.reboots == 1 && h.releaseBefore == "6.1.0-17" && h.bootIDBefore == "b1")
+        let events = try j.events("r1").map(\.message)
+        #expect(events.contains("checked → staged"))
+        #expect(events.contains("staged → rebooting"))
+    }
+
+    @Test func overlappingRolloutsAreRefusedUntilLocksAreReleased() throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let j = try Journal(path: dir + "/j.sqlite")
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1, pid: 1)
+        do {
+            try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b", "c"]), waves: 1, pid: 2)
+            Issue.record("overlapping rollout accepted")
+        } catch let e as Journal.LockConflict {
+            #expect(e.holder.id == "r1")
+            #expect(e.hosts == ["b:22"])
+            #expect(e.description.contains("held by rollout r1"))
+        }
+        #expect(try j.rollout("r2") == nil)  // nothing of r2 was written
+        try j.createRollout(id: "r3", plan: plan(dir), planHash: "h", hosts: hosts(["c"]), waves: 1, pid: 3)  // disjoint: fine
+        try j.releaseLocks(rolloutID: "r1")
+        try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b"]), waves: 1, pid: 2)
+    }
+
+    @Test func defaultPathFollowsXDG() {
+        #expect(Journal.defaultPath(environment: ["ROLLCTL_JOURNAL": "/x/j.db"]) == "/x/j.db")
+        #expect(Journal.defaultPath(environment: ["XDG_STATE_HOME": "/s"]) == "/s/rollctl/journal.sqlite")
+        #expect(Journal.defaultPath(environment: [:]).hasSuffix("/.local/state/rollctl/journal.sqlite"))
+    }
+
+    @Test func planHashIsSHA256() {
+        #expect(sha256Hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+}
