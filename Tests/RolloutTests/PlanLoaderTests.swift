@@ -263,6 +263,8 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         ("c-unclosed-quote.csv", 2, "a quoted field is never closed"),
         ("c-header-injection.csv", 2, "is not an email address"),
         ("c-inconsistent.csv", 3, "customer c1 is 'Anna' <anna@example.org> at line 2"),
+        ("c-hostile-host.csv", 2, "host 'web-001;reboot' is not a valid host name"),
+        ("c-binary.csv", 2, "binary data (a NUL byte) in a customers file"),
     ]
 
     @Test(arguments: customerFiles)
@@ -285,6 +287,20 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(e.errors.count == 1)
         #expect(e.errors[0].message.contains("rollctl reads at most 4 MiB"))
         #expect(ContinuousClock.now - start < .seconds(2))
+    }
+
+    @Test func aTenMegabyteInventoryIsRefusedUnread() throws {
+        let path = NSTemporaryDirectory() + "rollctl-10mb-inv-\(getpid()).yaml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var text = "hosts:\n"
+        let line = "  - {name: web-000000, address: 10.0.0.1, labels: {rack: r1}}\n"
+        text.reserveCapacity(10 << 20)
+        while text.utf8.count < 10 << 20 { text += line }
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let e = try #require(throws: InputErrors.self) {
+            try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml", inventoryPath: path)
+        }
+        #expect(e.errors.map(\.message) == ["file is 10240 KiB; rollctl reads at most 4 MiB"])
     }
 
     @Test func theCorpusHasAtLeastFortyBadFiles() throws {

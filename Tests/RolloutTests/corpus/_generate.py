@@ -128,3 +128,5 @@ w("c-unclosed-quote.csv", "host,customer_id,name,email\nweb-001,c1,\"Anna,anna@e
 w("c-header-injection.csv", "host,customer_id,name,email\nweb-001,c1,Anna,\"anna@example.org\r\nBcc: all@example.org\"\n")
 w("c-inconsistent.csv", "host,customer_id,name,email\nweb-001,c1,Anna,anna@example.org\nweb-002,c1,Anna,other@example.org\n")
 w("x-missing-password-file.yaml", variant(append="notify:\n  customers: _ok-customers.csv\n  channel: {type: smtp, host: mail.example.org, from: ops@example.org, username: ops, password_file: secret/nope}\n"))
+w("c-hostile-host.csv", "host,customer_id,name,email\n\"web-001;reboot\",c1,Anna,anna@example.org\n\"$(reboot)\",c2,Ben,ben@example.org\n")
+w("c-binary.csv", b"host,customer_id,name,email\n\x00\x01\x02\x7fELF\n")
