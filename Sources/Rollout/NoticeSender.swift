@@ -38,7 +38,7 @@ public struct NoticeSender: Sendable {
     public var retry: RetryPolicy
     /// SMTP reply timeout / HTTP timeout.
     public var timeout: Duration
-    /// Trusted certificates (PEM) for SMTP STARTTLS; nil: the system's trust store.
+    /// Trusted certificates (PEM) for SMTP STARTTLS and https webhooks; nil: the system's trust store.
     public var tlsCAFile: String?
     let log: @Sendable (String) -> Void
     let environment: [String: String]
@@ -332,7 +332,7 @@ final class ChannelSession: @unchecked Sendable {
         case let .webhook(url):
             smtp = nil
             from = ""
-            webhook = Webhook(url: url, timeout: timeout)
+            webhook = Webhook(url: url, timeout: timeout, tlsCAFile: tlsCAFile)
         }
     }
 

@@ -5,15 +5,19 @@ import Foundation
 ///
 /// Written on POSIX sockets like the SMTP dialogue rather than with
 /// AsyncHTTPClient: a notice is one small POST, and AsyncHTTPClient (with
-/// swift-nio) would add minutes to every build on the 2-core CI. `http://` only;
-/// for `https://` point it at a local relay (TLS is not built in yet).
+/// swift-nio) would add minutes to every build on the 2-core CI. `https://`
+/// uses the system's OpenSSL like SMTP STARTTLS (`TLSSession`): certificate
+/// verified against the system trust store and the URL's host.
 public struct Webhook: Sendable {
     public var url: String
     public var timeout: Duration
+    /// Trusted certificates (PEM) for https; nil: the system's trust store.
+    public var tlsCAFile: String?
 
-    public init(url: String, timeout: Duration = .seconds(30)) {
+    public init(url: String, timeout: Duration = .seconds(30), tlsCAFile: String? = nil) {
         self.url = url
         self.timeout = timeout
+        self.tlsCAFile = tlsCAFile
     }
 
     struct Target: Equatable {
@@ -21,17 +25,16 @@ public struct Webhook: Sendable {
         var port: Int
         var path: String
         var authority: String
+        var tls = false
     }
 
-    /// Splits `http://host[:port]/path?query`.
+    /// Splits `http[s]://host[:port]/path?query`.
     static func parse(_ url: String) throws(NoticeDeliveryError) -> Target {
-        if url.lowercased().hasPrefix("https://") {
-            throw NoticeDeliveryError(stage: "config", "https webhooks are not supported yet; use http:// (e.g. a local relay)", permanent: true)
+        let tls = url.lowercased().hasPrefix("https://")
+        guard tls || url.lowercased().hasPrefix("http://") else {
+            throw NoticeDeliveryError(stage: "config", "webhook url must start with http:// or https://", permanent: true)
         }
-        guard url.lowercased().hasPrefix("http://") else {
-            throw NoticeDeliveryError(stage: "config", "webhook url must start with http://", permanent: true)
-        }
-        let rest = url.dropFirst(7)
+        let rest = url.dropFirst(tls ? 8 : 7)
         let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
         let authority = String(rest[..<slash])
         var path = String(rest[slash...])
@@ -40,7 +43,7 @@ public struct Webhook: Sendable {
             throw NoticeDeliveryError(stage: "config", "webhook url needs a host (and no user:password@)", permanent: true)
         }
         var host = authority
-        var port = 80
+        var port = tls ? 443 : 80
         if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
             host = String(authority[authority.index(after: authority.startIndex)..<close])
             let after = authority[authority.index(after: close)...]
@@ -60,7 +63,7 @@ public struct Webhook: Sendable {
         guard path.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
             throw NoticeDeliveryError(stage: "config", "webhook url path must be ASCII without spaces (percent-encode it)", permanent: true)
         }
-        return Target(host: host, port: port, path: path, authority: authority)
+        return Target(host: host, port: port, path: path, authority: authority, tls: tls)
     }
 
     /// POSTs `body` (blocking: call from a dedicated thread). Returns the status
@@ -71,6 +74,11 @@ public struct Webhook: Sendable {
         let conn: LineConnection
         do { conn = try LineConnection.connect(host: target.host, port: target.port, timeout: timeout) } catch {
             throw NoticeDeliveryError(stage: "connecting", error.description)
+        }
+        if target.tls {
+            do { try conn.startTLS(caFile: tlsCAFile, timeout: timeout) } catch {
+                throw NoticeDeliveryError(stage: "TLS", error.description, permanent: error.description.contains("certificate verify failed"))
+            }
         }
         let head = "POST \(target.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: rollctl-notices\r\n"
             + "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"

@@ -50,7 +50,8 @@ import Testing
         #expect(try Webhook.parse("http://127.0.0.1:8080/hook?x=1") == .init(host: "127.0.0.1", port: 8080, path: "/hook?x=1", authority: "127.0.0.1:8080"))
         #expect(try Webhook.parse("http://[::1]/") == .init(host: "::1", port: 80, path: "/", authority: "[::1]"))
         #expect(try Webhook.parse("http://status.example.org") == .init(host: "status.example.org", port: 80, path: "/", authority: "status.example.org"))
-        #expect(throws: NoticeDeliveryError.self) { try Webhook.parse("https://status.example.org/") }
+        #expect(try Webhook.parse("https://status.example.org/x") == .init(host: "status.example.org", port: 443, path: "/x", authority: "status.example.org", tls: true))
+        #expect(throws: NoticeDeliveryError.self) { try Webhook.parse("ftp://status.example.org/") }
         #expect(throws: NoticeDeliveryError.self) { try Webhook.parse("http://h:99999/") }
     }
 
@@ -104,10 +105,12 @@ struct NoticeFixture {
                             timeout: timeout, environment: environment, log: { _ in })
     }
 
-    func webhookSender(url: String, block: Bool = true) -> NoticeSender {
+    func webhookSender(url: String, block: Bool = true, caFile: String? = nil) -> NoticeSender {
         let spec = NotifySpec(customersPath: customers.path, channel: .webhook(url: url), company: "Example Hosting", blockOnFailure: block)
-        return NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: "socket-fix",
-                            release: "6.1.0-99-fixed", retry: .init(attempts: 3, firstDelay: .milliseconds(50)), timeout: .seconds(10), log: { _ in })
+        var s = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: "socket-fix",
+                             release: "6.1.0-99-fixed", retry: .init(attempts: 3, firstDelay: .milliseconds(50)), timeout: .seconds(10), log: { _ in })
+        s.tlsCAFile = caFile
+        return s
     }
 
     func notices() throws -> [Journal.NoticeRow] { try journal.notices(rolloutID) }
@@ -433,6 +436,22 @@ struct NoticeFixture {
         // Resume: nothing again.
         try await f.webhookSender(url: url).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         #expect(sink.items().count == 2)
+    }
+
+    @Test func httpsWebhookWithAVerifiedCertificate() async throws {
+        let f = try NoticeFixture()
+        let cert = try TestCertificate()
+        let sink = try LoopbackSink.webhook(tls: cert)
+        defer { sink.stop() }
+        let url = "https://localhost:\(sink.port)/hook"
+        try await f.webhookSender(url: url, caFile: cert.certPath).done(wave: 1, hosts: f.wave1)
+        #expect(sink.items().count == 2)
+        #expect(try sink.json(sink.items()[0])["kind"] as? String == "done")
+        // Untrusted (system store): refused, not retried.
+        let f2 = try NoticeFixture()
+        let error = await #expect(throws: NoticeError.self) { try await f2.webhookSender(url: url).done(wave: 1, hosts: f2.wave1) }
+        #expect(error?.description.contains("certificate verify failed") == true)
+        #expect(try f2.notices().allSatisfy { $0.attempts == 1 })
     }
 
     @Test func aWebhookThatIsDownBlocksAfterRetries() async throws {

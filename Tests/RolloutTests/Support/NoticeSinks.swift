@@ -66,8 +66,10 @@ final class LoopbackSink: @unchecked Sendable {
         return try LoopbackSink(script: "smtp_sink.py", arguments: args)
     }
 
-    static func webhook(failFirst: Int = 0) throws -> LoopbackSink {
-        try LoopbackSink(script: "webhook_sink.py", arguments: failFirst > 0 ? ["--fail-first", "\(failFirst)"] : [])
+    static func webhook(failFirst: Int = 0, tls: TestCertificate? = nil) throws -> LoopbackSink {
+        var args = failFirst > 0 ? ["--fail-first", "\(failFirst)"] : []
+        if let tls { args += ["--tls-cert", tls.certPath, "--tls-key", tls.keyPath] }
+        return try LoopbackSink(script: "webhook_sink.py", arguments: args)
     }
 
     /// Names of the stored items (`0001`, `0002`, …), in arrival order.

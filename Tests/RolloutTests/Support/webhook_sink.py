@@ -2,10 +2,11 @@
 """A small HTTP server for rollctl's webhook tests: 127.0.0.1, a free port
 written to --port-file, each POST stored as NNNN.json (the body) and
 NNNN.headers.json in --folder. --fail-first N answers the first N POSTs 503
-(without storing them)."""
+(without storing them). --tls-cert/--tls-key serve https."""
 import argparse
 import json
 import os
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +16,8 @@ def main():
     p.add_argument("--folder", required=True)
     p.add_argument("--port-file", required=True)
     p.add_argument("--fail-first", type=int, default=0)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     a = p.parse_args()
     lock = threading.Lock()
     state = {"seen": 0, "stored": 0}
@@ -49,6 +52,10 @@ def main():
             self.wfile.write(reply)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if a.tls_cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     with open(a.port_file + ".tmp", "w") as f:
         f.write(str(server.server_address[1]))
     os.rename(a.port_file + ".tmp", a.port_file)
