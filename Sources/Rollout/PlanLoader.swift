@@ -282,7 +282,7 @@ struct PlanParser {
                     }
                 }
             case "install":
-                if let list = commands(v, "kernel.install") { spec.install = list }
+                if let list = commands(v, "kernel.install", placeholders: ["release"]) { spec.install = list }
             case "min_boot_free":
                 if let b = size(v, "kernel.min_boot_free") { spec.minBootFreeBytes = b }
             default: break
@@ -318,12 +318,10 @@ struct PlanParser {
         }
         guard let pairs = r.mapping(node, "bootloader", allowed: PlanLoader.bootloaderKeys) else { return nil }
         var type = "grub"
-        var typeNode: Node = node
         var stage: [String]?, commit: [String]?, rollback: [String]?
         for (k, _, v) in pairs {
             switch k {
             case "type":
-                typeNode = v
                 if let t = r.string(v, "bootloader.type") {
                     if ["grub", "systemd-boot", "custom"].contains(t) { type = t } else {
                         r.error(v, "bootloader.type must be grub, systemd-boot or custom, found '\(Inventory.printable(t))'",
@@ -331,9 +329,9 @@ struct PlanParser {
                         return nil
                     }
                 }
-            case "stage": stage = commands(v, "bootloader.stage")
-            case "commit": commit = commands(v, "bootloader.commit")
-            case "rollback": rollback = commands(v, "bootloader.rollback")
+            case "stage": stage = commands(v, "bootloader.stage", placeholders: ["release"])
+            case "commit": commit = commands(v, "bootloader.commit", placeholders: ["release"])
+            case "rollback": rollback = commands(v, "bootloader.rollback", placeholders: ["release", "previous_release"])
             default: break
             }
         }
@@ -353,7 +351,6 @@ struct PlanParser {
             for (k, keyNode, _) in pairs where k != "type" {
                 r.error(keyNode, "bootloader.\(k) is only for type: custom (\(type) commands are built in)", hint: "remove it, or set type: custom")
             }
-            _ = typeNode
             return type == "grub" ? .grub : PlanLoader.systemdBoot
         }
     }
@@ -834,8 +831,10 @@ struct PlanParser {
         return x
     }
 
-    /// One shell command: a single line, no NUL, not empty.
-    func command(_ node: Node, _ what: String) -> String? {
+    /// One shell command: a single line, not empty. `placeholders` are the ones
+    /// rollctl replaces in this command; with none, the command runs as written
+    /// and only a misplaced `{release}`/`{previous_release}` is an error.
+    func command(_ node: Node, _ what: String, placeholders allowed: [String] = []) -> String? {
         guard let c = r.string(node, what) else { return nil }
         if c.trimmed.isEmpty { r.error(node, "\(what) is empty"); return nil }
         if c.contains(where: \.isNewline) {
@@ -843,19 +842,26 @@ struct PlanParser {
             return nil
         }
         if c.count > 4096 { r.error(node, "\(what) is longer than 4096 characters"); return nil }
-        for placeholder in Self.placeholders(in: c) where !["release", "previous_release"].contains(placeholder) {
-            r.error(node, "\(what) uses an unknown placeholder {\(placeholder)}", hint: "known: {release}, {previous_release}")
+        let known = ["release", "previous_release"]
+        for p in Self.placeholders(in: c) where !allowed.contains(p) && (!allowed.isEmpty || known.contains(p)) {
+            if known.contains(p) {
+                r.error(node, "\(what) cannot use {\(p)}", hint: allowed.isEmpty ? "nothing is replaced in this command"
+                        : "here rollctl replaces only \(allowed.map { "{\($0)}" }.joined(separator: ", "))")
+            } else {
+                r.error(node, "\(what) uses an unknown placeholder {\(p)}",
+                        hint: nearest(p, in: allowed).map { "did you mean {\($0)}?" } ?? "known here: \(allowed.map { "{\($0)}" }.joined(separator: ", "))")
+            }
             return nil
         }
         return c
     }
 
-    func commands(_ node: Node, _ what: String) -> [String]? {
+    func commands(_ node: Node, _ what: String, placeholders allowed: [String]) -> [String]? {
         switch node {
-        case .scalar: return command(node, what).map { [$0] }
+        case .scalar: return command(node, what, placeholders: allowed).map { [$0] }
         case .sequence(let seq):
             if seq.isEmpty { r.error(node, "\(what) is an empty list"); return nil }
-            let list = seq.compactMap { command($0, "each command of \(what)") }
+            let list = seq.compactMap { command($0, "each command of \(what)", placeholders: allowed) }
             return list.count == seq.count ? list : nil
         default:
             r.error(node, "\(what) must be a command or a list of commands, found \(r.kind(node))")

@@ -84,6 +84,23 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(throws: InputErrors.self) { try PlanLoader.parse(text: base + "bootloader: {type: grub, stage: x}\n", path: "m.yaml") }
     }
 
+    @Test func placeholdersOnlyWhereTheyAreReplaced() throws {
+        let base = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n"
+        func errors(_ extra: String) -> [String] {
+            do { _ = try PlanLoader.parse(text: base + extra, path: "m.yaml"); return [] } catch let e as InputErrors {
+                return e.errors.map { "\($0.line ?? 0):\($0.column ?? 0) \($0.message) \($0.hint ?? "")" }
+            } catch { return ["\(error)"] }
+        }
+        #expect(errors("bootloader:\n  type: custom\n  stage: x {release}\n  commit: [\"y {release}\"]\n  rollback: z {previous_release}\n").isEmpty)
+        #expect(errors("bootloader:\n  type: custom\n  stage: [\"x {previous_release}\"]\n  commit: y\n  rollback: z\n")
+                == ["6:11 each command of bootloader.stage cannot use {previous_release} here rollctl replaces only {release}"])
+        #expect(errors("reboot:\n  command: kexec -l /boot/vmlinuz-{release}\n")
+                == ["5:12 reboot.command cannot use {release} nothing is replaced in this command"])
+        // Commands rollctl does not touch may use braces freely (awk, find -exec ... {} +).
+        #expect(errors("gate:\n  checks:\n    - {name: a, command: \"awk '{print}' /proc/loadavg\"}\n").isEmpty)
+        #expect(errors("kernel2: x\n").count == 1)
+    }
+
     @Test func typedValuesInEveryForm() throws {
         let p = try PlanLoader.parse(text: """
         name: m
