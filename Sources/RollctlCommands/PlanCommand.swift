@@ -108,6 +108,7 @@ struct PlanApply: AsyncParsableCommand {
             for r in results {
                 if let release = r.facts?.release {
                     facts.releases[r.host.name] = release
+                    facts.hostFacts[r.host.name] = r.facts
                 } else {
                     facts.unreachable[r.host.name] = r.error.map { "[\($0.code.rawValue)] \($0.message)" } ?? r.problem ?? "no release read"
                 }
@@ -179,6 +180,10 @@ enum PlanPreviewRendering {
                     var s = h.name
                     if !h.labels.isEmpty { s += " {" + h.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") + "}" }
                     if let r = h.currentRelease { s += " " + r }
+                    if let b = h.sunreclaimBytes {
+                        s += ", SUnreclaim \(Quantity.formatBytes(b))" + (h.sunreclaimShare.map { " (\(String(format1: $0 * 100))%)" } ?? "")
+                    }
+                    if let o = h.oomKills, o > 0 { s += ", \(o) OOM kill\(o == 1 ? "" : "s")" }
                     return s
                 }
                 out.append("    batch \(i + 1): " + hosts.joined(separator: "; "))

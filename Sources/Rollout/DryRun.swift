@@ -9,6 +9,8 @@ public struct DryRunFacts: Sendable {
     public var releases: [String: String]
     /// Host name -> why it could not be read.
     public var unreachable: [String: String]
+    /// Host name -> everything the survey read (SUnreclaim, uptime, OOM kills), when online.
+    public var hostFacts: [String: HostFacts] = [:]
     /// The example host's `/boot/grub/grub.cfg` text, when it was read.
     public var exampleGrubConfig: String?
     public var customers: Customers?
@@ -45,6 +47,11 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         /// Release read from the host; nil offline.
         public var currentRelease: String?
         public var customers: Int?
+        /// What the survey read, online: unreclaimable slab now, its share of MemTotal, uptime, OOM kills since boot.
+        public var sunreclaimBytes: UInt64?
+        public var sunreclaimShare: Double?
+        public var uptimeSeconds: Double?
+        public var oomKills: UInt64?
     }
     public struct Wave: Sendable, Codable, Equatable {
         public var number: Int
@@ -148,8 +155,11 @@ public enum DryRun {
         let selected = PlanLoader.selectedHosts(plan, inventory: inventory)
         let customers = facts.customers
         func ref(_ h: InventoryHost) -> DryRunPreview.HostRef {
-            .init(name: h.name, address: h.address, labels: h.labels, currentRelease: facts.releases[h.name],
-                  customers: customers.map { $0.customers(onHost: h.name).count })
+            let f = facts.hostFacts[h.name]
+            return .init(name: h.name, address: h.address, labels: h.labels, currentRelease: facts.releases[h.name],
+                         customers: customers.map { $0.customers(onHost: h.name).count },
+                         sunreclaimBytes: f?.memory.sUnreclaim, sunreclaimShare: f?.memory.sUnreclaimShare,
+                         uptimeSeconds: f?.uptimeSeconds, oomKills: f?.oomKill)
         }
         let total = layout.waves.reduce(0) { $0 + $1.hosts.count }
         var done = 0

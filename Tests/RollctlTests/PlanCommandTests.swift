@@ -103,6 +103,8 @@ struct PlanCommandTests {
         let host = try #require(((waves.first?["batches"] as? [[[String: Any]]])?.first?.first))
         #expect(host["name"] as? String == "local-1")
         #expect(host["current_release"] as? String == release)
+        #expect((host["sunreclaim_bytes"] as? NSNumber)?.uint64Value ?? 0 > 0)
+        #expect(host["uptime_seconds"] != nil)
         let skipped = try #require(doc["skipped"] as? [[String: Any]])
         #expect(skipped.first?["host"] as? String == "gone-1")
         #expect((skipped.first?["reason"] as? String)?.hasPrefix("unreachable: [connect_refused]") == true)

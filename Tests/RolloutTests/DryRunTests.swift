@@ -1,4 +1,5 @@
 import Foundation
+import HealthGate
 import Testing
 @testable import Rollout
 
@@ -11,14 +12,19 @@ import Testing
             .merging(["web-024": "6.1.0-19-hosting"]) { $1 }
         let unreachable = ["web-023": "[connect_timeout] no answer in 10s"]
         let layout = WavePlanner.plan(l.plan, inventory: l.inventory, currentRelease: releases, unreachable: unreachable, customers: l.customers)
-        let facts = DryRunFacts(offline: false, releases: releases, unreachable: unreachable, exampleGrubConfig: debianGrubCfg,
+        var facts = DryRunFacts(offline: false, releases: releases, unreachable: unreachable, exampleGrubConfig: debianGrubCfg,
                                 customers: l.customers, maintenanceTemplate: nil)
+        facts.hostFacts["web-001"] = HostFacts(release: "6.1.0-17-hosting", uptimeSeconds: 86400,
+                                               memory: MemInfo(memTotal: 16 << 30, sUnreclaim: 4 << 30), oomKill: 3)
         let p = DryRun.preview(plan: l.plan, inventory: l.inventory, layout: layout, facts: facts)
         #expect(p.plan.targetRelease == "6.1.0-19-hosting" && p.plan.bootloader == "grub")
         #expect(p.inventoryHosts == 26 && p.selectedHosts == 24 && p.hostsToRoll == 22)
         #expect(p.skipped.map(\.host) == ["web-023", "web-024"])
         #expect(p.skipped.map(\.reason) == ["unreachable: [connect_timeout] no answer in 10s", "already on 6.1.0-19-hosting"])
         #expect(p.waves.first?.name == "canary" && p.waves.first?.hostCount == 1)
+        let canary = try #require(p.waves.first?.batches.first?.first)
+        #expect(canary.name == "web-001" && canary.currentRelease == "6.1.0-17-hosting")
+        #expect(canary.sunreclaimBytes == 4 << 30 && canary.sunreclaimShare == 0.25 && canary.oomKills == 3 && canary.uptimeSeconds == 86400)
         #expect(p.waves.map(\.hostCount).reduce(0, +) == 22)
         #expect(p.waves.last?.doneShare == 1)
         #expect(p.survey.releases == ["6.1.0-17-hosting": 23, "6.1.0-19-hosting": 1])
