@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Testing
 @testable import Rollout
+import SSHTesting
 
 // MARK: - pure pieces: DATA framing, replies, headers, encodings, Message-IDs
 
@@ -75,23 +76,25 @@ struct NoticeFixture {
     let customers: Customers
     let rolloutID = "r-notice-test"
 
-    init() throws {
-        let dir = NSTemporaryDirectory() + "rollctl-notices-\(UUID().uuidString.prefix(8))"
+    /// A new fixture, or (with `dir`) the one another process created there.
+    init(dir existing: String? = nil) throws {
+        let dir = existing ?? NSTemporaryDirectory() + "rollctl-notices-\(UUID().uuidString.prefix(8))"
         self.dir = dir
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         journal = try Journal(path: dir + "/journal.sqlite")
-        let plan = Plan(name: "socket-fix", path: dir + "/plan.yaml", text: "name: socket-fix", kernel: KernelSpec(release: "6.1.0-99-fixed"),
-                        inventoryPath: dir + "/inventory.yaml")
-        let hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] =
-            (1...4).map { i in ("web-\(i)", "10.0.0.\(i)", "\(dir)/web-\(i)", i <= 3 ? 1 : 2, 1, .pending, nil) }
-        try journal.createRollout(id: rolloutID, plan: plan, planHash: "h", hosts: hosts, waves: 2, pid: getpid())
-        try journal.pool.write { db in try db.execute(sql: "UPDATE host SET release_before = '6.1.0-13-leaky'") }
         let anna = Customer(id: "c0042", name: "Anna Nováková", email: "anna@example.org")
         let bob = Customer(id: "c0007", name: "Bob Smith", email: "bob@example.net")
         let cyril = Customer(id: "c0100", name: "Cyril", email: "cyril@example.com")
         customers = Customers(path: dir + "/customers.csv", rows: [
             ("web-1", anna), ("web-2", anna), ("web-2", bob), ("web-3", anna), ("web-4", anna), ("web-4", cyril),
         ])
+        if existing != nil { return }
+        let plan = Plan(name: "socket-fix", path: dir + "/plan.yaml", text: "name: socket-fix", kernel: KernelSpec(release: "6.1.0-99-fixed"),
+                        inventoryPath: dir + "/inventory.yaml")
+        let hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] =
+            (1...4).map { i in ("web-\(i)", "10.0.0.\(i)", "\(dir)/web-\(i)", i <= 3 ? 1 : 2, 1, .pending, nil) }
+        try journal.createRollout(id: rolloutID, plan: plan, planHash: "h", hosts: hosts, waves: 2, pid: getpid())
+        try journal.pool.write { db in try db.execute(sql: "UPDATE host SET release_before = '6.1.0-13-leaky'") }
     }
 
     func sender(port: Int, block: Bool = true, leadTime: Duration = .zero, username: String? = nil, environment: [String: String] = [:],
@@ -461,6 +464,84 @@ struct NoticeFixture {
         }
         let rows = try f.notices()
         #expect(rows.count == 1 && rows[0].status == .failed && rows[0].attempts == 3)
+    }
+}
+
+// MARK: - kill -9 of a real process mid-send
+
+/// The process that gets killed: this test binary again, running only
+/// `NoticeCrashChild` (enabled by ROLLCTL_NOTICE_CHILD), sending wave 1's
+/// maintenance notices of the fixture in ROLLCTL_NOTICE_DIR to ROLLCTL_NOTICE_PORT.
+@Suite struct NoticeCrashChild {
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["ROLLCTL_NOTICE_CHILD"] != nil))
+    func sendThenWaitToBeKilled() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let f = try NoticeFixture(dir: try #require(env["ROLLCTL_NOTICE_DIR"]))
+        let port = try #require(env["ROLLCTL_NOTICE_PORT"].flatMap { Int($0) })
+        var s = f.sender(port: port, attempts: 50, timeout: .seconds(120))
+        s.retry = .init(attempts: 50, firstDelay: .milliseconds(200), maxDelay: .milliseconds(200))
+        try await s.maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        try await Task.sleep(for: .seconds(120))
+    }
+}
+
+@Suite(.serialized) struct NoticeKillTests {
+    /// Starts the child on `port`, waits until `ready` holds, kills it with SIGKILL.
+    func killChild(_ f: NoticeFixture, port: Int, until ready: () throws -> Bool) throws {
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        var env = ProcessInfo.processInfo.environment
+        env["ROLLCTL_NOTICE_CHILD"] = "1"
+        env["ROLLCTL_NOTICE_DIR"] = f.dir
+        env["ROLLCTL_NOTICE_PORT"] = "\(port)"
+        let pid = try Spawn.start(exe, ["--testing-library", "swift-testing", "--filter", "NoticeCrashChild"], environment: env,
+                                  outputPath: f.dir + "/child.log")
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, Spawn.isRunning(pid), !((try? ready()) ?? false) { usleep(20_000) }
+        let wasRunning = Spawn.isRunning(pid)
+        kill(pid, SIGKILL)
+        _ = Spawn.wait(pid)
+        #expect(wasRunning, "the child ended before it could be killed: \((try? String(contentsOfFile: f.dir + "/child.log", encoding: .utf8)) ?? "")")
+        #expect(try ready(), "the child never reached the point to kill it at")
+    }
+
+    @Test func killedAfterTheServerAcceptedResendsOnceWithTheSameMessageID() async throws {
+        let f = try NoticeFixture()
+        let sink = try LoopbackSink.smtp(hangFirst: 1)
+        defer { sink.stop() }
+        // Killed while the server holds Bob's message and has not answered.
+        try killChild(f, port: sink.port) { sink.items().count == 1 }
+        #expect(try f.notices().map(\.status) == [.pending])
+        try await f.sender(port: sink.port).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        let mails = try sink.mails()
+        let bob = mails.filter { $0.rcpt_tos == ["bob@example.net"] }
+        #expect(bob.count == 2 && bob[0].message_id == bob[1].message_id)
+        #expect(mails.filter { $0.rcpt_tos == ["anna@example.org"] }.count == 1)
+        let rows = try f.notices()
+        #expect(rows.allSatisfy { $0.status == .sent })
+        #expect(rows.first { $0.customerID == "c0007" }?.resentAfterCrash == true)
+        #expect(rows.first { $0.customerID == "c0042" }?.resentAfterCrash == false)
+    }
+
+    @Test func killedBeforeTheServerSawItDeliversExactlyOnce() async throws {
+        let f = try NoticeFixture()
+        // The relay is down: the child journals Bob's intent and keeps retrying.
+        try killChild(f, port: closedLoopbackPort()) { try f.notices().first.map { $0.attempts >= 2 } ?? false }
+        let sink = try LoopbackSink.smtp()
+        defer { sink.stop() }
+        try await f.sender(port: sink.port).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        let mails = try sink.mails()
+        #expect(mails.map(\.rcpt_tos).sorted { $0[0] < $1[0] } == [["anna@example.org"], ["bob@example.net"]])
+        #expect(try f.notices().allSatisfy { $0.status == .sent })
+    }
+
+    @Test func killedAfterSentNothingIsSentAgain() async throws {
+        let f = try NoticeFixture()
+        let sink = try LoopbackSink.smtp()
+        defer { sink.stop() }
+        try killChild(f, port: sink.port) { try f.notices().count == 2 && f.notices().allSatisfy { $0.status == .sent } }
+        try await f.sender(port: sink.port).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        #expect(try sink.mails().count == 2)
+        #expect(try f.notices().allSatisfy { !$0.resentAfterCrash && $0.attempts == 1 })
     }
 }
 
