@@ -208,7 +208,7 @@ public final class Orchestrator: Sendable {
     func needsRollback(_ h: Journal.HostRow) -> Bool {
         switch h.state {
         case .staged, .rebooting, .up, .verified, .soaking, .healthy, .committed, .rollingBack: return true
-        case .failed: return h.grubEntryBefore != nil
+        case .failed: return h.releaseBefore != nil && (plan.bootloader != .grub || h.grubEntryBefore != nil)
         default: return false
         }
     }
@@ -236,9 +236,13 @@ public final class Orchestrator: Sendable {
                     try journal.move(rolloutID, host: name, to: .skipped, reason: "already runs \(release)")
                     return say(name, "skipped: already runs \(release)")
                 }
-                let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
-                guard let oldEntry = GrubSteps.entryPath(forRelease: release, in: cfg) else {
-                    return try fail(name, "the running kernel \(release) has no entry in /boot/grub/grub.cfg: rollback could not boot it")
+                var oldEntry: String? = nil
+                if plan.bootloader == .grub {
+                    let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
+                    guard let entry = GrubSteps.entryPath(forRelease: release, in: cfg) else {
+                        return try fail(name, "the running kernel \(release) has no entry in /boot/grub/grub.cfg: rollback could not boot it")
+                    }
+                    oldEntry = entry
                 }
                 let df = try await mustRun(host, "df -Pk /boot | tail -n 1", "check /boot space")
                 let fields = df.split(separator: " ", omittingEmptySubsequences: true)
@@ -249,25 +253,34 @@ public final class Orchestrator: Sendable {
                                  set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
                 h.state = .checked
                 h.grubEntryBefore = oldEntry
+                h.releaseBefore = release
             }
             // (customer notices plug in here: checked → notified)
             if h.state == .checked || h.state == .notified {
                 try journal.event(rolloutID, host: name, kind: "intent", "install \(plan.kernel.release) and stage it to boot once")
                 for template in plan.kernel.install {
-                    let cmd = template.replacingOccurrences(of: "{release}", with: shellQuote(plan.kernel.release))
-                    _ = try await mustRun(host, cmd, "install", timeout: .seconds(1800))
+                    _ = try await mustRun(host, render(template, previous: h.releaseBefore), "install", timeout: .seconds(1800))
                 }
-                // Pin the current kernel as the saved default: a new kernel listed first
-                // must not become the default by accident, and a failed boot falls back here.
-                guard let oldEntry = h.grubEntryBefore else { return try fail(name, "no previous GRUB entry journaled") }
-                _ = try await mustRun(host, GrubSteps.setDefault(oldEntry), "pin the current default")
-                let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
-                guard let newEntry = GrubSteps.entryPath(forRelease: plan.kernel.release, in: cfg) else {
-                    return try fail(name, "after install, /boot/grub/grub.cfg has no entry for \(plan.kernel.release)")
+                switch plan.bootloader {
+                case .grub:
+                    // Pin the current kernel as the saved default: a new kernel listed first
+                    // must not become the default by accident, and a failed boot falls back here.
+                    guard let oldEntry = h.grubEntryBefore else { return try fail(name, "no previous GRUB entry journaled") }
+                    _ = try await mustRun(host, GrubSteps.setDefault(oldEntry), "pin the current default")
+                    let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
+                    guard let newEntry = GrubSteps.entryPath(forRelease: plan.kernel.release, in: cfg) else {
+                        return try fail(name, "after install, /boot/grub/grub.cfg has no entry for \(plan.kernel.release)")
+                    }
+                    _ = try await mustRun(host, GrubSteps.bootOnce(newEntry), "stage boot-once")
+                    try journal.move(rolloutID, host: name, to: .staged, set: ["grub_entry_after": newEntry])
+                    say(name, "staged: \(plan.kernel.release) boots once next (\(newEntry))")
+                case .custom(let stage, _, _):
+                    for template in stage {
+                        _ = try await mustRun(host, render(template, previous: h.releaseBefore), "stage boot-once")
+                    }
+                    try journal.move(rolloutID, host: name, to: .staged)
+                    say(name, "staged: \(plan.kernel.release) boots once next")
                 }
-                _ = try await mustRun(host, GrubSteps.bootOnce(newEntry), "stage boot-once")
-                try journal.move(rolloutID, host: name, to: .staged, set: ["grub_entry_after": newEntry])
-                say(name, "staged: \(plan.kernel.release) boots once next (\(newEntry))")
             }
         } catch {
             try? fail(name, describe(error))
@@ -400,9 +413,16 @@ public final class Orchestrator: Sendable {
     /// healthy → committed: the new kernel becomes the saved default.
     func commit(_ name: String) async {
         do {
-            guard let h = try journal.host(rolloutID, name), h.state == .healthy, let entry = h.grubEntryAfter else { return }
+            guard let h = try journal.host(rolloutID, name), h.state == .healthy else { return }
             try journal.event(rolloutID, host: name, kind: "intent", "make \(plan.kernel.release) the default")
-            _ = try await mustRun(await connections.host(name), GrubSteps.setDefault(entry), "make the new kernel the default")
+            let host = await connections.host(name)
+            switch plan.bootloader {
+            case .grub:
+                guard let entry = h.grubEntryAfter else { return try fail(name, "no GRUB entry journaled for \(plan.kernel.release)") }
+                _ = try await mustRun(host, GrubSteps.setDefault(entry), "make the new kernel the default")
+            case .custom(_, let commit, _):
+                for template in commit { _ = try await mustRun(host, render(template, previous: h.releaseBefore), "make the new kernel the default") }
+            }
             try journal.move(rolloutID, host: name, to: .committed)
             say(name, "committed: \(plan.kernel.release) is the default")
         } catch {
@@ -415,7 +435,7 @@ public final class Orchestrator: Sendable {
     func rollback(_ name: String) async {
         do {
             guard var h = try journal.host(rolloutID, name), needsRollback(h) else { return }
-            guard let oldEntry = h.grubEntryBefore, let oldRelease = h.releaseBefore else {
+            guard let oldRelease = h.releaseBefore, plan.bootloader != .grub || h.grubEntryBefore != nil else {
                 try journal.move(rolloutID, host: name, to: .rollingBack)
                 try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "no previous kernel journaled")
                 return
@@ -425,8 +445,13 @@ public final class Orchestrator: Sendable {
                 h.state = .rollingBack
             }
             let host = await connections.fresh(name)
-            _ = try await mustRun(host, GrubSteps.setDefault(oldEntry), "restore the previous default")
-            _ = try? await host.exec(GrubSteps.clearOneShot, timeout: .seconds(30))
+            switch plan.bootloader {
+            case .grub:
+                _ = try await mustRun(host, GrubSteps.setDefault(h.grubEntryBefore!), "restore the previous default")
+                _ = try? await host.exec(GrubSteps.clearOneShot, timeout: .seconds(30))
+            case .custom(_, _, let rollback):
+                for template in rollback { _ = try await mustRun(host, render(template, previous: oldRelease), "restore the previous default") }
+            }
             let running = try await mustRun(host, "cat /proc/sys/kernel/osrelease", "read release").trimmed
             if running != oldRelease {
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
@@ -452,6 +477,12 @@ public final class Orchestrator: Sendable {
     }
 
     // MARK: - helpers
+
+    /// A plan command with `{release}` and `{previous_release}` replaced, shell-quoted.
+    func render(_ template: String, previous: String?) -> String {
+        template.replacingOccurrences(of: "{release}", with: shellQuote(plan.kernel.release))
+            .replacingOccurrences(of: "{previous_release}", with: shellQuote(previous ?? ""))
+    }
 
     func fail(_ name: String, _ reason: String) throws {
         guard let h = try journal.host(rolloutID, name), h.state.canMove(to: .failed), h.state != .failed else { return }

@@ -51,13 +51,14 @@ struct RolloutE2ETests {
 
         /// Writes a plan for this fleet and returns its path.
         func plan(release: String, waves: String = "[1, 25%, 100%]", soak: String = "5s", rebootTimeout: String = "30s",
-                  rollback: String = "wave", extraGate: String = "") throws -> String {
+                  rollback: String = "wave", extraGate: String = "", bootloader: String = "grub") throws -> String {
             let path = dir + "/plan-\(release).yaml"
             try """
             name: e2e-\(release)
             kernel:
               release: \(release)
             inventory: fleet/inventory.yaml
+            bootloader: \(bootloader)
             waves:
               sizes: \(waves)
               max_parallel: 4
@@ -216,6 +217,22 @@ struct RolloutE2ETests {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i)) booted \(fleet.boots(fleet.name(i)))\n\(log.suffix(2000))")
         }
         print("kill -9 test: \(kills) kills, rollout completed")
+    }
+
+    @Test func customBootloaderCommandsStageCommitAndRollBack() throws {
+        let fleet = try Fleet(hosts: 3, racks: 3, slot: 8); defer { fleet.down() }
+        let title = "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux"
+        let custom = """
+        {type: custom, stage: ['grub-reboot "\(title) {release}"'], commit: ['grub-set-default "\(title) {release}"'], rollback: ['grub-set-default "\(title) {previous_release}"']}
+        """
+        let ok = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", bootloader: custom))
+        #expect(ok.status == 0, "\(ok.output)")
+        for i in 1...3 { #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"]) }
+        // Now a leaky kernel through the same commands: the canary is rolled back with the rollback command.
+        let bad = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", waves: "[1, 100%]", soak: "8s", bootloader: custom))
+        #expect(bad.status == 3, "\(bad.output)")
+        #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-19-hosting", "6.1.0-18-hosting", "6.1.0-19-hosting"])
+        #expect(fleet.hostStates(try fleet.lastRollout())["web-001"] == "rolled_back")
     }
 
     @Test func secondApplyOnTheSameHostsIsRefused() throws {
