@@ -97,22 +97,17 @@ struct PlanApply: AsyncParsableCommand {
                 Console.shared.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
             }
             let cfg = SSHConfig.load(path: sshConfig)
-            let survey = FleetSurvey(inventory: loaded.inventory, parallelism: parallel, sshConfig: cfg)
             let counter = Counter()
             let total = targets.count
-            let results = await survey.run(hosts: targets) { _ in
+            let survey = await PlanSurvey(inventory: loaded.inventory, parallelism: parallel, sshConfig: cfg).run(hosts: targets) {
                 let n = counter.increment()
                 Console.shared.progress("reading current kernels: \(n)/\(total) hosts")
             }
             Console.shared.clearProgress()
-            for r in results {
-                if let release = r.facts?.release {
-                    facts.releases[r.host.name] = release
-                    facts.hostFacts[r.host.name] = r.facts
-                } else {
-                    facts.unreachable[r.host.name] = r.error.map { "[\($0.code.rawValue)] \($0.message)" } ?? r.problem ?? "no release read"
-                }
-            }
+            facts.releases = survey.releases
+            facts.hostFacts = survey.hostFacts
+            facts.bootFree = survey.bootFree
+            facts.unreachable = survey.unreachable
             // The example host's menu, to show the exact GRUB entry paths.
             let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: facts.releases, unreachable: facts.unreachable,
                                           customers: loaded.customers)

@@ -11,6 +11,8 @@ public struct DryRunFacts: Sendable {
     public var unreachable: [String: String]
     /// Host name -> everything the survey read (SUnreclaim, uptime, OOM kills), when online.
     public var hostFacts: [String: HostFacts] = [:]
+    /// Host name -> free bytes on /boot, when online.
+    public var bootFree: [String: UInt64] = [:]
     /// The example host's `/boot/grub/grub.cfg` text, when it was read.
     public var exampleGrubConfig: String?
     public var customers: Customers?
@@ -52,6 +54,7 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var sunreclaimShare: Double?
         public var uptimeSeconds: Double?
         public var oomKills: UInt64?
+        public var bootFreeBytes: UInt64?
     }
     public struct Wave: Sendable, Codable, Equatable {
         public var number: Int
@@ -159,7 +162,7 @@ public enum DryRun {
             return .init(name: h.name, address: h.address, labels: h.labels, currentRelease: facts.releases[h.name],
                          customers: customers.map { $0.customers(onHost: h.name).count },
                          sunreclaimBytes: f?.memory.sUnreclaim, sunreclaimShare: f?.memory.sUnreclaimShare,
-                         uptimeSeconds: f?.uptimeSeconds, oomKills: f?.oomKill)
+                         uptimeSeconds: f?.uptimeSeconds, oomKills: f?.oomKill, bootFreeBytes: facts.bootFree[h.name])
         }
         let total = layout.waves.reduce(0) { $0 + $1.hosts.count }
         var done = 0
@@ -219,6 +222,12 @@ public enum DryRun {
         let unknown = layout.waves.flatMap(\.hosts).filter { facts.releases[$0.name] == nil }
         if !facts.offline && !unknown.isEmpty {
             notes.append("\(unknown.count) host\(unknown.count == 1 ? "" : "s") in the waves did not report a release")
+        }
+        let short = layout.waves.flatMap(\.hosts).filter { (facts.bootFree[$0.name] ?? .max) < plan.kernel.minBootFreeBytes }
+        if !short.isEmpty {
+            let list = short.prefix(10).map { "\($0.name) (\(Quantity.formatBytes(facts.bootFree[$0.name]!)))" }.joined(separator: ", ")
+                + (short.count > 10 ? " and \(short.count - 10) more" : "")
+            notes.append("\(short.count) host\(short.count == 1 ? " has" : "s have") less than kernel.min_boot_free (\(Quantity.formatBytes(plan.kernel.minBootFreeBytes))) free on /boot and will fail the check step: \(list)")
         }
         if !layout.skipped.filter({ $0.reason.hasPrefix("unreachable") }).isEmpty {
             notes.append("unreachable hosts are left out; they stay on their current kernel")

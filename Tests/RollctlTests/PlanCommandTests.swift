@@ -105,6 +105,7 @@ struct PlanCommandTests {
         #expect(host["current_release"] as? String == release)
         #expect((host["sunreclaim_bytes"] as? NSNumber)?.uint64Value ?? 0 > 0)
         #expect(host["uptime_seconds"] != nil)
+        #expect((host["boot_free_bytes"] as? NSNumber)?.uint64Value ?? 0 > 0)
         let skipped = try #require(doc["skipped"] as? [[String: Any]])
         #expect(skipped.first?["host"] as? String == "gone-1")
         #expect((skipped.first?["reason"] as? String)?.hasPrefix("unreachable: [connect_refused]") == true)

@@ -16,6 +16,7 @@ import Testing
                                 customers: l.customers, maintenanceTemplate: nil)
         facts.hostFacts["web-001"] = HostFacts(release: "6.1.0-17-hosting", uptimeSeconds: 86400,
                                                memory: MemInfo(memTotal: 16 << 30, sUnreclaim: 4 << 30), oomKill: 3)
+        facts.bootFree = ["web-001": 20 << 20, "web-002": 1 << 30]
         let p = DryRun.preview(plan: l.plan, inventory: l.inventory, layout: layout, facts: facts)
         #expect(p.plan.targetRelease == "6.1.0-19-hosting" && p.plan.bootloader == "grub")
         #expect(p.inventoryHosts == 26 && p.selectedHosts == 24 && p.hostsToRoll == 22)
@@ -24,6 +25,8 @@ import Testing
         #expect(p.waves.first?.name == "canary" && p.waves.first?.hostCount == 1)
         let canary = try #require(p.waves.first?.batches.first?.first)
         #expect(canary.name == "web-001" && canary.currentRelease == "6.1.0-17-hosting")
+        #expect(canary.bootFreeBytes == 20 << 20)
+        #expect(p.notes.contains { $0.hasPrefix("1 host has less than kernel.min_boot_free (128 MiB) free on /boot") && $0.contains("web-001 (20.0 MiB)") })
         #expect(canary.sunreclaimBytes == 4 << 30 && canary.sunreclaimShare == 0.25 && canary.oomKills == 3 && canary.uptimeSeconds == 86400)
         #expect(p.waves.map(\.hostCount).reduce(0, +) == 22)
         #expect(p.waves.last?.doneShare == 1)
@@ -91,5 +94,29 @@ import Testing
         plan.kernel.release = "6.1 x'y"
         steps = DryRun.steps(plan: plan, example: nil, previousRelease: nil, grubConfig: nil, customers: nil)
         #expect(steps.first { $0.step == "install" }!.commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-'6.1 x'\\''y'"])
+    }
+
+    @Test func surveyOutputParses() {
+        let out = """
+        @@rollctl-file /proc/sys/kernel/osrelease
+        6.1.0-17-hosting
+        @@rollctl-file /proc/sys/kernel/random/boot_id
+        0d6f1c7e-1b9e-4c1e-9a51-2f0e7c1d9b10
+        @@rollctl-file /proc/uptime
+        4242.5 8000.1
+        @@rollctl-file /proc/meminfo
+        MemTotal:       16384000 kB
+        SUnreclaim:      2048000 kB
+        @@rollctl-file /proc/vmstat
+        oom_kill 2
+        @@rollctl-file boot-free
+        351272960
+
+        """
+        let (facts, free) = PlanSurvey.parse(out)
+        #expect(facts.release == "6.1.0-17-hosting" && facts.oomKill == 2 && facts.memory.sUnreclaim == 2048000 * 1024)
+        #expect(free == 351272960)
+        #expect(PlanSurvey.parse(out.replacingOccurrences(of: "351272960", with: "df: /boot: No such file or directory")).bootFreeBytes == nil)
+        #expect(PlanSurvey.command.hasPrefix(HostFacts.command))
     }
 }
