@@ -147,6 +147,8 @@ struct NoticeFixture {
         #expect(anna.content_type == "text/plain" && anna.charset == "utf-8")
         #expect(anna.raw_max_line <= 78)
         #expect(anna.message_id == "<rollctl.r-notice-test.1.maintenance.c0042@hosting.example>")
+        // One SMTP session carries the batch.
+        #expect(anna.connection == bob.connection)
 
         let rows = try f.notices()
         #expect(rows.count == 2 && rows.allSatisfy { $0.status == .sent && $0.attempts == 1 && !$0.resentAfterCrash })
@@ -271,6 +273,19 @@ struct NoticeFixture {
         defer { sink.stop() }
         try await f.sender(port: sink.port, block: false).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         #expect(try sink.mails().isEmpty)
+    }
+
+    @Test func aGreylisted450IsRetriedAfterBackoff() async throws {
+        let f = try NoticeFixture()
+        let sink = try LoopbackSink.smtp(greylistFirst: 2)
+        defer { sink.stop() }
+        try await f.sender(port: sink.port, attempts: 4).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
+        #expect(try sink.mails().count == 2)
+        let rows = try f.notices()
+        #expect(rows.allSatisfy { $0.status == .sent })
+        let bob = try #require(rows.first { $0.customerID == "c0007" })
+        #expect(bob.attempts == 3 && bob.lastError?.contains("450 4.2.0") == true)
+        #expect(rows.first { $0.customerID == "c0042" }?.attempts == 1)
     }
 
     @Test func aRejectedRecipientIsPermanentNotRetriedAndBlocks() async throws {

@@ -18,6 +18,8 @@ struct ReceivedMail: Decodable, Equatable {
     var body: String
     var authenticated: Bool
     var tls: Bool
+    /// The client's address:port: one value per SMTP connection.
+    var connection: String
     var raw_max_line: Int
 }
 
@@ -56,8 +58,10 @@ final class LoopbackSink: @unchecked Sendable {
         port = found
     }
 
-    static func smtp(auth: String? = nil, reject: [String] = [], hangFirst: Int = 0, tls: TestCertificate? = nil, loginOnly: Bool = false) throws -> LoopbackSink {
+    static func smtp(auth: String? = nil, reject: [String] = [], hangFirst: Int = 0, greylistFirst: Int = 0, tls: TestCertificate? = nil,
+                     loginOnly: Bool = false) throws -> LoopbackSink {
         var args: [String] = []
+        if greylistFirst > 0 { args += ["--greylist-first", "\(greylistFirst)"] }
         if let tls { args += ["--tls-cert", tls.certPath, "--tls-key", tls.keyPath] }
         if loginOnly { args.append("--login-only") }
         if let auth { args += ["--auth", auth] }

@@ -10,6 +10,7 @@ NNNN.json (envelope plus the decoded headers and body) in --folder.
   --tls-cert F --tls-key K   offer STARTTLS with this certificate, and require it
                          (before MAIL and AUTH)
   --login-only           offer AUTH LOGIN only (not PLAIN)
+  --greylist-first N     answer the first N RCPT TO with 450 (try again later)
   --hang-first N         store the first N messages but never answer the end of
                          DATA (the window where the server accepted and the
                          client does not know)
@@ -26,13 +27,18 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Sink:
-    def __init__(self, folder, reject, hang_first):
+    def __init__(self, folder, reject, hang_first, greylist_first=0):
+        self.greylist_first = greylist_first
+        self.rcpts = 0
         self.folder = folder
         self.reject = set(reject)
         self.hang_first = hang_first
         self.count = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpts += 1
+        if self.rcpts <= self.greylist_first:
+            return "450 4.2.0 <%s>: Recipient address rejected: Greylisted, try again later" % address
         if address in self.reject:
             return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
         envelope.rcpt_tos.append(address)
@@ -56,6 +62,7 @@ class Sink:
             "body": msg.get_content().replace("\r\n", "\n"),
             "authenticated": bool(session.authenticated),
             "tls": session.ssl is not None,
+            "connection": "%s:%s" % tuple(session.peer[:2]),
             "raw_max_line": max((len(l) for l in raw.split(b"\r\n")), default=0),
         }
         with open(os.path.join(self.folder, name + ".eml"), "wb") as f:
@@ -76,11 +83,12 @@ def main():
     p.add_argument("--auth")
     p.add_argument("--reject", action="append", default=[])
     p.add_argument("--hang-first", type=int, default=0)
+    p.add_argument("--greylist-first", type=int, default=0)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--login-only", action="store_true")
     a = p.parse_args()
-    sink = Sink(a.folder, a.reject, a.hang_first)
+    sink = Sink(a.folder, a.reject, a.hang_first, a.greylist_first)
 
     authenticator = None
     if a.auth:
