@@ -77,7 +77,7 @@ struct RolloutE2ETests {
                 min_success: 95%
                 min_requests: 6
                 requests_per_sample: 2
-                timeout: 500ms
+                timeout: 1s
             \(extraGate)
             on_failure:
               rollback: \(rollback)
