@@ -482,6 +482,48 @@ struct NoticeFixture {
     }
 }
 
+@Suite(.serialized) struct NoticeScaleTests {
+    /// 500 customers on 50 hosts (each on 1 to 3 of them): exactly one message per
+    /// customer, listing exactly their hosts, over one SMTP session.
+    @Test func everyCustomerOnceWithExactlyTheirHosts() async throws {
+        let dir = NSTemporaryDirectory() + "rollctl-notices-scale-\(UUID().uuidString.prefix(8))"
+        let journal = try Journal(path: dir + "/journal.sqlite")
+        let hostNames = (1...50).map { String(format: "web-%03d", $0) }
+        let plan = Plan(name: "p", path: dir + "/p.yaml", text: "", kernel: KernelSpec(release: "6.1.0-99"), inventoryPath: dir + "/i.yaml")
+        try journal.createRollout(id: "r-scale", plan: plan, planHash: "h",
+                                  hosts: hostNames.map { ($0, "10.1.0.1", dir + $0, 1, 1, .pending, nil) }, waves: 1, pid: getpid())
+        var rows: [(host: String, customer: Customer)] = []
+        var expected: [String: [String]] = [:]
+        var rng = SystemRandomNumberGenerator()
+        for i in 1...500 {
+            let c = Customer(id: String(format: "c%04d", i), name: "Customer \(i)", email: "c\(i)@example.org")
+            for h in hostNames.shuffled(using: &rng).prefix(Int.random(in: 1...3, using: &rng)) {
+                rows.append((h, c))
+                expected[c.email, default: []].append(h)
+            }
+        }
+        let customers = Customers(path: dir + "/c.csv", rows: rows)
+        let sink = try LoopbackSink.smtp()
+        defer { sink.stop() }
+        let spec = NotifySpec(customersPath: customers.path, channel: .smtp(host: "127.0.0.1", port: sink.port, from: "r@example.net", starttls: false,
+                                                                             username: nil, passwordEnv: nil, passwordFile: nil))
+        let sender = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: "r-scale", planName: "p", release: "6.1.0-99", log: { _ in })
+        let clock = ContinuousClock()
+        let elapsed = try await clock.measure {
+            try await sender.maintenance(wave: 1, hosts: hostNames, windowStart: Date(), windowEnd: Date())
+        }
+        print("notices: 500 customers on 50 hosts sent in \(elapsed)")
+        let mails = try sink.mails()
+        #expect(mails.count == 500)
+        #expect(Set(mails.map(\.connection)).count == 1)
+        for m in mails {
+            let listed = m.body.split(separator: "\n").filter { $0.hasPrefix("  - ") }.map { String($0.dropFirst(4)) }
+            #expect(listed.sorted() == expected[m.rcpt_tos[0]]?.sorted(), "\(m.rcpt_tos)")
+        }
+        #expect(try journal.notices("r-scale").allSatisfy { $0.status == .sent })
+    }
+}
+
 // MARK: - kill -9 of a real process mid-send
 
 /// The process that gets killed: this test binary again, running only
