@@ -354,11 +354,19 @@ final class ChannelSession: @unchecked Sendable {
         }
     }
 
+    /// QUIT on a thread of its own: the caller does not wait for the server's goodbye.
     func close() {
         guard let s = session else { return }
         session = nil
-        s.quit()
+        let box = SessionBox(s)
+        Blocking.detached { box.session.quit() }
     }
+}
+
+/// Hands a session to the thread that says goodbye (nobody else holds it any more).
+private final class SessionBox: @unchecked Sendable {
+    let session: SMTPSession
+    init(_ s: SMTPSession) { session = s }
 }
 
 /// rollctl's own texts, used when the plan names no template folder (or the
