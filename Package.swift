@@ -46,11 +46,12 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
+        .executableTarget(name: "bench-core", dependencies: ["Rollout"]),  // bench/: planner + journal at scale
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate"]),
-        .testTarget(name: "RolloutTests", dependencies: ["Rollout", "SSHTesting"]),
+        .testTarget(name: "RolloutTests", dependencies: ["Rollout", "SSHTesting"], exclude: ["corpus"]),
         .testTarget(name: "RollctlTests", dependencies: ["SSHTesting"]),
     ],
     swiftLanguageModes: [.v6]

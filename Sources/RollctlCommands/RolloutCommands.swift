@@ -49,8 +49,28 @@ enum RolloutDriver {
 
     /// Drives the rollout; maps the outcome to the documented exit code.
     static func drive(_ orchestrator: Orchestrator, stop: StopFlag, json: Bool) async throws {
-        let outcome = try await orchestrator.run()
         let console = Console.shared
+        // Live status line on a terminal (stderr): wave, hosts per state, elapsed.
+        let ticker = Task {
+            guard console.stderrIsTTY, !json else { return }
+            let start = ContinuousClock.now
+            while !Task.isCancelled {
+                if let hosts = try? orchestrator.journal.hosts(orchestrator.rolloutID),
+                   let waves = try? orchestrator.journal.waves(orchestrator.rolloutID) {
+                    let current = waves.first { $0.state == "running" }?.number ?? waves.filter { $0.state == "passed" }.count
+                    var counts: [HostState: Int] = [:]
+                    for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
+                    let parts = HostState.allCases.compactMap { st in counts[st].map { "\(st.rawValue) \($0)" } }
+                    let secs = (ContinuousClock.now - start).components.seconds
+                    console.progress("wave \(current)/\(waves.count) · \(parts.joined(separator: " · ")) · \(secs / 60)m\(String(format: "%02d", secs % 60))s")
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { ticker.cancel() }
+        let outcome = try await orchestrator.run()
+        ticker.cancel()
+        console.clearProgress()
         switch outcome {
         case .completed:
             if json { console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "completed"])) }
