@@ -59,6 +59,12 @@ public struct NoticeSender: Sendable {
         self.log = log
     }
 
+    /// The plan's notice settings, or nil when the plan sends none.
+    public init?(plan: Plan, customers: Customers?, journal: Journal, rolloutID: String, log: @escaping @Sendable (String) -> Void) {
+        guard let spec = plan.notify, let customers else { return nil }
+        self.init(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: plan.name, release: plan.kernel.release, log: log)
+    }
+
     // MARK: - the orchestrator's calls
 
     /// Before the wave's first reboot: records and sends one maintenance notice

@@ -472,6 +472,20 @@ struct NoticeFixture {
         #expect(try f2.notices().allSatisfy { $0.attempts == 1 })
     }
 
+    @Test func aTrustedCertificateForAnotherNameIsRefused() async throws {
+        let cert = try TestCertificate(subjectAltName: "DNS:other.example")
+        let sink = try LoopbackSink.webhook(tls: cert)
+        defer { sink.stop() }
+        for host in ["localhost", "127.0.0.1"] {
+            let f = try NoticeFixture()
+            let error = await #expect(throws: NoticeError.self) {
+                try await f.webhookSender(url: "https://\(host):\(sink.port)/", caFile: cert.certPath).done(wave: 1, hosts: f.wave1)
+            }
+            #expect(error?.description.contains("certificate verify failed") == true, "\(host)")
+        }
+        #expect(sink.items().isEmpty)
+    }
+
     @Test func aWebhookThatIsDownBlocksAfterRetries() async throws {
         let f = try NoticeFixture()
         await #expect(throws: NoticeError.self) {

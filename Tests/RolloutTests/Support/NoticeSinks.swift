@@ -127,13 +127,13 @@ struct TestCertificate {
     let certPath: String
     let keyPath: String
 
-    init() throws {
+    init(subjectAltName: String = "DNS:localhost,IP:127.0.0.1") throws {
         let dir = NSTemporaryDirectory() + "rollctl-tls-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         certPath = dir + "/cert.pem"
         keyPath = dir + "/key.pem"
         let (status, output) = try Spawn.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", keyPath, "-out", certPath,
-                                                                  "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+                                                                  "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=\(subjectAltName)"])
         guard status == 0 else { throw TestSSHDError("openssl req failed: \(output)") }
     }
 }
