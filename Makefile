@@ -32,5 +32,17 @@ test: deps
 demo: deps
 	@scripts/demo.sh
 
+## bench: figures against the peers (bench/README.md, results in bench/RESULTS.md).
+## Not a test: nothing in `make test` depends on it. Release builds in .build-bench.
+BENCH_APT := pssh python3-venv time
+bench: deps
+	@missing=""; for p in $(BENCH_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	swift build -c release --scratch-path .build-bench
+	bench/survey.sh
+	bench/connections.sh
+	bench/halt-latency.sh
+	bench/core.sh
+
 clean:
 	rm -rf .build .fleetsim

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# bench/core.sh — the wave planner and the journal alone at 1k/10k/100k synthetic hosts
+# (Sources/bench-core). Not issue 8.3's whole orchestration core: the orchestrator has no
+# in-process transport yet, so no state machine driven over hosts, no gates, no boots.
+# One process per size (so its peak RSS is that size's), REPS runs each, medians.
+#
+#   bench/core.sh [SIZE...]        default 1000 10000 100000; REPS=3
+#   MOVE_CAP=N: move at most N hosts through the happy path (the journal's per-move
+#   cost is constant, see µs/move; default: every host)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need_release_build bench-core
+
+SIZES=${*:-1000 10000 100000}
+REPS=${REPS:-3}
+OUT=${OUT:-$ROOT/bench/out/core-$(date -u +%Y%m%dT%H%M%SZ)}
+JDIR=${JDIR:-/tmp/rollctl-bench-core}
+mkdir -p "$OUT" "$JDIR"
+trap 'rm -rf "$JDIR"' EXIT
+: > "$OUT/core.jsonl"
+for n in $SIZES; do
+  for ((r = 1; r <= REPS; r++)); do
+    ld=$(load1)
+    cap=()
+    [[ -n ${MOVE_CAP:-} ]] && cap=(--move-hosts "$MOVE_CAP")
+    /usr/bin/time -f '%e %M' -o "$OUT/time-$n-$r" "$BIN/bench-core" --hosts "$n" --journal "$JDIR/journal-$n.sqlite" "${cap[@]}" > "$OUT/run-$n-$r.json"
+    python3 - "$OUT/run-$n-$r.json" "$ld" "$OUT/time-$n-$r" >> "$OUT/core.jsonl" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); r["load1"] = float(sys.argv[2])
+wall, maxrss = open(sys.argv[3]).read().split()[-2:]
+r["time_wall_s"] = float(wall); r["time_maxrss_kib"] = int(maxrss)
+print(json.dumps(r))
+PY
+    say "$n hosts run $r: $(tail -1 "$OUT/core.jsonl")"
+    rm -f "$JDIR"/journal-$n.sqlite*
+  done
+done
+python3 "$ROOT/bench/summarize.py" core "$OUT" | tee "$OUT/summary.md"
