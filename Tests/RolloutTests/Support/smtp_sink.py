@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A real SMTP server for rollctl's notice tests (aiosmtpd, Debian python3-aiosmtpd).
 
-Listens on 127.0.0.1 on a free port, writes the port to --port-file once it
+Listens on 127.0.0.1 on a free port (or --port), writes the port to --port-file once it
 accepts connections, and stores each accepted message as NNNN.eml (raw) and
 NNNN.json (envelope plus the decoded headers and body) in --folder.
 
@@ -80,6 +80,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--folder", required=True)
     p.add_argument("--port-file", required=True)
+    p.add_argument("--port", type=int, default=0, help="listen here instead of a free port")
     p.add_argument("--auth")
     p.add_argument("--reject", action="append", default=[])
     p.add_argument("--hang-first", type=int, default=0)
@@ -110,7 +111,7 @@ def main():
                     auth_exclude_mechanism=["PLAIN"] if a.login_only else None)
 
     async def serve():
-        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", a.port)
         port = server.sockets[0].getsockname()[1]
         with open(a.port_file + ".tmp", "w") as f:
             f.write(str(port))
