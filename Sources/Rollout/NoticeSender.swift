@@ -75,9 +75,16 @@ public struct NoticeSender: Sendable {
     @discardableResult
     public func maintenance(wave: Int, hosts: [String], windowStart: Date, windowEnd: Date) async throws -> Date {
         try await send(.maintenance, wave: wave, hosts: hosts, window: (windowStart, windowEnd))
+        return try earliestReboot(wave: wave)
+    }
+
+    /// The earliest instant the wave's reboots may start, from the journal alone
+    /// (sends nothing): the last maintenance notice of the wave journaled `sent`,
+    /// plus the lead time; now when none was sent. For a run resumed after its
+    /// hosts were staged (past `notified`), so the lead time still holds.
+    public func earliestReboot(wave: Int) throws -> Date {
         let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.maintenance.rawValue && $0.status == .sent }
-        let last = sent.compactMap { $0.sentAt.flatMap(Self.parseTime) }.max()
-        guard let last else { return Date() }
+        guard let last = sent.compactMap({ $0.sentAt.flatMap(Self.parseTime) }).max() else { return Date() }
         return last.addingTimeInterval(Double(spec.leadTime.components.seconds) + Double(spec.leadTime.components.attoseconds) / 1e18)
     }
 

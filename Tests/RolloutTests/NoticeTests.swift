@@ -171,6 +171,8 @@ struct NoticeFixture {
         let again = try await f.sender(port: sink.port, leadTime: .seconds(600)).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         #expect(try sink.mails().count == 2)
         #expect(again == first)
+        #expect(try f.sender(port: sink.port, leadTime: .seconds(600)).earliestReboot(wave: 1) == first)
+        #expect(try f.sender(port: sink.port, leadTime: .seconds(600)).earliestReboot(wave: 2).timeIntervalSinceNow < 1)
         #expect(try f.notices().allSatisfy { $0.attempts == 1 })
     }
 
