@@ -70,8 +70,10 @@ import SSHTesting
 
 /// A journal with one rollout: wave 1 = web-1…web-3, wave 2 = web-4.
 /// Customers: anna on web-1, web-2, web-3 (and web-4); bob on web-2; cyril on web-4 only.
-struct NoticeFixture {
+final class NoticeFixture: Sendable {
     let dir: String
+    /// Removed at deinit when this fixture created it.
+    private let owned: Bool
     let journal: Journal
     let customers: Customers
     let rolloutID = "r-notice-test"
@@ -80,6 +82,7 @@ struct NoticeFixture {
     init(dir existing: String? = nil) throws {
         let dir = existing ?? NSTemporaryDirectory() + "rollctl-notices-\(UUID().uuidString.prefix(8))"
         self.dir = dir
+        owned = existing == nil
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         journal = try Journal(path: dir + "/journal.sqlite")
         let anna = Customer(id: "c0042", name: "Anna Nováková", email: "anna@example.org")
@@ -95,6 +98,10 @@ struct NoticeFixture {
             (1...4).map { i in ("web-\(i)", "10.0.0.\(i)", "\(dir)/web-\(i)", i <= 3 ? 1 : 2, 1, .pending, nil) }
         try journal.createRollout(id: rolloutID, plan: plan, planHash: "h", hosts: hosts, waves: 2, pid: getpid())
         try journal.pool.write { db in try db.execute(sql: "UPDATE host SET release_before = '6.1.0-13-leaky'") }
+    }
+
+    deinit {
+        if owned { try? FileManager.default.removeItem(atPath: dir) }
     }
 
     func sender(port: Int, block: Bool = true, leadTime: Duration = .zero, username: String? = nil, environment: [String: String] = [:],
@@ -503,6 +510,7 @@ struct NoticeFixture {
     /// customer, listing exactly their hosts, over one SMTP session.
     @Test func everyCustomerOnceWithExactlyTheirHosts() async throws {
         let dir = NSTemporaryDirectory() + "rollctl-notices-scale-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         let journal = try Journal(path: dir + "/journal.sqlite")
         let hostNames = (1...50).map { String(format: "web-%03d", $0) }
         let plan = Plan(name: "p", path: dir + "/p.yaml", text: "", kernel: KernelSpec(release: "6.1.0-99"), inventoryPath: dir + "/i.yaml")

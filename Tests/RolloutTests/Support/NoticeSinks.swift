@@ -28,6 +28,7 @@ struct ReceivedMail: Decodable, Equatable {
 final class LoopbackSink: @unchecked Sendable {
     let folder: String
     let port: Int
+    private let dir: String
     private let pid: pid_t
     private var stopped = false
 
@@ -38,6 +39,7 @@ final class LoopbackSink: @unchecked Sendable {
 
     init(script: String, arguments: [String] = []) throws {
         let dir = NSTemporaryDirectory() + "rollctl-notice-\(UUID().uuidString.prefix(8))"
+        self.dir = dir
         folder = dir + "/inbox"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let portFile = dir + "/port"
@@ -105,7 +107,10 @@ final class LoopbackSink: @unchecked Sendable {
         _ = Spawn.wait(pid)
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
 }
 
 /// A TCP port on 127.0.0.1 where nothing listens (bound, then closed).
@@ -123,12 +128,14 @@ func closedLoopbackPort() -> Int {
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1 (openssl CLI), for STARTTLS tests.
-struct TestCertificate {
+final class TestCertificate: Sendable {
     let certPath: String
     let keyPath: String
+    private let dir: String
 
     init(subjectAltName: String = "DNS:localhost,IP:127.0.0.1") throws {
         let dir = NSTemporaryDirectory() + "rollctl-tls-\(UUID().uuidString.prefix(8))"
+        self.dir = dir
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         certPath = dir + "/cert.pem"
         keyPath = dir + "/key.pem"
@@ -136,4 +143,6 @@ struct TestCertificate {
                                                                   "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=\(subjectAltName)"])
         guard status == 0 else { throw TestSSHDError("openssl req failed: \(output)") }
     }
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
 }
