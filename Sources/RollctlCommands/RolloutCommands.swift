@@ -131,9 +131,6 @@ enum ApplyRun {
         if inventory.defaults.hostKeyPolicy == .off {
             console.warn("host_key_policy is 'off' in \(inventory.path): host keys are NOT verified")
         }
-        if plan.notify != nil {
-            console.warn("the plan configures customer notices, but this rollctl cannot send them yet: no customer will be told")
-        }
         // Read-only survey first: current kernels and reachability decide the layout.
         let survey = FleetSurvey(inventory: inventory, parallelism: parallel, sshConfig: SSHConfig.load())
         let facts = await survey.run(hosts: selected) { _ in }
@@ -165,7 +162,7 @@ enum ApplyRun {
         let stop = StopFlag()
         stop.install()
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
-                             stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
+                             customers: customers, stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
         try await RolloutDriver.drive(o, stop: stop, json: json)
     }
 }
@@ -289,10 +286,11 @@ struct RolloutResume: AsyncParsableCommand {
         }
         let plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
         let inventory = try Inventory.load(path: plan.inventoryPath)
+        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         let stop = StopFlag()
         stop.install()
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
-                             stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
+                             customers: customers, stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
         if !json { Console.shared.out("resuming rollout \(id) (was \(r.state)\(r.pid.map { ", driven by pid \($0) which is gone" } ?? ""))") }
         try await RolloutDriver.drive(o, stop: stop, json: json)
     }
@@ -344,8 +342,9 @@ struct RolloutRollback: AsyncParsableCommand {
         var plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
         plan.failure.rollback = .all
         let inventory = try Inventory.load(path: plan.inventoryPath)
+        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
-                             log: RolloutDriver.logger(json: json))
+                             customers: customers, log: RolloutDriver.logger(json: json))
         try await o.rollbackAfterHalt()
         let left = try j.hosts(id).filter { $0.state == .rollbackFailed }
         RolloutShow.renderHosts(try j.hosts(id))

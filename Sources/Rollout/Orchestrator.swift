@@ -32,10 +32,19 @@ public final class Orchestrator: Sendable {
     let log: @Sendable (RolloutLogLine) -> Void
     let stopRequested: @Sendable () -> Bool
     let connections: Connections
+    /// Customer notices (maintenance before a wave's reboots, done, rolled back); nil when the plan has none.
+    let notices: NoticeSender?
 
     public init(rolloutID: String, plan: Plan, inventory: Inventory, journal: Journal, sshConfig: SSHConfig = SSHConfig(),
+                customers: Customers? = nil,
                 stopRequested: @escaping @Sendable () -> Bool = { false },
                 log: @escaping @Sendable (RolloutLogLine) -> Void = { _ in }) {
+        if let spec = plan.notify, let customers {
+            notices = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: plan.name,
+                                   release: plan.kernel.release, log: { log(RolloutLogLine(host: nil, message: $0, isProblem: false)) })
+        } else {
+            notices = nil
+        }
         self.rolloutID = rolloutID
         self.plan = plan
         self.inventory = inventory
@@ -116,12 +125,39 @@ public final class Orchestrator: Sendable {
         let all = try journal.hosts(rolloutID).filter { $0.wave == number }
         let batches = Dictionary(grouping: all, by: { $0.batch ?? 1 }).sorted { $0.key < $1.key }.map(\.value)
 
-        // 1. Pre-checks and staging for the whole wave (no disruption yet).
-        await forEach(all.filter { $0.state < .staged }, limit: 32) { h in await self.prepare(h.name) }
+        // 1. Pre-checks for the whole wave (no disruption yet).
+        await forEach(all.filter { $0.state == .pending }, limit: 32) { h in await self.check(h.name) }
         if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
         if stopRequested() { return try interrupt() }
 
-        // 2. Reboots, batch by batch (a batch never holds two hosts of one failure domain).
+        // 2. Tell the customers before anything changes; honour the lead time (across resume too).
+        var rebootsFrom = Date()
+        let toNotify = try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .checked || $0.state == .notified) }
+        if let notices, !toNotify.isEmpty {
+            do {
+                let window = Date().addingTimeInterval(Double((plan.reboot.timeout + plan.gate.soak).components.seconds) * Double(max(1, batches.count)))
+                rebootsFrom = try await notices.maintenance(wave: number, hosts: toNotify.map(\.name), windowStart: Date(), windowEnd: window)
+                for h in toNotify where h.state == .checked { try journal.move(rolloutID, host: h.name, to: .notified) }
+            } catch {
+                return try halt(reason: "wave \(number): customer notices could not be delivered and the plan blocks on that: \(error)", wave: number)
+            }
+        }
+
+        // 3. Install and stage boot-once.
+        await forEach(try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .checked || $0.state == .notified) },
+                      limit: 32) { h in await self.stage(h.name) }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if stopRequested() { return try interrupt() }
+        let wait = rebootsFrom.timeIntervalSinceNow
+        if wait > 0 {
+            say(nil, "wave \(number): lead time — reboots start at \(rebootsFrom) (in \(Int(wait)) s)")
+            while rebootsFrom.timeIntervalSinceNow > 0 {
+                if stopRequested() { return try interrupt() }
+                try? await Task.sleep(for: .milliseconds(Int64(min(1000, max(10, rebootsFrom.timeIntervalSinceNow * 1000)))))
+            }
+        }
+
+        // 4. Reboots, batch by batch (a batch never holds two hosts of one failure domain).
         for batch in batches {
             let names = batch.map(\.name)
             await forEach(names, limit: plan.waves.maxParallel) { name in await self.rebootAndVerify(name) }
@@ -129,7 +165,7 @@ public final class Orchestrator: Sendable {
             if stopRequested() { return try interrupt() }
         }
 
-        // 3. Soak and gate.
+        // 5. Soak and gate.
         let ready = try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .verified || $0.state == .soaking) }
         if !ready.isEmpty {
             let report = try await gate(ready.map(\.name), wave: number)
@@ -140,12 +176,18 @@ public final class Orchestrator: Sendable {
         }
         if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
 
-        // 4. Commit: the new kernel becomes the default, only after the gate passed.
+        // 6. Commit: the new kernel becomes the default, only after the gate passed.
         let healthy = try journal.hosts(rolloutID).filter { $0.wave == number && $0.state == .healthy }
         await forEach(healthy.map(\.name), limit: 32) { name in await self.commit(name) }
         if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
         try journal.setWave(rolloutID, number, state: "passed")
         say(nil, "wave \(number)/\(total): passed, \(healthy.count) host\(healthy.count == 1 ? "" : "s") committed")
+        if let notices {
+            let done = try journal.hosts(rolloutID).filter { $0.wave == number && $0.state == .committed }.map(\.name)
+            do { try await notices.done(wave: number, hosts: done) } catch {
+                say(nil, "wave \(number): 'done' notices not all delivered: \(error)", problem: true)
+            }
+        }
         return .completed
     }
 
@@ -193,6 +235,14 @@ public final class Orchestrator: Sendable {
             say(nil, "rolling back \(targets.count) host\(targets.count == 1 ? "" : "s") to their previous kernel: \(targets.map(\.name).joined(separator: ", "))")
             await forEach(targets.map(\.name), limit: plan.waves.maxParallel) { name in await self.rollback(name) }
             if let w = haltedWave, plan.failure.rollback != .none { try journal.setWave(rolloutID, w, state: "rolled_back") }
+            if let notices {
+                let back = try journal.hosts(rolloutID).filter { $0.state == .rolledBack && targets.map(\.name).contains($0.name) }
+                for (wave, hosts) in Dictionary(grouping: back, by: { $0.wave ?? 0 }) {
+                    do { try await notices.rolledBack(wave: wave, hosts: hosts.map(\.name)) } catch {
+                        say(nil, "'rolled back' notices not all delivered: \(error)", problem: true)
+                    }
+                }
+            }
         }
         await connections.closeAll()
         let after = try journal.hosts(rolloutID)
@@ -221,12 +271,13 @@ public final class Orchestrator: Sendable {
 
     // MARK: - host steps
 
-    /// pending/checked/notified → staged: pre-checks, install, pin the old default, boot-once the new entry.
-    func prepare(_ name: String) async {
+    /// pending → checked: reachable, current release and boot id, the running kernel's
+    /// boot entry (what rollback restores), free space on /boot.
+    func check(_ name: String) async {
         do {
-            guard var h = try journal.host(rolloutID, name) else { return }
+            guard let h = try journal.host(rolloutID, name), h.state == .pending else { return }
             let host = await connections.host(name)
-            if h.state == .pending {
+            do {
                 let facts = try await HostFacts.read(from: host, timeout: .seconds(20))
                 guard let release = facts.release, let bootID = facts.bootID else {
                     return try fail(name, "cannot read the kernel release or boot id")
@@ -251,12 +302,18 @@ public final class Orchestrator: Sendable {
                 }
                 try journal.move(rolloutID, host: name, to: .checked,
                                  set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
-                h.state = .checked
-                h.grubEntryBefore = oldEntry
-                h.releaseBefore = release
             }
-            // (customer notices plug in here: checked → notified)
-            if h.state == .checked || h.state == .notified {
+        } catch {
+            try? fail(name, describe(error))
+        }
+    }
+
+    /// checked/notified → staged: install, pin the old default, boot-once the new kernel.
+    func stage(_ name: String) async {
+        do {
+            guard let h = try journal.host(rolloutID, name), h.state == .checked || h.state == .notified else { return }
+            let host = await connections.host(name)
+            do {
                 try journal.event(rolloutID, host: name, kind: "intent", "install \(plan.kernel.release) and stage it to boot once")
                 for template in plan.kernel.install {
                     _ = try await mustRun(host, render(template, previous: h.releaseBefore), "install", timeout: .seconds(1800))
