@@ -17,7 +17,7 @@ struct RolloutNotices: AsyncParsableCommand {
     @Argument(help: "Rollout id (see `rollctl rollout list`).") var id: String
     @Option(help: "Only this wave.") var wave: Int?
     @Flag(help: "One JSON document.") var json = false
-    @Flag(help: "Also print each notice's subject and last error.") var verbose = false
+    @Flag(help: "Also print each notice's subject, Message-ID, hosts and last error.") var verbose = false
 
     func run() async throws {
         let j = try journal.open()
@@ -44,7 +44,7 @@ struct RolloutNotices: AsyncParsableCommand {
             c.out("no customer notices recorded for rollout \(id)\(wave.map { " in wave \($0)" } ?? "")")
             return
         }
-        var table = Table(header: ["WAVE", "KIND", "CUSTOMER", "TO", "HOSTS", "STATUS", "TRIES", "SENT", "REPLY / MESSAGE-ID"])
+        var table = Table(header: ["WAVE", "KIND", "CUSTOMER", "TO", "HOSTS", "STATUS", "TRIES", "SENT", "SERVER REPLY / LAST ERROR"])
         for n in rows {
             let status: String = switch n.status {
             case .sent: c.paint(n.resentAfterCrash ? "sent (resent)" : "sent", .green)
@@ -53,15 +53,16 @@ struct RolloutNotices: AsyncParsableCommand {
             case .skipped: c.paint("skipped", .yellow)
             }
             table.rows.append(["\(n.wave)", n.kind, "\(n.customerID) \(n.customerName)", n.recipient, "\(n.hosts.count)", status,
-                               "\(n.attempts)", n.sentAt ?? "-", (n.reply ?? n.lastError ?? "-") + "  " + n.messageID])
+                               "\(n.attempts)", n.sentAt ?? "-", n.reply ?? n.lastError ?? "-"])
         }
         table.render().forEach { c.out($0) }
         if verbose {
             for n in rows {
                 c.out("")
                 c.out(c.paint("wave \(n.wave) \(n.kind) → \(n.customerID) <\(n.recipient)>", .bold))
-                c.out("  subject: \(n.subject)")
-                c.out("  hosts:   \(n.hosts.joined(separator: ", "))")
+                c.out("  subject:    \(n.subject)")
+                c.out("  message-id: \(n.messageID)")
+                c.out("  hosts:      \(n.hosts.joined(separator: ", "))")
                 if let e = n.lastError { c.out("  last error: \(e)") }
             }
         }

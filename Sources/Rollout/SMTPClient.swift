@@ -201,7 +201,7 @@ final class SMTPSession {
         try write(Array((line + "\r\n").utf8), stage)
         let reply = try readReply(stage)
         guard expect.contains(reply.code) else {
-            throw NoticeDeliveryError(stage: stage, "the server refused \(stage)", reply: reply.text, permanent: !reply.isTransient)
+            throw NoticeDeliveryError(stage: stage, "refused", reply: reply.text, permanent: !reply.isTransient)
         }
         return reply
     }
