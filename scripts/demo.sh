@@ -16,12 +16,18 @@ STATE=$(mktemp -d /tmp/rollctl-demo.XXXXXX)
 export ROLLCTL_JOURNAL=$STATE/journal.sqlite
 
 cleanup() {
+  [ -n "${SMTP_PID:-}" ] && kill "$SMTP_PID" 2>/dev/null
   bold "6. Tearing the fleet down"
   "$BIN/fleetsim" down --dir .fleetsim >/dev/null 2>&1 && echo "fleet removed (namespaces, processes, mounts, rules)"
   rm -rf "$STATE"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# A local SMTP sink (Debian's python3-aiosmtpd) receives the customer notices.
+mkdir -p "$STATE/mail"
+/usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:2525 -c aiosmtpd.handlers.Mailbox "$STATE/mail/box" >"$STATE/smtp.log" 2>&1 &
+SMTP_PID=$!
 
 bold "1. A fleet of 12 hosts in 3 racks, on the in-house kernel whose bind() patch leaks slab memory"
 run "$BIN/fleetsim" up --hosts 12 --racks 3 --dir .fleetsim --scenario scripts/demo-scenario.yaml || exit 1
@@ -40,7 +46,13 @@ run "$BIN/rollctl" plan apply plans/fleetsim-fixed.yaml
 echo "(exit code $?)"
 FIXED=$("$BIN/rollctl" rollout list --json | head -n 1 | sed -E 's/.*"id":"([^"]+)".*/\1/')
 
-bold "5. The journal, and the fleet afterwards"
+bold "5. The customers were told: maintenance before each wave's reboots, done after each wave"
+echo "$(ls "$STATE/mail/box/new" 2>/dev/null | wc -l) messages in the local SMTP sink; the first one:"
+first=$(ls "$STATE/mail/box/new" 2>/dev/null | head -n 1)
+[ -n "$first" ] && sed -n '/^From: /p;/^To: /p;/^Subject: /p;/^Message-ID: /p' "$STATE/mail/box/new/$first" && echo && sed '1,/^$/d' "$STATE/mail/box/new/$first" | head -n 16
+run "$BIN/rollctl" rollout notices "$FIXED" --wave 1
+
+bold "5b. The journal, and the fleet afterwards"
 run "$BIN/rollctl" rollout list
 run "$BIN/rollctl" rollout show "$LEAKY"
 run "$BIN/rollctl" rollout show "$FIXED"

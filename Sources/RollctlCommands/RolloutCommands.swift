@@ -22,7 +22,7 @@ struct RolloutGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout",
         abstract: "Inspect, resume, abort or roll back rollouts recorded in the journal.",
-        subcommands: [RolloutList.self, RolloutShow.self, RolloutResume.self, RolloutAbort.self, RolloutRollback.self]
+        subcommands: [RolloutList.self, RolloutShow.self, RolloutResume.self, RolloutAbort.self, RolloutRollback.self, RolloutNotices.self]
     )
 }
 
