@@ -103,6 +103,12 @@ public final class Orchestrator: Sendable {
     func runWaves() async throws -> RolloutOutcome {
         try journal.claim(rolloutID: rolloutID, pid: getpid())
         let waves = try journal.waves(rolloutID)
+        if let notices {
+            // Templates, channel settings, the password's source: fail before any host is touched.
+            do { try notices.preflight() } catch {
+                return try halt(reason: "customer notices cannot be sent: \(error)", rollback: false)
+            }
+        }
         for wave in waves {
             if wave.state == "passed" { continue }
             if wave.state == "failed" || wave.state == "rolled_back" {
@@ -141,6 +147,9 @@ public final class Orchestrator: Sendable {
             } catch {
                 return try halt(reason: "wave \(number): customer notices could not be delivered and the plan blocks on that: \(error)", wave: number)
             }
+        } else if let notices {
+            // Resumed after the notices went out: the lead time still counts from the journaled send time.
+            rebootsFrom = (try? notices.earliestReboot(wave: number)) ?? Date()
         }
 
         // 3. Install and stage boot-once.
@@ -364,10 +373,16 @@ public final class Orchestrator: Sendable {
                 switch RebootProgress.judge(bootIDBefore: h.bootIDBefore, bootIDNow: now) {
                 case .rebooted: break
                 case .notYet:
-                    say(name, "resume: same boot id as before the reboot — sending the reboot again")
-                    try journal.event(rolloutID, host: name, kind: "intent", "reboot re-sent on resume (boot id unchanged)")
-                    try journal.move(rolloutID, host: name, to: .rebooting, set: ["reboots": nil])
-                    await sendReboot(await connections.host(name), name)
+                    // The reboot may have been sent just before the crash, with the host not down
+                    // yet: give it a grace period before sending it again.
+                    let grace = min(Duration.seconds(20), plan.reboot.timeout / 4)
+                    say(name, "resume: same boot id as before the reboot — waiting up to \(PlanFormat.duration(grace)) for it to go down")
+                    if await waitForNewBoot(name, before: h.bootIDBefore, within: grace) == nil {
+                        say(name, "resume: still the same boot — sending the reboot again")
+                        try journal.event(rolloutID, host: name, kind: "intent", "reboot re-sent on resume (boot id unchanged after \(PlanFormat.duration(grace)))")
+                        try journal.move(rolloutID, host: name, to: .rebooting, set: ["reboots": nil])
+                        await sendReboot(await connections.host(name), name)
+                    }
                 case .unknown: say(name, "resume: host unreachable — waiting for it to come back")
                 }
             }
@@ -413,9 +428,9 @@ public final class Orchestrator: Sendable {
     }
 
     /// Polls with backoff until the host answers with a boot id different from `before`.
-    func waitForNewBoot(_ name: String, before: String?) async -> String? {
-        let deadline = ContinuousClock.now + plan.reboot.timeout
-        try? await Task.sleep(for: plan.reboot.settle)
+    func waitForNewBoot(_ name: String, before: String?, within limit: Duration? = nil) async -> String? {
+        let deadline = ContinuousClock.now + (limit ?? plan.reboot.timeout)
+        if limit == nil { try? await Task.sleep(for: plan.reboot.settle) }
         var delay = Duration.milliseconds(500)
         while ContinuousClock.now < deadline {
             if let id = try? await probeBootID(name, timeout: .seconds(5)), id != before {

@@ -50,8 +50,18 @@ struct RolloutE2ETests {
         func name(_ i: Int) -> String { String(format: "web-%03d", i) }
 
         /// Writes a plan for this fleet and returns its path.
-        func plan(release: String, waves: String = "[1, 25%, 100%]", soak: String = "5s", rebootTimeout: String = "30s",
-                  rollback: String = "wave", extraGate: String = "", bootloader: String = "grub") throws -> String {
+        func plan(release: String, waves: String = "[1, 25%, 100%]", soak: String = "10s", rebootTimeout: String = "30s",
+                  rollback: String = "wave", extraGate: String = "", bootloader: String = "grub", notifyPort: Int? = nil) throws -> String {
+            let notify = notifyPort.map { port in
+                """
+                notify:
+                  customers: fleet/customers.csv
+                  channel: {type: smtp, host: 127.0.0.1, port: \(port), from: rollctl@example.test, starttls: false}
+                  lead_time: 0s
+                  company: E2E Hosting
+                  on_failure: block
+                """
+            } ?? ""
             let path = dir + "/plan-\(release).yaml"
             try """
             name: e2e-\(release)
@@ -69,16 +79,17 @@ struct RolloutE2ETests {
               settle: 500ms
             gate:
               soak: \(soak)
-              interval: 1s
-              probe_timeout: 1s
+              interval: 2s
+              probe_timeout: 2s
               sunreclaim_growth_max: 512MiB/h
               test_site:
                 url: http://{address}/
                 min_success: 95%
                 min_requests: 6
                 requests_per_sample: 2
-                timeout: 1s
+                timeout: 900ms
             \(extraGate)
+            \(notify)
             on_failure:
               rollback: \(rollback)
             """.write(toFile: path, atomically: true, encoding: .utf8)
@@ -127,7 +138,7 @@ struct RolloutE2ETests {
 
     @Test func leakyKernelHaltsAfterTheCanaryAndRollsItBack() throws {
         let fleet = try Fleet(hosts: 6, racks: 3, slot: 2); defer { fleet.down() }
-        let r = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "8s"))
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "14s"))
         #expect(r.status == 3, "\(r.output)")
         #expect(r.output.contains("HALT: wave 1 gate fail on web-001"))
         #expect(r.output.contains("FAIL slab growth"))
@@ -143,7 +154,7 @@ struct RolloutE2ETests {
         let gate = (doc["gate"] as? [[String: Any]])?.first
         #expect(gate?["verdict"] as? String == "fail")
         // Locks are released after a clean rollback: a new rollout may start.
-        let again = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "5s"))
+        let again = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s"))
         #expect(again.status == 0, "\(again.output)")
     }
 
@@ -161,7 +172,7 @@ struct RolloutE2ETests {
     @Test func resettingTestSiteFailsTheGateWithTheResetClass() throws {
         let fleet = try Fleet(hosts: 4, racks: 2, slot: 4); defer { fleet.down() }
         try fleet.set("web-001", "site_fail_fraction=0.3", "site_fail_as=reset")
-        let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", soak: "6s"))
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", soak: "12s"))
         #expect(r.status == 3, "\(r.output)")
         #expect(r.output.contains("reset"), "\(r.output)")
         let states = fleet.hostStates(try fleet.lastRollout())
@@ -184,7 +195,18 @@ struct RolloutE2ETests {
 
     @Test func killNineAtRandomPointsThenResumeBootsEachHostOnce() throws {
         let fleet = try Fleet(hosts: 6, racks: 3, slot: 6); defer { fleet.down() }
-        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "5s")
+        // A real SMTP server receives the customer notices.
+        let mail = fleet.dir + "/mail"
+        try FileManager.default.createDirectory(atPath: mail, withIntermediateDirectories: true)
+        let sinkScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().path + "/RolloutTests/Support/smtp_sink.py"
+        let sink = try Spawn.start("/usr/bin/python3", [sinkScript, "--folder", mail, "--port-file", fleet.dir + "/smtp.port"], outputPath: fleet.dir + "/smtp.log")
+        defer { kill(sink, SIGTERM); _ = Spawn.wait(sink) }
+        var port: Int?
+        for _ in 0..<100 where port == nil {
+            usleep(50_000)
+            port = (try? String(contentsOfFile: fleet.dir + "/smtp.port", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s", notifyPort: try #require(port))
         var rng = SystemRandomNumberGenerator()
         var kills = 0
         var pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
@@ -209,14 +231,30 @@ struct RolloutE2ETests {
         }
         if !finished { #expect(Spawn.wait(pid) == 0) }
         let log = (try? String(contentsOfFile: fleet.dir + "/apply.log", encoding: .utf8)) ?? ""
-        #expect(kills >= 10, "only \(kills) kill points")
+        #expect(kills >= 10, "only \(kills) kill points\n\(log.suffix(3000))")
         let doc = try fleet.lastRollout()
         #expect(doc["state"] as? String == "completed", "\(log.suffix(3000))")
         #expect(Set(fleet.hostStates(doc).values) == ["committed"])
         for i in 1...6 {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i)) booted \(fleet.boots(fleet.name(i)))\n\(log.suffix(2000))")
         }
-        print("kill -9 test: \(kills) kills, rollout completed")
+        // Every notice reached the server; a copy exists only for a kill in the window after the
+        // server accepted and before the journal said so, and then it carries the same Message-ID.
+        let files = (try FileManager.default.contentsOfDirectory(atPath: mail)).filter { $0.hasSuffix(".json") }
+        var ids: [String: Int] = [:]
+        for f in files {
+            let data = try Data(contentsOf: URL(fileURLWithPath: mail + "/" + f))
+            let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            ids[obj?["message_id"] as? String ?? "?", default: 0] += 1
+        }
+        let notices = try CLI.run(["rollout", "notices", try #require(id), "--journal", fleet.journal, "--json"])
+        let journaled = (notices.json.first?["notices"] as? [[String: Any]]) ?? []
+        #expect(journaled.allSatisfy { $0["status"] as? String == "sent" }, "\(notices.output.prefix(2000))")
+        let copies = ids.values.reduce(0) { $0 + $1 - 1 }
+        #expect(!ids.isEmpty)
+        #expect(ids.count == journaled.count, "\(ids.count) distinct messages vs \(journaled.count) journaled notices\n\(notices.output.prefix(2000))")
+        #expect(copies <= kills, "\(copies) duplicate deliveries for \(kills) kills")
+        print("kill -9 test: \(kills) kills, rollout completed; \(ids.count) notices delivered, \(copies) resent copies with the same Message-ID")
     }
 
     @Test func customBootloaderCommandsStageCommitAndRollBack() throws {
@@ -229,7 +267,7 @@ struct RolloutE2ETests {
         #expect(ok.status == 0, "\(ok.output)")
         for i in 1...3 { #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"]) }
         // Now a leaky kernel through the same commands: the canary is rolled back with the rollback command.
-        let bad = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", waves: "[1, 100%]", soak: "8s", bootloader: custom))
+        let bad = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", waves: "[1, 100%]", soak: "14s", bootloader: custom))
         #expect(bad.status == 3, "\(bad.output)")
         #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-19-hosting", "6.1.0-18-hosting", "6.1.0-19-hosting"])
         #expect(fleet.hostStates(try fleet.lastRollout())["web-001"] == "rolled_back")
@@ -237,7 +275,7 @@ struct RolloutE2ETests {
 
     @Test func secondApplyOnTheSameHostsIsRefused() throws {
         let fleet = try Fleet(hosts: 3, racks: 3, slot: 7); defer { fleet.down() }
-        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "5s")
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
         let first = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/first.log")
         defer { kill(first, SIGKILL); _ = Spawn.wait(first) }
         var holder: String?
