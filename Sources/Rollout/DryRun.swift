@@ -280,7 +280,7 @@ public enum DryRun {
         switch plan.bootloader {
         case .grub:
             steps.append(.init(step: "stage", description: "find the entry of \(release) in grub.cfg and boot it once (GRUB_DEFAULT=saved: a kernel that fails to boot falls back to the current default)",
-                               commands: [HostCommands.readGrubConfig] + HostCommands.stage(plan, entryPath: newPath)))
+                               commands: [HostCommands.readGrubConfig] + HostCommands.stage(plan, entryPath: newPath, previousEntryPath: oldPath)))
         case .custom:
             steps.append(.init(step: "stage", description: "boot \(release) once", commands: HostCommands.stage(plan, entryPath: newPath)))
         }

@@ -28,9 +28,12 @@ public enum HostCommands {
 
     /// Boot the new kernel once. GRUB: `grub-reboot` with the entry's title path
     /// (found in grub.cfg after the install; see `GrubMenu`).
-    public static func stage(_ plan: Plan, entryPath: String) -> [String] {
+    /// GRUB: the running kernel is pinned as the saved default first (`previousEntryPath`), so a
+    /// newly installed kernel listed first never becomes the default by accident and a kernel
+    /// that fails to boot falls back to it.
+    public static func stage(_ plan: Plan, entryPath: String, previousEntryPath: String? = nil) -> [String] {
         switch plan.bootloader {
-        case .grub: ["grub-reboot " + shellQuote(entryPath)]
+        case .grub: (previousEntryPath.map { ["grub-set-default " + shellQuote($0)] } ?? []) + ["grub-reboot " + shellQuote(entryPath)]
         case .custom(let stage, _, _): stage.map { substitute($0, release: plan.kernel.release, previousRelease: nil) }
         }
     }
@@ -45,10 +48,16 @@ public enum HostCommands {
 
     /// Restore the previous default, then reboot into it.
     public static func rollback(_ plan: Plan, previousRelease: String, previousEntryPath: String) -> [String] {
+        restoreDefault(plan, previousRelease: previousRelease, previousEntryPath: previousEntryPath) + [plan.reboot.command]
+    }
+
+    /// Make the previous kernel the default again (no reboot; the orchestrator reboots
+    /// only a host that runs something else).
+    public static func restoreDefault(_ plan: Plan, previousRelease: String, previousEntryPath: String?) -> [String] {
         switch plan.bootloader {
-        case .grub: ["grub-set-default " + shellQuote(previousEntryPath), plan.reboot.command]
+        case .grub: previousEntryPath.map { ["grub-set-default " + shellQuote($0)] } ?? []
         case .custom(_, _, let rollback):
-            rollback.map { substitute($0, release: plan.kernel.release, previousRelease: previousRelease) } + [plan.reboot.command]
+            rollback.map { substitute($0, release: plan.kernel.release, previousRelease: previousRelease) }
         }
     }
 }

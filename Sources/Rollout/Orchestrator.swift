@@ -298,8 +298,8 @@ public final class Orchestrator: Sendable {
                 }
                 var oldEntry: String? = nil
                 if plan.bootloader == .grub {
-                    let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
-                    guard let entry = GrubSteps.entryPath(forRelease: release, in: cfg) else {
+                    let cfg = try await mustRun(host, HostCommands.readGrubConfig, "read GRUB config")
+                    guard let entry = GrubMenu.parse(cfg).entry(forRelease: release)?.titlePath else {
                         return try fail(name, "the running kernel \(release) has no entry in /boot/grub/grub.cfg: rollback could not boot it")
                     }
                     oldEntry = entry
@@ -324,25 +324,24 @@ public final class Orchestrator: Sendable {
             let host = await connections.host(name)
             do {
                 try journal.event(rolloutID, host: name, kind: "intent", "install \(plan.kernel.release) and stage it to boot once")
-                for template in plan.kernel.install {
-                    _ = try await mustRun(host, render(template, previous: h.releaseBefore), "install", timeout: .seconds(1800))
+                for command in HostCommands.install(plan) {
+                    _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
                 }
                 switch plan.bootloader {
                 case .grub:
-                    // Pin the current kernel as the saved default: a new kernel listed first
-                    // must not become the default by accident, and a failed boot falls back here.
                     guard let oldEntry = h.grubEntryBefore else { return try fail(name, "no previous GRUB entry journaled") }
-                    _ = try await mustRun(host, GrubSteps.setDefault(oldEntry), "pin the current default")
-                    let cfg = try await mustRun(host, GrubSteps.readConfig, "read GRUB config")
-                    guard let newEntry = GrubSteps.entryPath(forRelease: plan.kernel.release, in: cfg) else {
+                    let cfg = try await mustRun(host, HostCommands.readGrubConfig, "read GRUB config")
+                    guard let newEntry = GrubMenu.parse(cfg).entry(forRelease: plan.kernel.release)?.titlePath else {
                         return try fail(name, "after install, /boot/grub/grub.cfg has no entry for \(plan.kernel.release)")
                     }
-                    _ = try await mustRun(host, GrubSteps.bootOnce(newEntry), "stage boot-once")
+                    for command in HostCommands.stage(plan, entryPath: newEntry, previousEntryPath: oldEntry) {
+                        _ = try await mustRun(host, command, "stage boot-once")
+                    }
                     try journal.move(rolloutID, host: name, to: .staged, set: ["grub_entry_after": newEntry])
                     say(name, "staged: \(plan.kernel.release) boots once next (\(newEntry))")
-                case .custom(let stage, _, _):
-                    for template in stage {
-                        _ = try await mustRun(host, render(template, previous: h.releaseBefore), "stage boot-once")
+                case .custom:
+                    for command in HostCommands.stage(plan, entryPath: "") {
+                        _ = try await mustRun(host, command, "stage boot-once")
                     }
                     try journal.move(rolloutID, host: name, to: .staged)
                     say(name, "staged: \(plan.kernel.release) boots once next")
@@ -488,12 +487,11 @@ public final class Orchestrator: Sendable {
             guard let h = try journal.host(rolloutID, name), h.state == .healthy else { return }
             try journal.event(rolloutID, host: name, kind: "intent", "make \(plan.kernel.release) the default")
             let host = await connections.host(name)
-            switch plan.bootloader {
-            case .grub:
-                guard let entry = h.grubEntryAfter else { return try fail(name, "no GRUB entry journaled for \(plan.kernel.release)") }
-                _ = try await mustRun(host, GrubSteps.setDefault(entry), "make the new kernel the default")
-            case .custom(_, let commit, _):
-                for template in commit { _ = try await mustRun(host, render(template, previous: h.releaseBefore), "make the new kernel the default") }
+            if plan.bootloader == .grub && h.grubEntryAfter == nil {
+                return try fail(name, "no GRUB entry journaled for \(plan.kernel.release)")
+            }
+            for command in HostCommands.commit(plan, entryPath: h.grubEntryAfter ?? "") {
+                _ = try await mustRun(host, command, "make the new kernel the default")
             }
             try journal.move(rolloutID, host: name, to: .committed)
             say(name, "committed: \(plan.kernel.release) is the default")
@@ -517,12 +515,9 @@ public final class Orchestrator: Sendable {
                 h.state = .rollingBack
             }
             let host = await connections.fresh(name)
-            switch plan.bootloader {
-            case .grub:
-                _ = try await mustRun(host, GrubSteps.setDefault(h.grubEntryBefore!), "restore the previous default")
-                _ = try? await host.exec(GrubSteps.clearOneShot, timeout: .seconds(30))
-            case .custom(_, _, let rollback):
-                for template in rollback { _ = try await mustRun(host, render(template, previous: oldRelease), "restore the previous default") }
+            if plan.bootloader == .grub { _ = try? await host.exec(HostCommands.clearOneShot, timeout: .seconds(30)) }
+            for command in HostCommands.restoreDefault(plan, previousRelease: oldRelease, previousEntryPath: h.grubEntryBefore) {
+                _ = try await mustRun(host, command, "restore the previous default")
             }
             let running = try await mustRun(host, "cat /proc/sys/kernel/osrelease", "read release").trimmed
             if running != oldRelease {
@@ -549,12 +544,6 @@ public final class Orchestrator: Sendable {
     }
 
     // MARK: - helpers
-
-    /// A plan command with `{release}` and `{previous_release}` replaced, shell-quoted.
-    func render(_ template: String, previous: String?) -> String {
-        template.replacingOccurrences(of: "{release}", with: shellQuote(plan.kernel.release))
-            .replacingOccurrences(of: "{previous_release}", with: shellQuote(previous ?? ""))
-    }
 
     func fail(_ name: String, _ reason: String) throws {
         guard let h = try journal.host(rolloutID, name), h.state.canMove(to: .failed), h.state != .failed else { return }

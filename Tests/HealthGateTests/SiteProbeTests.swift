@@ -105,7 +105,8 @@ import Testing
         let a = await task.value
         #expect(a.outcome == .timeout)
         #expect(a.detail?.contains("cancelled") == true)
-        #expect(clock.now - start < .seconds(2))
+        // Far sooner than the 30 s timeout (generous: a loaded 2-core CI machine is slow).
+        #expect(clock.now - start < .seconds(10))
     }
 
     @Test func requestIsOneSmallGET() async throws {

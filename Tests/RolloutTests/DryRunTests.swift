@@ -36,6 +36,7 @@ import Testing
         #expect(p.steps.map(\.step) == ["check", "notify", "install", "stage", "reboot", "verify", "gate", "commit", "rollback"])
         #expect(steps["install"] == ["apt-get update", "DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-6.1.0-19-hosting"])
         #expect(steps["stage"] == ["cat /boot/grub/grub.cfg",
+                                   "grub-set-default 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-17-hosting'",
                                    "grub-reboot 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting'"])
         #expect(steps["reboot"] == ["systemctl reboot"])
         #expect(steps["commit"] == ["grub-set-default 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting'"])

@@ -303,7 +303,7 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         let e = try #require(throws: InputErrors.self) { try PlanLoader.load(path: path) }
         #expect(e.errors.count == 1)
         #expect(e.errors[0].message.contains("rollctl reads at most 4 MiB"))
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(ContinuousClock.now - start < .seconds(10))
     }
 
     @Test func aTenMegabyteInventoryIsRefusedUnread() throws {
