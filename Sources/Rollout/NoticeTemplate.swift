@@ -1,9 +1,9 @@
 import Foundation
+import Mustache
 
-/// Checks notice templates (mustache) for variables rollctl does not provide,
-/// and renders the small subset the dry-run's example needs: variables,
-/// `{{#list}}…{{/list}}` sections over lists, `{{^x}}` inverted sections, comments.
-/// (Sending — issue 7 — may render with a full mustache engine; the variables are these.)
+/// Notice templates (mustache): `check` finds variables rollctl does not provide
+/// (with file:line and a "did you mean"), unbalanced sections, partials;
+/// `render` renders with swift-mustache (hummingbird-project/swift-mustache).
 public enum NoticeTemplate {
     /// Kinds of notice, each with `<kind>.subject` and `<kind>.body` in the templates folder.
     public static let kinds = ["maintenance", "done", "rolled_back"]
@@ -11,7 +11,7 @@ public enum NoticeTemplate {
     public static let variables = ["company", "customer_name", "customer_id", "customer_email", "hosts", "host_count",
                                    "window_start", "window_end", "kernel", "previous_kernel", "plan", "wave", "lead_time"]
     /// Variables inside `{{#hosts}}…{{/hosts}}`.
-    public static let hostVariables = ["name", "address", "."]
+    public static let hostVariables = ["name", "address"]
 
     enum Token { case text(String), variable(String, line: Int), open(String, inverted: Bool, line: Int), close(String, line: Int) }
 
@@ -26,7 +26,10 @@ public enum NoticeTemplate {
             case .text: break
             case let .variable(name, line):
                 let allowed = stack.contains(where: { $0.0 == "hosts" }) ? variables + hostVariables : variables
-                if !allowed.contains(name) {
+                if name == "hosts" {
+                    errors.append(InputError(file: file, line: line, column: nil, "'{{hosts}}' is a list",
+                                             hint: "list it with {{#hosts}}{{name}} {{/hosts}}, or use {{host_count}}"))
+                } else if !allowed.contains(name) {
                     errors.append(InputError(file: file, line: line, column: nil, "unknown template variable '\(name)'",
                                              hint: nearest(name, in: allowed.filter { $0 != "." }).map { "did you mean '\($0)'?" }
                                                 ?? "known: \(variables.joined(separator: ", "))"))
@@ -127,47 +130,17 @@ public enum NoticeTemplate {
     /// A value a template can show: text, or a list of host contexts for `{{#hosts}}`.
     public enum Value: Sendable { case text(String), list([[String: String]]) }
 
-    /// Renders a template that passed `check` (values are not HTML-escaped: notices are plain text).
+    /// Renders a template that passed `check` with swift-mustache, as plain text
+    /// (no HTML escaping: notices are text mails and JSON webhooks).
     public static func render(_ text: String, _ context: [String: Value]) -> String {
-        var errors: [InputError] = []
-        let tokens = tokenize(text, file: "", errors: &errors)
-        var i = 0
-        func run(_ scopes: [[String: String]], until end: String?) -> String {
-            var out = ""
-            while i < tokens.count {
-                let t = tokens[i]; i += 1
-                switch t {
-                case .text(let s): out += s
-                case .variable(let name, _):
-                    if name == "." { out += scopes.last?["name"] ?? "" }
-                    else if let v = scopes.reversed().lazy.compactMap({ $0[name] }).first { out += v }
-                    else if case .text(let s)? = context[name] { out += s }
-                    else if case .list(let l)? = context[name] { out += l.compactMap { $0["name"] }.joined(separator: ", ") }
-                case let .open(name, inverted, _):
-                    let items: [[String: String]]
-                    switch context[name] {
-                    case .list(let l)?: items = l
-                    case .text(let s)?: items = s.isEmpty ? [] : [[:]]
-                    case nil: items = []
-                    }
-                    let start = i
-                    if inverted {
-                        let body = run(scopes, until: name)
-                        if items.isEmpty { out += body }
-                    } else if items.isEmpty {
-                        _ = run(scopes, until: name)
-                    } else {
-                        for item in items {
-                            i = start
-                            out += run(scopes + [item], until: name)
-                        }
-                    }
-                case .close(let name, _):
-                    if name == end { return out }
-                }
+        var object: [String: Any] = [:]
+        for (k, v) in context {
+            switch v {
+            case .text(let s): object[k] = s
+            case .list(let l): object[k] = l
             }
-            return out
         }
-        return run([], until: nil)
+        guard let template = try? MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text) else { return text }
+        return template.render(object)
     }
 }
