@@ -49,7 +49,14 @@ FIXED=$("$BIN/rollctl" rollout list --json | head -n 1 | sed -E 's/.*"id":"([^"]
 bold "5. The customers were told: maintenance before each wave's reboots, done after each wave"
 echo "$(ls "$STATE/mail/box/new" 2>/dev/null | wc -l) messages in the local SMTP sink; the first one:"
 first=$(ls "$STATE/mail/box/new" 2>/dev/null | head -n 1)
-[ -n "$first" ] && sed -n '/^From: /p;/^To: /p;/^Subject: /p;/^Message-ID: /p' "$STATE/mail/box/new/$first" && echo && sed '1,/^$/d' "$STATE/mail/box/new/$first" | head -n 16
+[ -n "$first" ] && /usr/bin/python3 - "$STATE/mail/box/new/$first" <<'PY'
+import email, email.policy, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.default)
+for h in ("From", "To", "Subject", "Message-ID"):
+    print(f"{h}: {m[h]}")
+print()
+print(m.get_content().rstrip())
+PY
 run "$BIN/rollctl" rollout notices "$FIXED" --wave 1
 
 bold "5b. The journal, and the fleet afterwards"

@@ -203,8 +203,8 @@ public enum DryRun {
                     // The canary wave's window, from the notice: reboots start after the lead time.
                     let end = estimate.perWaveTypicalSeconds.first ?? n.leadTime.seconds
                     exampleNotice = renderNotice(plan: plan, customer: customer, hosts: theirs, previous: previous,
-                                                 windowStart: n.leadTime == .zero ? "right after this notice" : "in about \(roughly(n.leadTime.seconds))",
-                                                 windowEnd: "about \(roughly(end)) after this notice",
+                                                 windowStart: NoticeSender.humanTime(Date().addingTimeInterval(n.leadTime.seconds)),
+                                                 windowEnd: NoticeSender.humanTime(Date().addingTimeInterval(end)),
                                                  template: facts.maintenanceTemplate)
                 }
             }
@@ -328,7 +328,7 @@ public enum DryRun {
         Hello {{customer_name}},
 
         {{company}} is updating the Linux kernel of the servers your services run on.
-        The following servers will restart once, {{window_start}} and finished {{window_end}}:
+        The following servers will restart once between {{window_start}} and {{window_end}}:
         {{#hosts}}  - {{name}}
         {{/hosts}}Each restart takes a few minutes. You do not need to do anything.
 
