@@ -177,7 +177,7 @@ public final class Orchestrator: Sendable {
         // 5. Soak and gate.
         let ready = try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .verified || $0.state == .soaking) }
         if !ready.isEmpty {
-            let report = try await gate(ready.map(\.name), wave: number)
+            guard let report = try await gate(ready.map(\.name), wave: number) else { return try interrupt() }
             if !report.verdict.allowsProgress {
                 let bad = report.failed + report.inconclusive
                 return try halt(reason: "wave \(number) gate \(report.verdict.rawValue) on \(bad.joined(separator: ", "))", wave: number)
@@ -443,7 +443,7 @@ public final class Orchestrator: Sendable {
     }
 
     /// verified → soaking → healthy | failed, for the wave's hosts together.
-    func gate(_ names: [String], wave: Int) async throws -> WaveGateReport {
+    func gate(_ names: [String], wave: Int) async throws -> WaveGateReport? {
         var hosts: [GateHost] = []
         for name in names {
             try journal.move(rolloutID, host: name, to: .soaking)
@@ -454,11 +454,30 @@ public final class Orchestrator: Sendable {
         say(nil, "wave \(wave): soaking \(names.count) host\(names.count == 1 ? "" : "s") for \(PlanFormat.duration(plan.gate.soak)) (sample every \(PlanFormat.duration(plan.gate.interval)))")
         let runner = try GateRunner(settings: plan.gate)
         let log = self.log
-        let report = await runner.run(hosts) { event in
-            if case .hostDecided(let r) = event {
-                log(RolloutLogLine(host: r.host, message: "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), isProblem: r.verdict != .pass))
+        let stop = stopRequested
+        let gateHosts = hosts
+        // A stop request ends the soak at once: the hosts stay `soaking` and a resume
+        // runs the gate again from the start (a cut-short soak is no evidence).
+        let finished: WaveGateReport? = await withTaskGroup(of: WaveGateReport?.self) { group in
+            group.addTask {
+                await runner.run(gateHosts) { event in
+                    if case .hostDecided(let r) = event {
+                        log(RolloutLogLine(host: r.host, message: "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), isProblem: r.verdict != .pass))
+                    }
+                }
             }
+            group.addTask {
+                while !Task.isCancelled {
+                    if stop() { return nil }
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
+        guard let report = finished else { return nil }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         for r in report.hosts {

@@ -273,6 +273,30 @@ struct RolloutE2ETests {
         #expect(fleet.hostStates(try fleet.lastRollout())["web-001"] == "rolled_back")
     }
 
+    @Test func sigintStopsCleanlyWithExit4AndResumeFinishes() throws {
+        let fleet = try Fleet(hosts: 3, racks: 3, slot: 9); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        // Interrupt while the canary soaks.
+        var soaking = false
+        for _ in 0..<300 where !soaking {
+            usleep(100_000)
+            soaking = ((try? String(contentsOfFile: fleet.dir + "/apply.log", encoding: .utf8)) ?? "").contains("soaking")
+        }
+        #expect(soaking)
+        kill(pid, SIGINT)
+        let status = Spawn.wait(pid)
+        let log = (try? String(contentsOfFile: fleet.dir + "/apply.log", encoding: .utf8)) ?? ""
+        #expect(status == 4, "\(log)")
+        let doc = try fleet.lastRollout()
+        #expect(doc["state"] as? String == "interrupted", "\(log)")
+        let id = try #require(doc["id"] as? String)
+        let resumed = try CLI.run(["rollout", "resume", id, "--journal", fleet.journal])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(Set(fleet.hostStates(try fleet.lastRollout()).values) == ["committed"])
+        for i in 1...3 { #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"]) }
+    }
+
     @Test func secondApplyOnTheSameHostsIsRefused() throws {
         let fleet = try Fleet(hosts: 3, racks: 3, slot: 7); defer { fleet.down() }
         let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
