@@ -115,3 +115,8 @@ for c, vs in agg.items():
     f = lambda x, k=0: "—" if x is None else (f"{x/1000:.1f}" if k else f"{x:.0f}")
     print(f"| **{c} median** | {len(vs)} | | {f(m[0], 1)} | {f(m[1])} | {f(m[2])} | {f(m[3])} | {f(m[4])} |")
 EOF
+
+# How early a trend rule could have failed the leaky canary (the gate waits for the soak's end).
+leaky_dirs=("$OUT"/leaky-*)
+[[ -e ${leaky_dirs[0]} ]] && python3 "$ROOT/bench/growth_early.py" "${leaky_dirs[@]}" | tee "$OUT/growth-early.md"
+exit 0

@@ -41,15 +41,21 @@ have_cgroup() { [[ -w $CG_ROOT/cgroup.procs ]] && mkdir -p "$CG_ROOT/rollctl-ben
 # measure OUTFILE_PREFIX -- command...
 # Runs the command under /usr/bin/time (and in its own cpuacct cgroup when possible).
 # Sets: M_RC M_WALL M_TIME_USER M_TIME_SYS M_MAXRSS_KIB M_CG_USER M_CG_SYS (seconds) M_LEFT (processes left and killed)
+# M_MACH_CPU (busy CPU seconds of the whole machine during the command)
 measure() {
   local prefix=$1; shift; [[ $1 == -- ]] && shift
   local tf=$prefix.time cg=""
   if have_cgroup; then cg=$CG_ROOT/rollctl-bench-$$-$RANDOM; mkdir "$cg"; fi
+  local ma mb
+  ma=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
   set +e
   ( [[ -n $cg ]] && echo $BASHPID > "$cg/cgroup.procs"
     exec /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" ) >"$prefix.out" 2>"$prefix.err"
   M_RC=$?
   set -e
+  mb=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
+  # Busy CPU of the whole machine during the command (client, every sshd, the fleet, others).
+  M_MACH_CPU=$(awk -v d=$((mb - ma)) -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d/hz}')
   read -r M_WALL M_TIME_USER M_TIME_SYS M_MAXRSS_KIB < <(tail -1 "$tf")
   M_CG_USER=NA; M_CG_SYS=NA; M_LEFT=0
   if [[ -n $cg ]]; then

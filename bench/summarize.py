@@ -59,8 +59,8 @@ def survey(d):
         out.append(f"load1 before each measured command: {min(loads):.2f}–{max(loads):.2f} (median {st.median(loads):.2f}); "
                    f"machine busy in the 2 s idle window before each run set: {busy[0]}–{busy[-1]}% of both cores")
         out.append("")
-        out.append("| tool | ok hosts | wall s | CPU s (tree, cgroup) | CPU s (/usr/bin/time) | CPU ms/host | peak RSS of one process MiB | peak summed RSS MiB | peak summed PSS MiB | max procs |")
-        out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        out.append("| tool | ok hosts | wall s | CPU s (tree, cgroup) | CPU s (/usr/bin/time) | CPU ms/host | machine CPU s (all processes) | peak RSS of one process MiB | peak summed RSS MiB | peak summed PSS MiB | max procs |")
+        out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         meds = {}
         for t in tools:
             rs = by[(n, t)]
@@ -68,10 +68,11 @@ def survey(d):
             c = med([cpu(r) for r in rs])
             tc = med([tcpu(r) for r in rs])
             m = med([num(r["time_maxrss_kib"]) for r in rs])
+            mc = med([num(r.get("machine_cpu_s")) for r in rs])
             meds[t] = (w, c)
             oks = sorted({r["ok"] for r in rs})
             pk, procs, pss = rss.get((n, t), (None, "—", None))
-            out.append(f"| {t} | {'/'.join(oks)} of {n} | {fmt(w)} | {fmt(c)} | {fmt(tc)} | {fmt(c and c / n * 1000, 1)} | "
+            out.append(f"| {t} | {'/'.join(oks)} of {n} | {fmt(w)} | {fmt(c)} | {fmt(tc)} | {fmt(c and c / n * 1000, 1)} | {fmt(mc)} | "
                        f"{fmt(m and m / 1024, 1)} | {fmt(pk and pk / 1024, 1)} | {fmt(pss and pss / 1024, 1)} | {procs} |")
         out.append("")
         out.append("| rollctl / … | wall (ratio of medians) | wall (median of per-run ratios) | CPU (ratio of medians) |")

@@ -41,14 +41,14 @@ have_cgroup || say "no writable cpuacct cgroup: CPU is /usr/bin/time's children 
 {
   echo "# survey run $(date -u +%FT%TZ)"
   echo "# cores $(nproc), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-  echo "# rollctl $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- Sources || echo '+dirty')"
+  echo "# tree $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- Sources || echo '+dirty') now; rollctl binary built $(date -u -r "$BIN/rollctl" +%FT%TZ)"
   echo "# $(ssh -V 2>&1)"
   echo "# pssh $(dpkg-query -W -f='${Version}' pssh)"
   echo "# $("$VENV/bin/ansible" --version 2>/dev/null | head -1)"
   echo "# libssh2 $(dpkg-query -W -f='${Version}' libssh2-1)"
 } > "$OUT/versions.txt"
 
-printf 'size\ttool\trun\tok\trc\twall_s\ttime_user_s\ttime_sys_s\ttime_maxrss_kib\tcg_user_s\tcg_sys_s\tleft\tload1\tbusy_pct\n' > "$OUT/runs.tsv"
+printf 'size\ttool\trun\tok\trc\twall_s\ttime_user_s\ttime_sys_s\ttime_maxrss_kib\tcg_user_s\tcg_sys_s\tleft\tload1\tbusy_pct\tmachine_cpu_s\n' > "$OUT/runs.tsv"
 
 # One survey with TOOL against the fleet; run inside `measure`.
 run_tool() {
@@ -59,6 +59,8 @@ run_tool() {
   case $tool in
     rollctl)
       measure "$work" -- "$BIN/rollctl" fleet facts -i "$FLEET/inventory.yaml" --parallel "$n" --json ;;
+    rollctl-p*)  # rollctl with another --parallel (rollctl-p64: the default)
+      measure "$work" -- "$BIN/rollctl" fleet facts -i "$FLEET/inventory.yaml" --parallel "${tool#rollctl-p}" --json ;;
     pssh)
       rm -rf "$work.o"; mkdir -p "$work.o"
       measure "$work" -- parallel-ssh -h "$FLEET/pssh-hosts" -p "$n" -t 120 -o "$work.o" \
@@ -87,7 +89,7 @@ run_tool() {
 count_ok() {
   local tool=$1 n=$2 work=$3
   case $tool in
-    rollctl) grep -c '"release"' "$work.out" || true ;;
+    rollctl*) grep -c '"release"' "$work.out" || true ;;
     pssh) grep -c '\[SUCCESS\]' "$work.out" || true ;;
     ansible-*) grep -Ec '\| (CHANGED|SUCCESS) \|' "$work.out" || true ;;
     floor*) [[ $M_RC == 0 ]] && echo "$n" || echo "fail(rc=$M_RC)" ;;
@@ -121,9 +123,9 @@ EOF
       work=$OUT/$n-$tool-$r
       run_tool "$tool" "$n" "$work"
       ok=$(count_ok "$tool" "$n" "$work")
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$tool" "$r" "$ok" "$M_RC" "$M_WALL" "$M_TIME_USER" \
-        "$M_TIME_SYS" "$M_MAXRSS_KIB" "$M_CG_USER" "$M_CG_SYS" "$M_LEFT" "$ld" "$busy" >> "$OUT/runs.tsv"
-      say "  $tool: ${M_WALL}s wall, cpu ${M_CG_USER}+${M_CG_SYS}s (time: ${M_TIME_USER}+${M_TIME_SYS}), maxrss ${M_MAXRSS_KIB}KiB, ok $ok/$n"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$tool" "$r" "$ok" "$M_RC" "$M_WALL" "$M_TIME_USER" \
+        "$M_TIME_SYS" "$M_MAXRSS_KIB" "$M_CG_USER" "$M_CG_SYS" "$M_LEFT" "$ld" "$busy" "$M_MACH_CPU" >> "$OUT/runs.tsv"
+      say "  $tool: ${M_WALL}s wall, machine ${M_MACH_CPU} CPU-s, cpu ${M_CG_USER}+${M_CG_SYS}s (time: ${M_TIME_USER}+${M_TIME_SYS}), maxrss ${M_MAXRSS_KIB}KiB, ok $ok/$n"
       sleep 1
     done
   done
@@ -131,6 +133,7 @@ EOF
   for tool in $TOOLS; do
     case $tool in
       rollctl) set -- "$BIN/rollctl" fleet facts -i "$FLEET/inventory.yaml" --parallel "$n" --json ;;
+      rollctl-p*) set -- "$BIN/rollctl" fleet facts -i "$FLEET/inventory.yaml" --parallel "${tool#rollctl-p}" --json ;;
       *) set -- bash -c "$(declare -f run_tool measure have_cgroup say); CG_ROOT=/nonexistent; FLEET=$FLEET PORT=$PORT BIN=$BIN VENV=$VENV FILES='$FILES' run_tool $tool $n $OUT/rss-inner-$n-$tool" ;;
     esac
     read -r peak procs pss < <(sum_rss_run "$OUT/rss-$n-$tool" -- "$@")
