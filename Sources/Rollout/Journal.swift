@@ -20,11 +20,15 @@ public final class Journal: Sendable {
         self.path = path
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
-        if !FileManager.default.fileExists(atPath: path) {
-            // Created 0600 before SQLite opens it; the -wal and -shm files inherit the mode.
-            let fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
-            if fd >= 0 { close(fd) }
-        }
+        // Created 0600 before SQLite opens it; the -wal and -shm files inherit the mode.
+        let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw JournalError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        // Two rollctl processes opening a new journal at once would both run the
+        // migrations; an exclusive flock (independent of SQLite's fcntl locks)
+        // makes the second wait and then find them applied.
+        _ = flock(fd, LOCK_EX)
+        defer { _ = flock(fd, LOCK_UN) }
         var config = Configuration()
         config.busyMode = .timeout(10)
         pool = try DatabasePool(path: path, configuration: config)

@@ -302,11 +302,16 @@ struct RolloutE2ETests {
         let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
         let first = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/first.log")
         defer { kill(first, SIGKILL); _ = Spawn.wait(first) }
+        // The first apply has journaled its rollout (and taken the locks) once it prints the id.
         var holder: String?
-        for _ in 0..<100 where holder == nil {
+        for _ in 0..<300 where holder == nil {
             usleep(100_000)
-            holder = try CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.first?["id"] as? String
+            let log = (try? String(contentsOfFile: fleet.dir + "/first.log", encoding: .utf8)) ?? ""
+            if let r = log.range(of: #"rollout (r[0-9]{8}-[0-9]{6}-[0-9a-f]{4})"#, options: .regularExpression) {
+                holder = String(log[r].dropFirst("rollout ".count))
+            }
         }
+        try #require(holder != nil, "the first apply never started: \((try? String(contentsOfFile: fleet.dir + "/first.log", encoding: .utf8)) ?? "")")
         let second = try fleet.apply(plan)
         #expect(second.status == 1, "\(second.output)")
         #expect(second.output.contains("held by rollout \(holder ?? "?")"), "\(second.output)")

@@ -88,6 +88,22 @@ import SSHTesting
         try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b"]), waves: 1, pid: 2)
     }
 
+    @Test func manyProcessesOpeningANewJournalAtOnceAllSucceed() async throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/new.sqlite"
+        // Each open runs the migrations; without serialising them, the losers fail
+        // with "table ... already exists" (seen as a rollout that never started).
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<8 {
+                group.addTask { await Task.detached { (try? Journal(path: path)) != nil }.value }
+            }
+            var all: [Bool] = []
+            for await r in group { all.append(r) }
+            return all
+        }
+        #expect(results == Array(repeating: true, count: 8))
+    }
+
     @Test func defaultPathFollowsXDG() {
         #expect(Journal.defaultPath(environment: ["ROLLCTL_JOURNAL": "/x/j.db"]) == "/x/j.db")
         #expect(Journal.defaultPath(environment: ["XDG_STATE_HOME": "/s"]) == "/s/rollctl/journal.sqlite")
