@@ -247,11 +247,14 @@ extension KeyedDecodingContainer {
             seconds = n
         } else {
             let text = try decode(String.self, forKey: key)
-            guard let n = GateDurationText.seconds(text) else {
+            if let n = Double(text.trimmed) {
+                seconds = n
+            } else if let d = DurationText.parse(text) {
+                seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+            } else {
                 throw DecodingError.dataCorruptedError(forKey: key, in: self,
                     debugDescription: "\"\(text)\" is not a duration: write seconds (90) or a number with s, m, h or ms (90s, 10m, 1h30m)")
             }
-            seconds = n
         }
         guard seconds.isFinite, seconds >= 0 else {
             throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "a duration must be a non-negative number of seconds")
@@ -261,30 +264,39 @@ extension KeyedDecodingContainer {
 }
 
 /// Durations as people write them in plans: `90s`, `10m`, `1h30m`, `500ms`, `45`.
-public enum GateDurationText {
-    public static func seconds(_ text: String) -> Double? {
-        let t = text.trimmed.lowercased()
-        if t.isEmpty { return nil }
-        if let n = Double(t) { return n }
-        var total = 0.0
+/// Durations as people write them — `90s`, `10m`, `1h30m`, `500ms`, `2d` — for
+/// plans, gate settings and command-line options alike. A unit is required; a
+/// bare number is not a duration here (JSON settings accept plain seconds).
+public enum DurationText {
+    public static func parse(_ text: String) -> Duration? {
+        let t = text.trimmed
+        guard !t.isEmpty else { return nil }
+        var total = Duration.zero
         var number = ""
-        var rest = t[...]
-        while let c = rest.first {
+        var i = t.startIndex
+        while i < t.endIndex {
+            let c = t[i]
             if c.isNumber || c == "." {
                 number.append(c)
-                rest.removeFirst()
+                i = t.index(after: i)
                 continue
             }
-            guard let n = Double(number) else { return nil }
-            let factor: Double
-            if rest.hasPrefix("ms") { factor = 0.001; rest.removeFirst(2) }
-            else if rest.hasPrefix("s") { factor = 1; rest.removeFirst() }
-            else if rest.hasPrefix("m") { factor = 60; rest.removeFirst() }
-            else if rest.hasPrefix("h") { factor = 3600; rest.removeFirst() }
-            else { return nil }
-            total += n * factor
+            var unit = ""
+            while i < t.endIndex, t[i].isLetter { unit.append(t[i]); i = t.index(after: i) }
+            guard let n = Double(number), n.isFinite, n >= 0, n < 1e9 else { return nil }
+            let scale: Double
+            switch unit.lowercased() {
+            case "ms": scale = 0.001
+            case "s": scale = 1
+            case "m": scale = 60
+            case "h": scale = 3600
+            case "d": scale = 86400
+            default: return nil
+            }
+            total += .milliseconds(Int64((n * scale * 1000).rounded()))
             number = ""
         }
-        return number.isEmpty ? total : nil
+        guard number.isEmpty else { return nil }
+        return total
     }
 }

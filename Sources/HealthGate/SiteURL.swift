@@ -1,3 +1,4 @@
+import Foundation
 /// A plain-HTTP URL the test-site probe can fetch: `http://host[:port]/path[?query]`.
 /// The host is a name, an IPv4 literal or a bracketed IPv6 literal. Only `http`
 /// is supported: the probe measures the host's web stack, not TLS.
@@ -80,8 +81,8 @@ public struct SiteURL: Sendable, Equatable, Codable, CustomStringConvertible {
             throw SiteURLError(url: template, reason: "inventory value \"\(value)\" cannot go into a URL")
         }
         let text = template
-            .replacingAll("{address}", with: addr)
-            .replacingAll("{name}", with: name)
+            .replacingOccurrences(of: "{address}", with: addr)
+            .replacingOccurrences(of: "{name}", with: name)
         return try parse(text)
     }
 }
@@ -93,16 +94,3 @@ public struct SiteURLError: Error, Sendable, Equatable, CustomStringConvertible 
     public var description: String { "test-site URL \"\(url)\": \(reason)" }
 }
 
-extension String {
-    func replacingAll(_ target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var result = ""
-        var rest = self[...]
-        while let r = rest.firstRange(of: target) {
-            result += rest[..<r.lowerBound]
-            result += replacement
-            rest = rest[r.upperBound...]
-        }
-        return result + rest
-    }
-}

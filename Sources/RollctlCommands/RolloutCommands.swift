@@ -16,6 +16,13 @@ struct JournalOption: ParsableArguments {
             throw InputError(file: path, "cannot open the journal: \(error)")
         }
     }
+
+    /// The journal and the rollout `id` in it; an unknown id is bad input (exit 2).
+    func rollout(_ id: String) throws -> (Journal, Journal.RolloutRow) {
+        let j = try open()
+        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal", hint: "rollctl rollout list") }
+        return (j, r)
+    }
 }
 
 struct RolloutGroup: AsyncParsableCommand {
@@ -47,8 +54,20 @@ enum RolloutDriver {
         return f.string(from: Date())
     }
 
+    /// An orchestrator for a journaled rollout, from the plan text stored with it
+    /// (not the file as it is now); the inventory and customers files are read anew.
+    static func reopen(_ r: Journal.RolloutRow, journal: Journal, json: Bool, rollbackAll: Bool = false,
+                       stop: StopFlag? = nil) throws -> Orchestrator {
+        var plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
+        if rollbackAll { plan.failure.rollback = .all }
+        let inventory = try Inventory.load(path: plan.inventoryPath)
+        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
+        return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: SSHConfig.load(),
+                            customers: customers, stopRequested: { stop?.isSet ?? false }, log: logger(json: json))
+    }
+
     /// Drives the rollout; maps the outcome to the documented exit code.
-    static func drive(_ orchestrator: Orchestrator, stop: StopFlag, json: Bool) async throws {
+    static func drive(_ orchestrator: Orchestrator, json: Bool) async throws {
         let console = Console.shared
         // Live status line on a terminal (stderr): wave, hosts per state, elapsed.
         let ticker = Task {
@@ -131,17 +150,13 @@ enum ApplyRun {
         if inventory.defaults.hostKeyPolicy == .off {
             console.warn("host_key_policy is 'off' in \(inventory.path): host keys are NOT verified")
         }
-        // Read-only survey first: current kernels and reachability decide the layout.
-        let survey = FleetSurvey(inventory: inventory, parallelism: parallel, sshConfig: SSHConfig.load())
-        let facts = await survey.run(hosts: selected) { _ in }
-        var current: [String: String] = [:]
-        var unreachable: [String: String] = [:]
-        for s in facts {
-            if let r = s.facts?.release { current[s.host.name] = r } else {
-                unreachable[s.host.name] = s.error.map { "[\($0.code.rawValue)] \($0.message)" } ?? s.problem ?? "unreachable"
-            }
-        }
-        let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: unreachable, customers: customers)
+        // Read-only survey first (the same one the dry-run makes): current kernels and
+        // reachability decide the layout.
+        let sshConfig = SSHConfig.load()
+        let excluded = Set(plan.selection.exclude)
+        let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig)
+            .run(hosts: selected.filter { !excluded.contains($0.name) })
+        let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: survey.releases, unreachable: survey.unreachable, customers: customers)
         let j = try journal.open()
         let id: String
         do {
@@ -161,9 +176,9 @@ enum ApplyRun {
         }
         let stop = StopFlag()
         stop.install()
-        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
+        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: sshConfig,
                              customers: customers, stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
-        try await RolloutDriver.drive(o, stop: stop, json: json)
+        try await RolloutDriver.drive(o, json: json)
     }
 }
 
@@ -199,8 +214,7 @@ struct RolloutShow: AsyncParsableCommand {
     @Flag(help: "Also list every event.") var events = false
 
     func run() async throws {
-        let j = try journal.open()
-        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal", hint: "rollctl rollout list") }
+        let (j, r) = try journal.rollout(id)
         let hosts = try j.hosts(id), waves = try j.waves(id), gates = try j.gateReports(id)
         let c = Console.shared
         if json {
@@ -270,8 +284,7 @@ struct RolloutResume: AsyncParsableCommand {
     @Flag(help: "JSON lines.") var json = false
 
     func run() async throws {
-        let j = try journal.open()
-        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal", hint: "rollctl rollout list") }
+        let (j, r) = try journal.rollout(id)
         if r.state == "completed" || r.state == "aborted" {
             Console.shared.out("rollout \(id) is \(r.state); nothing to resume")
             return
@@ -284,15 +297,11 @@ struct RolloutResume: AsyncParsableCommand {
             Console.shared.error("rollout \(id) halted: \(r.note ?? "see rollctl rollout show \(id)"). Fix the cause and start a new rollout; `rollctl rollout rollback \(id)` undoes it.")
             throw ExitCode(ExitStatus.halted)
         }
-        let plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
-        let inventory = try Inventory.load(path: plan.inventoryPath)
-        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         let stop = StopFlag()
         stop.install()
-        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
-                             customers: customers, stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
+        let o = try RolloutDriver.reopen(r, journal: j, json: json, stop: stop)
         if !json { Console.shared.out("resuming rollout \(id) (was \(r.state)\(r.pid.map { ", driven by pid \($0) which is gone" } ?? ""))") }
-        try await RolloutDriver.drive(o, stop: stop, json: json)
+        try await RolloutDriver.drive(o, json: json)
     }
 }
 
@@ -306,8 +315,7 @@ struct RolloutAbort: AsyncParsableCommand {
     @Argument(help: "Rollout id.") var id: String
 
     func run() async throws {
-        let j = try journal.open()
-        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal") }
+        let (j, r) = try journal.rollout(id)
         if r.state == "running", let pid = r.pid, kill(pid, 0) == 0 {
             kill(pid, SIGTERM)
             Console.shared.out("asked process \(pid) to stop after its in-flight steps")
@@ -333,18 +341,12 @@ struct RolloutRollback: AsyncParsableCommand {
     @Flag(help: "JSON lines.") var json = false
 
     func run() async throws {
-        let j = try journal.open()
-        guard let r = try j.rollout(id) else { throw InputError(file: j.path, "no rollout '\(id)' in the journal") }
+        let (j, r) = try journal.rollout(id)
         if r.state == "running", let pid = r.pid, kill(pid, 0) == 0 {
             Console.shared.error("rollout \(id) is running in process \(pid); `rollctl rollout abort \(id)` first")
             throw ExitCode(ExitStatus.hostFailure)
         }
-        var plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
-        plan.failure.rollback = .all
-        let inventory = try Inventory.load(path: plan.inventoryPath)
-        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
-        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: SSHConfig.load(),
-                             customers: customers, log: RolloutDriver.logger(json: json))
+        let o = try RolloutDriver.reopen(r, journal: j, json: json, rollbackAll: true)
         try await o.rollbackAfterHalt()
         let left = try j.hosts(id).filter { $0.state == .rollbackFailed }
         RolloutShow.renderHosts(try j.hosts(id))

@@ -20,8 +20,7 @@ struct RolloutNotices: AsyncParsableCommand {
     @Flag(help: "Also print each notice's subject, Message-ID, hosts and last error.") var verbose = false
 
     func run() async throws {
-        let j = try journal.open()
-        guard try j.rollout(id) != nil else { throw InputError(file: j.path, "no rollout '\(id)' in the journal", hint: "rollctl rollout list") }
+        let (j, _) = try journal.rollout(id)
         let rows = try j.notices(id).filter { wave == nil || $0.wave == wave }
         let c = Console.shared
         if json {

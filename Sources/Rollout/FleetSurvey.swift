@@ -59,32 +59,22 @@ public struct FleetSurvey: Sendable {
 
     /// Surveys `hosts` (default: all). `progress` is called once per finished host.
     public func run(hosts: [InventoryHost]? = nil, progress: (@Sendable (HostSurvey) -> Void)? = nil) async -> [HostSurvey] {
-        let targets = hosts ?? inventory.hosts
-        let inv = inventory, cfg = sshConfig, threshold = threshold, timeout = commandTimeout
-        return await concurrentMap(targets, limit: parallelism) { _, host in
-            let start = ContinuousClock.now
-            let (endpoint, options) = inv.sshTarget(for: host, sshConfig: cfg)
-            let conn = SSHHost(endpoint: endpoint, options: options)
-            var survey = HostSurvey(host: host, facts: nil, error: nil, problem: nil, elapsed: .zero, flagged: false)
-            do {
-                let r = try await conn.exec(HostFacts.command, timeout: timeout)
-                let facts = HostFacts.parse(r.stdoutText)
+        let threshold = threshold
+        let exec = FleetExec(inventory: inventory, parallelism: parallelism, sshConfig: sshConfig, timeout: commandTimeout)
+        return await exec.collect(HostFacts.command, hosts: hosts, map: { r in
+            var survey = HostSurvey(host: r.host, facts: nil, error: r.error, problem: nil, elapsed: r.elapsed, flagged: false)
+            if let out = r.result {
+                let facts = HostFacts.parse(out.stdoutText)
                 if facts.release == nil && facts.memory.memTotal == nil {
-                    survey.problem = "the facts command gave no readable output (exit \(r.exitStatus)): \(r.stderrText.prefix(200))"
+                    survey.problem = "the facts command gave no readable output (exit \(out.exitStatus)): \(out.stderrText.prefix(200))"
                 } else {
                     survey.facts = facts
                     survey.flagged = threshold.exceeded(by: facts.memory)
                 }
-            } catch let e as SSHError {
-                survey.error = e
-            } catch {
-                survey.problem = "\(error)"
             }
-            await conn.close()
-            survey.elapsed = ContinuousClock.now - start
             progress?(survey)
             return survey
-        }
+        })
     }
 }
 
@@ -112,6 +102,12 @@ public struct FleetExec: Sendable {
     }
 
     public func run(_ command: String, hosts: [InventoryHost]? = nil, progress: (@Sendable (HostExec) -> Void)? = nil) async -> [HostExec] {
+        await collect(command, hosts: hosts, map: { r in progress?(r); return r })
+    }
+
+    /// Runs `command` everywhere (one connection per host, closed after) and turns
+    /// each host's outcome into `R` as soon as it is known, in input order.
+    public func collect<R: Sendable>(_ command: String, hosts: [InventoryHost]?, map: @escaping @Sendable (HostExec) -> R) async -> [R] {
         let inv = inventory, cfg = sshConfig, timeout = timeout
         return await concurrentMap(hosts ?? inventory.hosts, limit: parallelism) { _, host in
             let start = ContinuousClock.now
@@ -127,8 +123,7 @@ public struct FleetExec: Sendable {
             }
             await conn.close()
             out.elapsed = ContinuousClock.now - start
-            progress?(out)
-            return out
+            return map(out)
         }
     }
 }

@@ -17,8 +17,8 @@ public enum HostCommands {
 
     /// `{release}` and `{previous_release}` replaced, shell-quoted.
     public static func substitute(_ command: String, release: String, previousRelease: String?) -> String {
-        var s = command.replacingOccurrencesOf("{release}", with: shellQuote(release))
-        if let p = previousRelease { s = s.replacingOccurrencesOf("{previous_release}", with: shellQuote(p)) }
+        var s = command.replacingOccurrences(of: "{release}", with: shellQuote(release))
+        if let p = previousRelease { s = s.replacingOccurrences(of: "{previous_release}", with: shellQuote(p)) }
         return s
     }
 
@@ -62,16 +62,3 @@ public enum HostCommands {
     }
 }
 
-extension String {
-    func replacingOccurrencesOf(_ target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var out = ""
-        var rest = self[...]
-        while let r = rest.range(of: target) {
-            out += rest[..<r.lowerBound]
-            out += replacement
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
-    }
-}

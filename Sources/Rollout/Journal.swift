@@ -73,7 +73,6 @@ public final class Journal: Sendable {
               release_before TEXT, boot_id_before TEXT, grub_entry_before TEXT,
               release_after TEXT, boot_id_after TEXT, grub_entry_after TEXT,
               reboots INTEGER NOT NULL DEFAULT 0,
-              attempts INTEGER NOT NULL DEFAULT 0,
               last_error TEXT,
               updated_at TEXT NOT NULL,
               PRIMARY KEY (rollout_id, name)
@@ -152,7 +151,6 @@ public final class Journal: Sendable {
         public var releaseAfter: String?
         public var bootIDAfter: String?
         public var reboots: Int
-        public var attempts: Int
         public var lastError: String?
         public var updatedAt: String
 
@@ -161,7 +159,7 @@ public final class Journal: Sendable {
             state = HostState(rawValue: row["state"]) ?? .failed
             reason = row["reason"]; releaseBefore = row["release_before"]; bootIDBefore = row["boot_id_before"]
             grubEntryBefore = row["grub_entry_before"]; grubEntryAfter = row["grub_entry_after"]; releaseAfter = row["release_after"]; bootIDAfter = row["boot_id_after"]
-            reboots = row["reboots"]; attempts = row["attempts"]; lastError = row["last_error"]; updatedAt = row["updated_at"]
+            reboots = row["reboots"]; lastError = row["last_error"]; updatedAt = row["updated_at"]
         }
     }
 
@@ -260,8 +258,9 @@ public final class Journal: Sendable {
 
     /// Journals a host's move to `state` (refusing transitions the state machine
     /// does not allow) with the fields given, and an event.
+    /// `countsReboot`: this move announces a reboot rollctl is about to order (`reboots` + 1).
     public func move(_ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
-                     set fields: [String: (any DatabaseValueConvertible)?] = [:]) throws {
+                     set fields: [String: (any DatabaseValueConvertible)?] = [:], countsReboot: Bool = false) throws {
         try pool.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT state FROM host WHERE rollout_id = ? AND name = ?", arguments: [rolloutID, host]) else {
                 throw JournalError("no host \(host) in rollout \(rolloutID)")
@@ -273,9 +272,9 @@ public final class Journal: Sendable {
             var sets = ["state = ?", "updated_at = ?"]
             var args: [(any DatabaseValueConvertible)?] = [state.rawValue, Self.now()]
             if let reason { sets.append("reason = ?"); args.append(reason) }
+            if countsReboot { sets.append("reboots = reboots + 1") }
             for (k, v) in fields.sorted(by: { $0.key < $1.key }) {
                 precondition(k.allSatisfy { $0.isLetter || $0 == "_" })
-                if k == "reboots" || k == "attempts" { sets.append("\(k) = \(k) + 1"); continue }
                 sets.append("\(k) = ?")
                 args.append(v)
             }

@@ -304,10 +304,9 @@ public final class Orchestrator: Sendable {
                     }
                     oldEntry = entry
                 }
-                let df = try await mustRun(host, "df -Pk /boot | tail -n 1", "check /boot space")
-                let fields = df.split(separator: " ", omittingEmptySubsequences: true)
-                if fields.count >= 4, let freeKiB = UInt64(fields[3]), freeKiB * 1024 < plan.kernel.minBootFreeBytes {
-                    return try fail(name, "/boot has \(Quantity.formatBytes(freeKiB * 1024)) free, the plan needs \(Quantity.formatBytes(plan.kernel.minBootFreeBytes))")
+                let free = try await mustRun(host, HostCommands.bootFree, "check /boot space")
+                if let bytes = UInt64(free.trimmed), bytes < plan.kernel.minBootFreeBytes {
+                    return try fail(name, "/boot has \(Quantity.formatBytes(bytes)) free, the plan needs \(Quantity.formatBytes(plan.kernel.minBootFreeBytes))")
                 }
                 try journal.move(rolloutID, host: name, to: .checked,
                                  set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
@@ -362,7 +361,7 @@ public final class Orchestrator: Sendable {
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
                 // Intent first: if we die after this line, resume compares boot ids.
                 try journal.move(rolloutID, host: name, to: .rebooting, message: "staged → rebooting (intent: \(plan.reboot.command))",
-                                 set: ["boot_id_before": bootID, "reboots": nil])
+                                 set: ["boot_id_before": bootID], countsReboot: true)
                 h.bootIDBefore = bootID
                 h.state = .rebooting
                 await sendReboot(host, name)
@@ -379,7 +378,7 @@ public final class Orchestrator: Sendable {
                     if await waitForNewBoot(name, before: h.bootIDBefore, within: grace) == nil {
                         say(name, "resume: still the same boot — sending the reboot again")
                         try journal.event(rolloutID, host: name, kind: "intent", "reboot re-sent on resume (boot id unchanged after \(PlanFormat.duration(grace)))")
-                        try journal.move(rolloutID, host: name, to: .rebooting, set: ["reboots": nil])
+                        try journal.move(rolloutID, host: name, to: .rebooting, countsReboot: true)
                         await sendReboot(await connections.host(name), name)
                     }
                 case .unknown: say(name, "resume: host unreachable — waiting for it to come back")
@@ -542,7 +541,7 @@ public final class Orchestrator: Sendable {
             if running != oldRelease {
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
                 try journal.move(rolloutID, host: name, to: .rollingBack, message: "rolling_back (intent: reboot into \(oldRelease))",
-                                 set: ["boot_id_before": bootID, "reboots": nil])
+                                 set: ["boot_id_before": bootID], countsReboot: true)
                 await sendReboot(host, name)
                 guard await waitForNewBoot(name, before: bootID) != nil else {
                     try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "did not come back within \(PlanFormat.duration(plan.reboot.timeout)) after the rollback reboot")

@@ -1,4 +1,5 @@
 import Foundation
+import HealthGate
 import Yams
 
 /// Strict reading of a YAML document: every node keeps its line and column,
@@ -182,39 +183,7 @@ public final class YAMLReader {
         return d
     }
 
-    public static func parseDuration(_ text: String) -> Duration? {
-        let t = text.trimmingCharacters(in: .whitespaces)
-        guard !t.isEmpty else { return nil }
-        var total = Duration.zero
-        var number = ""
-        var i = t.startIndex
-        var sawUnit = false
-        while i < t.endIndex {
-            let c = t[i]
-            if c.isNumber || c == "." {
-                number.append(c)
-                i = t.index(after: i)
-                continue
-            }
-            var unit = ""
-            while i < t.endIndex, t[i].isLetter { unit.append(t[i]); i = t.index(after: i) }
-            guard let n = Double(number), n.isFinite, n >= 0, n < 1e9 else { return nil }
-            let scale: Double
-            switch unit {
-            case "ms": scale = 0.001
-            case "s": scale = 1
-            case "m": scale = 60
-            case "h": scale = 3600
-            case "d": scale = 86400
-            default: return nil
-            }
-            total += .milliseconds(Int64((n * scale * 1000).rounded()))
-            number = ""
-            sawUnit = true
-        }
-        guard number.isEmpty, sawUnit else { return nil }
-        return total
-    }
+    public static func parseDuration(_ text: String) -> Duration? { DurationText.parse(text) }
 
     /// Every scalar in a sequence, or a single scalar as a one-element list.
     public func stringList(_ node: Node, _ what: String) -> [String]? {

@@ -1,19 +1,10 @@
+import Foundation
+
 /// POSIX shell quoting. Every value that comes from an inventory, a plan or a
 /// user and ends up in a remote command goes through `shellQuote`.
 public func shellQuote(_ value: String) -> String {
     if !value.isEmpty, value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0)) }) {
         return value
     }
-    return "'" + value.replacingAll("'", with: "'\\''") + "'"
-}
-
-extension String {
-    func replacingAll(_ target: Character, with replacement: String) -> String {
-        var out = ""
-        out.reserveCapacity(count)
-        for c in self {
-            if c == target { out += replacement } else { out.append(c) }
-        }
-        return out
-    }
+    return "'" + value.replacingOccurrences(of: "'", with: "'\\''") + "'"
 }

@@ -69,9 +69,9 @@ struct LocalShell: HostReader {
 
     @Test func unreadableFileThroughTheRealShell() async throws {
         // The same loop as HostFacts.command with one file that does not exist.
-        let command = HostFacts.command.replacingAll("/proc/vmstat", with: "/proc/no-such-vmstat")
+        let command = HostFacts.command.replacingOccurrences(of: "/proc/vmstat", with: "/proc/no-such-vmstat")
         let out = try await LocalShell().run(command, timeout: .seconds(5))
-        let facts = HostFacts.parse(out.stdout.replacingAll("/proc/no-such-vmstat", with: "/proc/vmstat"))
+        let facts = HostFacts.parse(out.stdout.replacingOccurrences(of: "/proc/no-such-vmstat", with: "/proc/vmstat"))
         #expect(facts.oomKill == nil)
         #expect(facts.unreadable["/proc/vmstat"]?.contains("No such file") == true)
         #expect(facts.memory.sUnreclaim != nil)

@@ -55,7 +55,7 @@ import Testing
     }
 
     @Test func crlfLineEndings() {
-        let crlf = realMeminfo.replacingAll("\n", with: "\r\n")
+        let crlf = realMeminfo.replacingOccurrences(of: "\n", with: "\r\n")
         #expect(crlf.contains("\r\n"))
         #expect(MemInfo.parse(crlf) == MemInfo.parse(realMeminfo))
         #expect(VMStat.oomKill(in: "nr_free_pages 5\r\noom_kill 7\r\nnr_foo 1\r\n") == 7)

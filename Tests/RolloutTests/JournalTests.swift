@@ -62,7 +62,7 @@ import SSHTesting
         #expect(throws: JournalError.self) { try j.move("r1", host: "a", to: .rebooting) }
         try j.move("r1", host: "a", to: .checked, set: ["release_before": "6.1.0-17", "boot_id_before": "b1"])
         try j.move("r1", host: "a", to: .staged)
-        try j.move("r1", host: "a", to: .rebooting, set: ["reboots": nil])
+        try j.move("r1", host: "a", to: .rebooting, countsReboot: true)
         let h = try #require(try j.host("r1", "a"))
         #expect(h.state == .rebooting && h.reboots == 1 && h.releaseBefore == "6.1.0-17" && h.bootIDBefore == "b1")
         let events = try j.events("r1").map(\.message)
