@@ -48,7 +48,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
-        .executableTarget(name: "bench-core", dependencies: ["Rollout"]),  // bench/: planner + journal at scale
+        .executableTarget(name: "bench-core", dependencies: ["Rollout", "HealthGate", "FleetsimCore"]),  // bench/: the orchestration core at scale
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),

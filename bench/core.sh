@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# bench/core.sh — the wave planner and the journal alone at 1k/10k/100k synthetic hosts
-# (Sources/bench-core). Not issue 8.3's whole orchestration core: the orchestrator has no
-# in-process transport yet, so no state machine driven over hosts, no gates, no boots.
+# bench/core.sh — the orchestration core at 1k/10k/100k synthetic hosts (Sources/bench-core):
+# the wave planner, the real Orchestrator (state machine, gate, commit) and the SQLite
+# journal, driving in-process hosts (no SSH) with zero boot and soak times.
 # One process per size (so its peak RSS is that size's), REPS runs each, medians.
+# A run whose rollout does not end with every planned host committed, rebooted once,
+# fails the script (bench-core exits 1).
 #
 #   bench/core.sh [SIZE...]        default 1000 10000 100000; REPS=3
-#   MOVE_CAP=N: move at most N hosts through the happy path (the journal's per-move
-#   cost is constant, see µs/move; default: every host)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_release_build bench-core
@@ -21,9 +21,7 @@ trap 'rm -rf "$JDIR"' EXIT
 for n in $SIZES; do
   for ((r = 1; r <= REPS; r++)); do
     ld=$(load1)
-    cap=()
-    [[ -n ${MOVE_CAP:-} ]] && cap=(--move-hosts "$MOVE_CAP")
-    /usr/bin/time -f '%e %M' -o "$OUT/time-$n-$r" "$BIN/bench-core" --hosts "$n" --journal "$JDIR/journal-$n.sqlite" "${cap[@]}" > "$OUT/run-$n-$r.json"
+    /usr/bin/time -f '%e %M' -o "$OUT/time-$n-$r" "$BIN/bench-core" --hosts "$n" --journal "$JDIR/journal-$n.sqlite" > "$OUT/run-$n-$r.json"
     python3 - "$OUT/run-$n-$r.json" "$ld" "$OUT/time-$n-$r" >> "$OUT/core.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); r["load1"] = float(sys.argv[2])

@@ -93,14 +93,15 @@ def core(d):
     by = defaultdict(list)
     for r in rows:
         by[r["hosts"]].append(r)
-    out = ["| hosts | runs | load1 | planned / skipped | waves / batches | plan s | create s (1 txn) | moved hosts × 8 moves | moves s | µs/move | total s | CPU s | peak RSS MiB after plan | peak RSS MiB | journal MiB |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| hosts | runs | load1 | planned / skipped | waves / batches | outcome | committed | reboots | plan s | create s | run s | µs/host | total s | CPU s | peak RSS MiB after plan | peak RSS MiB | journal MiB |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for n in sorted(by):
         rs = by[n]
         m = lambda k: st.median([r[k] for r in rs])
         r0 = rs[0]
         out.append(f"| {n} | {len(rs)} | {min(r['load1'] for r in rs):.2f}–{max(r['load1'] for r in rs):.2f} | {r0['planned']} / {r0['skipped']} | {r0['waves']} / {r0['batches']} | "
-                   f"{m('plan_s'):.3f} | {m('create_s'):.3f} | {r0['moved_hosts']} | {m('moves_s'):.2f} | {m('per_move_us'):.0f} | {m('total_s'):.2f} | {m('cpu_s'):.2f} | "
+                   f"{'/'.join(sorted({r['outcome'] for r in rs}))} | {r0['committed']} | {r0['reboots']} | "
+                   f"{m('plan_s'):.3f} | {m('create_s'):.3f} | {m('run_s'):.2f} | {m('run_s') / r0['planned'] * 1e6:.0f} | {m('total_s'):.2f} | {m('cpu_s'):.2f} | "
                    f"{m('peak_rss_after_plan_kib') / 1024:.1f} | {m('peak_rss_kib') / 1024:.1f} | {st.median([(r['journal_bytes'] + r['wal_bytes']) for r in rs]) / 1048576:.1f} |")
     print("\n".join(out))
 

@@ -51,6 +51,10 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     /// End the other hosts' soaks as soon as one host fails (default). Turn it
     /// off to collect full evidence from every host of a failed wave.
     public var stopWaveOnFailure: Bool
+    /// How many hosts are sampled at the same moment. A wave of thousands of hosts
+    /// must not fire thousands of probes (commands, site requests) at once: beyond
+    /// this, samples queue and run a little late (each records its real time).
+    public var maxConcurrentSamples = 256
 
     /// Throws when the settings cannot produce a verdict (see `GateSettings.validate`).
     public init(settings: GateSettings, clock: C, siteProbe: any SiteProbing = SiteProbe(),
@@ -66,9 +70,10 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     /// Reports come back in the order of `hosts`.
     public func run(_ hosts: [GateHost], progress: @escaping @Sendable (GateProgress) -> Void = { _ in }) async -> WaveGateReport {
         let waveFailed = CancelFlag()
+        let permits = Permits(maxConcurrentSamples)
         let reports = await withTaskGroup(of: (Int, HostGateReport).self) { group in
             for (i, host) in hosts.enumerated() {
-                group.addTask { (i, await self.soak(host, waveFailed: waveFailed, progress: progress)) }
+                group.addTask { (i, await self.soak(host, waveFailed: waveFailed, permits: permits, progress: progress)) }
             }
             var out = [HostGateReport?](repeating: nil, count: hosts.count)
             for await (i, report) in group {
@@ -85,10 +90,10 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
 
     /// Soaks one host.
     public func run(_ host: GateHost, progress: @escaping @Sendable (GateProgress) -> Void = { _ in }) async -> HostGateReport {
-        await soak(host, waveFailed: CancelFlag(), progress: progress)
+        await soak(host, waveFailed: CancelFlag(), permits: Permits(1), progress: progress)
     }
 
-    private func soak(_ host: GateHost, waveFailed: CancelFlag,
+    private func soak(_ host: GateHost, waveFailed: CancelFlag, permits: Permits,
                       progress: @Sendable (GateProgress) -> Void) async -> HostGateReport {
         let start = clock.now
         let planned = settings.plannedSamples
@@ -114,7 +119,9 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
             }
             if Task.isCancelled { return finish(interrupted) }
             let seconds = start.duration(to: clock.now).seconds
+            guard await permits.acquire() else { return finish(interrupted) }
             let sample = await takeSample(index: index, seconds: seconds, host: host, url: url)
+            permits.release()
             if Task.isCancelled { return finish(interrupted) }
             samples.append(sample)
             progress(.sampleTaken(host: host.name, sample: sample, planned: planned))
@@ -264,5 +271,55 @@ final class Race<T: Sendable>: @unchecked Sendable {
         lock.unlock()
         c?.resume(with: r)
         for t in running { t.cancel() }
+    }
+}
+
+/// A counting semaphore for tasks: FIFO, and a waiter whose task is cancelled
+/// stops waiting at once (acquire returns false).
+final class Permits: @unchecked Sendable {
+    private let lock = NSLock()
+    private var available: Int
+    private var waiting: [UInt64: CheckedContinuation<Bool, Never>] = [:]
+    private var queue: [UInt64] = []
+    private var head = 0
+    private var nextID: UInt64 = 0
+
+    init(_ count: Int) { available = max(1, count) }
+
+    func acquire() async -> Bool {
+        let id: UInt64 = lock.withLock { nextID += 1; return nextID }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+                lock.lock()
+                if Task.isCancelled { lock.unlock(); return c.resume(returning: false) }
+                if available > 0 { available -= 1; lock.unlock(); return c.resume(returning: true) }
+                waiting[id] = c
+                queue.append(id)
+                lock.unlock()
+            }
+        } onCancel: {
+            let c = lock.withLock { waiting.removeValue(forKey: id) }
+            c?.resume(returning: false)
+        }
+    }
+
+    func release() {
+        lock.lock()
+        while head < queue.count {
+            let id = queue[head]
+            head += 1
+            if let c = waiting.removeValue(forKey: id) {
+                compact()
+                lock.unlock()
+                return c.resume(returning: true)
+            }
+        }
+        available += 1
+        compact()
+        lock.unlock()
+    }
+
+    private func compact() {
+        if head > 1024 && head * 2 > queue.count { queue.removeFirst(head); head = 0 }
     }
 }

@@ -41,10 +41,32 @@ public struct GrubMenu: Sendable, Equatable {
         enum Block { case submenu(String, String?), entry(Int), other }
         var stack: [Block] = []
         var lineNo = 0
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Lines are found and classified on UTF-8 bytes; only headers and `linux` lines
+        // become Strings to split shell-style (most of a grub.cfg is `insmod`, `set`,
+        // `if` ... lines, and per-Character work on all of them was most of the parse).
+        let bytes = Array(text.utf8)
+        let heads: [[UInt8]] = ["menuentry", "submenu", "linux", "linuxefi"].map { Array($0.utf8) }
+        func isBlank(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D }
+        var next = 0
+        while next <= bytes.count {
+            let end = bytes[next...].firstIndex(of: 0x0A) ?? bytes.count
+            var lo = next, hi = end
+            next = end + 1
             lineNo += 1
-            let line = raw.stripping(" \t\r")
-            if line.isEmpty || line.hasPrefix("#") { continue }
+            while lo < hi, isBlank(bytes[lo]) { lo += 1 }
+            while hi > lo, isBlank(bytes[hi - 1]) { hi -= 1 }
+            if lo == hi || bytes[lo] == UInt8(ascii: "#") { continue }
+            var headEnd = lo
+            while headEnd < hi, bytes[headEnd] != 0x20, bytes[headEnd] != 0x09 { headEnd += 1 }
+            guard heads.contains(where: { $0.elementsEqual(bytes[lo..<headEnd]) }) else {
+                if bytes[lo] == UInt8(ascii: "}") {
+                    if !stack.isEmpty { stack.removeLast() }
+                } else if bytes[hi - 1] == UInt8(ascii: "{") {
+                    stack.append(.other)
+                }
+                continue
+            }
+            let line = String(decoding: bytes[lo..<hi], as: UTF8.self)
             let words = shellWords(line)
             guard let first = words.first else { continue }
             if (first == "menuentry" || first == "submenu"), words.count >= 2 {
@@ -70,12 +92,7 @@ public struct GrubMenu: Sendable, Equatable {
                 if words.dropFirst(2).contains("single") { entries[idx].isRecovery = true }
                 continue
             }
-            if line == "}" || line.hasPrefix("}") {
-                if !stack.isEmpty { stack.removeLast() }
-                continue
-            }
             if line.hasSuffix("{") { stack.append(.other) }
-            if line.hasPrefix("fi") || line == "done" { continue }
         }
         return GrubMenu(entries: entries)
     }
@@ -110,35 +127,28 @@ public struct GrubMenu: Sendable, Equatable {
 
     /// Splits a grub.cfg line like a shell: single quotes (with `'\''` escapes), double quotes, backslashes.
     static func shellWords(_ line: String) -> [String] {
+        // On UTF-8 bytes: every special character is ASCII, so multi-byte sequences pass through whole.
         var words: [String] = []
-        var cur = ""
+        var cur: [UInt8] = []
         var inWord = false
-        var quote: Character?
+        var quote: UInt8?
         var escape = false
-        for ch in line {
-            if escape { cur.append(ch); escape = false; inWord = true; continue }
+        let squote = UInt8(ascii: "'"), dquote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+        for b in line.utf8 {
+            if escape { cur.append(b); escape = false; inWord = true; continue }
             if let q = quote {
-                if ch == q { quote = nil } else if ch == "\\" && q == "\"" { escape = true } else { cur.append(ch) }
+                if b == q { quote = nil } else if b == backslash && q == dquote { escape = true } else { cur.append(b) }
                 continue
             }
-            switch ch {
-            case "'", "\"": quote = ch; inWord = true
-            case "\\": escape = true
-            case " ", "\t":
-                if inWord { words.append(cur); cur = ""; inWord = false }
-            default: cur.append(ch); inWord = true
+            switch b {
+            case squote, dquote: quote = b; inWord = true
+            case backslash: escape = true
+            case 0x20, 0x09:
+                if inWord { words.append(String(decoding: cur, as: UTF8.self)); cur.removeAll(keepingCapacity: true); inWord = false }
+            default: cur.append(b); inWord = true
             }
         }
-        if inWord { words.append(cur) }
+        if inWord { words.append(String(decoding: cur, as: UTF8.self)) }
         return words
-    }
-}
-
-extension StringProtocol {
-    func stripping(_ set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s.removeFirst() }
-        while let l = s.last, set.contains(l) { s.removeLast() }
-        return String(s)
     }
 }

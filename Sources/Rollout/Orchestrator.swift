@@ -28,15 +28,17 @@ public final class Orchestrator: Sendable {
     public let plan: Plan
     public let inventory: Inventory
     public let journal: Journal
-    let sshConfig: SSHConfig
     let log: @Sendable (RolloutLogLine) -> Void
     let stopRequested: @Sendable () -> Bool
     let connections: Connections
     /// Customer notices (maintenance before a wave's reboots, done, rolled back); nil when the plan has none.
     let notices: NoticeSender?
 
+    /// `transport` makes the connection to a host; the default is SSH (`SSHHost`).
+    /// bench-core passes in-process hosts to measure the orchestration core alone.
     public init(rolloutID: String, plan: Plan, inventory: Inventory, journal: Journal, sshConfig: SSHConfig = SSHConfig(),
                 customers: Customers? = nil,
+                transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil,
                 stopRequested: @escaping @Sendable () -> Bool = { false },
                 log: @escaping @Sendable (RolloutLogLine) -> Void = { _ in }) {
         if let spec = plan.notify, let customers {
@@ -49,10 +51,12 @@ public final class Orchestrator: Sendable {
         self.plan = plan
         self.inventory = inventory
         self.journal = journal
-        self.sshConfig = sshConfig
         self.stopRequested = stopRequested
         self.log = log
-        self.connections = Connections(inventory: inventory, sshConfig: sshConfig)
+        self.connections = Connections(inventory: inventory, transport: transport ?? { h in
+            let (endpoint, options) = inventory.sshTarget(for: h, sshConfig: sshConfig)
+            return SSHHost(endpoint: endpoint, options: options)
+        })
     }
 
     /// Journals a new rollout for `layout` and takes the hosts' locks.
@@ -128,7 +132,7 @@ public final class Orchestrator: Sendable {
     }
 
     func runWave(_ number: Int, of total: Int) async throws -> RolloutOutcome {
-        let all = try journal.hosts(rolloutID).filter { $0.wave == number }
+        let all = try journal.hosts(rolloutID, wave: number)
         let batches = Dictionary(grouping: all, by: { $0.batch ?? 1 }).sorted { $0.key < $1.key }.map(\.value)
 
         // 1. Pre-checks for the whole wave (no disruption yet).
@@ -138,12 +142,12 @@ public final class Orchestrator: Sendable {
 
         // 2. Tell the customers before anything changes; honour the lead time (across resume too).
         var rebootsFrom = Date()
-        let toNotify = try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .checked || $0.state == .notified) }
+        let toNotify = try journal.hosts(rolloutID, wave: number, in: [.checked, .notified])
         if let notices, !toNotify.isEmpty {
             do {
                 let window = Date().addingTimeInterval(Double((plan.reboot.timeout + plan.gate.soak).components.seconds) * Double(max(1, batches.count)))
                 rebootsFrom = try await notices.maintenance(wave: number, hosts: toNotify.map(\.name), windowStart: Date(), windowEnd: window)
-                for h in toNotify where h.state == .checked { try journal.move(rolloutID, host: h.name, to: .notified) }
+                for h in toNotify where h.state == .checked { try await journal.move(rolloutID, host: h.name, to: .notified) }
             } catch {
                 return try halt(reason: "wave \(number): customer notices could not be delivered and the plan blocks on that: \(error)", wave: number)
             }
@@ -153,7 +157,7 @@ public final class Orchestrator: Sendable {
         }
 
         // 3. Install and stage boot-once.
-        await forEach(try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .checked || $0.state == .notified) },
+        await forEach(try journal.hosts(rolloutID, wave: number, in: [.checked, .notified]),
                       limit: 32) { h in await self.stage(h.name) }
         if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
         if stopRequested() { return try interrupt() }
@@ -175,7 +179,7 @@ public final class Orchestrator: Sendable {
         }
 
         // 5. Soak and gate.
-        let ready = try journal.hosts(rolloutID).filter { $0.wave == number && ($0.state == .verified || $0.state == .soaking) }
+        let ready = try journal.hosts(rolloutID, wave: number, in: [.verified, .soaking])
         if !ready.isEmpty {
             guard let report = try await gate(ready.map(\.name), wave: number) else { return try interrupt() }
             if !report.verdict.allowsProgress {
@@ -186,13 +190,13 @@ public final class Orchestrator: Sendable {
         if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
 
         // 6. Commit: the new kernel becomes the default, only after the gate passed.
-        let healthy = try journal.hosts(rolloutID).filter { $0.wave == number && $0.state == .healthy }
+        let healthy = try journal.hosts(rolloutID, wave: number, in: [.healthy])
         await forEach(healthy.map(\.name), limit: 32) { name in await self.commit(name) }
         if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
         try journal.setWave(rolloutID, number, state: "passed")
         say(nil, "wave \(number)/\(total): passed, \(healthy.count) host\(healthy.count == 1 ? "" : "s") committed")
         if let notices {
-            let done = try journal.hosts(rolloutID).filter { $0.wave == number && $0.state == .committed }.map(\.name)
+            let done = try journal.hosts(rolloutID, wave: number, in: [.committed]).map(\.name)
             do { try await notices.done(wave: number, hosts: done) } catch {
                 say(nil, "wave \(number): 'done' notices not all delivered: \(error)", problem: true)
             }
@@ -202,15 +206,16 @@ public final class Orchestrator: Sendable {
 
     /// Failures of this wave and of the whole rollout against the plan's budget.
     func budgetExceeded(wave: Int) throws -> String? {
-        let hosts = try journal.hosts(rolloutID)
-        let failedHere = hosts.filter { $0.wave == wave && [.failed, .rollingBack, .rolledBack, .rollbackFailed].contains($0.state) }
-        let failedAll = hosts.filter { [.failed, .rollingBack, .rolledBack, .rollbackFailed].contains($0.state) }
-        if failedHere.count > plan.failure.maxFailedHostsPerWave {
+        // Counted in SQL: this runs after every batch, and a batch is a few hosts of many.
+        let failedStates: [HostState] = [.failed, .rollingBack, .rolledBack, .rollbackFailed]
+        let failed = try journal.count(rolloutID, in: failedStates, wave: wave)
+        if failed.wave > plan.failure.maxFailedHostsPerWave {
+            let failedHere = try journal.hosts(rolloutID, wave: wave, in: failedStates)
             let detail = failedHere.map { "\($0.name): \($0.reason ?? "failed")" }.joined(separator: "; ")
             return "wave \(wave): \(failedHere.count) host\(failedHere.count == 1 ? "" : "s") failed (budget \(plan.failure.maxFailedHostsPerWave)) — \(detail)"
         }
-        if failedAll.count > plan.failure.maxFailedHostsTotal && failedAll.count > failedHere.count {
-            return "\(failedAll.count) hosts failed across the rollout (budget \(plan.failure.maxFailedHostsTotal))"
+        if failed.all > plan.failure.maxFailedHostsTotal && failed.all > failed.wave {
+            return "\(failed.all) hosts failed across the rollout (budget \(plan.failure.maxFailedHostsTotal))"
         }
         return nil
     }
@@ -289,30 +294,30 @@ public final class Orchestrator: Sendable {
             do {
                 let facts = try await HostFacts.read(from: host, timeout: .seconds(20))
                 guard let release = facts.release, let bootID = facts.bootID else {
-                    return try fail(name, "cannot read the kernel release or boot id")
+                    return try await fail(name, "cannot read the kernel release or boot id")
                 }
                 if release == plan.kernel.release {
-                    try journal.move(rolloutID, host: name, to: .checked, set: ["release_before": release, "boot_id_before": bootID])
-                    try journal.move(rolloutID, host: name, to: .skipped, reason: "already runs \(release)")
+                    try await journal.move(rolloutID, host: name, to: .checked, set: ["release_before": release, "boot_id_before": bootID])
+                    try await journal.move(rolloutID, host: name, to: .skipped, reason: "already runs \(release)")
                     return say(name, "skipped: already runs \(release)")
                 }
                 var oldEntry: String? = nil
                 if plan.bootloader == .grub {
                     let cfg = try await mustRun(host, HostCommands.readGrubConfig, "read GRUB config")
                     guard let entry = GrubMenu.parse(cfg).entry(forRelease: release)?.titlePath else {
-                        return try fail(name, "the running kernel \(release) has no entry in /boot/grub/grub.cfg: rollback could not boot it")
+                        return try await fail(name, "the running kernel \(release) has no entry in /boot/grub/grub.cfg: rollback could not boot it")
                     }
                     oldEntry = entry
                 }
                 let free = try await mustRun(host, HostCommands.bootFree, "check /boot space")
                 if let bytes = UInt64(free.trimmed), bytes < plan.kernel.minBootFreeBytes {
-                    return try fail(name, "/boot has \(Quantity.formatBytes(bytes)) free, the plan needs \(Quantity.formatBytes(plan.kernel.minBootFreeBytes))")
+                    return try await fail(name, "/boot has \(Quantity.formatBytes(bytes)) free, the plan needs \(Quantity.formatBytes(plan.kernel.minBootFreeBytes))")
                 }
-                try journal.move(rolloutID, host: name, to: .checked,
+                try await journal.move(rolloutID, host: name, to: .checked,
                                  set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
             }
         } catch {
-            try? fail(name, describe(error))
+            try? await fail(name, describe(error))
         }
     }
 
@@ -322,32 +327,32 @@ public final class Orchestrator: Sendable {
             guard let h = try journal.host(rolloutID, name), h.state == .checked || h.state == .notified else { return }
             let host = await connections.host(name)
             do {
-                try journal.event(rolloutID, host: name, kind: "intent", "install \(plan.kernel.release) and stage it to boot once")
+                try await journal.event(rolloutID, host: name, kind: "intent", "install \(plan.kernel.release) and stage it to boot once")
                 for command in HostCommands.install(plan) {
                     _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
                 }
                 switch plan.bootloader {
                 case .grub:
-                    guard let oldEntry = h.grubEntryBefore else { return try fail(name, "no previous GRUB entry journaled") }
+                    guard let oldEntry = h.grubEntryBefore else { return try await fail(name, "no previous GRUB entry journaled") }
                     let cfg = try await mustRun(host, HostCommands.readGrubConfig, "read GRUB config")
                     guard let newEntry = GrubMenu.parse(cfg).entry(forRelease: plan.kernel.release)?.titlePath else {
-                        return try fail(name, "after install, /boot/grub/grub.cfg has no entry for \(plan.kernel.release)")
+                        return try await fail(name, "after install, /boot/grub/grub.cfg has no entry for \(plan.kernel.release)")
                     }
                     for command in HostCommands.stage(plan, entryPath: newEntry, previousEntryPath: oldEntry) {
                         _ = try await mustRun(host, command, "stage boot-once")
                     }
-                    try journal.move(rolloutID, host: name, to: .staged, set: ["grub_entry_after": newEntry])
+                    try await journal.move(rolloutID, host: name, to: .staged, set: ["grub_entry_after": newEntry])
                     say(name, "staged: \(plan.kernel.release) boots once next (\(newEntry))")
                 case .custom:
                     for command in HostCommands.stage(plan, entryPath: "") {
                         _ = try await mustRun(host, command, "stage boot-once")
                     }
-                    try journal.move(rolloutID, host: name, to: .staged)
+                    try await journal.move(rolloutID, host: name, to: .staged)
                     say(name, "staged: \(plan.kernel.release) boots once next")
                 }
             }
         } catch {
-            try? fail(name, describe(error))
+            try? await fail(name, describe(error))
         }
     }
 
@@ -360,7 +365,7 @@ public final class Orchestrator: Sendable {
                 let host = await connections.host(name)
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
                 // Intent first: if we die after this line, resume compares boot ids.
-                try journal.move(rolloutID, host: name, to: .rebooting, message: "staged → rebooting (intent: \(plan.reboot.command))",
+                try await journal.move(rolloutID, host: name, to: .rebooting, message: "staged → rebooting (intent: \(plan.reboot.command))",
                                  set: ["boot_id_before": bootID], countsReboot: true)
                 h.bootIDBefore = bootID
                 h.state = .rebooting
@@ -377,8 +382,8 @@ public final class Orchestrator: Sendable {
                     say(name, "resume: same boot id as before the reboot — waiting up to \(PlanFormat.duration(grace)) for it to go down")
                     if await waitForNewBoot(name, before: h.bootIDBefore, within: grace) == nil {
                         say(name, "resume: still the same boot — sending the reboot again")
-                        try journal.event(rolloutID, host: name, kind: "intent", "reboot re-sent on resume (boot id unchanged after \(PlanFormat.duration(grace)))")
-                        try journal.move(rolloutID, host: name, to: .rebooting, countsReboot: true)
+                        try await journal.event(rolloutID, host: name, kind: "intent", "reboot re-sent on resume (boot id unchanged after \(PlanFormat.duration(grace)))")
+                        try await journal.move(rolloutID, host: name, to: .rebooting, countsReboot: true)
                         await sendReboot(await connections.host(name), name)
                     }
                 case .unknown: say(name, "resume: host unreachable — waiting for it to come back")
@@ -386,37 +391,37 @@ public final class Orchestrator: Sendable {
             }
             if h.state == .rebooting {
                 guard let newBoot = await waitForNewBoot(name, before: h.bootIDBefore) else {
-                    return try fail(name, "did not come back with a new boot id within \(PlanFormat.duration(plan.reboot.timeout))")
+                    return try await fail(name, "did not come back with a new boot id within \(PlanFormat.duration(plan.reboot.timeout))")
                 }
-                try journal.move(rolloutID, host: name, to: .up, set: ["boot_id_after": newBoot])
+                try await journal.move(rolloutID, host: name, to: .up, set: ["boot_id_after": newBoot])
                 h.state = .up
             }
             if h.state == .up {
                 let host = await connections.host(name)
                 let release = try await mustRun(host, "cat /proc/sys/kernel/osrelease", "read release").trimmed
                 guard release == plan.kernel.release else {
-                    try journal.move(rolloutID, host: name, to: .failed, reason: "booted \(release), expected \(plan.kernel.release) (GRUB fell back to the default: the new kernel did not boot, or the entry was wrong)",
+                    try await journal.move(rolloutID, host: name, to: .failed, reason: "booted \(release), expected \(plan.kernel.release) (GRUB fell back to the default: the new kernel did not boot, or the entry was wrong)",
                                      set: ["release_after": release])
                     return say(name, "FAILED: booted \(release), expected \(plan.kernel.release)", problem: true)
                 }
-                try journal.move(rolloutID, host: name, to: .verified, set: ["release_after": release])
+                try await journal.move(rolloutID, host: name, to: .verified, set: ["release_after": release])
                 say(name, "up on \(release) (new boot id)")
             }
         } catch {
-            try? fail(name, describe(error))
+            try? await fail(name, describe(error))
         }
     }
 
-    func sendReboot(_ host: SSHHost, _ name: String) async {
+    func sendReboot(_ host: any RemoteHost, _ name: String) async {
         do {
-            _ = try await host.exec(plan.reboot.command, timeout: .seconds(15))
+            _ = try await host.run(plan.reboot.command, timeout: .seconds(15))
         } catch let e as SSHError where e.code == .connectionLost || e.code == .commandTimeout {
             // Expected: the connection drops as the host goes down.
         } catch {
             say(name, "reboot command: \(describe(error)) — waiting for a new boot id anyway", problem: true)
         }
         await connections.drop(name)
-        try? journal.event(rolloutID, host: name, kind: "outcome", "reboot command sent")
+        try? await journal.event(rolloutID, host: name, kind: "outcome", "reboot command sent")
         say(name, "rebooting")
     }
 
@@ -443,11 +448,11 @@ public final class Orchestrator: Sendable {
 
     /// verified → soaking → healthy | failed, for the wave's hosts together.
     func gate(_ names: [String], wave: Int) async throws -> WaveGateReport? {
+        try journal.move(rolloutID, hosts: names, to: .soaking)
         var hosts: [GateHost] = []
         for name in names {
-            try journal.move(rolloutID, host: name, to: .soaking)
             let h = await connections.host(name)
-            let address = inventory.hosts.first { $0.name == name }?.address ?? name
+            let address = await connections.address(name)
             hosts.append(GateHost(reader: h, address: address, expectedRelease: plan.kernel.release))
         }
         say(nil, "wave \(wave): soaking \(names.count) host\(names.count == 1 ? "" : "s") for \(PlanFormat.duration(plan.gate.soak)) (sample every \(PlanFormat.duration(plan.gate.interval)))")
@@ -479,17 +484,16 @@ public final class Orchestrator: Sendable {
         guard let report = finished else { return nil }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        for r in report.hosts {
+        try journal.saveGateResults(rolloutID, wave: wave, report.hosts.map { r in
             let json = (try? encoder.encode(r)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-            try journal.saveGateReport(rolloutID, wave: wave, host: r.host, verdict: r.verdict.rawValue, report: json)
-            if r.verdict == .pass {
-                try journal.move(rolloutID, host: r.host, to: .healthy)
-            } else {
-                let why = r.reasons.map(\.summary).joined(separator: "; ")
-                try journal.move(rolloutID, host: r.host, to: .failed, reason: "gate \(r.verdict.rawValue): \(why.isEmpty ? r.end.rawValue : why)")
-            }
-        }
-        let waveJSON = (try? encoder.encode(report)).map { String(decoding: $0, as: UTF8.self) }
+            let why = r.reasons.map(\.summary).joined(separator: "; ")
+            return (r.host, r.verdict.rawValue, json, r.verdict == .pass ? .healthy : .failed,
+                    r.verdict == .pass ? nil : "gate \(r.verdict.rawValue): \(why.isEmpty ? r.end.rawValue : why)")
+        })
+        // The wave row keeps the verdict and who failed; every host's evidence is in gate_report.
+        let summary: [String: AnyEncodable] = ["verdict": AnyEncodable(report.verdict.rawValue), "passed": AnyEncodable(report.passed.count),
+                                               "failed": AnyEncodable(report.failed), "inconclusive": AnyEncodable(report.inconclusive)]
+        let waveJSON = (try? encoder.encode(summary)).map { String(decoding: $0, as: UTF8.self) }
         try journal.setWave(rolloutID, wave, state: "running", verdict: report.verdict.rawValue, report: waveJSON)
         if report.verdict != .pass {
             for r in report.hosts where r.verdict != .pass {
@@ -503,18 +507,18 @@ public final class Orchestrator: Sendable {
     func commit(_ name: String) async {
         do {
             guard let h = try journal.host(rolloutID, name), h.state == .healthy else { return }
-            try journal.event(rolloutID, host: name, kind: "intent", "make \(plan.kernel.release) the default")
+            try await journal.event(rolloutID, host: name, kind: "intent", "make \(plan.kernel.release) the default")
             let host = await connections.host(name)
             if plan.bootloader == .grub && h.grubEntryAfter == nil {
-                return try fail(name, "no GRUB entry journaled for \(plan.kernel.release)")
+                return try await fail(name, "no GRUB entry journaled for \(plan.kernel.release)")
             }
             for command in HostCommands.commit(plan, entryPath: h.grubEntryAfter ?? "") {
                 _ = try await mustRun(host, command, "make the new kernel the default")
             }
-            try journal.move(rolloutID, host: name, to: .committed)
+            try await journal.move(rolloutID, host: name, to: .committed)
             say(name, "committed: \(plan.kernel.release) is the default")
         } catch {
-            try? fail(name, describe(error))
+            try? await fail(name, describe(error))
         }
     }
 
@@ -524,59 +528,59 @@ public final class Orchestrator: Sendable {
         do {
             guard var h = try journal.host(rolloutID, name), needsRollback(h) else { return }
             guard let oldRelease = h.releaseBefore, plan.bootloader != .grub || h.grubEntryBefore != nil else {
-                try journal.move(rolloutID, host: name, to: .rollingBack)
-                try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "no previous kernel journaled")
+                try await journal.move(rolloutID, host: name, to: .rollingBack)
+                try await journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "no previous kernel journaled")
                 return
             }
             if h.state != .rollingBack {
-                try journal.move(rolloutID, host: name, to: .rollingBack, message: "\(h.state.rawValue) → rolling_back (intent: default back to \(oldRelease))")
+                try await journal.move(rolloutID, host: name, to: .rollingBack, message: "\(h.state.rawValue) → rolling_back (intent: default back to \(oldRelease))")
                 h.state = .rollingBack
             }
             let host = await connections.fresh(name)
-            if plan.bootloader == .grub { _ = try? await host.exec(HostCommands.clearOneShot, timeout: .seconds(30)) }
+            if plan.bootloader == .grub { _ = try? await host.run(HostCommands.clearOneShot, timeout: .seconds(30)) }
             for command in HostCommands.restoreDefault(plan, previousRelease: oldRelease, previousEntryPath: h.grubEntryBefore) {
                 _ = try await mustRun(host, command, "restore the previous default")
             }
             let running = try await mustRun(host, "cat /proc/sys/kernel/osrelease", "read release").trimmed
             if running != oldRelease {
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
-                try journal.move(rolloutID, host: name, to: .rollingBack, message: "rolling_back (intent: reboot into \(oldRelease))",
+                try await journal.move(rolloutID, host: name, to: .rollingBack, message: "rolling_back (intent: reboot into \(oldRelease))",
                                  set: ["boot_id_before": bootID], countsReboot: true)
                 await sendReboot(host, name)
                 guard await waitForNewBoot(name, before: bootID) != nil else {
-                    try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "did not come back within \(PlanFormat.duration(plan.reboot.timeout)) after the rollback reboot")
+                    try await journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "did not come back within \(PlanFormat.duration(plan.reboot.timeout)) after the rollback reboot")
                     return say(name, "ROLLBACK FAILED: did not come back", problem: true)
                 }
                 let after = try await mustRun(await connections.host(name), "cat /proc/sys/kernel/osrelease", "read release").trimmed
                 guard after == oldRelease else {
-                    try journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "booted \(after) after rollback, expected \(oldRelease)")
+                    try await journal.move(rolloutID, host: name, to: .rollbackFailed, reason: "booted \(after) after rollback, expected \(oldRelease)")
                     return say(name, "ROLLBACK FAILED: booted \(after), expected \(oldRelease)", problem: true)
                 }
             }
-            try journal.move(rolloutID, host: name, to: .rolledBack, message: "rolled_back: runs \(oldRelease) again, default restored")
+            try await journal.move(rolloutID, host: name, to: .rolledBack, message: "rolled_back: runs \(oldRelease) again, default restored")
             say(name, "rolled back: runs \(oldRelease), default restored")
         } catch {
-            try? journal.move(rolloutID, host: name, to: .rollbackFailed, reason: describe(error))
+            try? await journal.move(rolloutID, host: name, to: .rollbackFailed, reason: describe(error))
             say(name, "ROLLBACK FAILED: \(describe(error))", problem: true)
         }
     }
 
     // MARK: - helpers
 
-    func fail(_ name: String, _ reason: String) throws {
+    func fail(_ name: String, _ reason: String) async throws {
         guard let h = try journal.host(rolloutID, name), h.state.canMove(to: .failed), h.state != .failed else { return }
-        try journal.move(rolloutID, host: name, to: .failed, reason: reason, set: ["last_error": reason])
+        try await journal.move(rolloutID, host: name, to: .failed, reason: reason, set: ["last_error": reason])
         say(name, "FAILED: \(reason)", problem: true)
     }
 
     @discardableResult
-    func mustRun(_ host: SSHHost, _ command: String, _ what: String, timeout: Duration = .seconds(60)) async throws -> String {
-        let r = try await host.exec(command, timeout: timeout)
-        guard r.succeeded else {
-            let err = r.stderrText.trimmed.split(separator: "\n").suffix(3).joined(separator: " / ")
+    func mustRun(_ host: any RemoteHost, _ command: String, _ what: String, timeout: Duration = .seconds(60)) async throws -> String {
+        let r = try await host.run(command, timeout: timeout)
+        guard r.exitStatus == 0 && r.exitSignal == nil else {
+            let err = r.stderr.trimmed.split(separator: "\n").suffix(3).joined(separator: " / ")
             throw StepError("\(what) failed (`\(command.prefix(120))` → \(r.exitSignal.map { "SIG\($0)" } ?? "exit \(r.exitStatus)")\(err.isEmpty ? "" : ": \(err)"))")
         }
-        return r.stdoutText
+        return r.stdout
     }
 
     func describe(_ error: Error) -> String {
@@ -593,31 +597,45 @@ public final class Orchestrator: Sendable {
     }
 }
 
+struct AnyEncodable: Encodable {
+    let encode: (any Encoder) throws -> Void
+    init<T: Encodable>(_ value: T) { encode = value.encode }
+    func encode(to encoder: any Encoder) throws { try encode(encoder) }
+}
+
 struct StepError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
 }
 
-/// One reusable SSH connection per host for the whole run; dropped after a reboot.
-actor Connections {
-    let inventory: Inventory
-    let sshConfig: SSHConfig
-    var hosts: [String: SSHHost] = [:]
+/// A host the orchestrator drives: commands through its shell (`HostReader`) and a
+/// connection it can drop (after a reboot). `SSHHost` in production.
+public protocol RemoteHost: HostReader {
+    func close() async
+}
 
-    init(inventory: Inventory, sshConfig: SSHConfig) {
-        self.inventory = inventory
-        self.sshConfig = sshConfig
+extension SSHHost: RemoteHost {}
+
+/// One reusable connection per host for the whole run; dropped after a reboot.
+actor Connections {
+    let byName: [String: InventoryHost]
+    let transport: @Sendable (InventoryHost) -> any RemoteHost
+    var hosts: [String: any RemoteHost] = [:]
+
+    init(inventory: Inventory, transport: @escaping @Sendable (InventoryHost) -> any RemoteHost) {
+        self.byName = Dictionary(inventory.hosts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.transport = transport
     }
 
-    func host(_ name: String) -> SSHHost {
+    func address(_ name: String) -> String { byName[name]?.address ?? name }
+
+    func host(_ name: String) -> any RemoteHost {
         if let h = hosts[name] { return h }
         return fresh(name)
     }
 
-    func fresh(_ name: String) -> SSHHost {
-        let inv = inventory.hosts.first { $0.name == name } ?? InventoryHost(name: name, address: name)
-        let (endpoint, options) = inventory.sshTarget(for: inv, sshConfig: sshConfig)
-        let h = SSHHost(endpoint: endpoint, options: options)
+    func fresh(_ name: String) -> any RemoteHost {
+        let h = transport(byName[name] ?? InventoryHost(name: name, address: name))
         hosts[name] = h
         return h
     }

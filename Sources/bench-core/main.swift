@@ -1,17 +1,24 @@
-// bench-core: the planner and the journal alone on N synthetic hosts (no SSH, no
-// orchestrator: it has no in-process transport yet). One size per process, so the
-// peak RSS printed (getrusage ru_maxrss) belongs to that size only.
+// bench-core: the orchestration core at scale — the wave planner, the orchestrator's
+// state machine and the SQLite journal — driving N synthetic in-process hosts
+// (`SimHost`: a kernel, a boot id and a GRUB environment in memory; a reboot is
+// instant) through a whole rollout with zero boot and soak times. Everything but
+// SSH is the production code path. One size per process, so the peak RSS printed
+// (getrusage ru_maxrss) belongs to that size only.
 //
-//   bench-core --hosts N [--journal PATH] [--move-hosts M] [--hosts-per-rack K]
+//   bench-core --hosts N [--journal PATH] [--hosts-per-rack K] [--max-parallel P]
 //
 // Phases, each timed with a monotonic clock:
 //   inventory  build N InventoryHost values (rack label, K hosts per rack)
-//   plan       WavePlanner.plan (waves [1, 1%, 10%, 50%, 100%], max_parallel 50, failure_domain rack)
-//   create     Orchestrator.create → Journal.createRollout (one transaction, N host rows + N locks)
-//   moves      Journal.move through the happy path (pending → … → committed, 9 moves,
-//              one write transaction each) for the first M hosts (default: all N)
-// Prints one JSON object.
+//   plan       WavePlanner.plan (waves [1, 1%, 10%, 50%, 100%], failure_domain rack)
+//   create     Orchestrator.create → Journal.createRollout (one transaction)
+//   run        Orchestrator.run: check, stage, reboot + verify per batch, gate
+//              (zero soak: one sample per host), commit, wave by wave
+// Afterwards it checks the outcome against the hosts themselves (every planned host
+// on the new kernel as its saved default, rebooted exactly once; the journal says
+// committed) and exits 1 if not. Prints one JSON object.
 import Foundation
+import FleetsimCore
+import HealthGate
 import Rollout
 
 func monotonic() -> Double {
@@ -33,17 +40,89 @@ func cpuSeconds() -> Double {
         + Double(ru.ru_stime.tv_sec) + Double(ru.ru_stime.tv_usec) / 1e6
 }
 
+let oldRelease = "6.1.0-18-hosting"
+let newRelease = "6.1.0-19-hosting"
+
+/// A host in memory that answers exactly the commands rollctl sends a Debian host.
+/// Unknown commands exit 127, so a change in what the orchestrator sends shows up
+/// as failed hosts here rather than being silently accepted.
+actor SimHost: RemoteHost {
+    nonisolated let hostName: String
+    var release: String
+    var bootID = UUID().uuidString.lowercased()
+    var savedEntry: String?
+    var nextEntry: String?
+    var reboots = 0
+    var commands = 0
+    static let menu = Grub.parseMenu(grubCfg)
+    static let grubCfg = Grub.config(kernels: [oldRelease, newRelease], rootUUID: "0b5e6f3a-bench-core")
+    static let meminfo = "MemTotal:       65536000 kB\nMemFree:        30000000 kB\nMemAvailable:   50000000 kB\nSlab:             900000 kB\nSReclaimable:     600000 kB\nSUnreclaim:       300000 kB\n"
+
+    init(name: String, release: String) {
+        hostName = name
+        self.release = release
+    }
+
+    nonisolated func run(_ command: String, timeout: Duration) async throws -> HostCommandResult {
+        try await execute(command)
+    }
+
+    func close() async {}
+
+    func execute(_ command: String) throws -> HostCommandResult {
+        commands += 1
+        func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
+        switch command {
+        case HostFacts.command:
+            let files: [(String, String)] = [
+                ("/proc/sys/kernel/osrelease", release + "\n"),
+                ("/proc/sys/kernel/random/boot_id", bootID + "\n"),
+                ("/proc/uptime", "1234.5 2000.0\n"),
+                ("/proc/meminfo", Self.meminfo),
+                ("/proc/vmstat", "nr_free_pages 7500000\noom_kill 0\n"),
+            ]
+            return ok(files.map { "@@rollctl-file \($0.0)\n\($0.1)" }.joined())
+        case HostCommands.readGrubConfig: return ok(Self.grubCfg)
+        case HostCommands.bootFree: return ok("4000000000\n")
+        case HostCommands.clearOneShot: nextEntry = nil; return ok()
+        case "cat /proc/sys/kernel/random/boot_id": return ok(bootID + "\n")
+        case "cat /proc/sys/kernel/osrelease": return ok(release + "\n")
+        case "systemctl reboot":
+            // GRUB's choice at boot: the one-shot entry once, else the saved default.
+            let spec = nextEntry ?? savedEntry
+            nextEntry = nil
+            release = Grub.kernelFor(default: spec, menu: Self.menu).kernel ?? release
+            bootID = UUID().uuidString.lowercased()
+            reboots += 1
+            return ok()
+        default:
+            if command.hasPrefix("DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-") { return ok() }
+            if command.hasPrefix("grub-set-default ") { savedEntry = unquote(command.dropFirst("grub-set-default ".count)); return ok() }
+            if command.hasPrefix("grub-reboot ") { nextEntry = unquote(command.dropFirst("grub-reboot ".count)); return ok() }
+            return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127)
+        }
+    }
+
+    /// Undoes `shellQuote` (one single-quoted word, or a bare word).
+    func unquote(_ s: Substring) -> String {
+        guard s.hasPrefix("'"), s.hasSuffix("'"), s.count >= 2 else { return String(s) }
+        return String(s.dropFirst().dropLast()).replacingOccurrences(of: "'\\''", with: "'")
+    }
+
+    func summary() -> (release: String, saved: String?, reboots: Int, commands: Int) { (release, savedEntry, reboots, commands) }
+}
+
 let args = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
     return args[i + 1]
 }
 guard let n = option("--hosts").flatMap(Int.init), n > 0 else {
-    FileHandle.standardError.write(Data("usage: bench-core --hosts N [--journal PATH] [--move-hosts M] [--hosts-per-rack K]\n".utf8))
+    FileHandle.standardError.write(Data("usage: bench-core --hosts N [--journal PATH] [--hosts-per-rack K] [--max-parallel P]\n".utf8))
     exit(2)
 }
 let perRack = option("--hosts-per-rack").flatMap(Int.init) ?? 40
-let moveHosts = min(n, option("--move-hosts").flatMap(Int.init) ?? n)
+let maxParallel = option("--max-parallel").flatMap(Int.init) ?? 50
 let journalPath = option("--journal") ?? NSTemporaryDirectory() + "bench-core-\(getpid())/journal.sqlite"
 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: journalPath + suffix) }
 
@@ -58,44 +137,95 @@ for i in 0..<n {
 var defaults = InventoryDefaults()
 defaults.port = 22
 let inventory = Inventory(path: "/synthetic/inventory.yaml", defaults: defaults, hosts: hosts)
+// Zero soak: one sample per host, so no growth trend (it needs 6); level, OOM and release checks run.
+let gate = GateSettings(soak: .zero, interval: .seconds(1), probeTimeout: .seconds(1), sUnreclaimGrowthMaxPerHour: nil, testSite: nil)
 let plan = Plan(name: "bench-core", path: "/synthetic/plan.yaml", text: "synthetic plan for \(n) hosts\n",
-                kernel: KernelSpec(release: "6.1.0-19-hosting"), inventoryPath: inventory.path,
+                kernel: KernelSpec(release: newRelease), inventoryPath: inventory.path,
                 waves: WaveSpec(sizes: [.count(1), .percent(1), .percent(10), .percent(50), .percent(100)],
-                                maxParallel: 50, failureDomain: "rack"))
-// Every host reads an older release, except 1% already on the target (skipped).
+                                maxParallel: maxParallel, failureDomain: "rack"),
+                reboot: RebootSpec(timeout: .seconds(30), settle: .zero), gate: gate)
+// Every host runs the older release, except 1% already on the target (skipped).
 var current: [String: String] = [:]
 current.reserveCapacity(n)
-for (i, h) in hosts.enumerated() { current[h.name] = i % 100 == 99 ? "6.1.0-19-hosting" : "6.1.0-18-hosting" }
+for (i, h) in hosts.enumerated() { current[h.name] = i % 100 == 99 ? newRelease : oldRelease }
+var sims: [String: SimHost] = [:]
+sims.reserveCapacity(n)
+for h in hosts { sims[h.name] = SimHost(name: h.name, release: current[h.name]!) }
+let simHosts = sims
 let t1 = monotonic()
 
 let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: [:], customers: nil)
 let t2 = monotonic()
 let rssAfterPlan = peakRSSKiB()
 
-let journal = try Journal(path: journalPath)
-let id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal)
+func orDie<T>(_ what: String, _ body: () throws -> T) -> T {
+    do { return try body() } catch {
+        FileHandle.standardError.write(Data("bench-core: \(what): \(error)\n".utf8))
+        exit(2)
+    }
+}
+let journal = orDie("journal") { try Journal(path: journalPath) }
+let id = orDie("create") { try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal) }
 let t3 = monotonic()
 
-let path: [HostState] = [.checked, .staged, .rebooting, .up, .verified, .soaking, .healthy, .committed]
-let toMove = layout.waves.flatMap(\.hosts).prefix(moveHosts)
-var moves = 0
-for h in toMove {
-    for s in path {
-        try journal.move(id, host: h.name, to: s)
-        moves += 1
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines = 0, problems = 0
+    private var firstProblems: [String] = []
+    func add(_ l: RolloutLogLine) {
+        lock.lock(); defer { lock.unlock() }
+        lines += 1
+        if l.host == nil, ProcessInfo.processInfo.environment["BENCH_DEBUG"] != nil {
+            let rss = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8))?.split(separator: " ")[1] ?? "?"
+            FileHandle.standardError.write(Data("[\(String(format: "%.2f", monotonic()))] rss_pages=\(rss) \(l.message.prefix(80))\n".utf8))
+        }
+        if l.isProblem {
+            problems += 1
+            if firstProblems.count < 5 { firstProblems.append("\(l.host ?? "-"): \(l.message)") }
+        }
     }
+    var snapshot: (Int, Int, [String]) { lock.lock(); defer { lock.unlock() }; return (lines, problems, firstProblems) }
+}
+let counter = Counter()
+let orchestrator = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal,
+                                transport: { h in simHosts[h.name]! }, log: { counter.add($0) })
+let outcome: RolloutOutcome
+do { outcome = try await orchestrator.run() } catch {
+    FileHandle.standardError.write(Data("bench-core: run: \(error)\n".utf8))
+    exit(2)
 }
 let t4 = monotonic()
 
+// The outcome, checked against the hosts and the journal.
+let planned = layout.waves.flatMap(\.hosts).map(\.name)
+var wrong: [String] = []
+var reboots = 0, commands = 0
+let committedEntry = Grub.titlePath(release: newRelease)
+for name in planned {
+    let s = await simHosts[name]!.summary()
+    reboots += s.reboots
+    commands += s.commands
+    if s.release != newRelease || s.saved != committedEntry || s.reboots != 1 { wrong.append("\(name): \(s)") }
+}
+let rows = orDie("read journal") { try journal.hosts(id) }
+let committed = rows.filter { $0.state == .committed }.count
+let events = orDie("read journal") { try journal.eventCount(id) }
+let t5 = monotonic()
+
 let size = (try? FileManager.default.attributesOfItem(atPath: journalPath)[.size] as? Int) ?? 0
 let wal = (try? FileManager.default.attributesOfItem(atPath: journalPath + "-wal")[.size] as? Int) ?? 0
-let planned = layout.waves.reduce(0) { $0 + $1.hosts.count }
 let batches = layout.waves.reduce(0) { $0 + $1.batches.count }
+let (lines, problems, firstProblems) = counter.snapshot
 func f(_ x: Double) -> String { String(format: "%.4f", x) }
 print("""
-{"hosts":\(n),"planned":\(planned),"skipped":\(layout.skipped.count),"waves":\(layout.waves.count),"batches":\(batches),\
-"inventory_s":\(f(t1 - t0)),"plan_s":\(f(t2 - t1)),"create_s":\(f(t3 - t2)),\
-"moved_hosts":\(toMove.count),"moves":\(moves),"moves_s":\(f(t4 - t3)),"per_move_us":\(f(moves > 0 ? (t4 - t3) / Double(moves) * 1e6 : 0)),\
+{"hosts":\(n),"planned":\(planned.count),"skipped":\(layout.skipped.count),"waves":\(layout.waves.count),"batches":\(batches),\
+"max_parallel":\(maxParallel),"outcome":"\(outcome == .completed ? "completed" : "\(outcome)")","committed":\(committed),\
+"reboots":\(reboots),"host_commands":\(commands),"journal_events":\(events),"log_lines":\(lines),"problems":\(problems),"wrong_hosts":\(wrong.count),\
+"inventory_s":\(f(t1 - t0)),"plan_s":\(f(t2 - t1)),"create_s":\(f(t3 - t2)),"run_s":\(f(t4 - t3)),"check_s":\(f(t5 - t4)),\
 "total_s":\(f(t4 - t0)),"cpu_s":\(f(cpuSeconds())),"peak_rss_after_plan_kib":\(rssAfterPlan),"peak_rss_kib":\(peakRSSKiB()),\
 "journal_bytes":\(size),"wal_bytes":\(wal)}
 """)
+if outcome != .completed || committed != planned.count || !wrong.isEmpty {
+    FileHandle.standardError.write(Data("bench-core: the rollout did not end as expected: \(outcome), \(committed)/\(planned.count) committed\n\((firstProblems + wrong.prefix(5)).joined(separator: "\n"))\n".utf8))
+    exit(1)
+}

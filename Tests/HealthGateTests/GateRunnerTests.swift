@@ -161,6 +161,22 @@ import Testing
         #expect(meter.peak >= 4, "at most \(meter.peak) reads in flight")
     }
 
+    @Test func samplesInFlightAreBoundedAndEveryHostIsStillJudged() async throws {
+        let clock = VirtualClock()
+        let meter = ConcurrencyMeter()
+        let hosts = (1...40).map { i in
+            GateHost(reader: MeteredReader(inner: FakeHost(hostName: "web\(i)", clock: clock, state: flat(), delay: .milliseconds(5)), meter: meter),
+                     address: "10.0.0.\(i)")
+        }
+        var r = try runner(GateSettings(soak: .seconds(90), sUnreclaimGrowthMaxPerHour: nil, testSite: nil), clock: clock)
+        r.maxConcurrentSamples = 3
+        let w = await r.run(hosts)
+        #expect(w.passed.count == 40, "\(w.render())")
+        #expect(w.hosts.allSatisfy { $0.samples.count == 4 })
+        #expect(meter.peak <= 3, "\(meter.peak) reads in flight, bound 3")
+        #expect(meter.peak >= 2)
+    }
+
     @Test func cancellationEndsTheSoakInconclusive() async throws {
         let clock = VirtualClock()
         let hosts = (1...2).map { i in
