@@ -28,8 +28,18 @@ public struct Rollctl: AsyncParsableCommand {
 
     public init() {}
 
+    /// One SSH connection per host stays open for a run: lift the soft limit on open
+    /// files (1024 on many systems) to the hard limit, as Go and OpenSSH's tools do.
+    static func raiseOpenFileLimit() {
+        var lim = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim) == 0, lim.rlim_cur < lim.rlim_max else { return }
+        lim.rlim_cur = lim.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+    }
+
     /// Runs the CLI and exits. Usage errors exit 2, like every other kind of bad input.
     public static func runMain() async -> Never {
+        raiseOpenFileLimit()
         do {
             var command = try parseAsRoot()
             if var async = command as? AsyncParsableCommand {
