@@ -4,7 +4,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 APT_PACKAGES := libssh2-1-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl
 SWIFT_TEST_FLAGS ?=
 
-.PHONY: deps build test demo bench clean
+.PHONY: deps build test demo bench test-vm clean
 
 ## deps: install the Debian packages the build and tests need (root), make sshd's run dir.
 deps:
@@ -43,6 +43,15 @@ bench: deps
 	bench/connections.sh
 	bench/halt-latency.sh
 	bench/core.sh
+
+## test-vm: rollctl against real Debian 12 VMs under qemu, software emulation (docs/vm-tests.md).
+## Root. Builds a cached base image first (/var/cache/rollctl-vm, ~1 min once); ~8 min warm.
+VM_APT := qemu-system-x86 qemu-utils debootstrap fdisk
+test-vm: deps
+	@missing=""; for p in $(VM_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	swift build
+	ROLLCTL=.build/debug/rollctl scripts/vm/test-vm.sh
 
 clean:
 	rm -rf .build .fleetsim
