@@ -41,9 +41,16 @@ LOOP=""
 T0=$(date +%s)
 say() { echo "[image $(( $(date +%s) - T0 ))s] $*" >&2; }
 
+descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+exec 3>&1 4>&2   # the script's own stdout/stderr: a trap may fire inside a step redirected to the log
 cleanup() {
   local rc=$?
   set +e
+  trap - EXIT INT TERM
+  exec 1>&3 2>&4
+  # Our own children first (debootstrap, dpkg in the chroot), by pid: they hold the mounts.
+  local kids; kids=$(descendants $$)
+  [ -n "$kids" ] && { kill $kids 2>/dev/null; sleep 1; kill -9 $kids 2>/dev/null; }
   if [ -n "$MNT" ] && [ -d "$MNT" ]; then
     for m in dev/pts dev proc sys; do mountpoint -q "$MNT/$m" && { umount "$MNT/$m" || umount -l "$MNT/$m"; }; done
     mountpoint -q "$MNT" && { umount "$MNT" || umount -l "$MNT"; }
@@ -63,6 +70,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Long steps run as a background child and are waited for: a trapped TERM/INT then takes
+# effect at once (bash runs traps only after a foreground child ends).
+bg_wait() { "$@" & wait $!; }
 in_chroot() { chroot "$MNT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
 
 say "building $OUT (log: $LOG)"
@@ -77,7 +87,7 @@ mkdir -p "$MNT"
 mount "$LOOP" "$MNT"
 
 say "debootstrap bookworm (minbase) from $MIRROR"
-debootstrap --variant=minbase \
+bg_wait debootstrap --variant=minbase \
   --include=systemd-sysv,udev,kmod,openssh-server,ifupdown,isc-dhcp-client,iproute2,procps,ca-certificates,less \
   bookworm "$MNT" "$MIRROR" >>"$LOG" 2>&1
 
@@ -126,13 +136,13 @@ grub-pc grub-pc/install_devices_empty boolean true
 EOF
 
 say "apt: kernel, GRUB"
-in_chroot apt-get update -qq >>"$LOG" 2>&1
-in_chroot apt-get install -y -q linux-image-amd64 grub-pc initramfs-tools >>"$LOG" 2>&1
+bg_wait in_chroot apt-get update -qq >>"$LOG" 2>&1
+bg_wait in_chroot apt-get install -y -q linux-image-amd64 grub-pc initramfs-tools >>"$LOG" 2>&1
 GENERIC=$(ls "$MNT/lib/modules" | grep -- '-amd64$' | grep -v cloud | sort -V | tail -n 1)
 
 say "apt: pre-download linux-image-cloud-amd64 (the test's 'patched kernel')"
 in_chroot apt-get clean   # the cache then holds only what the download below brings
-in_chroot apt-get install -y -q --download-only linux-image-cloud-amd64 >>"$LOG" 2>&1
+bg_wait in_chroot apt-get install -y -q --download-only linux-image-cloud-amd64 >>"$LOG" 2>&1
 CLOUD_DEB=$(ls "$MNT/var/cache/apt/archives" | grep -E '^linux-image-[0-9].*-cloud-amd64_' | sort -V | tail -n 1)
 CLOUD=${CLOUD_DEB#linux-image-}; CLOUD=${CLOUD%%_*}
 [ -n "$GENERIC" ] && [ -n "$CLOUD" ] || { say "cannot tell the kernel releases (generic='$GENERIC' cloud='$CLOUD')"; exit 1; }
@@ -182,7 +192,7 @@ say "GRUB: grub.cfg, core.img, boot sector"
 # UUID=... anyway, through the by-uuid link).
 mkdir -p "$MNT/etc/default/grub.d"
 echo 'GRUB_DEVICE=/dev/vda1' >"$MNT/etc/default/grub.d/zz-rollctl-image-build.cfg"
-in_chroot update-grub >>"$LOG" 2>&1
+bg_wait in_chroot update-grub >>"$LOG" 2>&1
 rm -f "$MNT/etc/default/grub.d/zz-rollctl-image-build.cfg"
 grep -E "menuentry|submenu|linux\s" "$MNT/boot/grub/grub.cfg" >>"$LOG" || true
 grep -q "with Linux $GENERIC'" "$MNT/boot/grub/grub.cfg" || { say "grub.cfg has no entry for $GENERIC"; exit 1; }

@@ -141,6 +141,12 @@ scenario1() {
   boot_vms a1 a2 || fail "VMs did not come up"
   slog "VMs up (a1 port $(vm_port a1), a2 port $(vm_port a2)) on $(vm_ssh a1 cat /proc/sys/kernel/osrelease)"
   scenario_files vm-cloud-kernel.yaml
+  slog "rollctl plan apply --dry-run (reads the real grub.cfg; touches nothing)"
+  "$ROLLCTL" plan apply "$SD/plan.yaml" --dry-run >"$SD/dry-run.out" 2>&1
+  expect "dry-run exit code" 0 "$?"
+  grep -qF "grub-set-default '$ENTRY_PREFIX $GENERIC'" "$SD/dry-run.out" \
+    || fail "the dry-run does not pin the running kernel's real GRUB entry: $(grep -a grub- "$SD/dry-run.out")"
+  ok "dry-run pins the running kernel's GRUB entry and stages $CLOUD"
   slog "rollctl plan apply"
   "$ROLLCTL" plan apply "$SD/plan.yaml" 2>&1 | tee "$SD/rollctl.out" | sed -u "s/^/  [$S] /"
   local rc=${PIPESTATUS[0]}
