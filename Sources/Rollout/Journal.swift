@@ -22,12 +22,22 @@ public final class Journal: Sendable {
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
         // Created 0600 before SQLite opens it; the -wal and -shm files inherit the mode.
-        let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw JournalError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+        // Only a new file is opened (and closed) here, never the database once SQLite has it:
+        // closing any descriptor of a file drops every POSIX (fcntl) lock this process holds on
+        // it, SQLite's included; another process's connection then believes it is the last
+        // one, checkpoints and deletes the WAL under the running rollout (seen on real VMs: a
+        // `rollout list` during an apply, then "database disk image is malformed").
+        let created = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
+        if created >= 0 { close(created) } else if errno != EEXIST {
+            throw JournalError("cannot create \(path): \(String(cString: strerror(errno)))")
+        }
         // Two rollctl processes opening a new journal at once would both run the
-        // migrations; an exclusive flock (independent of SQLite's fcntl locks)
-        // makes the second wait and then find them applied.
+        // migrations; an exclusive flock on the journal's folder (not on the database
+        // file, see above) makes the second wait and then find them applied.
+        let lockDir = dir.isEmpty ? "." : dir
+        let fd = open(lockDir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw JournalError("cannot open \(lockDir): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
         _ = flock(fd, LOCK_EX)
         defer { _ = flock(fd, LOCK_UN) }
         var config = Configuration()
