@@ -134,6 +134,16 @@ assert_on_cloud() { # assert_on_cloud VM
   expect "$1 grubenv next_entry (none staged)" "" "$(grubenv "$1" next_entry)"
 }
 
+# Reads the journal from other processes while a rollout runs, as an operator would
+# (rollctl once lost its SQLite locks and such a reader deleted the WAL under it).
+journal_readers() {
+  while sleep 2; do
+    [ -s "$ROLLCTL_JOURNAL" ] || continue
+    echo "$(date +%T) list: $("$ROLLCTL" rollout list 2>&1 | tail -n 1 | tr -s ' ') hosts: $(sqlite3 -cmd '.timeout 5000' \
+      "$ROLLCTL_JOURNAL" "SELECT name||':'||state FROM host ORDER BY name" 2>&1 | paste -sd' ')" >>"$SD/readers.log"
+  done
+}
+
 # ---- scenario 1: the real-VM plan over 2 VMs, waves [1, 100%] ---------------------------------
 scenario1() {
   scenario_begin s1 "a1 a2"
@@ -147,11 +157,17 @@ scenario1() {
   grep -qF "grub-set-default '$ENTRY_PREFIX $GENERIC'" "$SD/dry-run.out" \
     || fail "the dry-run does not pin the running kernel's real GRUB entry: $(grep -a grub- "$SD/dry-run.out")"
   ok "dry-run pins the running kernel's GRUB entry and stages $CLOUD"
-  slog "rollctl plan apply"
+  slog "rollctl plan apply (while other processes read the journal every 2s: rollout list, sqlite3)"
+  journal_readers & local readers=$!
   "$ROLLCTL" plan apply "$SD/plan.yaml" 2>&1 | tee "$SD/rollctl.out" | sed -u "s/^/  [$S] /"
   local rc=${PIPESTATUS[0]}
+  kill "$readers" 2>/dev/null; wait "$readers" 2>/dev/null
   expect "rollctl plan apply exit code" 0 "$rc"
   local id; id=$(rollout_id)
+  expect "journal integrity after concurrent readers" ok "$(sql 'PRAGMA integrity_check')"
+  grep -qE 'a1:(staged|rebooting|up|verified|soaking|healthy)' "$SD/readers.log" \
+    || fail "the readers never saw the rollout in progress (stale journal?): $(tail -n 5 "$SD/readers.log")"
+  ok "readers saw the rollout in progress ($(grep -c . "$SD/readers.log") reads)"
   expect "journal: rollout state" completed "$(sql "SELECT state FROM rollout WHERE id='$id'")"
   expect "journal: hosts committed" "a1 committed 1|a2 committed 1" \
     "$(sql "SELECT name||' '||state||' '||reboots FROM host WHERE rollout_id='$id' ORDER BY name" | paste -sd'|')"
