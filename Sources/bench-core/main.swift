@@ -15,7 +15,8 @@
 //              (zero soak: one sample per host), commit, wave by wave
 // Afterwards it checks the outcome against the hosts themselves (every planned host
 // on the new kernel as its saved default, rebooted exactly once; the journal says
-// committed) and exits 1 if not. Prints one JSON object.
+// committed) and exits 1 if not. Prints one JSON object. BENCH_DEBUG=1 also prints each
+// rollout-level progress line with the resident set size (pages) to stderr.
 import Foundation
 import FleetsimCore
 import HealthGate
