@@ -1,7 +1,7 @@
 # rollctl — the README's commands.
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
-APT_PACKAGES := libssh2-1-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl
+APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl
 SWIFT_TEST_FLAGS ?=
 
 .PHONY: deps build test demo bench test-vm clean

@@ -273,6 +273,14 @@ struct RolloutShow: AsyncParsableCommand {
     }
 }
 
+extension Journal.RolloutRow {
+    /// The other process driving this rollout right now, if it is alive.
+    var liveDriver: Int32? {
+        guard state == "running", let pid, pid != getpid(), kill(pid, 0) == 0 else { return nil }
+        return pid
+    }
+}
+
 struct RolloutResume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resume",
@@ -289,7 +297,7 @@ struct RolloutResume: AsyncParsableCommand {
             Console.shared.out("rollout \(id) is \(r.state); nothing to resume")
             return
         }
-        if r.state == "running", let pid = r.pid, pid != getpid(), kill(pid, 0) == 0 {
+        if let pid = r.liveDriver {
             Console.shared.error("rollout \(id) is being driven by process \(pid) right now")
             throw ExitCode(ExitStatus.hostFailure)
         }
@@ -316,7 +324,7 @@ struct RolloutAbort: AsyncParsableCommand {
 
     func run() async throws {
         let (j, r) = try journal.rollout(id)
-        if r.state == "running", let pid = r.pid, kill(pid, 0) == 0 {
+        if let pid = r.liveDriver {
             kill(pid, SIGTERM)
             Console.shared.out("asked process \(pid) to stop after its in-flight steps")
             for _ in 0..<600 where kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
@@ -342,7 +350,7 @@ struct RolloutRollback: AsyncParsableCommand {
 
     func run() async throws {
         let (j, r) = try journal.rollout(id)
-        if r.state == "running", let pid = r.pid, kill(pid, 0) == 0 {
+        if let pid = r.liveDriver {
             Console.shared.error("rollout \(id) is running in process \(pid); `rollctl rollout abort \(id)` first")
             throw ExitCode(ExitStatus.hostFailure)
         }

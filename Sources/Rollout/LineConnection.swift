@@ -4,12 +4,11 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SSH
 
 #if canImport(Glibc)
-private let sysConnect = Glibc.connect
 private let sysSend = Glibc.send
 #else
-private let sysConnect = Darwin.connect
 private let sysSend = Darwin.send
 #endif
 
@@ -58,51 +57,13 @@ final class LineConnection {
 
     /// Resolves `host` and connects to the first address that answers within `timeout`.
     static func connect(host: String, port: Int, timeout: Duration) throws(Failure) -> LineConnection {
-        let peer = "\(host):\(port)"
-        let deadline = ContinuousClock.now.advanced(by: timeout)
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        #if canImport(Glibc)
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        #else
-        hints.ai_socktype = SOCK_STREAM
-        #endif
-        var list: UnsafeMutablePointer<addrinfo>?
-        let rc = getaddrinfo(host, String(port), &hints, &list)
-        guard rc == 0, let first = list else {
-            let text = rc == EAI_SYSTEM ? String(cString: strerror(errno)) : String(cString: gai_strerror(rc))
-            throw Failure(beforeConnect: true, description: "cannot resolve \(host): \(text)")
+        do {
+            let fd = try TCPConnect.connect(address: host, port: port, deadline: ContinuousClock.now.advanced(by: timeout))
+            return LineConnection(fd: fd, host: host, peer: "\(host):\(port)")
+        } catch {
+            // SSH's connect: its messages name the peer ("connection to 127.0.0.1:25 refused").
+            throw Failure(beforeConnect: true, description: error.message)
         }
-        defer { freeaddrinfo(list) }
-        var last = Failure(beforeConnect: true, description: "no address for \(host)")
-        var entry: UnsafeMutablePointer<addrinfo>? = first
-        while let ai = entry {
-            entry = ai.pointee.ai_next
-            let fd = socket(ai.pointee.ai_family, ai.pointee.ai_socktype, ai.pointee.ai_protocol)
-            if fd < 0 { last = Failure(beforeConnect: true, description: "socket: \(String(cString: strerror(errno)))"); continue }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            #if canImport(Darwin)
-            var one: Int32 = 1
-            _ = setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
-            #endif
-            do throws(Failure) {
-                if sysConnect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 {
-                    let code = errno
-                    guard code == EINPROGRESS || code == EINTR else { throw Failure(beforeConnect: true, description: "cannot connect to \(peer): \(String(cString: strerror(code)))") }
-                    try wait(fd, Int16(POLLOUT), deadline, "connecting to \(peer)", beforeConnect: true)
-                    var soError: Int32 = 0
-                    var len = socklen_t(MemoryLayout<Int32>.size)
-                    _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &soError, &len)
-                    if soError != 0 { throw Failure(beforeConnect: true, description: "cannot connect to \(peer): \(String(cString: strerror(soError)))") }
-                }
-                return LineConnection(fd: fd, host: host, peer: peer)
-            } catch {
-                close(fd)
-                last = error
-            }
-        }
-        throw last
     }
 
     private static func wait(_ fd: Int32, _ events: Int16, _ deadline: ContinuousClock.Instant, _ phase: String,

@@ -1,3 +1,4 @@
+import CLibSSH2
 import Foundation
 import HealthGate
 import SSH
@@ -491,8 +492,8 @@ public final class Orchestrator: Sendable {
                     r.verdict == .pass ? nil : "gate \(r.verdict.rawValue): \(why.isEmpty ? r.end.rawValue : why)")
         })
         // The wave row keeps the verdict and who failed; every host's evidence is in gate_report.
-        let summary: [String: AnyEncodable] = ["verdict": AnyEncodable(report.verdict.rawValue), "passed": AnyEncodable(report.passed.count),
-                                               "failed": AnyEncodable(report.failed), "inconclusive": AnyEncodable(report.inconclusive)]
+        struct Summary: Encodable { var verdict: String; var passed: Int; var failed: [String]; var inconclusive: [String] }
+        let summary = Summary(verdict: report.verdict.rawValue, passed: report.passed.count, failed: report.failed, inconclusive: report.inconclusive)
         let waveJSON = (try? encoder.encode(summary)).map { String(decoding: $0, as: UTF8.self) }
         try journal.setWave(rolloutID, wave, state: "running", verdict: report.verdict.rawValue, report: waveJSON)
         if report.verdict != .pass {
@@ -597,12 +598,6 @@ public final class Orchestrator: Sendable {
     }
 }
 
-struct AnyEncodable: Encodable {
-    let encode: (any Encoder) throws -> Void
-    init<T: Encodable>(_ value: T) { encode = value.encode }
-    func encode(to encoder: any Encoder) throws { try encode(encoder) }
-}
-
 struct StepError: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
@@ -650,43 +645,10 @@ actor Connections {
     }
 }
 
-/// SHA-256 of the plan text for the journal (no crypto dependency: a plain implementation).
+/// SHA-256 of the plan text for the journal, from libcrypto (which libssh2 links anyway).
 func sha256Hex(_ text: String) -> String {
-    var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-    let k: [UInt32] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
-        0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
-        0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]
-    var msg = Array(text.utf8)
-    let bitLen = UInt64(msg.count) * 8
-    msg.append(0x80)
-    while msg.count % 64 != 56 { msg.append(0) }
-    for i in (0..<8).reversed() { msg.append(UInt8(truncatingIfNeeded: bitLen >> (UInt64(i) * 8))) }
-    for chunk in stride(from: 0, to: msg.count, by: 64) {
-        var w = [UInt32](repeating: 0, count: 64)
-        for i in 0..<16 {
-            w[i] = (0..<4).reduce(0) { $0 << 8 | UInt32(msg[chunk + i * 4 + $1]) }
-        }
-        func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
-        for i in 16..<64 {
-            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-        }
-        var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
-        for i in 0..<64 {
-            let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-            let ch = (e & f) ^ (~e & g)
-            let t1 = hh &+ s1 &+ ch &+ k[i] &+ w[i]
-            let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-            let maj = (a & b) ^ (a & c) ^ (b & c)
-            let t2 = s0 &+ maj
-            (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-        }
-        h = zip(h, [a, b, c, d, e, f, g, hh]).map { $0 &+ $1 }
-    }
-    return h.map { String(format: "%08x", $0) }.joined()
+    let bytes = Array(text.utf8)
+    var digest = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+    _ = SHA256(bytes, bytes.count, &digest)
+    return digest.map { String(format: "%02x", $0) }.joined()
 }

@@ -4,8 +4,20 @@ import Foundation
 import Glibc
 #endif
 
-/// A TCP connect with a deadline, its failures classified.
-enum TCPConnect {
+/// A TCP connect with a deadline, its failures classified. Non-blocking, CLOEXEC,
+/// TCP_NODELAY; every address of the name is tried in turn.
+public enum TCPConnect {
+    /// For the other TCP clients (the notice channels): the same connect, not cancellable.
+    public static func connect(address: String, port: Int, deadline: ContinuousClock.Instant) throws(SSHError) -> Int32 {
+        do {
+            return try connect(endpoint: SSHEndpoint(name: address, address: address, port: port), deadline: deadline, cancel: CancelFlag())
+        } catch let e as SSHError {
+            throw e
+        } catch {
+            throw SSHError(.hostUnreachable, host: address, "\(error)")
+        }
+    }
+
     static func connect(endpoint: SSHEndpoint, deadline: ContinuousClock.Instant, cancel: CancelFlag) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC

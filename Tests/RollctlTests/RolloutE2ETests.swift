@@ -49,7 +49,10 @@ struct RolloutE2ETests {
 
         func name(_ i: Int) -> String { String(format: "web-%03d", i) }
 
-        /// Writes a plan for this fleet and returns its path.
+        /// Writes a plan for this fleet and returns its path. Growth limit 1 GiB/h: fleetsim's
+        /// ±1 MiB SUnreclaim noise gives a 10 s soak (6 samples) a slope spread of ~250 MiB/h,
+        /// so 512 MiB/h failed a fixed kernel ~2 sd out — once in a few suite runs over ~60 host
+        /// gates (seen 2026-11-29 in the happy path). The leaky kernels (~2.3 GiB/h) stay ≥ 8 sd above it.
         func plan(release: String, waves: String = "[1, 25%, 100%]", soak: String = "10s", rebootTimeout: String = "30s",
                   rollback: String = "wave", extraGate: String = "", bootloader: String = "grub", notifyPort: Int? = nil) throws -> String {
             let notify = notifyPort.map { port in
@@ -81,7 +84,7 @@ struct RolloutE2ETests {
               soak: \(soak)
               interval: 2s
               probe_timeout: 2s
-              sunreclaim_growth_max: 512MiB/h
+              sunreclaim_growth_max: 1GiB/h
               test_site:
                 url: http://{address}/
                 min_success: 95%
