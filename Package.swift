@@ -54,7 +54,7 @@ let package = Package(
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate"]),
         .testTarget(name: "RolloutTests", dependencies: ["Rollout", "SSHTesting"], exclude: ["corpus"]),
-        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting"]),
+        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "Rollout"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -239,6 +239,7 @@ struct SetCommand: ParsableCommand {
           sunreclaim_noise=SIZE  oom_per_min=N
           boot_delay=DUR  boot_jitter=DUR  panic=BOOL  panic_delay=DUR
           never_return=BOOL  boot_full=BOOL
+          rekey_at_boot=BOOL   (a new SSH host key at the next boot, as after a reinstall)
         Actions (now):
           sshd=stop[:DUR]|start   drop=DUR|on|off   power=cycle|off|on
         Example: fleetsim set web-003 site=reset oom_per_min=2
@@ -297,8 +298,8 @@ struct SetCommand: ParsableCommand {
             }
         case "power":
             guard ["on", "off", "cycle"].contains(value) else { throw FleetsimError("power: expected on, off or cycle", exitCode: 2) }
-        case "boot_full":
-            guard ["true", "false", ""].contains(value) else { throw FleetsimError("boot_full: expected true or false", exitCode: 2) }
+        case "boot_full", "rekey_at_boot":
+            guard ["true", "false", ""].contains(value) else { throw FleetsimError("\(key): expected true or false", exitCode: 2) }
         default:
             var b = Behaviour()
             if value.isEmpty {
@@ -310,7 +311,7 @@ struct SetCommand: ParsableCommand {
     }
 
     func unknown(_ key: String) -> FleetsimError {
-        FleetsimError("unknown key '\(key)'; known: \((Behaviour.keys + ["boot_full", "sshd", "drop", "power"]).joined(separator: ", "))", exitCode: 2)
+        FleetsimError("unknown key '\(key)'; known: \((Behaviour.keys + ["boot_full", "rekey_at_boot", "sshd", "drop", "power"]).joined(separator: ", "))", exitCode: 2)
     }
 }
 

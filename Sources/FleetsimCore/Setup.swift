@@ -259,6 +259,9 @@ public enum Setup {
         mount --bind "$H/sbin" /usr/local/sbin
         mount --bind "$H/root" /root
         mount --bind "$H/etc-default" /etc/default
+        # Each host's own /var/lib/rollctl (rollctl's host lease), kept across its reboots.
+        mkdir -p "$H/var-lib-rollctl" /var/lib/rollctl
+        mount --bind "$H/var-lib-rollctl" /var/lib/rollctl
         mount -t tmpfs -o mode=0755,size=16m fleetsim-run /run
         mkdir -p /run/sshd
         set +e

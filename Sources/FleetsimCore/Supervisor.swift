@@ -298,6 +298,19 @@ public final class Supervisor {
 
     /// Brings a host up on `kernel`: new boot id, uptime 0, fresh counters, new namespace.
     func boot(_ h: HostRuntime, kernel: String, t: Double) {
+        if h.live.lines.contains(where: { $0.0 == "rekey_at_boot" && $0.1 == "true" }) {
+            // A reinstalled host (or a man in the middle): a new host key from this boot on.
+            unlink(h.paths.hostKey)
+            unlink(h.paths.hostKey + ".pub")
+            do {
+                try Setup.runParallel([["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@\(h.cfg.name)", "-f", h.paths.hostKey]], width: 1)
+                log("\(h.cfg.name): new host key at this boot (rekey_at_boot)")
+            } catch {
+                log("\(h.cfg.name): rekey_at_boot: \(error)")
+            }
+            LiveOverrides.save(h.paths.live, h.live.lines.filter { $0.0 != "rekey_at_boot" })
+            h.live = LiveOverrides.load(h.paths.live)
+        }
         h.kernel = kernel
         h.bootCount += 1
         h.bootID = randomUUIDLower()

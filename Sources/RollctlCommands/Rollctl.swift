@@ -76,7 +76,7 @@ public struct Rollctl: AsyncParsableCommand {
 struct Fleet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Read-only survey and ad-hoc commands across the fleet.",
-        subcommands: [FleetFacts.self, FleetExecCommand.self]
+        subcommands: [FleetFacts.self, FleetExecCommand.self, FleetLocks.self, FleetUnlock.self]
     )
 }
 

@@ -56,10 +56,8 @@ enum RolloutDriver {
 
     /// An orchestrator for a journaled rollout, from the plan text stored with it
     /// (not the file as it is now); the inventory and customers files are read anew.
-    static func reopen(_ r: Journal.RolloutRow, journal: Journal, json: Bool, rollbackAll: Bool = false,
-                       stop: StopFlag? = nil) throws -> Orchestrator {
-        var plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
-        if rollbackAll { plan.failure.rollback = .all }
+    static func reopen(_ r: Journal.RolloutRow, journal: Journal, json: Bool, stop: StopFlag? = nil) throws -> Orchestrator {
+        let plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
         let inventory = try Inventory.load(path: plan.inventoryPath)
         let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: SSHConfig.load(),
@@ -69,6 +67,8 @@ enum RolloutDriver {
     /// Drives the rollout; maps the outcome to the documented exit code.
     static func drive(_ orchestrator: Orchestrator, json: Bool) async throws {
         let console = Console.shared
+        defer { orchestrator.releaseLease() }
+        do { try orchestrator.takeLease() } catch let e as LeaseHeld { throw refusal(e) }
         // Live status line on a terminal (stderr): wave, hosts per state, elapsed.
         let ticker = Task {
             guard console.stderrIsTTY, !json else { return }
@@ -110,6 +110,13 @@ enum RolloutDriver {
         case .aborted:
             throw ExitCode(ExitStatus.interrupted)
         }
+    }
+
+    /// Another live process drives the rollout: say who, exit 1, touch nothing.
+    static func refusal(_ e: LeaseHeld) -> ExitCode {
+        Console.shared.error("refused: \(e)")
+        Console.shared.err("  hint: wait for it to finish, or stop it with `rollctl rollout abort \(e.rolloutID)`")
+        return ExitCode(ExitStatus.hostFailure)
     }
 }
 
@@ -222,6 +229,9 @@ struct RolloutShow: AsyncParsableCommand {
                 "id": r.id, "state": r.state, "plan": r.planName, "plan_path": r.planPath, "plan_hash": r.planHash,
                 "release": r.targetRelease, "started_at": r.startedAt, "started_by": r.startedBy, "updated_at": r.updatedAt, "note": r.note,
                 "waves": waves.map { ["number": $0.number, "state": $0.state, "verdict": $0.verdict as Any] },
+                "windows": try Self.windows(j, id).map { ["wave": $0.0, "start": NoticeSender.isoTime($0.1.start), "end": NoticeSender.isoTime($0.1.end)] },
+                "driver": r.lease.map { ["host": $0.holder.host, "pid": Int($0.holder.pid), "since": $0.since, "heartbeat": $0.heartbeat, "live": $0.isLive()] as [String: Any] },
+                "locked": try j.lockedHosts(id),
                 "hosts": hosts.map { h -> [String: Any] in
                     var o: [String: Any] = ["name": h.name, "address": h.address, "state": h.state.rawValue, "reboots": h.reboots]
                     o["wave"] = h.wave; o["batch"] = h.batch; o["reason"] = h.reason
@@ -247,7 +257,15 @@ struct RolloutShow: AsyncParsableCommand {
             c.out("wave \(w.number): \(w.state)\(w.verdict.map { ", gate \($0)" } ?? ""), \(n) host\(n == 1 ? "" : "s")")
         }
         c.out("")
+        if let lease = r.lease {
+            c.out("driven by \(lease.holder) since \(lease.since), last heartbeat \(lease.heartbeat)\(lease.isLive() ? "" : " (that process is gone: `rollctl rollout resume \(r.id)` takes over)")")
+        }
+        for (wave, w) in try Self.windows(j, id) {
+            c.out("wave \(wave): customers told reboots happen between \(w.humanStart) and \(w.humanEnd)")
+        }
+        c.out("")
         Self.renderHosts(hosts)
+        Self.renderAdvice(r, hosts, locked: try j.lockedHosts(id))
         let failedGates = gates.filter { $0.verdict != "pass" }
         for g in failedGates {
             if let data = g.report.data(using: .utf8), let report = try? JSONDecoder().decode(HostGateReport.self, from: data) {
@@ -262,6 +280,44 @@ struct RolloutShow: AsyncParsableCommand {
         }
     }
 
+    /// Per wave, the widest window its customers were told (maintenance, or rescheduled when corrected).
+    static func windows(_ j: Journal, _ id: String) throws -> [(Int, MaintenanceWindow)] {
+        var out: [Int: MaintenanceWindow] = [:]
+        for n in try j.notices(id) where n.status == .sent && (n.kind == NoticeKind.maintenance.rawValue || n.kind == NoticeKind.rescheduled.rawValue) {
+            guard let w = n.window else { continue }
+            if let o = out[n.wave] { out[n.wave] = MaintenanceWindow(start: min(o.start, w.start), end: max(o.end, w.end)) } else { out[n.wave] = w }
+        }
+        return out.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// What to do, for each host that still needs a person or a command.
+    static func renderAdvice(_ r: Journal.RolloutRow, _ hosts: [Journal.HostRow], locked: [String]) {
+        let c = Console.shared
+        var lines: [String] = []
+        let live = r.lease?.isLive() ?? false
+        for h in hosts {
+            let todo: String?
+            switch h.state {
+            case .rollbackFailed:
+                let down = ["connect_refused", "connect_timeout", "host_unreachable", "did not come back", "connection_lost"].contains { (h.reason ?? "").contains($0) }
+                todo = down ? "power-cycle it (boot-once brings it up on its old kernel), then `rollctl rollout rollback \(r.id) --failed`"
+                            : "fix the cause above, then `rollctl rollout rollback \(r.id) --hosts \(h.name)`"
+            case .failed where h.releaseBefore != nil:
+                todo = "`rollctl rollout rollback \(r.id) --hosts \(h.name)` puts it back on \(h.releaseBefore!)"
+            case .staged, .rebooting, .up, .verified, .soaking, .healthy, .rollingBack:
+                todo = live ? nil : r.state == "halted" || r.state == "aborted"
+                    ? "`rollctl rollout rollback \(r.id) --hosts \(h.name)`"
+                    : "`rollctl rollout resume \(r.id)` continues it (or `rollctl rollout abort \(r.id)`, then rollback)"
+            default: todo = nil
+            }
+            if let todo { lines.append("  \(h.name)\(locked.contains(h.name) ? " (locked)" : ""): \(todo)") }
+        }
+        guard !lines.isEmpty else { return }
+        c.out("")
+        c.out(c.paint("What to do", .bold))
+        lines.forEach(c.out)
+    }
+
     static func renderHosts(_ hosts: [Journal.HostRow]) {
         let c = Console.shared
         var table = Table(header: ["HOST", "WAVE", "STATE", "KERNEL BEFORE", "KERNEL AFTER", "REBOOTS", "REASON"])
@@ -274,10 +330,10 @@ struct RolloutShow: AsyncParsableCommand {
 }
 
 extension Journal.RolloutRow {
-    /// The other process driving this rollout right now, if it is alive.
-    var liveDriver: Int32? {
-        guard state == "running", let pid, pid != getpid(), kill(pid, 0) == 0 else { return nil }
-        return pid
+    /// The lease of another live process driving this rollout right now.
+    var liveDriver: LeaseRow? {
+        guard let lease, lease.holder != DriverIdentity.current, lease.isLive() else { return nil }
+        return lease
     }
 }
 
@@ -293,13 +349,15 @@ struct RolloutResume: AsyncParsableCommand {
 
     func run() async throws {
         let (j, r) = try journal.rollout(id)
-        if r.state == "completed" || r.state == "aborted" {
+        if let lease = r.liveDriver { throw RolloutDriver.refusal(LeaseHeld(rolloutID: id, lease: lease)) }
+        if r.state == "completed" || r.state == "aborted" || r.state == "rolled_back" {
+            // Nothing to drive; notices an earlier run owed are still delivered.
+            let o = try RolloutDriver.reopen(r, journal: j, json: json)
+            defer { o.releaseLease() }
+            do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
+            try await o.deliverOwedNotices()
             Console.shared.out("rollout \(id) is \(r.state); nothing to resume")
             return
-        }
-        if let pid = r.liveDriver {
-            Console.shared.error("rollout \(id) is being driven by process \(pid) right now")
-            throw ExitCode(ExitStatus.hostFailure)
         }
         if r.state == "halted" {
             Console.shared.error("rollout \(id) halted: \(r.note ?? "see rollctl rollout show \(id)"). Fix the cause and start a new rollout; `rollctl rollout rollback \(id)` undoes it.")
@@ -308,7 +366,7 @@ struct RolloutResume: AsyncParsableCommand {
         let stop = StopFlag()
         stop.install()
         let o = try RolloutDriver.reopen(r, journal: j, json: json, stop: stop)
-        if !json { Console.shared.out("resuming rollout \(id) (was \(r.state)\(r.pid.map { ", driven by pid \($0) which is gone" } ?? ""))") }
+        if !json { Console.shared.out("resuming rollout \(id) (was \(r.state)\(r.lease.map { ", driven by \($0.holder) which is gone" } ?? ""))") }
         try await RolloutDriver.drive(o, json: json)
     }
 }
@@ -317,24 +375,56 @@ struct RolloutAbort: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "abort",
         abstract: "Stop a rollout for good: no new host is touched; hosts stay as they are; locks are released.",
-        discussion: "Use `rollctl rollout rollback ID` to put changed hosts back on their previous kernel."
+        discussion: """
+        A running driver is asked to stop after its steps in flight: on this machine by SIGTERM to that very \
+        process (its pid and start time are in the journal, so an unrelated process that reused the pid is never \
+        signalled), on any machine through the journal, which the driver reads at every heartbeat. Use \
+        `rollctl rollout rollback ID` to put changed hosts back on their previous kernel (it takes the locks again). \
+        A completed rollout cannot be aborted.
+        """
     )
     @OptionGroup var journal: JournalOption
     @Argument(help: "Rollout id.") var id: String
+    @Option(help: ArgumentHelp("How long to wait for a running driver to stop.", valueName: "duration")) var wait: String = "90s"
 
     func run() async throws {
         let (j, r) = try journal.rollout(id)
-        if let pid = r.liveDriver {
-            kill(pid, SIGTERM)
-            Console.shared.out("asked process \(pid) to stop after its in-flight steps")
-            for _ in 0..<600 where kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        let c = Console.shared
+        guard let limit = YAMLReader.parseDuration(wait) else { throw InputError(file: "--wait", "'\(wait)' is not a duration like 90s") }
+        if r.state == "completed" || r.state == "rolled_back" {
+            c.error("rollout \(id) is \(r.state): there is nothing to abort; `rollctl rollout rollback \(id) --all` undoes it")
+            throw ExitCode(ExitStatus.hostFailure)
         }
-        try j.setRolloutState(id, "aborted", note: "aborted by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")", clearPID: true)
+        if r.state == "aborted" { c.out("rollout \(id) is already aborted"); return }
+        if let lease = r.liveDriver {
+            try j.requestStop(id, by: "rollout abort by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")@\(ProcessInfo.processInfo.hostName)")
+            if lease.holder.isRunningHere() == true {
+                kill(lease.holder.pid, SIGTERM)
+                c.out("asked \(lease.holder) to stop after its in-flight steps (SIGTERM)")
+            } else {
+                c.out("asked \(lease.holder) to stop through the journal (it reads it at its next heartbeat)")
+            }
+            let deadline = ContinuousClock.now + limit
+            while ContinuousClock.now < deadline, (try j.rollout(id))?.liveDriver != nil { try await Task.sleep(for: .milliseconds(200)) }
+            if let still = try j.rollout(id)?.liveDriver {
+                c.error("\(still.holder) still drives rollout \(id) after \(wait); it was asked to stop — run abort again once it has")
+                throw ExitCode(ExitStatus.hostFailure)
+            }
+        }
+        // Take the lease so that no resume starts while the rollout is being aborted.
+        let o = try RolloutDriver.reopen(try j.rollout(id) ?? r, journal: j, json: false)
+        defer { o.releaseLease() }
+        do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
+        try j.setRolloutState(id, "aborted", note: "aborted by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")")
         try j.releaseLocks(rolloutID: id)
-        let changed = try j.hosts(id).filter { $0.state.isChanged && $0.state != .committed }
-        Console.shared.out("rollout \(id) aborted; locks released")
+        let hosts = try j.hosts(id)
+        let leased = hosts.filter { $0.wave != nil && $0.state != .pending && $0.state != .committed && $0.state != .rolledBack && $0.state != .skipped }
+        let kept = await o.releaseHostLeases(leased.map(\.name))
+        c.out("rollout \(id) aborted; locks released")
+        if !kept.isEmpty { c.warn("host leases not removed (they expire by themselves, or `rollctl fleet unlock HOST --force`): \(kept.joined(separator: ", "))") }
+        let changed = hosts.filter { $0.state.staysLocked(releaseBefore: $0.releaseBefore) }
         if !changed.isEmpty {
-            Console.shared.out("\(changed.count) host(s) were mid-rollout (\(changed.map(\.name).joined(separator: ", "))); `rollctl rollout rollback \(id)` restores their previous kernel")
+            c.out("\(changed.count) host(s) were mid-rollout (\(changed.map(\.name).joined(separator: ", "))); `rollctl rollout rollback \(id)` restores their previous kernel")
         }
     }
 }
@@ -342,22 +432,58 @@ struct RolloutAbort: AsyncParsableCommand {
 struct RolloutRollback: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollback",
-        abstract: "Put every host this rollout changed back on the kernel it ran before, and restore its GRUB default."
+        abstract: "Put hosts this rollout changed back on the kernel they ran before, and restore their boot default.",
+        discussion: """
+        Without options: every host the rollout changed, except committed hosts of waves that passed (those run \
+        the new kernel as intended; --all includes them). --failed retries only hosts whose rollback failed \
+        (e.g. after you power-cycled a host that hung: it comes up on its old kernel, as boot-once intends, and is \
+        then simply marked rolled back). --hosts names hosts. The hosts are listed first; on a terminal rollctl \
+        asks before it reboots anything, unless --yes. Exit 1 when a host's rollback fails.
+        """
     )
     @OptionGroup var journal: JournalOption
     @Argument(help: "Rollout id.") var id: String
+    @Flag(help: "Also revert committed hosts of passed waves.") var all = false
+    @Flag(help: "Only hosts whose rollback failed.") var failed = false
+    @Option(help: ArgumentHelp("Only these hosts (comma-separated).", valueName: "names")) var hosts: String?
+    @Flag(name: .shortAndLong, help: "Do not ask.") var yes = false
     @Flag(help: "JSON lines.") var json = false
+
+    func validate() throws {
+        if [all, failed, hosts != nil].filter({ $0 }).count > 1 { throw ValidationError("--all, --failed and --hosts exclude each other") }
+    }
 
     func run() async throws {
         let (j, r) = try journal.rollout(id)
-        if let pid = r.liveDriver {
-            Console.shared.error("rollout \(id) is running in process \(pid); `rollctl rollout abort \(id)` first")
-            throw ExitCode(ExitStatus.hostFailure)
+        let c = Console.shared
+        if let lease = r.liveDriver { throw RolloutDriver.refusal(LeaseHeld(rolloutID: id, lease: lease)) }
+        let stop = StopFlag()
+        let o = try RolloutDriver.reopen(r, journal: j, json: json, stop: stop)
+        defer { o.releaseLease() }
+        do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
+        let selection: Orchestrator.RollbackSelection =
+            failed ? .failed : all ? .all : hosts.map { .hosts($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) } ?? .changed
+        let targets = try o.rollbackTargets(selection)
+        if targets.isEmpty {
+            c.out("nothing to roll back in rollout \(id)" + (selection == .changed ? " (committed hosts of passed waves stay; --all reverts them too)" : ""))
+            try await o.rollback([])
+            return
         }
-        let o = try RolloutDriver.reopen(r, journal: j, json: json, rollbackAll: true)
-        try await o.rollbackAfterHalt()
-        let left = try j.hosts(id).filter { $0.state == .rollbackFailed }
-        RolloutShow.renderHosts(try j.hosts(id))
+        c.out("will roll back \(targets.count) host\(targets.count == 1 ? "" : "s") to their previous kernel (rebooting those that run another):")
+        for h in targets { c.out("  \(h.name)  \(h.state.rawValue)  \(h.releaseAfter ?? h.releaseBefore ?? "?") → \(h.releaseBefore ?? "?")\(h.reason.map { "  (\($0))" } ?? "")") }
+        if !yes && !json && isatty(0) == 1 {
+            c.out("Proceed? [y/N] ")
+            guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                c.out("nothing done")
+                throw ExitCode(ExitStatus.hostFailure)
+            }
+        }
+        stop.install()
+        try await o.rollback(targets.map(\.name))
+        let after = try j.hosts(id)
+        let left = after.filter { $0.state == .rollbackFailed && targets.map(\.name).contains($0.name) }
+        RolloutShow.renderHosts(after)
+        RolloutShow.renderAdvice(try j.rollout(id) ?? r, after, locked: try j.lockedHosts(id))
         if !left.isEmpty { throw ExitCode(ExitStatus.hostFailure) }
     }
 }

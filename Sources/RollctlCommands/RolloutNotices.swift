@@ -48,6 +48,7 @@ struct RolloutNotices: AsyncParsableCommand {
             let status: String = switch n.status {
             case .sent: c.paint(n.resentAfterCrash ? "sent (resent)" : "sent", .green)
             case .pending: c.paint("pending", .yellow)
+            case .queued: c.paint("queued", .yellow)
             case .failed: c.paint("failed", .red)
             case .skipped: c.paint("skipped", .yellow)
             }

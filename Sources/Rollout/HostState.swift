@@ -20,6 +20,18 @@ public enum HostState: String, Sendable, Codable, CaseIterable, Comparable {
     /// a rollback must touch it.
     public var isChanged: Bool { self >= .staged && self <= .committed }
 
+    /// Whether a rollout that stops here must keep the host locked: it may run or boot
+    /// something other than before (a rollback or a person must come), or its rollback
+    /// failed. A host that failed before its staging (`releaseBefore` is journaled when
+    /// the pre-check passes) is unchanged and is released like a committed one.
+    public func staysLocked(releaseBefore: String?) -> Bool {
+        switch self {
+        case .staged, .rebooting, .up, .verified, .soaking, .healthy, .rollingBack, .rollbackFailed: true
+        case .failed: releaseBefore != nil
+        default: false
+        }
+    }
+
     /// The allowed transitions. The orchestrator journals only these; a journal
     /// showing another is a bug, and `Journal` refuses it.
     public func canMove(to next: HostState) -> Bool {
@@ -35,6 +47,9 @@ public enum HostState: String, Sendable, Codable, CaseIterable, Comparable {
         case (let s, .rollingBack) where s.isChanged || s == .failed:
             return true
         case (.rollingBack, .rolledBack), (.rollingBack, .rollbackFailed), (.rollingBack, .rollingBack):
+            return true
+        // A failed rollback may be retried (`rollout rollback --failed`).
+        case (.rollbackFailed, .rollingBack):
             return true
         // A re-run (resume) may repeat a step that is idempotent.
         case (let a, let b) where a == b && !a.isTerminal:

@@ -126,6 +126,11 @@ public final class Journal: Sendable {
             // hosts after every batch: without these, each is a scan of the rollout.
             try db.execute(sql: "CREATE INDEX host_wave ON host(rollout_id, wave); CREATE INDEX host_state ON host(rollout_id, state)")
         }
+        m.registerMigration("v4-lease") { db in try Journal.migrateLease(db) }
+        m.registerMigration("v5-notice-windows") { db in
+            // The window each maintenance notice stated (what the orchestrator must keep).
+            try db.execute(sql: "ALTER TABLE notice ADD COLUMN window_start TEXT; ALTER TABLE notice ADD COLUMN window_end TEXT")
+        }
         return m
     }
 
@@ -150,12 +155,15 @@ public final class Journal: Sendable {
         public var updatedAt: String
         public var pid: Int32?
         public var note: String?
+        /// Who drives it now (or last did, if that process died without releasing).
+        public var lease: LeaseRow?
 
         init(row: Row) {
             id = row["id"]; planName = row["plan_name"]; planPath = row["plan_path"]; planText = row["plan_text"]
             planHash = row["plan_hash"]; targetRelease = row["target_release"]; state = row["state"]
             startedBy = row["started_by"]; startedAt = row["started_at"]; updatedAt = row["updated_at"]
             pid = row["pid"]; note = row["note"]
+            lease = Journal.lease(from: row)
         }
     }
 
@@ -180,9 +188,11 @@ public final class Journal: Sendable {
         /// case-insensitive lookup per column: a fifth of a 10k-host rollout's CPU).
         static let columns = "name, address, wave, batch, state, reason, release_before, boot_id_before, grub_entry_before, grub_entry_after, release_after, boot_id_after, reboots, last_error, updated_at"
 
-        init(row: Row) {
+        init(row: Row) throws {
             name = row[0]; address = row[1]; wave = row[2]; batch = row[3]
-            state = HostState(rawValue: row[4]) ?? .failed
+            let raw: String = row[4]
+            guard let st = HostState(rawValue: raw) else { throw JournalError("host \(name): unknown state '\(raw)' in the journal (written by a newer rollctl?)") }
+            state = st
             reason = row[5]; releaseBefore = row[6]; bootIDBefore = row[7]
             grubEntryBefore = row[8]; grubEntryAfter = row[9]; releaseAfter = row[10]; bootIDAfter = row[11]
             reboots = row[12]; lastError = row[13]; updatedAt = row[14]
@@ -200,15 +210,17 @@ public final class Journal: Sendable {
     /// Creates a rollout with its waves and hosts and takes the hosts' locks, all
     /// in one transaction: either everything is journaled, or nothing.
     public func createRollout(id: String, plan: Plan, planHash: String, hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)],
-                              waves: Int, pid: Int32) throws {
+                              waves: Int, driver: DriverIdentity = .current, ttl: Duration = .seconds(60)) throws {
         try pool.write { db in
             let now = Self.now()
-            let lockKeys = hosts.filter { $0.wave != nil }.map(\.lockKey)
+            let locked = hosts.filter { $0.wave != nil }
+            let lockKeys = locked.map(\.lockKey)
             try Self.checkLocks(db, keys: lockKeys, except: nil)
             try db.execute(sql: """
                 INSERT INTO rollout (id, plan_name, plan_path, plan_text, plan_hash, target_release, state, started_by, started_at, updated_at, pid)
                 VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)
-                """, arguments: [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, pid])
+                """, arguments: [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, driver.pid])
+            try Self.acquireLease(db, id, as: driver, ttl: ttl)
             for w in 0..<waves {
                 try db.execute(sql: "INSERT INTO wave (rollout_id, number, state) VALUES (?, ?, 'pending')", arguments: [id, w + 1])
             }
@@ -217,8 +229,8 @@ public final class Journal: Sendable {
                     INSERT INTO host (rollout_id, name, address, wave, batch, state, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [id, h.name, h.address, h.wave, h.batch, h.state.rawValue, h.reason, now])
             }
-            for key in lockKeys {
-                try db.execute(sql: "INSERT INTO host_lock (host, rollout_id, acquired_at) VALUES (?, ?, ?)", arguments: [key, id, now])
+            for h in locked {
+                try db.execute(sql: "INSERT INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)", arguments: [h.lockKey, id, now, h.name])
             }
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
                            arguments: [id, now, "rollout created: plan '\(plan.name)' → \(plan.kernel.release), \(waves) waves, \(lockKeys.count) hosts"])
@@ -231,10 +243,12 @@ public final class Journal: Sendable {
         for chunk in stride(from: 0, to: keys.count, by: 500) {
             let part = Array(keys[chunk..<min(chunk + 500, keys.count)])
             let marks = part.map { _ in "?" }.joined(separator: ",")
-            let rows = try Row.fetchAll(db, sql: "SELECT host, rollout_id FROM host_lock WHERE host IN (\(marks))", arguments: StatementArguments(part))
+            let rows = try Row.fetchAll(db, sql: "SELECT host, name, rollout_id FROM host_lock WHERE host IN (\(marks))", arguments: StatementArguments(part))
             for r in rows {
                 let owner: String = r["rollout_id"]
-                if owner != except { held[owner, default: []].append(r["host"]) }
+                let key: String = r["host"]
+                let name: String? = r["name"]
+                if owner != except { held[owner, default: []].append(name.map { "\($0) (\(key))" } ?? key) }
             }
         }
         if let (owner, hosts) = held.first, let row = try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [owner]) {
@@ -246,11 +260,49 @@ public final class Journal: Sendable {
         try pool.write { db in try db.execute(sql: "DELETE FROM host_lock WHERE rollout_id = ?", arguments: [rolloutID]) }
     }
 
-    /// Marks this process as the one driving the rollout (resume takes over).
-    public func claim(rolloutID: String, pid: Int32) throws {
+    /// Releases the locks of the rollout's hosts that reached a final state (committed,
+    /// rolled back, skipped, or failed before anything changed on them); hosts that still
+    /// need a person (rollback failed, changed and failed) stay locked. Returns those.
+    @discardableResult
+    public func releaseSettledLocks(rolloutID: String) throws -> [String] {
         try pool.write { db in
-            try db.execute(sql: "UPDATE rollout SET pid = ?, state = 'running', updated_at = ? WHERE id = ?", arguments: [pid, Self.now(), rolloutID])
+            let rows = try Row.fetchAll(db, sql: "SELECT name, state, release_before FROM host WHERE rollout_id = ?", arguments: [rolloutID])
+            var keep: [String] = []
+            for r in rows {
+                let name: String = r["name"]
+                let raw: String = r["state"]
+                guard let state = HostState(rawValue: raw) else { throw JournalError("host \(name): unknown state '\(raw)' in the journal") }
+                if state.staysLocked(releaseBefore: r["release_before"]) { keep.append(name) }
+            }
+            let marks = keep.map { _ in "?" }.joined(separator: ",")
+            let cond = keep.isEmpty ? "" : " AND (name IS NULL OR name NOT IN (\(marks)))"
+            try db.execute(sql: "DELETE FROM host_lock WHERE rollout_id = ?" + cond, arguments: StatementArguments([rolloutID] + keep))
+            return keep.sorted()
         }
+    }
+
+    /// Releases one host's lock (it reached a final state).
+    public func releaseLock(rolloutID: String, host name: String) async throws {
+        try await group.submit { db in
+            try db.cachedStatement(sql: "DELETE FROM host_lock WHERE rollout_id = ? AND name = ?").execute(arguments: [rolloutID, name])
+        }
+    }
+
+    /// Takes the locks of `hosts` again (a rollback run after an abort released them);
+    /// throws `LockConflict` when another rollout holds one meanwhile.
+    public func retakeLocks(rolloutID: String, hosts: [(name: String, lockKey: String)]) throws {
+        try pool.write { db in
+            try Self.checkLocks(db, keys: hosts.map(\.lockKey), except: rolloutID)
+            for h in hosts {
+                try db.execute(sql: "INSERT OR REPLACE INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)",
+                               arguments: [h.lockKey, rolloutID, Self.now(), h.name])
+            }
+        }
+    }
+
+    /// Names of the rollout's hosts still locked.
+    public func lockedHosts(_ rolloutID: String) throws -> [String] {
+        try pool.read { db in try String.fetchAll(db, sql: "SELECT coalesce(name, host) FROM host_lock WHERE rollout_id = ? ORDER BY 1", arguments: [rolloutID]) }
     }
 
     public func setRolloutState(_ id: String, _ state: String, note: String? = nil, clearPID: Bool = false) throws {
@@ -280,13 +332,13 @@ public final class Journal: Sendable {
             args += states.map(\.rawValue)
         }
         return try pool.read { db in
-            try Row.fetchAll(db, sql: sql + " ORDER BY wave, batch, name", arguments: StatementArguments(args)).map(HostRow.init)
+            try Row.fetchAll(db, sql: sql + " ORDER BY wave, batch, name", arguments: StatementArguments(args)).map { try HostRow(row: $0) }
         }
     }
 
     public func host(_ rolloutID: String, _ name: String) throws -> HostRow? {
         try pool.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(HostRow.columns) FROM host WHERE rollout_id = ? AND name = ?"), arguments: [rolloutID, name]).map(HostRow.init)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(HostRow.columns) FROM host WHERE rollout_id = ? AND name = ?"), arguments: [rolloutID, name]).map { try HostRow(row: $0) }
         }
     }
 
@@ -398,8 +450,12 @@ public final class Journal: Sendable {
         }
     }
 
-    public func setWave(_ rolloutID: String, _ number: Int, state: String, verdict: String? = nil, report: String? = nil) throws {
+    /// `queueing`: the notices this step owes (a passed wave's "done", a rolled-back
+    /// wave's "rolled back"), journaled in the same transaction.
+    public func setWave(_ rolloutID: String, _ number: Int, state: String, verdict: String? = nil, report: String? = nil,
+                        queueing notices: [NoticeRow] = []) throws {
         try pool.write { db in
+            try Self.queueNotices(db, notices)
             let now = Self.now()
             try db.execute(sql: """
                 UPDATE wave SET state = ?, verdict = COALESCE(?, verdict), report = COALESCE(?, report),

@@ -67,15 +67,54 @@ public struct NoticeSender: Sendable {
 
     // MARK: - the orchestrator's calls
 
-    /// Before the wave's first reboot: records and sends one maintenance notice
-    /// per customer of `hosts` (all their hosts in this wave listed), skipping any
-    /// already sent (resume-safe). Returns the earliest instant the wave's reboots
-    /// may start: the last maintenance notice's journaled send time plus the plan's
-    /// lead time (so it holds across a resume); now when no customer was told.
+    /// Before the wave's first reboot: queues and sends one maintenance notice per
+    /// customer of `hosts` (all their hosts in this wave listed) stating `window(theirHosts)`,
+    /// skipping any already sent (resume-safe); a notice that failed before is rendered
+    /// anew (its window from now). Returns the earliest instant the wave's reboots may
+    /// start: the last maintenance notice's journaled send time plus the plan's lead
+    /// time (so it holds across a resume); now when no customer was told.
+    @discardableResult
+    public func maintenance(wave: Int, hosts: [String], window: @escaping @Sendable ([String]) -> MaintenanceWindow) async throws -> Date {
+        try queueOwed(.maintenance, wave: wave, hosts: hosts, window: window, renderFailedAgain: true)
+        try await deliverUndelivered(wave: wave, kinds: [.maintenance])
+        return try earliestReboot(wave: wave)
+    }
+
+    /// `maintenance` with one window for every customer.
     @discardableResult
     public func maintenance(wave: Int, hosts: [String], windowStart: Date, windowEnd: Date) async throws -> Date {
-        try await send(.maintenance, wave: wave, hosts: hosts, window: (windowStart, windowEnd))
-        return try earliestReboot(wave: wave)
+        let w = MaintenanceWindow(start: windowStart, end: windowEnd)
+        return try await maintenance(wave: wave, hosts: hosts, window: { _ in w })
+    }
+
+    /// A corrected window for customers whose first window can no longer hold (a resume
+    /// long after, a slow batch): one `rescheduled` notice per customer per wave, never
+    /// two. `only`: the customers (ids) to tell. Returns the earliest instant the reboots
+    /// may go on: the last corrected notice's send time plus the lead time.
+    public func reschedule(wave: Int, hosts: [String], only: Set<String>, window: @escaping @Sendable ([String]) -> MaintenanceWindow) async throws -> Date {
+        let rows = try owed(.rescheduled, wave: wave, hosts: hosts, window: window, renderFailedAgain: true).filter { only.contains($0.customerID) }
+        if !rows.isEmpty { try journal.queueNotices(rows) }
+        try await deliverUndelivered(wave: wave, kinds: [.rescheduled])
+        let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.rescheduled.rawValue && $0.status == .sent }
+        guard let last = sent.compactMap({ $0.sentAt.flatMap(Self.parseTime) }).max() else { return Date() }
+        return last.addingTimeInterval(spec.leadTime.seconds)
+    }
+
+    /// The window each customer of the wave was last told (rescheduled over maintenance), by customer id.
+    public func promisedWindows(wave: Int) throws -> [String: MaintenanceWindow] {
+        var out: [String: MaintenanceWindow] = [:]
+        let rows = try journal.notices(rolloutID).filter { $0.wave == wave && $0.status == .sent }
+        for kind in [NoticeKind.maintenance, .rescheduled] {
+            for r in rows where r.kind == kind.rawValue {
+                if let w = r.window { out[r.customerID] = w }
+            }
+        }
+        return out
+    }
+
+    /// Customers (by id) who already had their one corrected notice for the wave.
+    public func rescheduledCustomers(wave: Int) throws -> Set<String> {
+        Set(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.rescheduled.rawValue }.map(\.customerID))
     }
 
     /// The earliest instant the wave's reboots may start, from the journal alone
@@ -85,17 +124,47 @@ public struct NoticeSender: Sendable {
     public func earliestReboot(wave: Int) throws -> Date {
         let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.maintenance.rawValue && $0.status == .sent }
         guard let last = sent.compactMap({ $0.sentAt.flatMap(Self.parseTime) }).max() else { return Date() }
-        return last.addingTimeInterval(Double(spec.leadTime.components.seconds) + Double(spec.leadTime.components.attoseconds) / 1e18)
+        return last.addingTimeInterval(spec.leadTime.seconds)
+    }
+
+    /// The notices a step owes for `hosts`, rendered now: one per customer who has no
+    /// notice of this kind for this wave yet. The caller journals them (`queued`) in the
+    /// same transaction as the step that owes them, then calls `deliverUndelivered`.
+    public func owed(_ kind: NoticeKind, wave: Int, hosts: [String], window: (@Sendable ([String]) -> MaintenanceWindow)? = nil,
+                     renderFailedAgain: Bool = false) throws -> [Journal.NoticeRow] {
+        var byCustomer: [String: [String]] = [:]
+        for h in hosts { for c in customers.customers(onHost: h) where !(byCustomer[c.id]?.contains(h) ?? false) { byCustomer[c.id, default: []].append(h) } }
+        guard !byCustomer.isEmpty else { return [] }
+        let existing = Dictionary(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind.rawValue }.map { ($0.customerID, $0) },
+                                  uniquingKeysWith: { a, _ in a })
+        let hostRows = Dictionary((try journal.hosts(rolloutID)).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let texts = try templates(kind)
+        var rows: [Journal.NoticeRow] = []
+        for id in byCustomer.keys.sorted() {
+            guard let customer = customers.byID[id], let theirHosts = byCustomer[id] else { continue }
+            if let e = existing[id], !(renderFailedAgain && e.status == .failed) { continue }
+            rows.append(try render(kind, wave: wave, customer: customer, hosts: theirHosts, hostRows: hostRows,
+                                   window: window?(theirHosts), texts: texts))
+        }
+        return rows
+    }
+
+    /// `owed` and queue them at once (for steps that own no other journal write).
+    func queueOwed(_ kind: NoticeKind, wave: Int, hosts: [String], window: (@Sendable ([String]) -> MaintenanceWindow)?, renderFailedAgain: Bool) throws {
+        let rows = try owed(kind, wave: wave, hosts: hosts, window: window, renderFailedAgain: renderFailedAgain)
+        if !rows.isEmpty { try journal.queueNotices(rows) }
     }
 
     /// After the wave is committed: tells each customer of `hosts` that their servers run the new kernel.
     public func done(wave: Int, hosts: [String]) async throws {
-        try await send(.done, wave: wave, hosts: hosts, window: nil)
+        try queueOwed(.done, wave: wave, hosts: hosts, window: nil, renderFailedAgain: false)
+        try await deliverUndelivered(wave: wave, kinds: [.done])
     }
 
     /// After a rollback touched `hosts`: tells their customers the servers are back on the previous kernel.
     public func rolledBack(wave: Int, hosts: [String]) async throws {
-        try await send(.rolledBack, wave: wave, hosts: hosts, window: nil)
+        try queueOwed(.rolledBack, wave: wave, hosts: hosts, window: nil, renderFailedAgain: false)
+        try await deliverUndelivered(wave: wave, kinds: [.rolledBack])
     }
 
     /// Checks what can be checked before the first wave: templates, the channel's
@@ -117,67 +186,57 @@ public struct NoticeSender: Sendable {
 
     // MARK: - the outbox loop
 
-    func send(_ kind: NoticeKind, wave: Int, hosts: [String], window: (Date, Date)?) async throws {
-        // Each customer's hosts in this wave, in the wave's order.
-        var byCustomer: [String: [String]] = [:]
-        for h in hosts { for c in customers.customers(onHost: h) where !(byCustomer[c.id]?.contains(h) ?? false) { byCustomer[c.id, default: []].append(h) } }
-        guard !byCustomer.isEmpty else { return }
-        let hostRows = Dictionary((try journal.hosts(rolloutID)).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let texts = try templates(kind)
+    /// Delivers every notice of the rollout not yet delivered (`queued`, `pending`
+    /// from a run that died mid-send, `failed` under `on_failure: block`), of `wave`
+    /// (every wave when nil) and `kinds`. Resume calls it first, whatever state the
+    /// waves are in, so no owed notice is ever left behind.
+    public func deliverUndelivered(wave: Int? = nil, kinds: Set<NoticeKind> = Set(NoticeKind.allCases)) async throws {
+        let rows = try journal.undeliveredNotices(rolloutID).filter { r in
+            (wave == nil || r.wave == wave) && NoticeKind(rawValue: r.kind).map(kinds.contains) == true
+        }
+        guard !rows.isEmpty else { return }
         let channel = try ChannelSession(spec: spec, timeout: timeout, tlsCAFile: tlsCAFile, environment: environment)
         defer { channel.close() }
         var undelivered: [(String, NoticeDeliveryError)] = []
         var channelDown = false
-        var counts = (sent: 0, already: 0)
-
-        customerLoop: for id in byCustomer.keys.sorted() {
-            guard let customer = customers.byID[id], let theirHosts = byCustomer[id] else { continue }
-            var row: Journal.NoticeRow
-            if let existing = try journal.notice(rolloutID, wave: wave, kind: kind.rawValue, customerID: id) {
-                switch existing.status {
-                case .sent, .skipped:
-                    counts.already += 1
-                    continue
-                case .pending:
-                    try journal.markNoticeResend(existing)
-                    log("\(existing.label): was pending when the last run stopped; resending with the same Message-ID")
-                    row = existing
-                case .failed:
-                    row = render(kind, wave: wave, customer: customer, hosts: theirHosts, hostRows: hostRows, window: window, texts: texts)
-                    try journal.recordNoticeIntent(row)
-                }
-            } else {
-                row = render(kind, wave: wave, customer: customer, hosts: theirHosts, hostRows: hostRows, window: window, texts: texts)
-                try journal.recordNoticeIntent(row)
+        var sent = 0
+        outbox: for row in rows {
+            switch row.status {
+            case .pending:
+                try journal.markNoticeResend(row)
+                log("\(row.label): was pending when the last run stopped; resending with the same Message-ID")
+            case .queued, .failed:
+                try journal.markNoticeSending(row)
+            case .sent, .skipped:
+                continue
             }
             switch try await deliver(row, channel: channel, once: channelDown) {
             case .success(let reply):
                 try journal.markNoticeSent(row, reply: reply)
-                counts.sent += 1
-                log("\(row.label): sent (\(reply))")
+                sent += 1
+                log("\(row.label): sent (\(MailMessage.oneLine(reply)))")
             case .failure(let error):
                 if error.stage == "config" {
                     try journal.markNoticeUndelivered(row, status: .failed, error: error.description)
-                    throw NoticeError(kind: kind, wave: wave, failures: [(id, error)], blocking: true)
+                    throw NoticeError(kind: NoticeKind(rawValue: row.kind), wave: row.wave, failures: [(row.customerID, error)], blocking: true)
                 }
                 if !error.permanent { channelDown = true }
                 if spec.blockOnFailure {
                     try journal.markNoticeUndelivered(row, status: .failed, error: error.description)
-                    undelivered.append((id, error))
+                    undelivered.append((row.customerID, error))
                     log("\(row.label): NOT delivered: \(error)")
                     // The server is unreachable: stop here; the next run retries from this notice.
-                    if !error.permanent { break customerLoop }
+                    if !error.permanent { break outbox }
                 } else {
                     try journal.markNoticeUndelivered(row, status: .skipped, error: error.description)
                     log("\(row.label): NOT delivered, skipped (on_failure: skip): \(error)")
                 }
             }
         }
-        if counts.sent + counts.already > 0 || !undelivered.isEmpty {
-            log("wave \(wave) \(kind.rawValue) notices: \(counts.sent) sent now, \(counts.already) already handled, \(undelivered.count) failed, \(byCustomer.count) customers")
-        }
+        let kindsText = Set(rows.map(\.kind)).sorted().joined(separator: ", ")
+        log("\(wave.map { "wave \($0) " } ?? "")\(kindsText) notices: \(sent) sent now, \(undelivered.count) failed, of \(rows.count) undelivered")
         if !undelivered.isEmpty {
-            throw NoticeError(kind: kind, wave: wave, failures: undelivered, blocking: true)
+            throw NoticeError(kind: rows.first.flatMap { NoticeKind(rawValue: $0.kind) }, wave: wave, failures: undelivered, blocking: true)
         }
     }
 
@@ -221,7 +280,7 @@ public struct NoticeSender: Sendable {
     }
 
     func render(_ kind: NoticeKind, wave: Int, customer: Customer, hosts: [String], hostRows: [String: Journal.HostRow],
-                window: (Date, Date)?, texts: (subject: String, body: String)) -> Journal.NoticeRow {
+                window: MaintenanceWindow?, texts: (subject: String, body: String)) throws -> Journal.NoticeRow {
         var previous: [String] = []
         for h in hosts { if let r = hostRows[h]?.releaseBefore, !previous.contains(r) { previous.append(r) } }
         let ctx: [String: NoticeTemplate.Value] = [
@@ -229,31 +288,34 @@ public struct NoticeSender: Sendable {
             "customer_email": .text(customer.email),
             "hosts": .list(hosts.map { ["name": $0, "address": hostRows[$0]?.address ?? ""] }),
             "host_count": .text("\(hosts.count)"),
-            "window_start": .text(window.map { Self.humanTime($0.0) } ?? ""), "window_end": .text(window.map { Self.humanTime($0.1) } ?? ""),
+            "window_start": .text(window?.humanStart ?? ""), "window_end": .text(window?.humanEnd ?? ""),
             "kernel": .text(release), "previous_kernel": .text(previous.joined(separator: ", ")), "plan": .text(planName),
             "wave": .text("\(wave)"), "lead_time": .text(PlanFormat.duration(spec.leadTime)),
         ]
-        let subject = MailMessage.oneLine(NoticeTemplate.render(texts.subject, ctx).trimmingCharacters(in: .whitespacesAndNewlines))
-        let body = NoticeTemplate.render(texts.body, ctx)
+        let subject = MailMessage.oneLine(try NoticeTemplate.renderChecked(texts.subject, ctx).trimmingCharacters(in: .whitespacesAndNewlines))
+        let body = try NoticeTemplate.renderChecked(texts.body, ctx)
         let now = Date()
         switch spec.channel {
         case let .smtp(_, _, from, _, _, _, _):
             let id = Self.messageID(rollout: rolloutID, wave: wave, kind: kind, customer: customer.id, domain: Self.domain(ofEmail: from))
             let message = MailMessage(fromName: spec.company, fromAddress: from, toName: customer.name, toAddress: customer.email,
                                       subject: subject, body: body, date: now, messageID: id,
-                                      extraHeaders: [("X-Rollctl-Rollout", rolloutID), ("X-Rollctl-Notice", "\(kind.rawValue); wave=\(wave)")])
+                                      extraHeaders: [("X-Rollctl-Rollout", rolloutID), ("X-Rollctl-Notice", "\(kind.rawValue); wave=\(wave)")]
+                                        + (window.map { [("X-Rollctl-Window", $0.iso)] } ?? []))
             return .init(rolloutID: rolloutID, wave: wave, kind: kind.rawValue, customerID: customer.id, customerName: customer.name,
-                         channel: "smtp", recipient: customer.email, messageID: id, hosts: hosts, subject: subject, payload: message.rendered())
+                         channel: "smtp", recipient: customer.email, messageID: id, hosts: hosts, subject: subject, payload: message.rendered(),
+                         window: window)
         case let .webhook(url):
             let domain = (try? Webhook.parse(url).host) ?? "rollctl.invalid"
             let id = Self.messageID(rollout: rolloutID, wave: wave, kind: kind, customer: customer.id, domain: domain)
             let notice = WebhookNotice(kind: kind.rawValue, messageID: id, rollout: rolloutID, plan: planName, wave: wave, kernel: release,
                                        company: spec.company, customer: .init(id: customer.id, name: customer.name, email: customer.email),
-                                       hosts: hosts, windowStart: window.map { Self.isoTime($0.0) }, windowEnd: window.map { Self.isoTime($0.1) },
+                                       hosts: hosts, windowStart: window.map { Self.isoTime($0.start) },
+                                       windowEnd: window.map { Self.isoTime(MaintenanceWindow.ceilSecond($0.end)) },
                                        subject: subject, body: body, createdAt: Self.isoTime(now))
             return .init(rolloutID: rolloutID, wave: wave, kind: kind.rawValue, customerID: customer.id, customerName: customer.name,
                          channel: "webhook", recipient: url, messageID: id, hosts: hosts, subject: subject,
-                         payload: String(decoding: notice.encoded(), as: UTF8.self))
+                         payload: String(decoding: notice.encoded(), as: UTF8.self), window: window)
         }
     }
 
@@ -278,7 +340,7 @@ public struct NoticeSender: Sendable {
     }
 
     /// `Sun 29 Nov 2026 14:00 UTC`: what a customer reads.
-    static func humanTime(_ d: Date) -> String {
+    public static func humanTime(_ d: Date) -> String {
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "UTC")
@@ -286,7 +348,7 @@ public struct NoticeSender: Sendable {
         return f.string(from: d)
     }
 
-    static func isoTime(_ d: Date) -> String {
+    public static func isoTime(_ d: Date) -> String {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime]
         return f.string(from: d)
@@ -390,6 +452,7 @@ enum NoticeDefaults {
         case .maintenance: DryRun.defaultSubject
         case .done: "Maintenance finished: your servers run the new kernel"
         case .rolledBack: "Maintenance undone on {{host_count}} of your servers"
+        case .rescheduled: "Maintenance moved: {{host_count}} of your servers will restart later than announced"
         }
     }
 
@@ -415,6 +478,18 @@ enum NoticeDefaults {
             {{#hosts}}  - {{name}}
             {{/hosts}}
             They are running normally. We will tell you before we try again.
+
+            -- {{company}}
+
+            """
+        case .rescheduled:
+            """
+            Hello {{customer_name}},
+
+            the maintenance we announced could not keep its time. The following servers
+            will now restart once between {{window_start}} and {{window_end}}:
+            {{#hosts}}  - {{name}}
+            {{/hosts}}Each restart takes a few minutes. You do not need to do anything.
 
             -- {{company}}
 

@@ -6,7 +6,7 @@ import Mustache
 /// `render` renders with swift-mustache (hummingbird-project/swift-mustache).
 public enum NoticeTemplate {
     /// Kinds of notice, each with `<kind>.subject` and `<kind>.body` in the templates folder.
-    public static let kinds = ["maintenance", "done", "rolled_back"]
+    public static let kinds = ["maintenance", "done", "rolled_back", "rescheduled"]
     /// Top-level variables every notice gets.
     public static let variables = ["company", "customer_name", "customer_id", "customer_email", "hosts", "host_count",
                                    "window_start", "window_end", "kernel", "previous_kernel", "plan", "wave", "lead_time"]
@@ -133,6 +133,12 @@ public enum NoticeTemplate {
     /// Renders a template that passed `check` with swift-mustache, as plain text
     /// (no HTML escaping: notices are text mails and JSON webhooks).
     public static func render(_ text: String, _ context: [String: Value]) -> String {
+        (try? renderChecked(text, context)) ?? text
+    }
+
+    /// `render` for what is sent: a template swift-mustache cannot parse is an error,
+    /// never sent raw to a customer.
+    public static func renderChecked(_ text: String, _ context: [String: Value]) throws -> String {
         var object: [String: Any] = [:]
         for (k, v) in context {
             switch v {
@@ -140,7 +146,15 @@ public enum NoticeTemplate {
             case .list(let l): object[k] = l
             }
         }
-        guard let template = try? MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text) else { return text }
+        let template: MustacheTemplate
+        do { template = try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text) } catch {
+            throw TemplateRenderError(description: "a notice template does not render: \(error)")
+        }
         return template.render(object)
     }
+}
+
+/// A notice template that cannot be rendered: the notice is not sent.
+public struct TemplateRenderError: Error, Sendable, CustomStringConvertible {
+    public var description: String
 }

@@ -3,6 +3,8 @@ import GRDB
 
 /// Where a notice stands in the outbox.
 public enum NoticeStatus: String, Sendable, Codable, CaseIterable {
+    /// Owed and journaled (in the same transaction as the step that owes it), not yet tried.
+    case queued
     /// Recorded before sending (the intent); not known to be delivered. A row
     /// still `pending` when a run resumes is resent with the same Message-ID.
     case pending
@@ -19,6 +21,8 @@ public enum NoticeKind: String, Sendable, Codable, CaseIterable {
     case maintenance
     case done
     case rolledBack = "rolled_back"
+    /// A corrected window, when the first one can no longer hold (at most one per customer per wave).
+    case rescheduled
 }
 
 /// The outbox: the `notice` table of the journal (migration `v2-outbox`).
@@ -71,23 +75,30 @@ extension Journal {
         public var createdAt: String
         public var sentAt: String?
         public var updatedAt: String
+        /// The window a maintenance (or rescheduled) notice states.
+        public var window: MaintenanceWindow?
 
-        init(row: Row) {
+        init(row: Row) throws {
             rolloutID = row["rollout_id"]; wave = row["wave"]; kind = row["kind"]; customerID = row["customer_id"]
             customerName = row["customer_name"]; channel = row["channel"]; recipient = row["recipient"]; messageID = row["message_id"]
             let hostsJSON: String = row["hosts"]
             hosts = (try? JSONDecoder().decode([String].self, from: Data(hostsJSON.utf8))) ?? []
             subject = row["subject"]; payload = row["payload"]
-            status = NoticeStatus(rawValue: row["status"]) ?? .pending
+            let raw: String = row["status"]
+            guard let st = NoticeStatus(rawValue: raw) else { throw JournalError("notice \(row["message_id"] as String? ?? "?"): unknown status '\(raw)' in the journal") }
+            status = st
             attempts = row["attempts"]; resentAfterCrash = row["resent_after_crash"]
             reply = row["reply"]; lastError = row["last_error"]; createdAt = row["created_at"]; sentAt = row["sent_at"]; updatedAt = row["updated_at"]
+            if let a: String = row["window_start"], let b: String = row["window_end"], let s = Journal.parseTimestamp(a), let e = Journal.parseTimestamp(b) {
+                window = MaintenanceWindow(start: s, end: e)
+            }
         }
 
         init(rolloutID: String, wave: Int, kind: String, customerID: String, customerName: String, channel: String, recipient: String,
-             messageID: String, hosts: [String], subject: String, payload: String) {
+             messageID: String, hosts: [String], subject: String, payload: String, window: MaintenanceWindow? = nil) {
             self.rolloutID = rolloutID; self.wave = wave; self.kind = kind; self.customerID = customerID
             self.customerName = customerName; self.channel = channel; self.recipient = recipient; self.messageID = messageID
-            self.hosts = hosts; self.subject = subject; self.payload = payload
+            self.hosts = hosts; self.subject = subject; self.payload = payload; self.window = window
             status = .pending; attempts = 0; resentAfterCrash = false
             createdAt = Journal.now(); updatedAt = createdAt
         }
@@ -99,14 +110,14 @@ extension Journal {
     public func notices(_ rolloutID: String) throws -> [NoticeRow] {
         try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM notice WHERE rollout_id = ? ORDER BY wave, created_at, kind, customer_id",
-                             arguments: [rolloutID]).map(NoticeRow.init)
+                             arguments: [rolloutID]).map { try NoticeRow(row: $0) }
         }
     }
 
     func notice(_ rolloutID: String, wave: Int, kind: String, customerID: String) throws -> NoticeRow? {
         try pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM notice WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                             arguments: [rolloutID, wave, kind, customerID]).map(NoticeRow.init)
+                             arguments: [rolloutID, wave, kind, customerID]).map { try NoticeRow(row: $0) }
         }
     }
 
@@ -127,6 +138,52 @@ extension Journal {
                                  n.subject, n.payload, now, now])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
                            arguments: [n.rolloutID, now, "\(n.label): to send, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"])
+        }
+    }
+
+    /// Journals owed notices as `queued`: inside the transaction `db` of the step that
+    /// owes them (so a crash cannot separate the step from its notices). A customer who
+    /// already has a row of this wave and kind keeps it, unless it `failed`: then it is
+    /// replaced by the new rendering (same Message-ID).
+    static func queueNotices(_ db: Database, _ rows: [NoticeRow]) throws {
+        let now = Self.now()
+        for n in rows {
+            let hostsJSON = String(decoding: (try? JSONEncoder().encode(n.hosts)) ?? Data("[]".utf8), as: UTF8.self)
+            try db.execute(sql: """
+                INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload,
+                                    status, created_at, updated_at, window_start, window_end)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+                ON CONFLICT (rollout_id, wave, kind, customer_id) DO UPDATE SET
+                  customer_name = excluded.customer_name, channel = excluded.channel, recipient = excluded.recipient,
+                  hosts = excluded.hosts, subject = excluded.subject, payload = excluded.payload, status = 'queued',
+                  window_start = excluded.window_start, window_end = excluded.window_end, updated_at = excluded.updated_at
+                WHERE notice.status = 'failed'
+                """, arguments: [n.rolloutID, n.wave, n.kind, n.customerID, n.customerName, n.channel, n.recipient, n.messageID, hostsJSON,
+                                 n.subject, n.payload, now, now, n.window.map { timestampStyle.format($0.start) }, n.window.map { timestampStyle.format($0.end) }])
+            if db.changesCount > 0 {
+                try insertEvent(db, n.rolloutID, host: nil, kind: "intent", "\(n.label): queued, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"
+                                + (n.window.map { ", window \($0.iso)" } ?? ""), data: nil)
+            }
+        }
+    }
+
+    func queueNotices(_ rows: [NoticeRow]) throws {
+        try pool.write { db in try Self.queueNotices(db, rows) }
+    }
+
+    /// Notices of the rollout not delivered yet: queued, pending (a run died mid-send), failed (blocking).
+    public func undeliveredNotices(_ rolloutID: String) throws -> [NoticeRow] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM notice WHERE rollout_id = ? AND status IN ('queued', 'pending', 'failed') ORDER BY wave, created_at, kind, customer_id",
+                             arguments: [rolloutID]).map { try NoticeRow(row: $0) }
+        }
+    }
+
+    /// The intent of one attempt: `pending` until the server's answer is journaled.
+    func markNoticeSending(_ n: NoticeRow) throws {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE notice SET status = 'pending', updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind, n.customerID])
         }
     }
 

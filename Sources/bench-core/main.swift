@@ -100,6 +100,9 @@ actor SimHost: RemoteHost {
             if command.hasPrefix("DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-") { return ok() }
             if command.hasPrefix("grub-set-default ") { savedEntry = unquote(command.dropFirst("grub-set-default ".count)); return ok() }
             if command.hasPrefix("grub-reboot ") { nextEntry = unquote(command.dropFirst("grub-reboot ".count)); return ok() }
+            // The host lease (HostLease): this in-process host is never another rollout's.
+            if command.hasPrefix("L=/var/lib/rollctl;") { return ok(command.contains("RELEASED") && !command.contains("TAKEN") ? "RELEASED\n" : "TAKEN\n") }
+            if command == "true" { return ok() }
             return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127)
         }
     }

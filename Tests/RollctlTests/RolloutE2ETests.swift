@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SSHTesting
+import Rollout
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,18 +55,19 @@ struct RolloutE2ETests {
         /// so 512 MiB/h failed a fixed kernel ~2 sd out — once in a few suite runs over ~60 host
         /// gates (seen 2026-11-29 in the happy path). The leaky kernels (~2.3 GiB/h) stay ≥ 8 sd above it.
         func plan(release: String, waves: String = "[1, 25%, 100%]", soak: String = "10s", rebootTimeout: String = "30s",
-                  rollback: String = "wave", extraGate: String = "", bootloader: String = "grub", notifyPort: Int? = nil) throws -> String {
+                  rollback: String = "wave", extraGate: String = "", bootloader: String = "grub", notifyPort: Int? = nil,
+                  leadTime: String = "0s", name: String? = nil) throws -> String {
             let notify = notifyPort.map { port in
                 """
                 notify:
                   customers: fleet/customers.csv
                   channel: {type: smtp, host: 127.0.0.1, port: \(port), from: rollctl@example.test, starttls: false}
-                  lead_time: 0s
+                  lead_time: \(leadTime)
                   company: E2E Hosting
                   on_failure: block
                 """
             } ?? ""
-            let path = dir + "/plan-\(release).yaml"
+            let path = dir + "/plan-\(name ?? release).yaml"
             try """
             name: e2e-\(release)
             kernel:
@@ -108,6 +110,51 @@ struct RolloutE2ETests {
             let list = try CLI.run(["rollout", "list", "--journal", journal, "--json"])
             guard let id = list.json.first?["id"] as? String else { throw TestSSHDError("no rollout: \(list.output)") }
             let show = try CLI.run(["rollout", "show", id, "--journal", journal, "--json"])
+            guard let doc = show.json.first else { throw TestSSHDError("bad show output: \(show.output)") }
+            return doc
+        }
+
+        /// A real SMTP server (aiosmtpd) for the customer notices; stopped by `stop`.
+        final class MailSink {
+            let folder: String
+            let pid: pid_t
+            let port: Int
+            init(_ dir: String) throws {
+                folder = dir + "/mail"
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().path + "/RolloutTests/Support/smtp_sink.py"
+                pid = try Spawn.start("/usr/bin/python3", [script, "--folder", folder, "--port-file", dir + "/smtp.port"], outputPath: dir + "/smtp.log")
+                var p: Int?
+                for _ in 0..<100 where p == nil {
+                    usleep(50_000)
+                    p = (try? String(contentsOfFile: dir + "/smtp.port", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                }
+                guard let p else { kill(pid, SIGTERM); throw TestSSHDError("the SMTP sink did not start") }
+                port = p
+            }
+            func stop() { kill(pid, SIGTERM); _ = Spawn.wait(pid) }
+            func mails() throws -> [[String: Any]] {
+                try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".json") }.sorted().compactMap {
+                    try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/" + $0))) as? [String: Any]
+                }
+            }
+        }
+
+        /// Waits until `file` contains `text` (polling every 20 ms); false after `seconds`.
+        func waitFor(_ text: String, in file: String, seconds: Double = 60) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").contains(text) { return true }
+                usleep(20_000)
+            }
+            return false
+        }
+
+        func log(_ name: String) -> String { (try? String(contentsOfFile: dir + "/" + name, encoding: .utf8)) ?? "" }
+
+        /// `rollout show --json --events` of `id`.
+        func show(_ id: String) throws -> [String: Any] {
+            let show = try CLI.run(["rollout", "show", id, "--journal", journal, "--json", "--events"])
             guard let doc = show.json.first else { throw TestSSHDError("bad show output: \(show.output)") }
             return doc
         }
@@ -320,5 +367,185 @@ struct RolloutE2ETests {
         #expect(second.output.contains("held by rollout \(holder ?? "?")"), "\(second.output)")
         let list = try CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"])
         #expect(list.json.count == 1)
+    }
+
+    // MARK: - exclusive: one driver per rollout, one rollout per host, rollbacks that can be retried
+
+    @Test func concurrentResumesExactlyOneDrivesAndEveryHostBootsOnce() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 10); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        #expect(fleet.waitFor("soaking", in: fleet.dir + "/apply.log"))
+        kill(pid, SIGINT)
+        #expect(Spawn.wait(pid) == 4, "\(fleet.log("apply.log"))")
+        let id = try #require(try fleet.lastRollout()["id"] as? String)
+        // Three resumes at the same moment (two terminals and a retry script).
+        let pids = try (1...3).map { i in
+            try Spawn.start(CLI.binary, ["rollout", "resume", id, "--journal", fleet.journal], outputPath: fleet.dir + "/resume\(i).log")
+        }
+        let codes = pids.map { Spawn.wait($0) }
+        let logs = (1...3).map { fleet.log("resume\($0).log") }
+        #expect(codes.sorted() == [0, 1, 1], "\(codes)\n\(logs.joined(separator: "\n----\n"))")
+        for (code, log) in zip(codes, logs) where code == 1 {
+            #expect(log.contains("is being driven by") && log.contains("pid"), "\(log)")
+        }
+        #expect(try fleet.lastRollout()["state"] as? String == "completed")
+        // A completed rollout cannot be aborted.
+        let abort = try CLI.run(["rollout", "abort", id, "--journal", fleet.journal])
+        #expect(abort.status == 1 && abort.output.contains("nothing to abort"), "\(abort.output)")
+        for i in 1...4 {
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))\n\(logs.joined(separator: "\n----\n"))")
+        }
+    }
+
+    @Test func aSecondJournalCannotRollAHostTheFirstHolds() throws {
+        let fleet = try Fleet(hosts: 3, racks: 3, slot: 11); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let first = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/first.log")
+        defer { kill(first, SIGKILL); _ = Spawn.wait(first) }
+        #expect(fleet.waitFor("soaking", in: fleet.dir + "/first.log"))
+        // Another admin, another journal, another kernel for the same hosts: its canary is the
+        // host the first rollout soaks right now.
+        let otherPlan = try fleet.plan(release: "6.1.0-20-hosting", waves: "[1, 100%]", soak: "10s")
+        let other = try CLI.run(["plan", "apply", otherPlan, "--journal", fleet.dir + "/other.sqlite"])
+        #expect(other.status == 3, "\(other.output)")
+        #expect(other.output.contains("web-001") && other.output.contains("held by another rollout"), "\(other.output)")
+        #expect(Spawn.wait(first) == 0, "\(fleet.log("first.log"))")
+        for i in 1...3 { #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))") }
+        // Committed hosts gave their lease back.
+        let locks = try CLI.run(["fleet", "locks", "-i", fleet.dir + "/fleet/inventory.yaml", "--json"])
+        #expect(locks.status == 0 && locks.json.isEmpty, "\(locks.output)")
+    }
+
+    @Test func fleetLocksListsAndUnlockRemovesAHostLease() throws {
+        let fleet = try Fleet(hosts: 2, racks: 2, slot: 12); defer { fleet.down() }
+        let inv = fleet.dir + "/fleet/inventory.yaml"
+        let take = HostLease.takeCommand(rollout: "r-gone", journal: "j-elsewhere", driver: "laptop, pid 1")
+        let put = try CLI.run(["fleet", "exec", "-i", inv, "--hosts", "web-002", "--", take])
+        #expect(put.status == 0 && put.output.contains("TAKEN"), "\(put.output)")
+        let locks = try CLI.run(["fleet", "locks", "-i", inv, "--json"])
+        #expect(locks.json.map { $0["host"] as? String } == ["web-002"], "\(locks.output)")
+        #expect(locks.json.first?["rollout"] as? String == "r-gone")
+        // A rollout refuses web-002 (nothing changed on it) and still rolls web-001.
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let r = try fleet.apply(plan)
+        #expect(r.status == 3 && r.output.contains("web-002") && r.output.contains("rollout r-gone"), "\(r.output)")
+        #expect(fleet.boots("web-002") == ["6.1.0-17-hosting"])
+        let unlock = try CLI.run(["fleet", "unlock", "-i", inv, "web-002", "--force"])
+        #expect(unlock.status == 0, "\(unlock.output)")
+        #expect(try CLI.run(["fleet", "locks", "-i", inv, "--json"]).json.isEmpty)
+    }
+
+    @Test func aFailedRollbackCanBeRetriedAfterAPowerCycle() throws {
+        let fleet = try Fleet(hosts: 3, racks: 3, slot: 13); defer { fleet.down() }
+        // The canary passes and is committed; in wave 2, web-002's new kernel hangs at boot.
+        try fleet.set("web-002", "never_return=true")
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s", rebootTimeout: "8s")
+        let r = try fleet.apply(plan)
+        #expect(r.status == 3, "\(r.output)")
+        var doc = try fleet.lastRollout()
+        let id = try #require(doc["id"] as? String)
+        var states = fleet.hostStates(doc)
+        #expect(states["web-001"] == "committed" && states["web-002"] == "rollback_failed" && states["web-003"] == "rolled_back", "\(r.output)")
+        // The rollback waited for the host and kept why it failed in the first place.
+        let reason = ((doc["hosts"] as? [[String: Any]])?.first { $0["name"] as? String == "web-002" }?["reason"] as? String) ?? ""
+        #expect(reason.contains("rollback:") && reason.contains("it had failed: did not come back"), "\(reason)")
+        #expect(r.output.contains("waiting up to 8s for it to come back"), "\(r.output)")
+        // Only web-002 stays locked; `rollout show` says what to do.
+        #expect(doc["locked"] as? [String] == ["web-002"], "\(doc["locked"] ?? "-")")
+        let show = try CLI.run(["rollout", "show", id, "--journal", fleet.journal])
+        #expect(show.output.contains("web-002 (locked): power-cycle it"), "\(show.output)")
+        // Power-cycled, it comes up on its old kernel (boot-once); the retry marks it rolled back
+        // without a reboot, and never touches the committed canary of the passed wave.
+        try fleet.set("web-002", "never_return=false")
+        let back = try CLI.run(["rollout", "rollback", id, "--failed", "--yes", "--journal", fleet.journal])
+        #expect(back.status == 0, "\(back.output)")
+        #expect(back.output.contains("web-002") && !back.output.contains("  web-001  "), "\(back.output)")
+        doc = try fleet.lastRollout()
+        states = fleet.hostStates(doc)
+        #expect(states["web-002"] == "rolled_back" && states["web-001"] == "committed")
+        #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-19-hosting"])
+        #expect(fleet.boots("web-002") == ["6.1.0-17-hosting", "6.1.0-17-hosting"])
+        #expect((doc["locked"] as? [String])?.isEmpty == true)
+        // A plain rollback now has nothing to do (the canary's passed wave stays committed).
+        let again = try CLI.run(["rollout", "rollback", id, "--yes", "--journal", fleet.journal])
+        #expect(again.status == 0 && again.output.contains("nothing to roll back"), "\(again.output)")
+    }
+
+    @Test func aChangedHostKeyAfterTheRebootFailsAtOnce() throws {
+        let fleet = try Fleet(hosts: 2, racks: 2, slot: 14); defer { fleet.down() }
+        try fleet.set("web-001", "rekey_at_boot=true")
+        let start = Date()
+        let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", rebootTimeout: "90s", rollback: "none"))
+        let wall = Date().timeIntervalSince(start)
+        #expect(r.status == 3, "\(r.output)")
+        #expect(r.output.contains("host_key_mismatch"), "\(r.output)")
+        #expect(!r.output.contains("did not come back"), "\(r.output)")
+        #expect(wall < 45, "the wait went on for \(Int(wall)) s: a changed key must end it at once")
+        #expect(fleet.hostStates(try fleet.lastRollout())["web-001"] == "failed")
+    }
+
+    // MARK: - truthful notices
+
+    @Test func everyRebootFallsInsideTheWindowItsCustomersWereTold() throws {
+        let fleet = try Fleet(hosts: 6, racks: 3, slot: 15); defer { fleet.down() }
+        let sink = try Fleet.MailSink(fleet.dir); defer { sink.stop() }
+        // Lead time longer than a wave: the old rule told the canary's customers a window
+        // that ended before the first reboot. Wave 2 has two batches (three racks, five hosts).
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s", rebootTimeout: "10s",
+                                  notifyPort: sink.port, leadTime: "25s")
+        let r = try fleet.apply(plan)
+        #expect(r.status == 0, "\(r.output)")
+        let doc = try fleet.lastRollout()
+        let id = try #require(doc["id"] as? String)
+        let events = try fleet.show(id)["events"] as? [[String: Any]] ?? []
+        var rebootAt: [String: Date] = [:]
+        let iso = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        for e in events where (e["message"] as? String)?.hasPrefix("staged → rebooting") == true {
+            if let h = e["host"] as? String, let at = e["at"] as? String { rebootAt[h] = try Date(at, strategy: iso) }
+        }
+        #expect(rebootAt.count == 6)
+        let batches = Set((doc["hosts"] as? [[String: Any]] ?? []).compactMap { h -> String? in
+            guard let w = h["wave"] as? Int, let b = h["batch"] as? Int else { return nil }
+            return "\(w).\(b)"
+        })
+        #expect(batches.count >= 3, "\(batches)")
+        let notices = try CLI.run(["rollout", "notices", id, "--journal", fleet.journal, "--json"]).json.first?["notices"] as? [[String: Any]] ?? []
+        let hostsOf = Dictionary(notices.map { ($0["message_id"] as? String ?? "", $0["hosts"] as? [String] ?? []) }, uniquingKeysWith: { a, _ in a })
+        let mails = try sink.mails().filter { ($0["notice"] as? String)?.hasPrefix("maintenance") == true }
+        #expect(!mails.isEmpty)
+        var checked = 0
+        for m in mails {
+            let window = try #require(m["window"] as? String, "no X-Rollctl-Window in \(m)")
+            let parts = window.split(separator: "/").map(String.init)
+            let from = try Date(parts[0], strategy: .iso8601), to = try Date(parts[1], strategy: .iso8601)
+            for h in hostsOf[m["message_id"] as? String ?? ""] ?? [] {
+                let at = try #require(rebootAt[h])
+                #expect(at >= from && at <= to, "\(h) rebooted at \(at), outside \(window) told to \(m["to"] ?? "?")")
+                checked += 1
+            }
+            // The text says the same, in minutes rounded outwards.
+            #expect((m["body"] as? String)?.contains("between") == true)
+        }
+        #expect(checked >= 6)
+    }
+
+    @Test func killNineRightAfterAWavePassedStillDeliversItsDoneNotices() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 16); defer { fleet.down() }
+        let sink = try Fleet.MailSink(fleet.dir); defer { sink.stop() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s", notifyPort: sink.port)
+        let pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        #expect(fleet.waitFor("wave 1/2: passed", in: fleet.dir + "/apply.log", seconds: 90))
+        kill(pid, SIGKILL)
+        _ = Spawn.wait(pid)
+        let id = try #require(try fleet.lastRollout()["id"] as? String)
+        let resumed = try CLI.run(["rollout", "resume", id, "--journal", fleet.journal])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        let notices = try CLI.run(["rollout", "notices", id, "--journal", fleet.journal, "--json"]).json.first?["notices"] as? [[String: Any]] ?? []
+        let done1 = notices.filter { $0["kind"] as? String == "done" && $0["wave"] as? Int == 1 }
+        #expect(!done1.isEmpty, "no 'done' notice for wave 1: \(notices)")
+        #expect(notices.allSatisfy { $0["status"] as? String == "sent" }, "\(notices.map { "\($0["kind"] ?? "") w\($0["wave"] ?? "") \($0["status"] ?? "")" })")
+        let delivered = Set(try sink.mails().compactMap { $0["message_id"] as? String })
+        for n in notices { #expect(delivered.contains(n["message_id"] as? String ?? "?"), "\(n["message_id"] ?? "") never reached the server") }
     }
 }

@@ -45,7 +45,7 @@ import SSHTesting
     @Test func isARealSQLiteFileWithModeAndWAL() throws {
         let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
         let j = try Journal(path: dir + "/state/journal.sqlite")
-        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1, pid: 1)
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1)
         let attrs = try FileManager.default.attributesOfItem(atPath: j.path)
         #expect((attrs[.posixPermissions] as? Int) == 0o600)
         // Readable with the sqlite3 shell, in WAL mode.
@@ -58,7 +58,7 @@ import SSHTesting
     @Test func refusesTransitionsTheStateMachineForbids() throws {
         let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
         let j = try Journal(path: dir + "/j.sqlite")
-        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, pid: 1)
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1)
         #expect(throws: JournalError.self) { try j.move("r1", host: "a", to: .rebooting) }
         try j.move("r1", host: "a", to: .checked, set: ["release_before": "6.1.0-17", "boot_id_before": "b1"])
         try j.move("r1", host: "a", to: .staged)
@@ -73,19 +73,19 @@ import SSHTesting
     @Test func overlappingRolloutsAreRefusedUntilLocksAreReleased() throws {
         let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
         let j = try Journal(path: dir + "/j.sqlite")
-        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1, pid: 1)
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1)
         do {
-            try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b", "c"]), waves: 1, pid: 2)
+            try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b", "c"]), waves: 1)
             Issue.record("overlapping rollout accepted")
         } catch let e as Journal.LockConflict {
             #expect(e.holder.id == "r1")
-            #expect(e.hosts == ["b:22"])
+            #expect(e.hosts == ["b (b:22)"])
             #expect(e.description.contains("held by rollout r1"))
         }
         #expect(try j.rollout("r2") == nil)  // nothing of r2 was written
-        try j.createRollout(id: "r3", plan: plan(dir), planHash: "h", hosts: hosts(["c"]), waves: 1, pid: 3)  // disjoint: fine
+        try j.createRollout(id: "r3", plan: plan(dir), planHash: "h", hosts: hosts(["c"]), waves: 1)  // disjoint: fine
         try j.releaseLocks(rolloutID: "r1")
-        try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b"]), waves: 1, pid: 2)
+        try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b"]), waves: 1)
     }
 
     @Test func manyProcessesOpeningANewJournalAtOnceAllSucceed() async throws {
@@ -113,5 +113,83 @@ import SSHTesting
     @Test func planHashIsSHA256() {
         #expect(sha256Hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+
+    // MARK: - the driver lease
+
+    func identity(host: String = ProcessInfo.processInfo.hostName, pid: Int32 = getpid(), start: UInt64? = nil) -> DriverIdentity {
+        DriverIdentity(host: host, pid: pid, startTime: start ?? DriverIdentity.current.startTime, token: UUID().uuidString)
+    }
+
+    @Test func manyDriversAtOnceExactlyOneGetsTheLease() async throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/j.sqlite"
+        let j = try Journal(path: path)
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: identity(pid: 999_999, start: 1))
+        // Eight processes' worth of journals on one file, each a different (live: this process) driver.
+        let wins = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    await Task.detached {
+                        guard let jj = try? Journal(path: path) else { return false }
+                        do { try jj.acquireLease("r1", as: self.identity()); return true } catch { return false }
+                    }.value
+                }
+            }
+            var n: [Bool] = []
+            for await w in group { n.append(w) }
+            return n
+        }
+        #expect(wins.filter { $0 }.count == 1, "\(wins)")
+        let events = try j.events("r1").map(\.message)
+        #expect(events.contains { $0.contains("driver lease taken over from") })
+    }
+
+    @Test func aLiveHolderIsNeverTakenOverADeadOneIs() throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let j = try Journal(path: dir + "/j.sqlite")
+        let me = identity()
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: me)
+        // This process is alive: another driver is refused, naming it.
+        do {
+            try j.acquireLease("r1", as: identity())
+            Issue.record("a live holder's lease was taken")
+        } catch let e as LeaseHeld {
+            #expect(e.lease.holder.token == me.token)
+            #expect(e.description.contains("pid \(getpid())"))
+        }
+        // Re-taking one's own lease renews it.
+        try j.acquireLease("r1", as: me)
+        #expect(try j.renewLease("r1", as: me).held)
+        // Same pid, another start time: the pid was reused by an unrelated process; the holder is dead.
+        let reused = identity(start: 12345)
+        try j.releaseLease("r1", as: me)
+        try j.acquireLease("r1", as: reused)
+        let next = identity()
+        try j.acquireLease("r1", as: next)
+        #expect(try j.lease("r1")?.holder.token == next.token)
+        // The loser learns at its next heartbeat that it lost the lease.
+        #expect(try j.renewLease("r1", as: reused).held == false)
+    }
+
+    @Test func anotherMachinesLeaseHoldsUntilItExpires() throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let j = try Journal(path: dir + "/j.sqlite")
+        let remote = identity(host: "standby.example", pid: 4242, start: 7)
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: remote, ttl: .seconds(60))
+        #expect(throws: LeaseHeld.self) { try j.acquireLease("r1", as: self.identity()) }
+        try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b"]), waves: 1, driver: remote, ttl: .milliseconds(1))
+        usleep(20_000)
+        try j.acquireLease("r2", as: identity())
+    }
+
+    @Test func stopRequestsReachTheDriverAtItsHeartbeat() throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let j = try Journal(path: dir + "/j.sqlite")
+        let me = identity()
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: me)
+        #expect(try j.renewLease("r1", as: me).stopRequested == false)
+        try j.requestStop("r1", by: "test")
+        #expect(try j.renewLease("r1", as: me).stopRequested == true)
     }
 }

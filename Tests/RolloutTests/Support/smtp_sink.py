@@ -64,6 +64,8 @@ class Sink:
             "tls": session.ssl is not None,
             "connection": "%s:%s" % tuple(session.peer[:2]),
             "raw_max_line": max((len(l) for l in raw.split(b"\r\n")), default=0),
+            "window": str(msg["x-rollctl-window"]) if msg["x-rollctl-window"] else None,
+            "notice": str(msg["x-rollctl-notice"]) if msg["x-rollctl-notice"] else None,
         }
         with open(os.path.join(self.folder, name + ".eml"), "wb") as f:
             f.write(raw)

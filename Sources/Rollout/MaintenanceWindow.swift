@@ -1,0 +1,56 @@
+import Foundation
+import HealthGate
+
+/// When a customer's servers may restart: the one rule used by the maintenance
+/// notice, the dry-run and `rollout show`.
+///
+/// A wave's reboots start no earlier than `rebootsFrom` (the notice's send time plus
+/// the lead time). Batches run one after another; a batch takes at most
+/// `batchAllowance` (the boot id read before the reboot, settle, the whole reboot
+/// timeout, the release read after it), however fast it may go. A customer whose
+/// last host is in batch `k` (0-based) of the wave is rebooted by
+/// `rebootsFrom + (k + 1) × batchAllowance`; the window then covers the soak and one
+/// more reboot, the rollback's, should the gate fail. Any host of the wave may be
+/// rebooted as early as `rebootsFrom` (earlier batches may be quick), so that is
+/// where every customer's window starts.
+public struct MaintenanceWindow: Sendable, Equatable, Codable {
+    public var start: Date
+    public var end: Date
+
+    public init(start: Date, end: Date) { self.start = start; self.end = end }
+
+    /// The longest one batch may take, reboot to verified.
+    public static func batchAllowance(_ plan: Plan) -> Duration {
+        plan.reboot.settle + plan.reboot.timeout + Self.commandAllowance * 2
+    }
+
+    /// Bound on each of the two reads around a reboot (boot id before, release after).
+    public static let commandAllowance: Duration = .seconds(20)
+
+    /// The window of a customer whose hosts in this wave are in batches up to `lastBatch` (0-based).
+    public static func forCustomer(rebootsFrom: Date, lastBatch: Int, plan: Plan) -> MaintenanceWindow {
+        let batch = batchAllowance(plan).seconds
+        let end = rebootsFrom.addingTimeInterval(Double(lastBatch + 1) * batch + plan.gate.soak.seconds + batch)
+        return MaintenanceWindow(start: rebootsFrom, end: end)
+    }
+
+    /// Whether a batch starting `now`, with this customer's last host `batchesLeft` batches
+    /// on (1: this batch), still ends inside the window.
+    public func holds(now: Date, batchesLeft: Int, plan: Plan) -> Bool {
+        let batch = Self.batchAllowance(plan).seconds
+        return now >= start.addingTimeInterval(-1) && now.addingTimeInterval(Double(batchesLeft) * batch + plan.gate.soak.seconds + batch) <= end
+    }
+
+    /// `Tue 1 Dec 2026 20:15 UTC` to `20:45 UTC`: minutes, rounded outwards (the start
+    /// down, the end up), so the text is never narrower than the window.
+    public var humanStart: String { NoticeSender.humanTime(Self.floorMinute(start)) }
+    public var humanEnd: String { NoticeSender.humanTime(Self.ceilMinute(end)) }
+
+    static func floorMinute(_ d: Date) -> Date { Date(timeIntervalSince1970: (d.timeIntervalSince1970 / 60).rounded(.down) * 60) }
+    static func ceilMinute(_ d: Date) -> Date { Date(timeIntervalSince1970: (d.timeIntervalSince1970 / 60).rounded(.up) * 60) }
+
+    /// `2026-12-01T20:15:03Z/2026-12-01T20:45:00Z` (RFC 3339 interval), for machines: the mail's
+    /// `X-Rollctl-Window` header, the webhook's fields.
+    public var iso: String { NoticeSender.isoTime(start) + "/" + NoticeSender.isoTime(Self.ceilSecond(end)) }
+    static func ceilSecond(_ d: Date) -> Date { Date(timeIntervalSince1970: d.timeIntervalSince1970.rounded(.up)) }
+}
