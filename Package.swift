@@ -3,7 +3,10 @@ import PackageDescription
 
 let package = Package(
     name: "rollctl",
-    platforms: [.macOS(.v14)],
+    // Linux only (Debian 12 and the like): libssh2 through a system library, Glibc,
+    // /proc, GRUB, systemd. SwiftPM has no "platforms:" entry for Linux (the list
+    // names only Apple platforms' minimum versions), so there is none; the code
+    // does not build for macOS and does not claim to.
     products: [
         .executable(name: "rollctl", targets: ["rollctl"]),
         .executable(name: "fleetsim", targets: ["fleetsim"]),
@@ -55,6 +58,8 @@ let package = Package(
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate"]),
         .testTarget(name: "RolloutTests", dependencies: ["Rollout", "SSHTesting"], exclude: ["corpus"]),
         .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "Rollout"]),
+        // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.
+        .testTarget(name: "RollctlCommandsTests", dependencies: ["RollctlCommands"]),
     ],
     swiftLanguageModes: [.v6]
 )

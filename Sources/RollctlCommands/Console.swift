@@ -22,8 +22,19 @@ public final class Console: @unchecked Sendable {
         color = stdoutIsTTY && env["NO_COLOR"] == nil && env["TERM"] != "dumb"
     }
 
-    public func out(_ line: String) { write(1, line + "\n") }
-    public func err(_ line: String) { write(2, line + "\n") }
+    /// For tests: a console that colours as on a terminal.
+    init(stdoutIsTTY: Bool, stderrIsTTY: Bool, color: Bool) {
+        self.stdoutIsTTY = stdoutIsTTY
+        self.stderrIsTTY = stderrIsTTY
+        self.color = color
+    }
+
+    /// Every line is passed through `terminalSafe`: text from hosts and servers
+    /// (stderr, SMTP replies, error messages quoting them) cannot move the
+    /// cursor, retitle the terminal or hide output. rollctl's own colours
+    /// (`paint`) survive.
+    public func out(_ line: String) { write(1, Self.terminalSafe(line) + "\n") }
+    public func err(_ line: String) { write(2, Self.terminalSafe(line) + "\n") }
 
     public func warn(_ message: String) { err(paint("warning:", .yellow, tty: stderrIsTTY) + " " + message) }
     public func error(_ message: String) { err(paint("error:", .red, tty: stderrIsTTY) + " " + message) }
@@ -32,7 +43,7 @@ public final class Console: @unchecked Sendable {
     public func progress(_ text: String) {
         guard stderrIsTTY else { return }
         lock.lock(); defer { lock.unlock() }
-        rawWrite(2, "\r\u{1B}[K" + text)
+        rawWrite(2, "\r\u{1B}[K" + Self.terminalSafe(text))
         progressShown = true
     }
 
@@ -65,10 +76,66 @@ public final class Console: @unchecked Sendable {
 
     public enum Color: String { case red = "31", green = "32", yellow = "33", bold = "1", dim = "2" }
 
+    /// Colours `s` for the terminal. The result carries `colourMark` where the
+    /// escape character goes; `out`/`err`/`progress` turn exactly the marks
+    /// `paint` makes into ESC after sanitising, so a line may mix colours with
+    /// remote text in any order.
     public func paint(_ s: String, _ c: Color, tty: Bool? = nil) -> String {
         let on = tty.map { $0 && color || ($0 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil && stdoutIsTTY) } ?? color
-        return on ? "\u{1B}[\(c.rawValue)m\(s)\u{1B}[0m" : s
+        return on ? "\(Self.colourMark)[\(c.rawValue)m\(s)\(Self.colourMark)[0m" : s
     }
+
+    /// Stands for ESC in `paint`'s output until the line is written: a Unicode
+    /// noncharacter, never a control character, so `sanitize` leaves it alone.
+    static let colourMark = Character(Unicode.Scalar(UInt32(0xFDD0))!)
+
+    /// Replaces every control character but newline and tab with a visible
+    /// escape: C0 as caret notation (`ESC` → `^[`, `CR` → `^M`, NUL → `^@`),
+    /// DEL as `^?`, C1 (U+0080–U+009F, e.g. the one-byte CSI) as `\x9b`.
+    public static func sanitize(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isUnsafe) else { return text }
+        var out = String.UnicodeScalarView()
+        for u in text.unicodeScalars {
+            if !isUnsafe(u) { out.append(u); continue }
+            let v = u.value
+            let visible: String
+            switch v {
+            case 0x00...0x1F: visible = "^" + String(UnicodeScalar(UInt8(v + 0x40)))
+            case 0x7F: visible = "^?"
+            default: visible = "\\x" + String(v, radix: 16)
+            }
+            out.append(contentsOf: visible.unicodeScalars)
+        }
+        return String(out)
+    }
+
+    static func isUnsafe(_ u: Unicode.Scalar) -> Bool {
+        let v = u.value
+        return (v < 0x20 && v != 0x0A && v != 0x09) || (0x7F...0x9F).contains(v)
+    }
+
+    /// `sanitize`, then `paint`'s marks (and only those, with the codes of
+    /// `Color`) become ESC; any other mark is shown as `?`.
+    static func terminalSafe(_ line: String) -> String {
+        let safe = sanitize(line)
+        guard safe.contains(colourMark) else { return safe }
+        var out = ""
+        var rest = Substring(safe)
+        while let i = rest.firstIndex(of: colourMark) {
+            out += rest[..<i]
+            let after = rest[rest.index(after: i)...]
+            if let code = markedCodes.first(where: { after.hasPrefix($0) }) {
+                out += "\u{1B}" + code
+                rest = after.dropFirst(code.count)
+            } else {
+                out += "?"
+                rest = after
+            }
+        }
+        return out + rest
+    }
+
+    static let markedCodes = (["0"] + [Color.red, .green, .yellow, .bold, .dim].map(\.rawValue)).map { "[\($0)m" }
 }
 
 /// Fixed-width columns for terminal tables.
@@ -87,12 +154,12 @@ struct Table {
         return [line(header)] + rows.map(line)
     }
 
-    /// Width without ANSI colour codes.
+    /// Width without colour codes (`paint`'s marks or ANSI).
     func visibleWidth(_ s: String) -> Int {
         var n = 0, inEscape = false
         for ch in s {
             if inEscape { if ch == "m" { inEscape = false }; continue }
-            if ch == "\u{1B}" { inEscape = true; continue }
+            if ch == "\u{1B}" || ch == Console.colourMark { inEscape = true; continue }
             n += 1
         }
         return n

@@ -100,7 +100,8 @@ struct ConnectionOptions: ParsableArguments {
         }
     }
 
-    /// Loads the inventory and picks the selected hosts; warns when host keys are not checked.
+    /// Loads the inventory and picks the selected hosts; warns when host keys are
+    /// not checked; refuses hosts whose SSH config rollctl cannot honour.
     func load() throws -> (Inventory, [InventoryHost], SSHConfig) {
         let inv = try Inventory.load(path: inventory)
         var selected = inv.hosts
@@ -117,6 +118,9 @@ struct ConnectionOptions: ParsableArguments {
         if inv.defaults.hostKeyPolicy == .off {
             Console.shared.warn("host_key_policy is 'off' in \(inventory): host keys are NOT verified; anyone on the path can impersonate these hosts")
         }
-        return (inv, selected, SSHConfig.load(path: sshConfig))
+        // ProxyJump/ProxyCommand/Include/Match: refused here, before any host is touched.
+        let cfg = SSHConfig.load(path: sshConfig)
+        try inv.checkSSHConfig(cfg, hosts: selected)
+        return (inv, selected, cfg)
     }
 }

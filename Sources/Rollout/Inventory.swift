@@ -96,6 +96,7 @@ public struct Inventory: Sendable {
         }
         var defaults = InventoryDefaults()
         var hosts: [InventoryHost] = []
+        var positions: [(line: Int?, column: Int?, addressLine: Int?, addressColumn: Int?)] = []
         var sawHosts = false
         for (key, _, value) in top {
             switch key {
@@ -127,7 +128,16 @@ public struct Inventory: Sendable {
                     continue
                 }
                 for item in seq {
-                    if let h = parseHost(item, r, resolvePath) { hosts.append(h) }
+                    if let h = parseHost(item, r, resolvePath) {
+                        hosts.append(h)
+                        // Where the host's name and address are written, for duplicate errors.
+                        func mark(_ key: String) -> Mark? {
+                            guard case let .mapping(m) = item, let v = m.first(where: { $0.key.scalar?.string == key })?.value else { return item.mark }
+                            return v.mark ?? item.mark
+                        }
+                        let n = mark("name"), a = mark("address")
+                        positions.append((n?.line, n?.column, a?.line, a?.column))
+                    }
                 }
             default: break
             }
@@ -137,17 +147,20 @@ public struct Inventory: Sendable {
         } else if hosts.isEmpty && r.errors.isEmpty {
             r.error(root, "the inventory lists no hosts")
         }
-        var names: [String: Int] = [:]
+        var names: [String: (line: Int?, column: Int?)] = [:]
         var endpoints: [String: String] = [:]
-        for h in hosts {
+        for (h, at) in zip(hosts, positions) {
             if let first = names[h.name] {
-                r.errors.append(InputError(file: path, line: h.line, column: nil, "duplicate host name '\(h.name)' (first at line \(first))"))
+                r.errors.append(InputError(file: path, line: at.line, column: at.column,
+                                           "duplicate host name '\(h.name)' (first at line \(first.line ?? 0), column \(first.column ?? 0))",
+                                           hint: "host names must be unique: rename or remove one of them"))
             } else {
-                names[h.name] = h.line ?? 0
+                names[h.name] = (at.line, at.column)
             }
             let ep = "\(h.address):\(h.port ?? defaults.port ?? 22)"
             if let other = endpoints[ep] {
-                r.errors.append(InputError(file: path, line: h.line, column: nil, "hosts '\(other)' and '\(h.name)' have the same address and port \(ep)"))
+                r.errors.append(InputError(file: path, line: at.addressLine, column: at.addressColumn,
+                                           "hosts '\(other)' and '\(h.name)' have the same address and port \(ep)"))
             } else {
                 endpoints[ep] = h.name
             }
@@ -256,5 +269,41 @@ extension Inventory {
         let options = SSHConnectOptions(connectTimeout: defaults.connectTimeout, knownHostsPath: known,
                                         hostKeyPolicy: defaults.hostKeyPolicy, identityFiles: identities)
         return (endpoint, options)
+    }
+}
+
+extension Inventory {
+    /// What `~/.ssh/config` (as read into `sshConfig`) says about `hosts` that
+    /// rollctl cannot honour (`ProxyJump`, `ProxyCommand`, `Include`, `Match`:
+    /// see `SSHConfig.unsupported`), as input errors at the config's file and
+    /// line, one per line of the config with the hosts it concerns. Empty when
+    /// the inventory says `ssh_config: false`. Callers refuse to run on any
+    /// error, before connecting to a host.
+    public func sshConfigProblems(_ sshConfig: SSHConfig, hosts: [InventoryHost]) -> [InputError] {
+        guard defaults.useSSHConfig else { return [] }
+        var order: [Int] = []
+        var byLine: [Int: (first: SSHConfig.Unsupported, hosts: [String])] = [:]
+        for h in hosts {
+            for u in sshConfig.unsupported(forHost: h.name) {
+                if byLine[u.line] == nil { order.append(u.line); byLine[u.line] = (u, []) }
+                byLine[u.line]!.hosts.append(h.name)
+            }
+        }
+        return order.sorted().map { line in
+            let (u, names) = byLine[line]!
+            var message = u.message
+            if names.count > 1 {
+                let others = names.dropFirst()
+                let list = others.prefix(5).joined(separator: ", ") + (others.count > 5 ? " and \(others.count - 5) more" : "")
+                message = message.replacingOccurrences(of: "host '\(names[0])'", with: "host '\(names[0])' (and \(list))")
+            }
+            return InputError(file: u.file, line: u.line, column: nil, message, hint: u.hint)
+        }
+    }
+
+    /// `sshConfigProblems`, thrown as `InputErrors` when there are any.
+    public func checkSSHConfig(_ sshConfig: SSHConfig, hosts: [InventoryHost]) throws {
+        let problems = sshConfigProblems(sshConfig, hosts: hosts)
+        if !problems.isEmpty { throw InputErrors(problems) }
     }
 }

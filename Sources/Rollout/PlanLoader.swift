@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HealthGate
 import SSH
 import Yams
@@ -22,7 +25,8 @@ public enum PlanLoader {
     static let siteKeys = ["url", "min_success", "min_requests", "requests_per_sample", "timeout"]
     static let checkKeys = ["name", "command", "max_failures"]
     static let notifyKeys = ["customers", "channel", "lead_time", "company", "templates", "on_failure"]
-    static let smtpKeys = ["type", "host", "port", "from", "starttls", "username", "password_env", "password_file"]
+    static let smtpKeys = ["type", "host", "port", "from", "starttls", "username", "password_env", "password_file",
+                           "allow_plaintext_auth"]
     static let webhookKeys = ["type", "url"]
     static let failureKeys = ["rollback", "max_failed_hosts_per_wave", "max_failed_hosts"]
 
@@ -657,6 +661,20 @@ struct PlanParser {
         return spec
     }
 
+    /// Loopback: `localhost`, 127.0.0.0/8 and `::1` (in any spelling). A password
+    /// sent there in clear text never leaves the machine.
+    static func isLoopbackHost(_ host: String) -> Bool {
+        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if h == "localhost" || h == "localhost." { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, h, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, h, &v6) == 1 {
+            return withUnsafeBytes(of: &v6) { b in b.prefix(15).allSatisfy { $0 == 0 } && b[15] == 1 }
+        }
+        return false
+    }
+
     func parseChannel(_ node: Node) -> NotifySpec.Channel? {
         guard case let .mapping(m) = node else {
             r.error(node, "notify.channel must be a mapping with a type (smtp or webhook), found \(r.kind(node))")
@@ -671,6 +689,7 @@ struct PlanParser {
         case "smtp":
             guard let pairs = r.mapping(node, "an smtp channel", allowed: PlanLoader.smtpKeys) else { return nil }
             var host: String?, port = 25, from: String?, starttls = true, user: String?, env: String?, file: String?
+            var userNode: Node?, allowPlaintextAuth = false
             for (k, _, v) in pairs {
                 switch k {
                 case "host":
@@ -681,7 +700,8 @@ struct PlanParser {
                     from = r.string(v, "smtp from")
                     if let f = from, !Customers.isValidEmail(f) { r.error(v, "smtp from '\(Inventory.printable(f))' is not an email address"); from = nil }
                 case "starttls": starttls = r.bool(v, "smtp starttls") ?? starttls
-                case "username": user = r.string(v, "smtp username")
+                case "username": user = r.string(v, "smtp username"); userNode = v
+                case "allow_plaintext_auth": allowPlaintextAuth = r.bool(v, "smtp allow_plaintext_auth") ?? allowPlaintextAuth
                 case "password_env":
                     env = r.string(v, "smtp password_env")
                     if let e = env, !(e.first.map { $0.isLetter || $0 == "_" } ?? false) || !e.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) {
@@ -696,6 +716,12 @@ struct PlanParser {
             if env != nil && file != nil { r.error(node, "give the SMTP password by password_env or password_file, not both") }
             if user != nil && env == nil && file == nil {
                 r.error(node, "smtp username without a password source", hint: "add password_env: SMTP_PASSWORD (never the password itself)")
+            }
+            // AUTH without STARTTLS sends the password in clear text (base64 is no cipher):
+            // only to this machine, or when the plan says so.
+            if user != nil, !starttls, !allowPlaintextAuth, let host, !Self.isLoopbackHost(host) {
+                r.error(userNode ?? node, "smtp username with starttls: false would send the SMTP password to \(Inventory.printable(host)) in clear text",
+                        hint: "set starttls: true (the server must offer STARTTLS), or, if the network path to the server is trusted, add allow_plaintext_auth: true to notify.channel")
             }
             guard let host, let from else { return nil }
             return .smtp(host: host, port: port, from: from, starttls: starttls, username: user, passwordEnv: env, passwordFile: file)
@@ -923,7 +949,13 @@ extension PlanLoader {
     /// Loads the plan, its inventory (or `inventoryPath` instead of the plan's)
     /// and its customers file, and cross-checks them. Throws `InputErrors` with
     /// every problem of all of them at once. Reads files only.
-    public static func loadChecked(path: String, inventoryPath: String? = nil) throws -> LoadedPlan {
+    ///
+    /// `sshConfig` (by default `~/.ssh/config`) is checked for the hosts the
+    /// plan selects: a `ProxyJump`/`ProxyCommand` that applies to one of them,
+    /// an `Include` that applies, or any `Match` is an error at the config's
+    /// file and line (rollctl would ignore them and dial the host directly).
+    public static func loadChecked(path: String, inventoryPath: String? = nil,
+                                   sshConfig: SSHConfig = SSHConfig.load()) throws -> LoadedPlan {
         var errors: [InputError] = []
         var plan: Plan?
         do { plan = try load(path: path) } catch let e as InputErrors { errors += e.errors }
@@ -941,6 +973,8 @@ extension PlanLoader {
         plan.inventoryPath = invPath
         let (problems, customers) = checkLoading(plan, inventory: inventory)
         errors += problems
+        let touched = selectedHosts(plan, inventory: inventory).filter { !plan.selection.exclude.contains($0.name) }
+        errors += inventory.sshConfigProblems(sshConfig, hosts: touched)
         if !errors.isEmpty { throw InputErrors(errors) }
         return LoadedPlan(plan: plan, inventory: inventory, customers: customers)
     }

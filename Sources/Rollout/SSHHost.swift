@@ -28,10 +28,24 @@ public actor SSHHost: HostReader {
 
     public func exec(_ command: String, timeout: Duration?) async throws -> ExecResult {
         try await connect()
+        let s = session!
         do {
-            return try await session!.exec(command, timeout: timeout)
-        } catch let e as SSHError where e.code == .connectionLost || e.code == .sessionClosed {
-            session = nil
+            return try await s.exec(command, timeout: timeout)
+        } catch let e as SSHError where e.code == .sessionClosed {
+            // The session was found closed before the command was sent (a command
+            // queued before it on the same session lost the connection): nothing
+            // ran, so one retry on a new connection is safe. (`isAlive` does not
+            // wait for commands in flight, so a reentrant call can get here.)
+            if session === s { session = nil }
+            try await connect()
+            do {
+                return try await session!.exec(command, timeout: timeout)
+            } catch let e as SSHError where e.code == .connectionLost || e.code == .sessionClosed {
+                session = nil
+                throw e
+            }
+        } catch let e as SSHError where e.code == .connectionLost {
+            if session === s { session = nil }
             throw e
         }
     }

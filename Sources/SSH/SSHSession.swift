@@ -89,9 +89,12 @@ public final class SSHSession: @unchecked Sendable {
     public private(set) var hostKeyType: String = ""
 
     private let queue: DispatchQueue
-    private var session: OpaquePointer?
+    // `session` and `dead` belong to `queue`; every change is published to
+    // `alive`, which `isAlive` reads under a lock without waiting for the queue.
+    private var session: OpaquePointer? { didSet { publishAlive() } }
     private var fd: Int32 = -1
-    private var dead = false
+    private var dead = false { didSet { publishAlive() } }
+    private let alive = LockedFlag()
 
     private init(endpoint: SSHEndpoint) {
         self.endpoint = endpoint
@@ -138,7 +141,15 @@ public final class SSHSession: @unchecked Sendable {
     }
 
     /// False once the connection was lost or closed; open a new session then.
-    public var isAlive: Bool { queue.sync { session != nil && !dead } }
+    ///
+    /// Never waits for the session's queue (a `queue.sync` here would block a
+    /// thread of Swift's cooperative pool for as long as a command runs on a
+    /// slow host): it reads a flag the queue keeps up to date. While a command
+    /// runs the session counts as alive; a connection that drops during it
+    /// turns false when the command fails.
+    public var isAlive: Bool { alive.value }
+
+    private func publishAlive() { alive.set(session != nil && !dead) }
 
     // MARK: - queue plumbing
 
@@ -428,6 +439,14 @@ public final class SSHSession: @unchecked Sendable {
         _ = libssh2_channel_free(ch)
         teardown(reason: "command abandoned")
     }
+}
+
+/// A Bool behind a lock: written by the session's queue, read from anywhere.
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    func set(_ value: Bool) { lock.lock(); flag = value; lock.unlock() }
+    var value: Bool { lock.lock(); defer { lock.unlock() }; return flag }
 }
 
 /// Set from a task-cancellation handler, read by the libssh2 thread.

@@ -97,6 +97,38 @@ struct FleetCommandTests {
         #expect(try CLI.run(["fleet", "frobnicate"]).status == 2)
     }
 
+    @Test func aBastionInTheSSHConfigExits2BeforeAnyConnection() throws {
+        let dir = try TestSSHD.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A listener standing in for the host: any connection attempt lands in its backlog.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        #expect(listen(fd, 16) == 0)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let inv = dir + "/inv.yaml"
+        try "defaults: {connect_timeout: 2s}\nhosts:\n  - {name: db-1, address: 127.0.0.1, port: \(port)}\n"
+            .write(toFile: inv, atomically: true, encoding: .utf8)
+        let cfg = dir + "/ssh_config"
+        try "Host db-*\n    ProxyJump bastion.example.net\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        for command in [["fleet", "facts"], ["fleet", "exec"]] {
+            let r = try CLI.run(command + ["-i", inv, "--ssh-config", cfg] + (command[1] == "exec" ? ["--", "true"] : []))
+            #expect(r.status == 2, "\(command): \(r.output)")
+            #expect(r.output.contains("\(cfg):2: error: host 'db-1' is to be reached through a bastion"), "\(r.output)")
+            #expect(r.output.contains("does not support bastions"))
+        }
+        // Nobody knocked.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        let c = accept(fd, nil, nil)
+        #expect(c < 0, "rollctl connected to the host")
+        if c >= 0 { close(c) }
+    }
+
     @Test func helpExplainsTheCommands() throws {
         let r = try CLI.run(["fleet", "facts", "--help"])
         #expect(r.status == 0)

@@ -114,6 +114,17 @@ import Testing
         #expect(NoticeTemplate.check("{{company", file: "t").first?.message.contains("never closed") == true)
     }
 
+    /// docs/notifications.md's table: `hosts` only as a section, `{{hosts}}` alone is an error.
+    @Test func hostsIsASectionAsTheNotificationsDocSays() throws {
+        #expect(NoticeTemplate.check("{{#hosts}}{{name}} {{address}}{{/hosts}} ({{host_count}})", file: "t").isEmpty)
+        #expect(NoticeTemplate.check("{{^hosts}}none{{/hosts}}", file: "t").isEmpty)
+        #expect(NoticeTemplate.check("Hosts: {{hosts}}", file: "t").first?.message == "'{{hosts}}' is a list")
+        #expect(NoticeTemplate.check("{{#hosts}}{{.}}{{/hosts}}", file: "t").first?.message == "unknown template variable '.'")
+        let doc = try String(contentsOfFile: repoRoot + "/docs/notifications.md", encoding: .utf8)
+        #expect(!doc.contains("outside a section: names joined"))
+        #expect(doc.contains("`{{#hosts}}{{name}} {{address}}{{/hosts}}`"))
+    }
+
     @Test func theShippedTemplatesAreValid() throws {
         for kind in NoticeTemplate.kinds {
             for part in ["subject", "body"] {

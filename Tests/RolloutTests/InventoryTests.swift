@@ -95,6 +95,43 @@ import SSH
         } catch { Issue.record("\(error)") }
     }
 
+    @Test func sshConfigBastionsAreInputErrorsPerConfigLine() throws {
+        let inv = try Inventory.parse(text: "hosts:\n" + (1...8).map { "  - {name: db-\($0), address: 10.0.0.\($0)}\n" }.joined()
+                                      + "  - {name: web-1, address: 10.0.1.1}\n", path: "inv.yaml")
+        let cfg = SSHConfig.parse("Host db-*\n  ProxyJump bastion\n", path: "/root/.ssh/config")
+        let errors = inv.sshConfigProblems(cfg, hosts: inv.hosts)
+        #expect(errors.count == 1)
+        let e = try #require(errors.first)
+        #expect(e.location == "/root/.ssh/config:2")
+        #expect(e.message.contains("host 'db-1' (and db-2, db-3, db-4, db-5, db-6 and 2 more)"), "\(e.message)")
+        #expect(e.message.contains("does not support bastions"))
+        #expect(inv.sshConfigProblems(cfg, hosts: inv.hosts.filter { $0.name == "web-1" }).isEmpty)
+        #expect(throws: InputErrors.self) { try inv.checkSSHConfig(cfg, hosts: inv.hosts) }
+        // ssh_config: false: the file is not read for these hosts, so nothing in it matters.
+        let off = try Inventory.parse(text: "defaults: {ssh_config: false}\nhosts: [{name: db-1, address: 10.0.0.1}]\n", path: "inv.yaml")
+        #expect(off.sshConfigProblems(cfg, hosts: off.hosts).isEmpty)
+    }
+
+    @Test func duplicateHostsArePlacedAtLineAndColumn() throws {
+        let e = try #require(throws: InputErrors.self) {
+            try Inventory.parse(text: """
+            hosts:
+              - {name: a, address: 10.0.0.1}
+              - name: b
+                address: 10.0.0.2
+              -   name: a
+                  address: 10.0.0.3
+              - {name: c,   address: 10.0.0.2}
+            """, path: "x.yaml")
+        }
+        let dup = try #require(e.errors.first { $0.message.contains("duplicate host name 'a'") })
+        #expect(dup.file == "x.yaml" && dup.line == 5 && dup.column == 13, "\(dup.location)")
+        #expect(dup.message.contains("first at line 2, column 12"), "\(dup.message)")
+        #expect(dup.description.hasPrefix("x.yaml:5:13: "), "\(dup.description)")
+        let same = try #require(e.errors.first { $0.message.contains("same address and port 10.0.0.2:22") })
+        #expect(same.line == 7 && same.column == 26, "\(same.location)")
+    }
+
     @Test func refusesBinaryAndHugeAndDeepInput() throws {
         let dir = NSTemporaryDirectory() + "rollctl-inv-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

@@ -1,5 +1,6 @@
 import Foundation
 import HealthGate
+import SSH
 import Testing
 @testable import Rollout
 
@@ -101,6 +102,37 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(errors("kernel2: x\n").count == 1)
     }
 
+    @Test func smtpAuthWithoutStartTLSIsRefusedUnlessLoopbackOrAllowed() throws {
+        let base = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\nnotify:\n  customers: c.csv\n  channel:\n"
+        func errors(_ channel: String) -> [InputError] {
+            do { _ = try PlanLoader.parse(text: base + channel, path: "m.yaml"); return [] } catch let e as InputErrors {
+                return e.errors
+            } catch { return [InputError(file: "?", "\(error)")] }
+        }
+        func channel(host: String, starttls: Bool, extra: String = "") -> String {
+            "    type: smtp\n    host: \"\(host)\"\n    from: r@example.net\n    starttls: \(starttls)\n    username: rollctl\n    password_env: SMTP_PASSWORD\n" + extra
+        }
+        let e = errors(channel(host: "mail.example.net", starttls: false))
+        #expect(e.count == 1)
+        let first = try #require(e.first)
+        // At the username (line 11, after the value's indent), says why and what to do.
+        #expect(first.file == "m.yaml" && first.line == 11 && first.column == 15, "\(first.location)")
+        #expect(first.message.contains("clear text") && first.message.contains("mail.example.net"))
+        #expect(first.hint?.contains("starttls: true") == true && first.hint?.contains("allow_plaintext_auth: true") == true)
+        // Loopback, STARTTLS or an explicit allow are fine.
+        for host in ["127.0.0.1", "127.8.9.10", "::1", "localhost", "LOCALHOST"] {
+            #expect(errors(channel(host: host, starttls: false)).isEmpty, "\(host)")
+        }
+        for host in ["128.0.0.1", "10.0.0.1", "::2", "mail.localhost.example"] {
+            #expect(errors(channel(host: host, starttls: false)).count == 1, "\(host)")
+        }
+        #expect(errors(channel(host: "mail.example.net", starttls: true)).isEmpty)
+        #expect(errors(channel(host: "mail.example.net", starttls: false, extra: "    allow_plaintext_auth: true\n")).isEmpty)
+        #expect(errors(channel(host: "mail.example.net", starttls: false, extra: "    allow_plaintext_auth: false\n")).count == 1)
+        // Without a username nothing secret is sent.
+        #expect(errors("    {type: smtp, host: mail.example.net, from: r@example.net, starttls: false}\n").isEmpty)
+    }
+
     @Test func typedValuesInEveryForm() throws {
         let p = try PlanLoader.parse(text: """
         name: m
@@ -156,6 +188,19 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
     @Test func theOKCorpusPlanIsOK() throws {
         let loaded = try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml")
         #expect(loaded.inventory.hosts.count == 4)
+    }
+
+    @Test func aBastionInTheSSHConfigOfASelectedHostFailsTheCheckedLoad() throws {
+        // _ok-plan selects its inventory's hosts; a ProxyJump for all of them is refused at the config's line.
+        let cfg = SSHConfig.parse("Host nothing-here\n  User x\nHost *\n  ProxyJump jump.example.net\n", path: "/etc/test-ssh-config")
+        let e = try #require(throws: InputErrors.self) {
+            try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml", sshConfig: cfg)
+        }
+        #expect(e.errors.count == 1)
+        #expect(e.errors.first?.location == "/etc/test-ssh-config:4")
+        #expect(e.errors.first?.message.contains("bastion") == true)
+        // A config that does not concern the selected hosts is fine.
+        _ = try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml", sshConfig: SSHConfig.parse("Host other\n  ProxyJump j\n"))
     }
 
     @Test func inventoryOverride() throws {

@@ -65,6 +65,25 @@ struct SSHSessionTests {
         #expect(try await s2.exec("echo still here").stdoutText == "still here\n")
     }
 
+    @Test func isAliveDoesNotWaitForARunningCommand() async throws {
+        // isAlive is read from actors (SSHHost.connect): it must not block a
+        // cooperative thread until the session's queue is free.
+        let d = try TestSSHD(); defer { d.cleanUp() }
+        let s = try await SSHSession.connect(to: Self.endpoint(d), options: Self.options(d))
+        #expect(s.isAlive)
+        let task = Task { try await s.exec("sleep 3", timeout: .seconds(20)) }
+        try await Task.sleep(for: .milliseconds(500))
+        let start = ContinuousClock.now
+        let alive = s.isAlive
+        let took = ContinuousClock.now - start
+        #expect(alive)
+        #expect(took < .milliseconds(200), "isAlive took \(took) while a command ran")
+        #expect(try await task.value.succeeded)
+        #expect(s.isAlive)
+        await s.close()
+        #expect(!s.isAlive)
+    }
+
     @Test func cancellingTheTaskStopsTheCommand() async throws {
         let d = try TestSSHD(); defer { d.cleanUp() }
         let s = try await SSHSession.connect(to: Self.endpoint(d), options: Self.options(d))
@@ -269,5 +288,36 @@ struct SSHSessionTests {
         #expect(n.port == 22)
         #expect(SSHConfig.glob("db-?", "db-1"))
         #expect(!SSHConfig.glob("db-?", "db-10"))
+    }
+
+    @Test func bastionsIncludesAndMatchesAreNamedWithFileAndLine() {
+        let c = SSHConfig.parse("""
+        # line 1
+        Host db-*
+            ProxyJump bastion.example.net
+        Host web-direct
+            ProxyJump none
+        Host web-* lb-*
+            ProxyCommand ssh -W %h:%p jump
+            User deploy
+        Host mail-*
+            Include ~/.ssh/mail.conf
+        """, path: "/home/u/.ssh/config")
+        let db = c.unsupported(forHost: "db-1")
+        #expect(db.map(\.keyword) == ["ProxyJump"])
+        #expect(db.first?.file == "/home/u/.ssh/config" && db.first?.line == 3)
+        #expect(db.first?.message.contains("host 'db-1'") == true && db.first?.message.contains("bastions") == true)
+        #expect(db.first?.message.contains("not support") == true)
+        // The first value wins, as in OpenSSH: 'none' there means a direct connection.
+        #expect(c.unsupported(forHost: "web-direct").isEmpty)
+        #expect(c.unsupported(forHost: "web-2").map { "\($0.keyword):\($0.line)" } == ["ProxyCommand:7"])
+        // An Include in a Host block that does not match cannot affect the host.
+        #expect(c.unsupported(forHost: "app-1").isEmpty)
+        #expect(c.unsupported(forHost: "mail-1").map { "\($0.keyword):\($0.line)" } == ["Include:10"])
+        // A top-level Include applies to every host; a Match may apply to any.
+        let top = SSHConfig.parse("Include conf.d/*\nHost a\n  User x\nMatch exec \"true\"\n  ProxyJump j\n", path: "cfg")
+        #expect(top.unsupported(forHost: "zzz").map { "\($0.keyword):\($0.line)" } == ["Include:1", "Match:4"])
+        // ProxyJump inside the Match block is skipped with it: the Match itself is the error.
+        #expect(top.resolve(host: "a").user == "x")
     }
 }

@@ -27,8 +27,12 @@ OUT=$CACHE_ROOT/$KEY
 if [ -f "$OUT/manifest" ] && [ -f "$OUT/base.img" ]; then echo "$OUT"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "image.sh: needs root (loop devices, mount, chroot)" >&2; exit 2; }
 
-MIRROR=${ROLLCTL_VM_MIRROR:-http://deb.debian.org/debian}
-SECURITY=${ROLLCTL_VM_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# The mirrors apt is configured with on this machine (scripts/apt-mirror.sh), unless set.
+source "$(dirname "$SELF")/../apt-mirror.sh"
+MIRROR=${ROLLCTL_VM_MIRROR:-$(apt_mirror || true)}
+SECURITY=${ROLLCTL_VM_SECURITY_MIRROR:-$(apt_mirror security || true)}
+[ -n "$MIRROR" ] || { echo "image.sh: apt has no Debian bookworm mirror configured; set ROLLCTL_VM_MIRROR" >&2; exit 2; }
+[ -n "$SECURITY" ] || SECURITY=$MIRROR-security
 SIZE=${ROLLCTL_VM_IMAGE_SIZE:-3G}
 OFFSET=1048576
 
