@@ -86,7 +86,8 @@ struct PlanApply: AsyncParsableCommand {
             // The real thing: journal, waves, gates, halt and rollback (RolloutCommands.swift).
             return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json)
         }
-        let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory)
+        let cfg = SSHConfig.load(path: sshConfig)
+        let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory, sshConfig: cfg)
         let p = loaded.plan
         let template = try Self.maintenanceTemplate(p)
         var facts = DryRunFacts(offline: offline, customers: loaded.customers, maintenanceTemplate: template)
@@ -96,7 +97,6 @@ struct PlanApply: AsyncParsableCommand {
             if loaded.inventory.defaults.hostKeyPolicy == .off {
                 Console.shared.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
             }
-            let cfg = SSHConfig.load(path: sshConfig)
             let counter = Counter()
             let total = targets.count
             let survey = await PlanSurvey(inventory: loaded.inventory, parallelism: parallel, sshConfig: cfg).run(hosts: targets) {

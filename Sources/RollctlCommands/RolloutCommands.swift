@@ -59,8 +59,10 @@ enum RolloutDriver {
     static func reopen(_ r: Journal.RolloutRow, journal: Journal, json: Bool, stop: StopFlag? = nil) throws -> Orchestrator {
         let plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
         let inventory = try Inventory.load(path: plan.inventoryPath)
+        let sshConfig = SSHConfig.load()
+        try inventory.checkSSHConfig(sshConfig, hosts: inventory.hosts)
         let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
-        return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: SSHConfig.load(),
+        return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
                             customers: customers, stopRequested: { stop?.isSet ?? false }, log: logger(json: json))
     }
 
@@ -151,7 +153,8 @@ final class StopFlag: @unchecked Sendable {
 enum ApplyRun {
     static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool) async throws {
         let console = Console.shared
-        let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath)
+        let sshConfig = SSHConfig.load()
+        let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
         let (plan, inventory, customers) = (loaded.plan, loaded.inventory, loaded.customers)
         let selected = PlanLoader.selectedHosts(plan, inventory: inventory)
         if inventory.defaults.hostKeyPolicy == .off {
@@ -159,7 +162,6 @@ enum ApplyRun {
         }
         // Read-only survey first (the same one the dry-run makes): current kernels and
         // reachability decide the layout.
-        let sshConfig = SSHConfig.load()
         let excluded = Set(plan.selection.exclude)
         let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig)
             .run(hosts: selected.filter { !excluded.contains($0.name) })

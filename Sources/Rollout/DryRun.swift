@@ -200,11 +200,13 @@ public enum DryRun {
                 let hostNames = first.hosts.map(\.name)
                 if let customer = c.customers(onHosts: hostNames).first {
                     let theirs = first.hosts.filter { h in c.customers(onHost: h.name).contains(customer) }
-                    // The canary wave's window, from the notice: reboots start after the lead time.
-                    let end = estimate.perWaveTypicalSeconds.first ?? n.leadTime.seconds
+                    // The canary wave's window, by the rule the notice itself uses (MaintenanceWindow):
+                    // reboots start after the lead time; the customer's last batch, the soak and a
+                    // possible rollback reboot bound the end.
+                    let last = first.batches.lastIndex { b in b.contains { h in theirs.contains { $0.name == h.name } } } ?? 0
+                    let window = MaintenanceWindow.forCustomer(rebootsFrom: Date().addingTimeInterval(n.leadTime.seconds), lastBatch: last, plan: plan)
                     exampleNotice = renderNotice(plan: plan, customer: customer, hosts: theirs, previous: previous,
-                                                 windowStart: NoticeSender.humanTime(Date().addingTimeInterval(n.leadTime.seconds)),
-                                                 windowEnd: NoticeSender.humanTime(Date().addingTimeInterval(end)),
+                                                 windowStart: window.humanStart, windowEnd: window.humanEnd,
                                                  template: facts.maintenanceTemplate)
                 }
             }
@@ -270,12 +272,8 @@ public enum DryRun {
         let newPath = menu?.expectedTitlePath(forRelease: release, like: previousRelease) ?? GrubMenu.debianTitlePath(release)
         let oldPath = previousRelease.flatMap { p in menu?.entry(forRelease: p)?.titlePath } ?? GrubMenu.debianTitlePath(prev)
         var steps: [DryRunPreview.Step] = []
-        steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot",
+        steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; take this rollout's lease on the host (\(HostLease.path), under flock: refused while another rollout, from any journal, holds it); need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot",
                            commands: [HealthGate.HostFacts.command, HostCommands.bootFree]))
-        if let n = plan.notify {
-            steps.append(.init(step: "notify", description: "send the maintenance notice to \(customers.map { "\($0)" } ?? "the") customer\(customers == 1 ? "" : "s") of this host (once per customer per wave), then wait the lead time \(PlanFormat.duration(n.leadTime)) before the wave's first reboot",
-                               commands: []))
-        }
         steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan)))
         switch plan.bootloader {
         case .grub:
@@ -283,6 +281,10 @@ public enum DryRun {
                                commands: [HostCommands.readGrubConfig] + HostCommands.stage(plan, entryPath: newPath, previousEntryPath: oldPath)))
         case .custom:
             steps.append(.init(step: "stage", description: "boot \(release) once", commands: HostCommands.stage(plan, entryPath: newPath)))
+        }
+        if let n = plan.notify {
+            steps.append(.init(step: "notify", description: "once the wave is staged, send the maintenance notice to \(customers.map { "\($0)" } ?? "the") customer\(customers == 1 ? "" : "s") of this host (once per customer per wave), stating the window from the lead time, the customer's last batch, the reboot timeout, the soak and a possible rollback reboot; then wait the lead time \(PlanFormat.duration(n.leadTime)) before the wave's first reboot",
+                               commands: []))
         }
         steps.append(.init(step: "reboot", description: "reboot (at most \(plan.waves.maxParallel) at once, one per failure domain), wait \(PlanFormat.duration(plan.reboot.settle)), then up to \(PlanFormat.duration(plan.reboot.timeout)) for a new boot id",
                            commands: [plan.reboot.command]))

@@ -125,6 +125,13 @@ import Testing
         #expect(doc.contains("`{{#hosts}}{{name}} {{address}}{{/hosts}}`"))
     }
 
+    /// What is sent is rendered or refused: a template swift-mustache cannot parse never
+    /// goes out raw to a customer.
+    @Test func aTemplateThatDoesNotRenderIsAnError() {
+        #expect(throws: TemplateRenderError.self) { _ = try NoticeTemplate.renderChecked("Hi {{#hosts}}{{name}}", ["hosts": .list([])]) }
+        #expect((try? NoticeTemplate.renderChecked("Hi {{customer_name}}", ["customer_name": .text("Anna")])) == "Hi Anna")
+    }
+
     @Test func theShippedTemplatesAreValid() throws {
         for kind in NoticeTemplate.kinds {
             for part in ["subject", "body"] {

@@ -192,4 +192,22 @@ import SSHTesting
         try j.requestStop("r1", by: "test")
         #expect(try j.renewLease("r1", as: me).stopRequested == true)
     }
+
+    /// A value this rollctl does not know (a newer version wrote it, or a person did) is an
+    /// error, never read as `failed` (which a rollback would act on) or `pending` (re-sent).
+    @Test func unknownStatesInTheJournalAreErrorsNotGuesses() throws {
+        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
+        let j = try Journal(path: dir + "/j.sqlite")
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1)
+        let (s1, o1) = try Spawn.run("/usr/bin/sqlite3", [j.path, "UPDATE host SET state = 'parked' WHERE name = 'a';"])
+        #expect(s1 == 0, "\(o1)")
+        #expect(throws: JournalError.self) { _ = try j.hosts("r1") }
+        #expect(throws: JournalError.self) { _ = try j.host("r1", "a") }
+        let (s2, o2) = try Spawn.run("/usr/bin/sqlite3", [j.path, """
+            INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload, status, created_at, updated_at)
+            VALUES ('r1', 1, 'done', 'c1', 'C', 'smtp', 'c@example.org', '<m@x>', '[]', 's', 'p', 'delivered?', 'now', 'now');
+            """])
+        #expect(s2 == 0, "\(o2)")
+        #expect(throws: JournalError.self) { _ = try j.notices("r1") }
+    }
 }
