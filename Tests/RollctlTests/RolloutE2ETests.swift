@@ -190,10 +190,10 @@ struct RolloutE2ETests {
         let fleet = try Fleet(hosts: 6, racks: 3, slot: 2); defer { fleet.down() }
         let r = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "14s"))
         #expect(r.status == 3, "\(r.output)")
-        #expect(r.output.contains("HALT: wave 1 gate fail on web-001"))
+        #expect(r.output.contains("HALT: wave 1 gate fail: failed on web-001"), "\(r.output)")
         #expect(r.output.contains("FAIL slab growth"))
         let doc = try fleet.lastRollout()
-        #expect(doc["state"] as? String == "halted")
+        #expect(doc["state"] as? String == "rolled_back", "every changed host (the canary) was rolled back")
         let states = fleet.hostStates(doc)
         #expect(states["web-001"] == "rolled_back")
         #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-18-hosting", "6.1.0-17-hosting"])
