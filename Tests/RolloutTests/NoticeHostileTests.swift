@@ -12,17 +12,17 @@ import Testing
         let peer = try HostilePeer(script)
         defer { peer.stop() }
         let client = SMTPClient(host: "127.0.0.1", port: peer.port, heloName: "rollctl.test", timeout: timeout)
-        let start = ContinuousClock.now
-        let error: NoticeDeliveryError? = await Blocking.run {
+        // Timed on the worker thread: a busy cooperative pool delays the resumption, not the session.
+        return await Blocking.run {
+            let start = ContinuousClock.now
             do throws(NoticeDeliveryError) {
                 let session = try client.open()
                 session.quit()
-                return nil
+                return (nil, (ContinuousClock.now - start).seconds)
             } catch {
-                return error
+                return (error, (ContinuousClock.now - start).seconds)
             }
         }
-        return (error, (ContinuousClock.now - start).seconds)
     }
 
     func expectError(_ script: [HostilePeer.Step], stage: String = "greeting", _ message: String,
@@ -72,13 +72,15 @@ import Testing
         let peer = try HostilePeer([.awaitRequest] + script)
         defer { peer.stop() }
         let hook = Webhook(url: "http://127.0.0.1:\(peer.port)/hook", timeout: timeout)
-        let start = ContinuousClock.now
-        let result: Result<String, NoticeDeliveryError> = await Blocking.run {
-            do throws(NoticeDeliveryError) { return .success(try hook.post(Array("{}".utf8), messageID: "<m@test>")) } catch {
-                return .failure(error)
+        // Timed on the worker thread: a busy cooperative pool delays the resumption, not the POST.
+        return await Blocking.run {
+            let start = ContinuousClock.now
+            let result: Result<String, NoticeDeliveryError>
+            do throws(NoticeDeliveryError) { result = .success(try hook.post(Array("{}".utf8), messageID: "<m@test>")) } catch {
+                result = .failure(error)
             }
+            return (result, (ContinuousClock.now - start).seconds)
         }
-        return (result, (ContinuousClock.now - start).seconds)
     }
 
     func expectError(_ script: [HostilePeer.Step], _ message: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
