@@ -16,12 +16,14 @@ public enum SiteOutcome: String, Sendable, Codable, CaseIterable, Comparable {
     /// Its own class because it points at the host's network stack or a process
     /// stealing the port (MISSION.md: the `nginx -t` / `reuseport` story).
     case reset
-    /// No complete response within the timeout (connect, send or receive).
+    /// No complete response within the timeout: one deadline for the whole
+    /// request (lookup, connect, send, receive), however the bytes trickle in.
     case timeout
     /// The server answered with a 5xx status.
     case http5xx
-    /// Anything else: 3xx/4xx, a response that is not HTTP, a name that does not
-    /// resolve, an unreachable network, an empty reply.
+    /// Anything else: 3xx/4xx, a response that is not HTTP, malformed or over
+    /// one of `HTTPResponseLimits`' caps, a name that does not resolve, an
+    /// unreachable network, an empty reply.
     case other
 
     public static func < (a: SiteOutcome, b: SiteOutcome) -> Bool {
@@ -65,22 +67,29 @@ public protocol SiteProbing: Sendable {
 /// a wave of hung sites cannot delay the healthy ones); cancelling the calling
 /// task ends the request within ~50 ms (it then counts as `timeout` with detail
 /// "cancelled").
+///
+/// Every byte from the site is hostile (issue 14): the response is read by
+/// `HTTPResponseParser` under `limits` (status line, header lines, header count
+/// and bytes, body, chunk sizes), and a response over a cap or malformed is
+/// `other` with the reason as detail. `timeout` is one deadline for the whole
+/// request, from the name lookup to the last byte: a server that drips its
+/// answer a byte at a time is a `timeout` at that deadline, not later.
 public struct SiteProbe: SiteProbing {
-    /// Responses larger than this are cut and classed `other`: a test site is small.
-    public var maxResponseBytes: Int
+    /// A response over one of these is cut and classed `other`: a test site is small.
+    public var limits: HTTPResponseLimits
 
-    public init(maxResponseBytes: Int = 8 << 20) {
-        self.maxResponseBytes = maxResponseBytes
+    public init(limits: HTTPResponseLimits = .standard) {
+        self.limits = limits
     }
 
     public func fetch(_ url: SiteURL, timeout: Duration) async -> SiteAttempt {
         let flag = CancelFlag()
-        let limit = maxResponseBytes
+        let limits = self.limits
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<SiteAttempt, Never>) in
                 let once = ResumeOnce(continuation)
                 let thread = Thread {
-                    once.resume(HTTPExchange.get(url, timeout: timeout, maxBytes: limit, cancel: flag))
+                    once.resume(HTTPExchange.get(url, timeout: timeout, limits: limits, cancel: flag))
                 }
                 thread.name = "rollctl site probe"
                 thread.stackSize = 512 << 10
@@ -137,7 +146,7 @@ enum HTTPExchange {
         var status: Int? = nil
     }
 
-    static func get(_ url: SiteURL, timeout: Duration, maxBytes: Int, cancel: CancelFlag) -> SiteAttempt {
+    static func get(_ url: SiteURL, timeout: Duration, limits: HTTPResponseLimits, cancel: CancelFlag) -> SiteAttempt {
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = start.advanced(by: timeout)
@@ -148,7 +157,7 @@ enum HTTPExchange {
             let request = "GET \(url.path) HTTP/1.1\r\nHost: \(url.authority)\r\nUser-Agent: rollctl-health-gate\r\n"
                 + "Accept: */*\r\nConnection: close\r\n\r\n"
             try sendAll(fd, Array(request.utf8), deadline: deadline, clock: clock, cancel: cancel)
-            let status = try readResponse(fd, deadline: deadline, clock: clock, cancel: cancel, maxBytes: maxBytes)
+            let status = try readResponse(fd, deadline: deadline, clock: clock, cancel: cancel, limits: limits)
             switch status {
             case 200..<300: return SiteAttempt(outcome: .ok, latencySeconds: elapsed(), status: status)
             case 500..<600: return SiteAttempt(outcome: .http5xx, latencySeconds: elapsed(), status: status, detail: "HTTP \(status)")
@@ -268,167 +277,41 @@ enum HTTPExchange {
         }
     }
 
-    /// Reads the response to its end and returns the status code.
+    /// Reads the response to its end (by its framing, or the close) and returns the status code.
     private static func readResponse(_ fd: Int32, deadline: ContinuousClock.Instant, clock: ContinuousClock,
-                                cancel: CancelFlag, maxBytes: Int) throws(Failure) -> Int {
-        var response = HTTPResponseReader()
+                                     cancel: CancelFlag, limits: HTTPResponseLimits) throws(Failure) -> Int {
+        var response = HTTPResponseParser(limits: limits)
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let phase = response.head == nil ? "waiting for the response" : "receiving the body"
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
-            if n > 0 {
-                do throws(HTTPResponseReader.Malformed) {
-                    try response.append(buffer[0..<n])
-                } catch {
-                    throw Failure(outcome: .other, detail: error.reason, status: response.head?.status)
-                }
-                if response.isComplete, let head = response.head { return head.status }
-                if response.byteCount > maxBytes {
-                    throw Failure(outcome: .other, detail: "response larger than \(maxBytes) bytes", status: response.head?.status)
-                }
-                continue
+        func ended(_ progress: HTTPResponseParser.Progress) throws(Failure) -> Int? {
+            switch progress {
+            case .needMore: return nil
+            case .complete: return response.head?.status
+            case .malformed(let reason): throw Failure(outcome: .other, detail: reason, status: response.status)
             }
-            if n == 0 {
-                if let head = response.head {
-                    if response.endsAtClose { return head.status }
-                    throw Failure(outcome: .other, detail: "connection closed before the end of the body", status: head.status)
-                }
-                throw Failure(outcome: .other, detail: response.byteCount == 0
-                              ? "connection closed without a response" : "connection closed inside the response header")
-            }
-            let code = errno
-            guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else {
-                var f = failure(code, phase)
-                f.status = response.head?.status
-                throw f
-            }
-            _ = try waitFor(fd, events: Int16(POLLIN), deadline: deadline, clock: clock, cancel: cancel, phase: phase)
         }
-    }
-}
-
-/// Incremental HTTP/1.1 response framing: status line, headers, then a body
-/// delimited by Content-Length, chunked encoding, or the close of the connection.
-struct HTTPResponseReader {
-    struct Head: Equatable {
-        var status: Int
-        var contentLength: Int?
-        var chunked: Bool
-    }
-    struct Malformed: Error { var reason: String }
-
-    private(set) var head: Head?
-    private(set) var byteCount = 0
-    private var headerBytes: [UInt8] = []
-    private var body: [UInt8] = []
-    private(set) var isComplete = false
-
-    /// True when the body runs to the close of the connection.
-    var endsAtClose: Bool { head.map { $0.contentLength == nil && !$0.chunked } ?? false }
-
-    mutating func append(_ bytes: ArraySlice<UInt8>) throws(Malformed) {
-        byteCount += bytes.count
-        if head == nil {
-            headerBytes.append(contentsOf: bytes)
-            while head == nil {
-                if headerBytes.count >= 5, !headerBytes.starts(with: Array("HTTP/".utf8)) {
-                    throw Malformed(reason: "not an HTTP response: \"\(Self.printable(headerBytes.prefix(40)))\"")
-                }
-                guard let end = Self.headerEnd(headerBytes) else {
-                    if headerBytes.count > 64 * 1024 { throw Malformed(reason: "response header larger than 64 KiB") }
-                    return
-                }
-                let parsed = try Self.parseHead(headerBytes[..<end.head])
-                let rest = Array(headerBytes[end.body...])
-                if (100..<200).contains(parsed.status) && parsed.status != 101 {
-                    headerBytes = rest  // interim response (103 Early Hints, 100 Continue): the real one follows
+        do throws(Failure) {
+            while true {
+                let phase = response.head == nil ? "waiting for the response" : "receiving the body"
+                // The deadline holds even while bytes keep coming.
+                _ = try slice(deadline, clock, cancel, phase)
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+                if n > 0 {
+                    if let status = try ended(response.feed(buffer[0..<n])) { return status }
                     continue
                 }
-                head = parsed
-                body = rest
-                headerBytes = []
-            }
-        } else {
-            body.append(contentsOf: bytes)
-        }
-        try checkComplete()
-    }
-
-    private mutating func checkComplete() throws(Malformed) {
-        guard let head else { return }
-        if head.status == 204 || head.status == 304 || head.status == 101 {
-            isComplete = true
-        } else if head.chunked {
-            isComplete = try Self.chunkedBodyComplete(body)
-        } else if let length = head.contentLength {
-            isComplete = body.count >= length
-        }
-    }
-
-    static func headerEnd(_ bytes: [UInt8]) -> (head: Int, body: Int)? {
-        guard bytes.count >= 4 else { return nil }
-        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
-            return (i, i + 4)
-        }
-        return nil
-    }
-
-    static func parseHead(_ bytes: ArraySlice<UInt8>) throws(Malformed) -> Head {
-        let text = String(decoding: bytes, as: UTF8.self)
-        let lines = text.split(omittingEmptySubsequences: true, whereSeparator: \.isNewline)
-        guard let statusLine = lines.first else { throw Malformed(reason: "empty response header") }
-        let parts = statusLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), parts[1].count == 3, let status = Int(parts[1]) else {
-            throw Malformed(reason: "bad status line \"\(printable(Array(statusLine.utf8).prefix(60)))\"")
-        }
-        var head = Head(status: status, contentLength: nil, chunked: false)
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = line[..<colon].lowercased()
-            let value = line[line.index(after: colon)...].trimmingWhitespace()
-            if name == "content-length" {
-                guard let n = Int(value), n >= 0 else { throw Malformed(reason: "bad Content-Length \"\(value)\"") }
-                head.contentLength = n
-            } else if name == "transfer-encoding", value.lowercased().contains("chunked") {
-                head.chunked = true
-            }
-        }
-        return head
-    }
-
-    /// Walks the chunk sizes; true once the zero-size chunk and the trailer end arrived.
-    static func chunkedBodyComplete(_ body: [UInt8]) throws(Malformed) -> Bool {
-        var i = 0
-        while true {
-            guard let lineEnd = crlf(in: body, from: i) else { return false }
-            let sizeText = String(decoding: body[i..<lineEnd], as: UTF8.self)
-            let hex = sizeText.split(separator: ";").first.map { String($0).trimmed } ?? ""
-            guard let size = Int(hex, radix: 16), size >= 0 else { throw Malformed(reason: "bad chunk size \"\(sizeText)\"") }
-            i = lineEnd + 2
-            if size == 0 {
-                // Trailer fields, then an empty line.
-                while true {
-                    guard let end = crlf(in: body, from: i) else { return false }
-                    if end == i { return true }
-                    i = end + 2
+                if n == 0 {
+                    if let status = try ended(response.finish()) { return status }
+                    continue  // unreachable: finish() always ends the response
                 }
+                let code = errno
+                guard code == EAGAIN || code == EWOULDBLOCK || code == EINTR else { throw failure(code, phase) }
+                _ = try waitFor(fd, events: Int16(POLLIN), deadline: deadline, clock: clock, cancel: cancel, phase: phase)
             }
-            guard body.count >= i + size + 2 else { return false }
-            i += size + 2
+        } catch {
+            var f = error
+            f.status = f.status ?? response.status  // a timeout or reset in the body still names the status
+            throw f
         }
-    }
-
-    private static func crlf(in bytes: [UInt8], from start: Int) -> Int? {
-        var i = start
-        while i + 1 < bytes.count {
-            if bytes[i] == 13 && bytes[i + 1] == 10 { return i }
-            i += 1
-        }
-        return nil
-    }
-
-    static func printable<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
-        String(bytes.map { (32..<127).contains($0) ? Character(UnicodeScalar($0)) : "." })
     }
 }
 

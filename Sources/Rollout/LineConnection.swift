@@ -13,9 +13,11 @@ private let sysSend = Darwin.send
 #endif
 
 /// A blocking TCP connection for the notice channels (SMTP dialogue, webhook
-/// POST): connect, send, read CRLF lines or to the close, every wait a `poll`
-/// bounded by a deadline. Used from one dedicated thread at a time, never from
-/// the cooperative pool (see `Blocking.run`).
+/// POST): connect, send, receive bytes for a parser (`SMTPReplyReader`,
+/// `HTTPResponseParser`: the peer is hostile, the caps live there), every wait
+/// a `poll` bounded by a deadline the caller sets once for the whole exchange,
+/// not per read. Used from one dedicated thread at a time, never from the
+/// cooperative pool (see `Blocking.run`).
 final class LineConnection {
     struct Failure: Error, CustomStringConvertible {
         /// True when the peer may not have seen the bytes at all (connect failed, refused):
@@ -46,19 +48,18 @@ final class LineConnection {
 
     /// Upgrades to TLS (after the server's go-ahead to STARTTLS). Bytes the
     /// server sent before the handshake would be a plaintext injection: refused.
-    func startTLS(caFile: String?, timeout: Duration) throws(Failure) {
+    func startTLS(caFile: String?, deadline: ContinuousClock.Instant) throws(Failure) {
         guard buffer.isEmpty else { throw Failure(beforeConnect: false, description: "the server sent data before the TLS handshake (refused)") }
-        let deadline = ContinuousClock.now.advanced(by: timeout)
         let fd = self.fd
         tls = try TLSSession(fd: fd, host: host, caFile: caFile) { (events: Int16) throws(Failure) in
             try Self.wait(fd, events, deadline, "in the TLS handshake with \(self.peer)")
         }
     }
 
-    /// Resolves `host` and connects to the first address that answers within `timeout`.
-    static func connect(host: String, port: Int, timeout: Duration) throws(Failure) -> LineConnection {
+    /// Resolves `host` and connects to the first address that answers before `deadline`.
+    static func connect(host: String, port: Int, deadline: ContinuousClock.Instant) throws(Failure) -> LineConnection {
         do {
-            let fd = try TCPConnect.connect(address: host, port: port, deadline: ContinuousClock.now.advanced(by: timeout))
+            let fd = try TCPConnect.connect(address: host, port: port, deadline: deadline)
             return LineConnection(fd: fd, host: host, peer: "\(host):\(port)")
         } catch {
             // SSH's connect: its messages name the peer ("connection to 127.0.0.1:25 refused").
@@ -79,8 +80,7 @@ final class LineConnection {
         }
     }
 
-    func send(_ bytes: [UInt8], timeout: Duration, phase: String) throws(Failure) {
-        let deadline = ContinuousClock.now.advanced(by: timeout)
+    func send(_ bytes: [UInt8], deadline: ContinuousClock.Instant, phase: String) throws(Failure) {
         var offset = 0
         while offset < bytes.count {
             #if canImport(Glibc)
@@ -105,10 +105,6 @@ final class LineConnection {
             }
             try Self.wait(fd, Int16(POLLOUT), deadline, phase)
         }
-    }
-
-    func send(_ text: String, timeout: Duration, phase: String) throws(Failure) {
-        try send(Array(text.utf8), timeout: timeout, phase: phase)
     }
 
     /// Reads more bytes into the buffer; false at the peer's close.
@@ -138,31 +134,18 @@ final class LineConnection {
         }
     }
 
-    /// One line without its CRLF (a bare LF is accepted too); at most `maxLength` bytes.
-    func readLine(timeout: Duration, phase: String, maxLength: Int = 8192) throws(Failure) -> String {
-        let deadline = ContinuousClock.now.advanced(by: timeout)
-        while true {
-            if let lf = buffer.firstIndex(of: 0x0A) {
-                var line = Array(buffer[..<lf])
-                buffer.removeFirst(lf + 1)
-                if line.last == 0x0D { line.removeLast() }
-                return String(decoding: line, as: UTF8.self)
-            }
-            if buffer.count > maxLength { throw Failure(beforeConnect: false, description: "a line longer than \(maxLength) bytes \(phase)") }
-            guard try fill(deadline: deadline, phase: phase) else {
-                throw Failure(beforeConnect: false, description: "connection closed by \(peer) \(phase)")
-            }
-        }
+    /// The bytes buffered, or when there are none the next that arrive; nil at
+    /// the peer's close. The deadline holds even while bytes keep coming.
+    func receive(deadline: ContinuousClock.Instant, phase: String) throws(Failure) -> [UInt8]? {
+        if ContinuousClock.now >= deadline { throw Failure(beforeConnect: false, description: "timed out \(phase)") }
+        if buffer.isEmpty, try !fill(deadline: deadline, phase: phase) { return nil }
+        defer { buffer = [] }
+        return buffer
     }
 
-    /// Everything until the peer closes, at most `maxBytes`.
-    func readToClose(timeout: Duration, phase: String, maxBytes: Int) throws(Failure) -> [UInt8] {
-        let deadline = ContinuousClock.now.advanced(by: timeout)
-        while try fill(deadline: deadline, phase: phase) {
-            if buffer.count > maxBytes { break }
-        }
-        defer { buffer = [] }
-        return Array(buffer.prefix(maxBytes))
+    /// Gives back bytes a parser did not use: the next `receive` returns them first.
+    func unread(_ bytes: ArraySlice<UInt8>) {
+        buffer = Array(bytes) + buffer
     }
 }
 

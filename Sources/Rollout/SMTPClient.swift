@@ -69,26 +69,98 @@ struct SMTPReply: Sendable, Equatable {
     var text: String { lines.enumerated().map { $0.offset == 0 ? "\(code) \($0.element)" : $0.element }.joined(separator: " / ") }
     var isPositive: Bool { (200..<400).contains(code) }
     var isTransient: Bool { (400..<500).contains(code) }
+}
 
-    /// Parses `250-first`, `250-second`, `250 last`; nil while the reply is not complete.
-    static func parse(_ rawLines: [String]) throws(NoticeDeliveryError) -> SMTPReply? {
-        guard let last = rawLines.last else { return nil }
-        var code = -1
-        var texts: [String] = []
-        for line in rawLines {
-            let bytes = Array(line.utf8)
-            guard bytes.count >= 3, let c = Int(String(decoding: bytes[0..<3], as: UTF8.self)), (200...599).contains(c),
-                  bytes.count == 3 || bytes[3] == UInt8(ascii: " ") || bytes[3] == UInt8(ascii: "-") else {
-                throw NoticeDeliveryError(stage: "reply", "not an SMTP reply: '\(line.prefix(80))'")
+/// Incremental SMTP reply reader (RFC 5321 4.2), no socket in it: feed it the
+/// bytes as they arrive, in pieces of any size; it answers `.needMore`,
+/// `.complete(reply, used:)` (how many bytes of the last piece the reply took:
+/// the rest belongs to what follows) or `.malformed(reason)`. The server is
+/// hostile (issue 14): a line is at most `maxLineBytes`, a reply at most
+/// `maxLines` lines; a code that is not three digits 200-599, a line whose
+/// fourth byte is neither space nor `-`, lines with different codes, a bare CR
+/// inside a line are malformed. Lines end with CRLF (a bare LF is accepted).
+/// Control bytes in the text are shown as `.`: it goes to the journal and a
+/// terminal. What it decides depends on the bytes alone, never on how they
+/// were split into reads (the fuzz tests hold it to that).
+struct SMTPReplyReader {
+    /// RFC 5321 4.5.3.1.5 allows 512 octets; servers' EHLO lines stay far below this.
+    static let maxLineBytes = 4096
+    static let maxLines = 100
+
+    enum Progress: Equatable {
+        case needMore
+        case complete(SMTPReply, used: Int)
+        case malformed(String)
+    }
+
+    private var line: [UInt8] = []
+    private var code: Int?
+    private var texts: [String] = []
+    private(set) var progress = Progress.needMore
+
+    /// True when nothing of a reply arrived yet.
+    var isEmpty: Bool { line.isEmpty && texts.isEmpty }
+
+    @discardableResult
+    mutating func feed(_ bytes: ArraySlice<UInt8>) -> Progress {
+        guard progress == .needMore else { return progress }
+        for i in bytes.indices {
+            let b = bytes[i]
+            guard b == 0x0A else {
+                // One byte over for the CR of the CRLF; `endLine` checks the rest.
+                if line.count > Self.maxLineBytes { return fail("a reply line longer than \(Self.maxLineBytes) bytes") }
+                line.append(b)
+                continue
             }
-            if code == -1 { code = c } else if c != code {
-                throw NoticeDeliveryError(stage: "reply", "reply lines with different codes (\(code), \(c))")
+            var text = line
+            line = []
+            if text.last == 0x0D { text.removeLast() }
+            guard let final = endLine(text) else { return progress }
+            if final, let code {
+                progress = .complete(SMTPReply(code: code, lines: texts), used: i - bytes.startIndex + 1)
+                return progress
             }
-            texts.append(bytes.count > 4 ? String(decoding: bytes[4...], as: UTF8.self) : "")
         }
-        let lastBytes = Array(last.utf8)
-        if lastBytes.count > 3 && lastBytes[3] == UInt8(ascii: "-") { return nil }
-        return SMTPReply(code: code, lines: texts)
+        return progress
+    }
+
+    @discardableResult
+    mutating func feed(_ bytes: [UInt8]) -> Progress { feed(bytes[...]) }
+
+    /// The connection closed: why that is an error here.
+    func closedReason() -> String {
+        if case .malformed(let reason) = progress { return reason }
+        return isEmpty ? "connection closed before the reply" : "connection closed inside the reply (a line without its CRLF)"
+    }
+
+    /// True for the last line of the reply; nil when malformed.
+    private mutating func endLine(_ text: [UInt8]) -> Bool? {
+        if text.count > Self.maxLineBytes { fail("a reply line longer than \(Self.maxLineBytes) bytes"); return nil }
+        func digit(_ b: UInt8) -> Int? { b >= 0x30 && b <= 0x39 ? Int(b - 0x30) : nil }
+        guard text.count >= 3, let d0 = digit(text[0]), let d1 = digit(text[1]), let d2 = digit(text[2]),
+              (2...5).contains(d0), text.count == 3 || text[3] == 0x20 || text[3] == UInt8(ascii: "-") else {
+            fail("not an SMTP reply: '\(Self.shown(text.prefix(80)))'"); return nil
+        }
+        if text.contains(0x0D) { fail("a bare CR in a reply line"); return nil }
+        let c = d0 * 100 + d1 * 10 + d2
+        if let code, c != code { fail("reply lines with different codes (\(code), \(c))"); return nil }
+        code = c
+        texts.append(text.count > 4 ? Self.shown(text[4...]) : "")
+        let final = text.count == 3 || text[3] == 0x20
+        if !final && texts.count >= Self.maxLines { fail("a reply of more than \(Self.maxLines) lines"); return nil }
+        return final
+    }
+
+    @discardableResult
+    private mutating func fail(_ reason: String) -> Progress {
+        progress = .malformed(reason)
+        line = []
+        return progress
+    }
+
+    /// UTF-8 text with control bytes (NUL, ESC, …) as `.`.
+    static func shown<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+        String(decoding: bytes.map { $0 < 0x20 && $0 != 0x09 || $0 == 0x7F ? UInt8(ascii: ".") : $0 }, as: UTF8.self)
     }
 }
 
@@ -105,7 +177,10 @@ public struct SMTPClient: Sendable {
     public var credentials: SMTPCredentials?
     /// The name rollctl gives in EHLO.
     public var heloName: String
-    /// The longest wait for one reply (the end of DATA gets twice this).
+    /// One deadline per command, from sending it to the end of its reply
+    /// (connect and greeting together get one; the message and the reply to
+    /// the end of DATA get twice this). A server that drips its reply cannot
+    /// hold a notice longer.
     public var timeout: Duration
     /// Trusted certificates for STARTTLS (PEM); nil: the system's trust store.
     public var tlsCAFile: String?
@@ -130,11 +205,12 @@ public struct SMTPClient: Sendable {
 
     /// Opens a session (blocking: call from a dedicated thread).
     func open() throws(NoticeDeliveryError) -> SMTPSession {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
         let conn: LineConnection
-        do { conn = try LineConnection.connect(host: host, port: port, timeout: timeout) } catch {
+        do { conn = try LineConnection.connect(host: host, port: port, deadline: deadline) } catch {
             throw NoticeDeliveryError(stage: "connecting", error.description)
         }
-        let session = SMTPSession(conn: conn, timeout: timeout)
+        let session = SMTPSession(conn: conn, timeout: timeout, greetingDeadline: deadline)
         try session.start(heloName: heloName, credentials: credentials, starttls: starttls, caFile: tlsCAFile)
         return session
     }
@@ -163,33 +239,43 @@ final class SMTPSession {
     private let timeout: Duration
     private(set) var extensions: [String: String] = [:]
     private var usable = true
+    private let greetingDeadline: ContinuousClock.Instant
 
-    init(conn: LineConnection, timeout: Duration) {
+    init(conn: LineConnection, timeout: Duration, greetingDeadline: ContinuousClock.Instant) {
         self.conn = conn
         self.timeout = timeout
+        self.greetingDeadline = greetingDeadline
     }
 
-    func readReply(_ stage: String, timeout: Duration? = nil) throws(NoticeDeliveryError) -> SMTPReply {
-        var lines: [String] = []
+    /// One reply, all of it before `deadline`, through `SMTPReplyReader`'s caps.
+    func readReply(_ stage: String, deadline: ContinuousClock.Instant) throws(NoticeDeliveryError) -> SMTPReply {
+        var reader = SMTPReplyReader()
+        let accepted = stage == "end of data"
         while true {
-            let line: String
-            do { line = try conn.readLine(timeout: timeout ?? self.timeout, phase: "waiting for the reply to \(stage)") } catch {
+            let bytes: [UInt8]?
+            do { bytes = try conn.receive(deadline: deadline, phase: "waiting for the reply to \(stage)") } catch {
                 usable = false
-                throw NoticeDeliveryError(stage: stage, error.description, mayHaveBeenAccepted: stage == "end of data")
+                throw NoticeDeliveryError(stage: stage, error.description, mayHaveBeenAccepted: accepted)
             }
-            lines.append(line)
-            if lines.count > 200 { usable = false; throw NoticeDeliveryError(stage: stage, "a reply of more than 200 lines") }
-            do {
-                if let reply = try SMTPReply.parse(lines) { return reply }
-            } catch {
+            guard let bytes else {
                 usable = false
-                throw NoticeDeliveryError(stage: stage, error.message, mayHaveBeenAccepted: stage == "end of data")
+                throw NoticeDeliveryError(stage: stage, "\(reader.closedReason()) (\(conn.peer))", mayHaveBeenAccepted: accepted)
+            }
+            switch reader.feed(bytes) {
+            case .needMore:
+                continue
+            case .complete(let reply, let used):
+                conn.unread(bytes[used...])
+                return reply
+            case .malformed(let reason):
+                usable = false
+                throw NoticeDeliveryError(stage: stage, reason, mayHaveBeenAccepted: accepted)
             }
         }
     }
 
-    private func write(_ bytes: [UInt8], _ stage: String) throws(NoticeDeliveryError) {
-        do { try conn.send(bytes, timeout: timeout, phase: "sending \(stage)") } catch {
+    private func write(_ bytes: [UInt8], _ stage: String, deadline: ContinuousClock.Instant) throws(NoticeDeliveryError) {
+        do { try conn.send(bytes, deadline: deadline, phase: "sending \(stage)") } catch {
             usable = false
             throw NoticeDeliveryError(stage: stage, error.description)
         }
@@ -198,8 +284,9 @@ final class SMTPSession {
     /// Sends a command (never logged: AUTH lines carry secrets) and checks the reply class.
     @discardableResult
     private func command(_ line: String, _ stage: String, expect: ClosedRange<Int> = 200...299) throws(NoticeDeliveryError) -> SMTPReply {
-        try write(Array((line + "\r\n").utf8), stage)
-        let reply = try readReply(stage)
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        try write(Array((line + "\r\n").utf8), stage, deadline: deadline)
+        let reply = try readReply(stage, deadline: deadline)
         guard expect.contains(reply.code) else {
             throw NoticeDeliveryError(stage: stage, "refused", reply: reply.text, permanent: !reply.isTransient)
         }
@@ -207,7 +294,7 @@ final class SMTPSession {
     }
 
     func start(heloName: String, credentials: SMTPCredentials?, starttls: Bool, caFile: String?) throws(NoticeDeliveryError) {
-        let greeting = try readReply("greeting")
+        let greeting = try readReply("greeting", deadline: greetingDeadline)
         guard greeting.code == 220 else {
             throw NoticeDeliveryError(stage: "greeting", "the server does not accept mail now", reply: greeting.text, permanent: greeting.code >= 500 && greeting.code != 554)
         }
@@ -217,7 +304,7 @@ final class SMTPSession {
                 throw NoticeDeliveryError(stage: "STARTTLS", "the server does not offer STARTTLS (starttls: true refuses to send in plaintext)", permanent: true)
             }
             try command("STARTTLS", "STARTTLS", expect: 220...220)
-            do { try conn.startTLS(caFile: caFile, timeout: timeout) } catch {
+            do { try conn.startTLS(caFile: caFile, deadline: ContinuousClock.now.advanced(by: timeout)) } catch {
                 usable = false
                 throw NoticeDeliveryError(stage: "STARTTLS", error.description, permanent: error.description.contains("certificate verify failed"))
             }
@@ -256,8 +343,9 @@ final class SMTPSession {
 
     /// One AUTH step: 334 (continue) unless `final`, then 235. The reply text is kept, the line sent never.
     private func auth(_ line: String, final: Bool) throws(NoticeDeliveryError) {
-        try write(Array((line + "\r\n").utf8), "AUTH")
-        let reply = try readReply("AUTH")
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        try write(Array((line + "\r\n").utf8), "AUTH", deadline: deadline)
+        let reply = try readReply("AUTH", deadline: deadline)
         let wanted = final ? 235 : 334
         guard reply.code == wanted else {
             throw NoticeDeliveryError(stage: "AUTH", "authentication failed (check the username and password source)", reply: reply.text,
@@ -271,8 +359,9 @@ final class SMTPSession {
         try command("MAIL FROM:<\(from)>\(size)", "MAIL FROM")
         for r in recipients { try command("RCPT TO:<\(r)>", "RCPT TO") }
         try command("DATA", "DATA", expect: 354...354)
-        try write(SMTPClient.dataPayload(message), "end of data")
-        let reply = try readReply("end of data", timeout: timeout * 2)
+        let deadline = ContinuousClock.now.advanced(by: timeout * 2)
+        try write(SMTPClient.dataPayload(message), "end of data", deadline: deadline)
+        let reply = try readReply("end of data", deadline: deadline)
         guard (200...299).contains(reply.code) else {
             throw NoticeDeliveryError(stage: "end of data", "the server refused the message", reply: reply.text, permanent: !reply.isTransient)
         }
@@ -288,7 +377,7 @@ final class SMTPSession {
     func quit() {
         guard usable else { return }
         usable = false
-        try? command("QUIT", "QUIT", expect: 200...599)
+        _ = try? command("QUIT", "QUIT", expect: 200...599)
     }
 
     var isUsable: Bool { usable }

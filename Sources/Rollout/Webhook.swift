@@ -1,4 +1,5 @@
 import Foundation
+import HealthGate
 
 /// The webhook channel: one HTTP/1.1 POST of a JSON notice (schema
 /// `rollctl.notice/v1`, docs/notifications.md) per customer, wave and kind.
@@ -69,14 +70,22 @@ public struct Webhook: Sendable {
     /// POSTs `body` (blocking: call from a dedicated thread). Returns the status
     /// line (`HTTP/1.1 200 OK`). A 2xx is delivered; 408, 429 and 5xx are worth
     /// a retry; other statuses are permanent.
+    ///
+    /// The endpoint is hostile (issue 14): `timeout` is one deadline for the
+    /// whole POST, connect to response, and the response is read by the site
+    /// probe's `HTTPResponseParser` under `HTTPResponseLimits.standard` (one
+    /// parser for both, no second hand-rolled reader). The status decides once
+    /// the head is in; the body is then read to its end for a clean close, for
+    /// at most `drainTime` more, its failures ignored.
     func post(_ body: [UInt8], messageID: String) throws(NoticeDeliveryError) -> String {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
         let target = try Self.parse(url)
         let conn: LineConnection
-        do { conn = try LineConnection.connect(host: target.host, port: target.port, timeout: timeout) } catch {
+        do { conn = try LineConnection.connect(host: target.host, port: target.port, deadline: deadline) } catch {
             throw NoticeDeliveryError(stage: "connecting", error.description)
         }
         if target.tls {
-            do { try conn.startTLS(caFile: tlsCAFile, timeout: timeout) } catch {
+            do { try conn.startTLS(caFile: tlsCAFile, deadline: deadline) } catch {
                 throw NoticeDeliveryError(stage: "TLS", error.description, permanent: error.description.contains("certificate verify failed"))
             }
         }
@@ -84,20 +93,39 @@ public struct Webhook: Sendable {
             + "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
             + "Idempotency-Key: \(messageID)\r\nX-Rollctl-Message-Id: \(messageID)\r\nConnection: close\r\n\r\n"
         do {
-            try conn.send(Array(head.utf8) + body, timeout: timeout, phase: "sending the POST")
+            try conn.send(Array(head.utf8) + body, deadline: deadline, phase: "sending the POST")
         } catch {
             throw NoticeDeliveryError(stage: "HTTP", error.description)
         }
-        let status: String
-        do { status = try conn.readLine(timeout: timeout, phase: "waiting for the response") } catch {
-            throw NoticeDeliveryError(stage: "HTTP", error.description, mayHaveBeenAccepted: true)
+        var response = HTTPResponseParser()
+        while response.head == nil {
+            let progress: HTTPResponseParser.Progress
+            do {
+                if let bytes = try conn.receive(deadline: deadline, phase: "waiting for the response") {
+                    progress = response.feed(bytes)
+                } else {
+                    progress = response.finish()
+                }
+            } catch {
+                throw NoticeDeliveryError(stage: "HTTP", error.description, mayHaveBeenAccepted: true)
+            }
+            if case .malformed(let reason) = progress, response.head == nil {
+                throw NoticeDeliveryError(stage: "HTTP", "bad response: \(reason)", mayHaveBeenAccepted: true)
+            }
         }
-        let parts = status.split(separator: " ", maxSplits: 2)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let code = Int(parts[1]) else {
-            throw NoticeDeliveryError(stage: "HTTP", "not an HTTP response: '\(status.prefix(80))'", mayHaveBeenAccepted: true)
-        }
+        let status = response.head?.statusLine ?? ""
+        let code = response.head?.status ?? 0
         // Drain the rest (headers and a small body) so the server's close is clean.
-        _ = try? conn.readToClose(timeout: .seconds(2), phase: "reading the response", maxBytes: 64 * 1024)
+        let drainUntil = min(deadline, ContinuousClock.now.advanced(by: Self.drainTime))
+        while response.progress == .needMore {
+            do {
+                if let bytes = try conn.receive(deadline: drainUntil, phase: "reading the response") {
+                    response.feed(bytes)
+                } else {
+                    response.finish()
+                }
+            } catch { break }
+        }
         switch code {
         case 200..<300: return status
         case 408, 429, 500..<600:
@@ -106,6 +134,9 @@ public struct Webhook: Sendable {
             throw NoticeDeliveryError(stage: "HTTP", "the webhook refused the notice", reply: status, permanent: true)
         }
     }
+
+    /// The longest the body of the response is read after its head.
+    static let drainTime = Duration.seconds(2)
 }
 
 /// The JSON body of a webhook notice (schema `rollctl.notice/v1`).

@@ -31,6 +31,13 @@ final class LoopbackHTTPServer: @unchecked Sendable {
         case shortBody
         /// A 103 Early Hints interim response, then 200.
         case earlyHints
+        /// Hostile peers. These bytes verbatim, then close (or hold the connection open).
+        case raw(String, keepOpen: Bool = false)
+        /// `head`, then `filler` repeated without end (until the probe goes away, at most
+        /// 64 MiB): an endless status line, header or body.
+        case endless(head: String, filler: String)
+        /// These bytes one at a time, `interval` apart, then hold: a slow-drip server.
+        case drip(String, interval: Duration)
     }
 
     let port: UInt16
@@ -154,6 +161,22 @@ final class LoopbackHTTPServer: @unchecked Sendable {
             write(fd, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
             write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             hold(fd)
+        case .raw(let text, let keepOpen):
+            write(fd, text)
+            if keepOpen { hold(fd) } else { close(fd) }
+        case .endless(let head, let filler):
+            guard write(fd, head) else { close(fd); return }
+            let block = String(repeating: filler, count: max(1, 16 * 1024 / max(1, filler.utf8.count)))
+            var sent = 0
+            while sent < 64 << 20, !isStopped, write(fd, block) { sent += block.utf8.count }
+            close(fd)
+        case .drip(let text, let interval):
+            for byte in text.utf8 {
+                if isStopped { break }
+                guard write(fd, String(decoding: [byte], as: UTF8.self)) else { break }
+                Thread.sleep(forTimeInterval: interval.seconds)
+            }
+            hold(fd)
         }
     }
 
@@ -175,7 +198,7 @@ final class LoopbackHTTPServer: @unchecked Sendable {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var data: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 4096)
-        while HTTPResponseReader.headerEnd(data) == nil {
+        while !Self.hasHeaderEnd(data) {
             let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
             if n <= 0 { break }
             data.append(contentsOf: buf[0..<n])
@@ -185,14 +208,23 @@ final class LoopbackHTTPServer: @unchecked Sendable {
         lock.unlock()
     }
 
-    private func write(_ fd: Int32, _ text: String) {
+    static func hasHeaderEnd(_ data: [UInt8]) -> Bool {
+        data.count >= 4 && (0...(data.count - 4)).contains { data[$0..<$0 + 4].elementsEqual([13, 10, 13, 10]) }
+    }
+
+    private var isStopped: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
+
+    /// False when the peer went away.
+    @discardableResult
+    private func write(_ fd: Int32, _ text: String) -> Bool {
         let bytes = Array(text.utf8)
         var off = 0
         while off < bytes.count {
             let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
+            if n <= 0 { return false }
             off += n
         }
+        return true
     }
 }
 

@@ -164,37 +164,3 @@ import Testing
         #expect(throws: SiteURLError.self) { try SiteURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "u@h") }
     }
 }
-
-@Suite struct HTTPResponseReaderTests {
-    static let responses: [(String, Int)] = [
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n", 200),
-        ("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world", 200),
-        ("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy", 503),
-        ("HTTP/1.0 204 No Content\r\n\r\n", 204),
-    ]
-
-    /// However the bytes are split across reads, the response is complete at
-    /// its last byte and not before.
-    @Test(arguments: responses) func completeExactlyAtTheEnd(_ text: String, _ status: Int) throws {
-        let bytes = Array(text.utf8)
-        for cut in 1..<bytes.count {
-            var r = HTTPResponseReader()
-            try r.append(bytes[0..<cut])
-            #expect(!r.isComplete, "complete after \(cut) of \(bytes.count) bytes")
-            try r.append(bytes[cut...])
-            #expect(r.isComplete)
-            #expect(r.head?.status == status)
-        }
-    }
-
-    @Test func malformed() {
-        var r = HTTPResponseReader()
-        #expect(throws: HTTPResponseReader.Malformed.self) { try r.append(Array("HTTP/1.1 2x0 OK\r\n\r\n".utf8)[...]) }
-        var c = HTTPResponseReader()
-        #expect(throws: HTTPResponseReader.Malformed.self) {
-            try c.append(Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".utf8)[...])
-        }
-        var l = HTTPResponseReader()
-        #expect(throws: HTTPResponseReader.Malformed.self) { try l.append(Array("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n".utf8)[...]) }
-    }
-}

@@ -15,12 +15,17 @@ import SSHTesting
     }
 
     @Test func multiLineRepliesAreJoinedAndCodesChecked() throws {
-        #expect(try SMTPReply.parse(["250-sink.test", "250-SIZE 1000"]) == nil)
-        let r = try #require(try SMTPReply.parse(["250-sink.test", "250-SIZE 1000", "250 HELP"]))
-        #expect(r.code == 250 && r.lines == ["sink.test", "SIZE 1000", "HELP"])
-        #expect(try SMTPReply.parse(["250 2.0.0 Ok: queued as 0001"])?.text == "250 2.0.0 Ok: queued as 0001")
-        #expect(throws: NoticeDeliveryError.self) { try SMTPReply.parse(["250-a", "251 b"]) }
-        #expect(throws: NoticeDeliveryError.self) { try SMTPReply.parse(["hello"]) }
+        func read(_ text: String) -> SMTPReplyReader.Progress {
+            var r = SMTPReplyReader()
+            return r.feed(Array(text.utf8))
+        }
+        #expect(read("250-sink.test\r\n250-SIZE 1000\r\n") == .needMore)
+        let text = "250-sink.test\r\n250-SIZE 1000\r\n250 HELP\r\n"
+        #expect(read(text + "354 next") == .complete(SMTPReply(code: 250, lines: ["sink.test", "SIZE 1000", "HELP"]), used: text.utf8.count))
+        guard case .complete(let one, _) = read("250 2.0.0 Ok: queued as 0001\r\n") else { Issue.record("no reply"); return }
+        #expect(one.text == "250 2.0.0 Ok: queued as 0001")
+        #expect(read("250-a\r\n251 b\r\n") == .malformed("reply lines with different codes (250, 251)"))
+        #expect(read("hello\r\n") == .malformed("not an SMTP reply: 'hello'"))
     }
 
     @Test func quotedPrintableKeepsLinesShortAndEncodesNonASCII() {
