@@ -51,7 +51,10 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
-        .executableTarget(name: "bench-core", dependencies: ["Rollout", "HealthGate", "FleetsimCore"]),  // bench/: the orchestration core at scale
+        .executableTarget(name: "bench-core", dependencies: ["Rollout", "HealthGate", "FleetsimCore", "RolloutTesting"]),  // bench/: the orchestration core at scale
+        // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).
+        .target(name: "RolloutTesting", dependencies: ["Rollout", "HealthGate", "FleetsimCore"], path: "Tests/RolloutTesting"),
+        .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Rollout", "HealthGate", "SSHTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),

@@ -173,6 +173,7 @@ public final class DriverLease: Sendable {
     public let journal: Journal
     public let rolloutID: String
     public let ttl: Duration
+    public let identity: DriverIdentity
     private let state = LeaseState()
     private let task: Task<Void, Never>
 
@@ -185,11 +186,12 @@ public final class DriverLease: Sendable {
     }
 
     /// Takes the lease (throws `LeaseHeld` when a live process has it) and starts the heartbeat.
-    public init(journal: Journal, rolloutID: String, ttl: Duration = .seconds(60)) throws {
-        try journal.acquireLease(rolloutID, ttl: ttl)
+    public init(journal: Journal, rolloutID: String, ttl: Duration = .seconds(60), as identity: DriverIdentity = .current) throws {
+        try journal.acquireLease(rolloutID, as: identity, ttl: ttl)
         self.journal = journal
         self.rolloutID = rolloutID
         self.ttl = ttl
+        self.identity = identity
         let state = self.state
         let every = ttl / 6
         task = Task.detached {
@@ -197,7 +199,7 @@ public final class DriverLease: Sendable {
                 try? await Task.sleep(for: min(every, .seconds(5)))
                 if Task.isCancelled { return }
                 // The journal write blocks: off the cooperative pool.
-                let result = await Blocking.run { Result { try journal.renewLease(rolloutID, ttl: ttl) } }
+                let result = await Blocking.run { Result { try journal.renewLease(rolloutID, as: identity, ttl: ttl) } }
                 state.with { s in
                     switch result {
                     case .success(let r):
@@ -222,7 +224,8 @@ public final class DriverLease: Sendable {
 
     public func release() {
         task.cancel()
-        try? journal.releaseLease(rolloutID)
+        // A release that fails leaves a lease whose process is about to end: it reads as dead.
+        try? journal.releaseLease(rolloutID, as: identity)
     }
 
     deinit { task.cancel() }

@@ -1,5 +1,6 @@
 import CLibSSH2
 import Foundation
+import GRDB
 import HealthGate
 import SSH
 
@@ -37,6 +38,8 @@ public final class Orchestrator: Sendable {
     /// The driver lease while this process drives the rollout.
     let leaseBox = LeaseBox()
     public let leaseTTL: Duration
+    /// Who this orchestrator drives as (this process; tests make others).
+    public let identity: DriverIdentity
 
     /// `transport` makes the connection to a host; the default is SSH (`SSHHost`).
     /// bench-core passes in-process hosts to measure the orchestration core alone.
@@ -45,8 +48,10 @@ public final class Orchestrator: Sendable {
                 transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil,
                 stopRequested: @escaping @Sendable () -> Bool = { false },
                 leaseTTL: Duration = .seconds(60),
+                identity: DriverIdentity = .current,
                 log: @escaping @Sendable (RolloutLogLine) -> Void = { _ in }) {
         self.leaseTTL = leaseTTL
+        self.identity = identity
         if let spec = plan.notify, let customers {
             notices = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: plan.name,
                                    release: plan.kernel.release, log: { log(RolloutLogLine(host: nil, message: $0, isProblem: false)) })
@@ -68,7 +73,8 @@ public final class Orchestrator: Sendable {
     /// Journals a new rollout for `layout`, takes the hosts' locks and this process's
     /// driver lease, in one transaction.
     /// Throws `Journal.LockConflict` when another rollout holds any of them.
-    public static func create(plan: Plan, inventory: Inventory, layout: RolloutLayout, journal: Journal) throws -> String {
+    public static func create(plan: Plan, inventory: Inventory, layout: RolloutLayout, journal: Journal,
+                              driver: DriverIdentity = .current) throws -> String {
         let id = newRolloutID()
         var rows: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] = []
         for wave in layout.waves {
@@ -81,7 +87,7 @@ public final class Orchestrator: Sendable {
         for s in layout.skipped {
             rows.append((s.host.name, s.host.address, lockKey(s.host, inventory), nil, nil, .skipped, s.reason))
         }
-        try journal.createRollout(id: id, plan: plan, planHash: sha256Hex(plan.text), hosts: rows, waves: layout.waves.count)
+        try journal.createRollout(id: id, plan: plan, planHash: sha256Hex(plan.text), hosts: rows, waves: layout.waves.count, driver: driver)
         return id
     }
 
@@ -103,7 +109,7 @@ public final class Orchestrator: Sendable {
     /// Throws `LeaseHeld`, naming the holder, when another live process drives it.
     public func takeLease() throws {
         try leaseBox.with { box in
-            if box.lease == nil { box.lease = try DriverLease(journal: journal, rolloutID: rolloutID, ttl: leaseTTL) }
+            if box.lease == nil { box.lease = try DriverLease(journal: journal, rolloutID: rolloutID, ttl: leaseTTL, as: identity) }
         }
     }
 
@@ -532,7 +538,7 @@ public final class Orchestrator: Sendable {
                                    set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
         } catch let e as StepFailure {
             try await fail(name, e.description)
-        } catch where !(error is JournalError) {
+        } catch where !Self.isJournalFailure(error) {
             try await fail(name, describe(error))
         }
     }
@@ -540,7 +546,7 @@ public final class Orchestrator: Sendable {
     /// Takes (or renews) the host's own lease. False (and the host failed, nothing
     /// changed on it) when another rollout's live lease holds it.
     func takeHostLease(_ name: String, _ host: any RemoteHost) async throws -> Bool {
-        let cmd = HostLease.takeCommand(rollout: rolloutID, journal: try journalIdentity(), driver: DriverIdentity.current.description)
+        let cmd = HostLease.takeCommand(rollout: rolloutID, journal: try journalIdentity(), driver: identity.description)
         switch try HostLease.parseTake(try await mustRun(host, cmd, "take the host lease \(HostLease.path)", timeout: .seconds(30))) {
         case .taken:
             return true
@@ -619,7 +625,7 @@ public final class Orchestrator: Sendable {
                 try await journal.move(rolloutID, host: name, to: .staged)
                 say(name, "staged: \(plan.kernel.release) boots once next")
             }
-        } catch where !(error is JournalError) {
+        } catch where !Self.isJournalFailure(error) {
             try await fail(name, describe(error))
         }
     }
@@ -691,7 +697,7 @@ public final class Orchestrator: Sendable {
                 try await journal.move(rolloutID, host: name, to: .verified, set: ["release_after": release])
                 say(name, "up on \(release) (new boot id)")
             }
-        } catch where !(error is JournalError) {
+        } catch where !Self.isJournalFailure(error) {
             try await fail(name, describe(error))
         }
     }
@@ -712,6 +718,12 @@ public final class Orchestrator: Sendable {
     func probeBootID(_ name: String, timeout: Duration) async throws -> String {
         let host = await connections.fresh(name)
         return try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id", timeout: timeout).trimmed
+    }
+
+    /// The journal could not be read or written (or refused a transition): not the host's
+    /// failure — the run stops (`stopBlind`) rather than journal guesses.
+    static func isJournalFailure(_ error: Error) -> Bool {
+        error is JournalError || error is DatabaseError || error is StepAbort
     }
 
     /// An SSH failure that waiting cannot mend: the host's key changed or is unknown
@@ -849,7 +861,7 @@ public final class Orchestrator: Sendable {
             }
             try await journal.move(rolloutID, host: name, to: .committed)
             say(name, "committed: \(plan.kernel.release) is the default")
-        } catch where !(error is JournalError) {
+        } catch where !Self.isJournalFailure(error) {
             return try await fail(name, describe(error))
         }
         try await journal.releaseLock(rolloutID: rolloutID, host: name)
@@ -904,7 +916,7 @@ public final class Orchestrator: Sendable {
             }
             try await journal.move(rolloutID, host: name, to: .rolledBack, message: "rolled_back: runs \(oldRelease) again, default restored")
             say(name, "rolled back: runs \(oldRelease), default restored")
-        } catch where !(error is JournalError) {
+        } catch where !Self.isJournalFailure(error) {
             return try await failed(describe(error))
         }
         try await journal.releaseLock(rolloutID: rolloutID, host: name)

@@ -21,6 +21,7 @@ import Foundation
 import FleetsimCore
 import HealthGate
 import Rollout
+import RolloutTesting
 
 func monotonic() -> Double {
     var ts = timespec()
@@ -43,78 +44,6 @@ func cpuSeconds() -> Double {
 
 let oldRelease = "6.1.0-18-hosting"
 let newRelease = "6.1.0-19-hosting"
-
-/// A host in memory that answers exactly the commands rollctl sends a Debian host.
-/// Unknown commands exit 127, so a change in what the orchestrator sends shows up
-/// as failed hosts here rather than being silently accepted.
-actor SimHost: RemoteHost {
-    nonisolated let hostName: String
-    var release: String
-    var bootID = UUID().uuidString.lowercased()
-    var savedEntry: String?
-    var nextEntry: String?
-    var reboots = 0
-    var commands = 0
-    static let menu = Grub.parseMenu(grubCfg)
-    static let grubCfg = Grub.config(kernels: [oldRelease, newRelease], rootUUID: "0b5e6f3a-bench-core")
-    static let meminfo = "MemTotal:       65536000 kB\nMemFree:        30000000 kB\nMemAvailable:   50000000 kB\nSlab:             900000 kB\nSReclaimable:     600000 kB\nSUnreclaim:       300000 kB\n"
-
-    init(name: String, release: String) {
-        hostName = name
-        self.release = release
-    }
-
-    nonisolated func run(_ command: String, timeout: Duration) async throws -> HostCommandResult {
-        try await execute(command)
-    }
-
-    func close() async {}
-
-    func execute(_ command: String) throws -> HostCommandResult {
-        commands += 1
-        func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
-        switch command {
-        case HostFacts.command:
-            let files: [(String, String)] = [
-                ("/proc/sys/kernel/osrelease", release + "\n"),
-                ("/proc/sys/kernel/random/boot_id", bootID + "\n"),
-                ("/proc/uptime", "1234.5 2000.0\n"),
-                ("/proc/meminfo", Self.meminfo),
-                ("/proc/vmstat", "nr_free_pages 7500000\noom_kill 0\n"),
-            ]
-            return ok(files.map { "@@rollctl-file \($0.0)\n\($0.1)" }.joined())
-        case HostCommands.readGrubConfig: return ok(Self.grubCfg)
-        case HostCommands.bootFree: return ok("4000000000\n")
-        case HostCommands.clearOneShot: nextEntry = nil; return ok()
-        case "cat /proc/sys/kernel/random/boot_id": return ok(bootID + "\n")
-        case "cat /proc/sys/kernel/osrelease": return ok(release + "\n")
-        case "systemctl reboot":
-            // GRUB's choice at boot: the one-shot entry once, else the saved default.
-            let spec = nextEntry ?? savedEntry
-            nextEntry = nil
-            release = Grub.kernelFor(default: spec, menu: Self.menu).kernel ?? release
-            bootID = UUID().uuidString.lowercased()
-            reboots += 1
-            return ok()
-        default:
-            if command.hasPrefix("DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-") { return ok() }
-            if command.hasPrefix("grub-set-default ") { savedEntry = unquote(command.dropFirst("grub-set-default ".count)); return ok() }
-            if command.hasPrefix("grub-reboot ") { nextEntry = unquote(command.dropFirst("grub-reboot ".count)); return ok() }
-            // The host lease (HostLease): this in-process host is never another rollout's.
-            if command.hasPrefix("L=/var/lib/rollctl;") { return ok(command.contains("RELEASED") && !command.contains("TAKEN") ? "RELEASED\n" : "TAKEN\n") }
-            if command == "true" { return ok() }
-            return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127)
-        }
-    }
-
-    /// Undoes `shellQuote` (one single-quoted word, or a bare word).
-    func unquote(_ s: Substring) -> String {
-        guard s.hasPrefix("'"), s.hasSuffix("'"), s.count >= 2 else { return String(s) }
-        return String(s.dropFirst().dropLast()).replacingOccurrences(of: "'\\''", with: "'")
-    }
-
-    func summary() -> (release: String, saved: String?, reboots: Int, commands: Int) { (release, savedEntry, reboots, commands) }
-}
 
 let args = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
@@ -154,7 +83,7 @@ current.reserveCapacity(n)
 for (i, h) in hosts.enumerated() { current[h.name] = i % 100 == 99 ? newRelease : oldRelease }
 var sims: [String: SimHost] = [:]
 sims.reserveCapacity(n)
-for h in hosts { sims[h.name] = SimHost(name: h.name, release: current[h.name]!) }
+for h in hosts { sims[h.name] = SimHost(name: h.name, release: current[h.name]!, kernels: [oldRelease, newRelease]) }
 let simHosts = sims
 let t1 = monotonic()
 

@@ -1,0 +1,165 @@
+import Foundation
+import HealthGate
+import Testing
+@testable import Rollout
+import RolloutTesting
+import SSHTesting
+
+/// The real orchestrator and journal (a real SQLite file) over in-process `SimHost`s:
+/// the engine's scenarios without root, sshd or fleetsim, in seconds.
+final class SimFleet: @unchecked Sendable {
+    static let old = "6.1.0-18-hosting", new = "6.1.0-19-hosting"
+    let dir: String
+    let journal: Journal
+    let inventory: Inventory
+    let hosts: [String: SimHost]
+    var plan: Plan
+
+    init(count: Int, racks: Int = 2, waves: [WaveSize] = [.count(1), .percent(100)], maxParallel: Int = 4, maxFailedPerWave: Int = 0) throws {
+        dir = try TestSSHD.makeTempDir()
+        journal = try Journal(path: dir + "/journal.sqlite")
+        var list: [InventoryHost] = []
+        var sims: [String: SimHost] = [:]
+        for i in 1...count {
+            let name = String(format: "h%02d", i)
+            list.append(InventoryHost(name: name, address: "10.0.0.\(i)", labels: ["rack": "r\(i % racks)"]))
+            sims[name] = SimHost(name: name, release: Self.old, kernels: [Self.old, Self.new])
+        }
+        hosts = sims
+        var defaults = InventoryDefaults()
+        defaults.port = 22
+        inventory = Inventory(path: dir + "/inventory.yaml", defaults: defaults, hosts: list)
+        let gate = GateSettings(soak: .zero, interval: .seconds(1), probeTimeout: .seconds(1), sUnreclaimGrowthMaxPerHour: nil, testSite: nil)
+        plan = Plan(name: "engine", path: dir + "/plan.yaml", text: "engine test plan\n", kernel: KernelSpec(release: Self.new),
+                    inventoryPath: inventory.path, waves: WaveSpec(sizes: waves, maxParallel: maxParallel, failureDomain: "rack"),
+                    reboot: RebootSpec(timeout: .seconds(5), settle: .zero), gate: gate)
+        plan.failure.maxFailedHostsPerWave = maxFailedPerWave
+        plan.failure.maxFailedHostsTotal = maxFailedPerWave
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
+
+    func create(as driver: DriverIdentity = .current) throws -> String {
+        let current = Dictionary(uniqueKeysWithValues: inventory.hosts.map { ($0.name, Self.old) })
+        let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: [:], customers: nil)
+        return try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, driver: driver)
+    }
+
+    func orchestrator(_ id: String, as identity: DriverIdentity = .current, log: Log = Log()) -> Orchestrator {
+        let sims = hosts
+        return Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, transport: { sims[$0.name]! },
+                            identity: identity, log: { log.add($0) })
+    }
+
+    func summaries() async -> [String: (release: String, saved: String?, reboots: Int, commands: Int)] {
+        var out: [String: (release: String, saved: String?, reboots: Int, commands: Int)] = [:]
+        for (n, h) in hosts { out[n] = await h.summary() }
+        return out
+    }
+
+    final class Log: @unchecked Sendable {
+        private let lock = NSLock()
+        private var lines: [String] = []
+        func add(_ l: RolloutLogLine) { lock.lock(); lines.append("\(l.host ?? "-") \(l.message)"); lock.unlock() }
+        var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+    }
+}
+
+func otherDriver() -> DriverIdentity {
+    // This very process (so: alive), another run of rollctl (another token).
+    DriverIdentity(host: ProcessInfo.processInfo.hostName, pid: getpid(), startTime: DriverIdentity.current.startTime, token: UUID().uuidString)
+}
+
+@Suite("engine over in-process hosts", .serialized) struct EngineTests {
+    @Test func everyHostIsRolledOnceCommittedAndReleased() async throws {
+        let f = try SimFleet(count: 12, racks: 3, waves: [.count(1), .percent(50), .percent(100)])
+        let id = try f.create()
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        #expect(try await o.run() == .completed)
+        for (name, s) in await f.summaries() {
+            #expect(s.release == SimFleet.new && s.reboots == 1 && s.saved?.hasSuffix(SimFleet.new) == true, "\(name): \(s)")
+            #expect(await f.hosts[name]!.leaseText == nil, "\(name) kept its host lease")
+        }
+        #expect(try f.journal.lockedHosts(id).isEmpty)
+        #expect(try f.journal.rollout(id)?.state == "completed")
+    }
+
+    /// Two drivers of one rollout started at the same moment: exactly one drives.
+    @Test func twoDriversAtOnceExactlyOneDrives() async throws {
+        let f = try SimFleet(count: 6, racks: 3)
+        let me = otherDriver()
+        let id = try f.create(as: me)
+        f.orchestrator(id, as: me).releaseLease()
+        try f.journal.releaseLease(id, as: me)
+        let a = f.orchestrator(id, as: otherDriver()), b = f.orchestrator(id, as: otherDriver())
+        async let ra: Result<RolloutOutcome, any Error> = Task { do { return .success(try await a.run()) } catch { return .failure(error) } }.value
+        async let rb: Result<RolloutOutcome, any Error> = Task { do { return .success(try await b.run()) } catch { return .failure(error) } }.value
+        let results = await [ra, rb]
+        a.releaseLease(); b.releaseLease()
+        let completed = results.filter { if case .success(.completed) = $0 { return true }; return false }.count
+        let refused = results.filter { if case .failure(let e) = $0 { return e is LeaseHeld }; return false }.count
+        #expect(completed == 1 && refused == 1, "\(results)")
+        for (name, s) in await f.summaries() { #expect(s.reboots == 1, "\(name) rebooted \(s.reboots) times") }
+    }
+
+    /// A host held by a rollout of another journal fails its pre-check, named, untouched;
+    /// the rest of the wave goes on (the budget allows one failure).
+    @Test func aHostHeldByAnotherJournalsRolloutIsRefusedAndUntouched() async throws {
+        let f = try SimFleet(count: 4, racks: 2, maxFailedPerWave: 1)
+        let until = Int(Date().timeIntervalSince1970) + 3600
+        await f.hosts["h03"]!.setLease("rollout=r-other\njournal=j-other\ndriver=laptop, pid 7\nsince=1\nexpires=\(until)\n")
+        let id = try f.create()
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        #expect(try await o.run() == .completed)
+        let h3 = try #require(try f.journal.host(id, "h03"))
+        #expect(h3.state == .failed && h3.reason?.contains("held by another rollout: rollout r-other") == true, "\(h3)")
+        #expect(h3.releaseBefore == nil)
+        let s = await f.summaries()
+        #expect(s["h03"]!.reboots == 0 && s["h03"]!.release == SimFleet.old)
+        #expect(await f.hosts["h03"]!.leaseText?.contains("r-other") == true, "another rollout's lease is never removed")
+        #expect(try f.journal.lockedHosts(id).isEmpty, "an unchanged failed host is released")
+    }
+
+    /// The journal cannot be written (another program holds its write lock past the busy
+    /// timeout) right after a reboot was ordered: the run stops, interrupted, instead of going
+    /// on blind; once the journal is writable again, a resume finishes with every host booted once.
+    @Test func aJournalThatCannotBeWrittenStopsTheRunAndResumeFinishes() async throws {
+        let f = try SimFleet(count: 4, racks: 4, waves: [.count(1), .percent(100)], maxParallel: 1)
+        let id = try f.create()
+        let flag = f.dir + "/locked"
+        let path = f.journal.path
+        let holder = LockHolder()
+        await f.hosts["h02"]!.setOnReboot { _ in holder.lock(path, flag: flag, seconds: 13) }
+        let log = SimFleet.Log()
+        let o = f.orchestrator(id, log: log)
+        #expect(try await o.run() == .interrupted, "\(log.all.joined(separator: "\n"))")
+        o.releaseLease()
+        holder.wait()
+        let s = await f.summaries()
+        let rebooted = s.filter { $0.value.reboots > 0 }.map(\.key).sorted()
+        // The canary, h01, and h02 whose reboot's outcome could not be journaled; h03 (the next batch) untouched.
+        #expect(rebooted == ["h01", "h02", "h04"] && s["h03"]!.reboots == 0,
+                "after the failed write no further host was rebooted: \(rebooted)\n\(log.all.joined(separator: "\n"))")
+        #expect(log.all.contains { $0.contains("STOPPING: SQLite error 5: database is locked") })
+        #expect(try f.journal.rollout(id)?.state == "interrupted")
+        let again = f.orchestrator(id)
+        defer { again.releaseLease() }
+        #expect(try await again.run() == .completed)
+        for (name, s) in await f.summaries() { #expect(s.reboots == 1 && s.release == SimFleet.new, "\(name): \(s)") }
+    }
+}
+
+/// Holds the journal's SQLite write lock from another process (the `sqlite3` shell).
+final class LockHolder: @unchecked Sendable {
+    private var pid: pid_t = 0
+    func lock(_ path: String, flag: String, seconds: Int) {
+        pid = (try? Spawn.start("/usr/bin/sqlite3", [path, "BEGIN EXCLUSIVE;", "INSERT INTO meta VALUES ('lock-test', 'x');",
+                                                       ".shell touch \(flag)", ".shell sleep \(seconds)", "COMMIT;"],
+                                 outputPath: flag + ".log")) ?? 0
+        // Return only once the lock is held, so the orchestrator's next write meets it.
+        for _ in 0..<500 where !FileManager.default.fileExists(atPath: flag) { usleep(10_000) }
+    }
+    func wait() { if pid > 0 { _ = Spawn.wait(pid) } }
+}

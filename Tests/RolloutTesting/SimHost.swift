@@ -1,0 +1,122 @@
+import Foundation
+import FleetsimCore
+import HealthGate
+import Rollout
+
+/// A Debian host in memory that answers exactly the commands rollctl sends one: the facts
+/// loop, `grub.cfg` (fleetsim's generator), `/boot` space, apt, `grub-set-default`,
+/// `grub-reboot`, the host lease, and an instant reboot that follows GRUB's one-shot and
+/// saved choice. Unknown commands exit 127, so a change in what the orchestrator sends
+/// shows up as failed hosts rather than being silently accepted. The engine's `NIOEmbedded`:
+/// `bench-core` and the in-process engine tests drive the real orchestrator over it.
+public actor SimHost: RemoteHost {
+    public nonisolated let hostName: String
+    public private(set) var release: String
+    public private(set) var bootID = UUID().uuidString.lowercased()
+    public private(set) var savedEntry: String?
+    public private(set) var nextEntry: String?
+    public private(set) var reboots = 0
+    public private(set) var commands = 0
+    /// Called at every reboot this host is ordered (before it comes back), for tests that
+    /// need something to happen at that moment.
+    public var onReboot: (@Sendable (String) -> Void)?
+    /// The host lease file's text (`/var/lib/rollctl/lease`), nil when none.
+    public private(set) var leaseText: String?
+    let kernels: [String]
+    let menu: [Grub.MenuItem]
+    let grubCfg: String
+
+    public static let meminfo = "MemTotal:       65536000 kB\nMemFree:        30000000 kB\nMemAvailable:   50000000 kB\nSlab:             900000 kB\nSReclaimable:     600000 kB\nSUnreclaim:       300000 kB\n"
+
+    /// `kernels`: what GRUB's menu offers (the first is the one listed first).
+    public init(name: String, release: String, kernels: [String]) {
+        hostName = name
+        self.release = release
+        self.kernels = kernels
+        grubCfg = Grub.config(kernels: kernels, rootUUID: "0b5e6f3a-simhost")
+        menu = Grub.parseMenu(grubCfg)
+    }
+
+    public func setOnReboot(_ f: @escaping @Sendable (String) -> Void) { onReboot = f }
+
+    public nonisolated func run(_ command: String, timeout: Duration) async throws -> HostCommandResult {
+        try await execute(command)
+    }
+
+    public func close() async {}
+
+    func execute(_ command: String) throws -> HostCommandResult {
+        commands += 1
+        func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
+        switch command {
+        case HostFacts.command:
+            let files: [(String, String)] = [
+                ("/proc/sys/kernel/osrelease", release + "\n"),
+                ("/proc/sys/kernel/random/boot_id", bootID + "\n"),
+                ("/proc/uptime", "1234.5 2000.0\n"),
+                ("/proc/meminfo", Self.meminfo),
+                ("/proc/vmstat", "nr_free_pages 7500000\noom_kill 0\n"),
+            ]
+            return ok(files.map { "@@rollctl-file \($0.0)\n\($0.1)" }.joined())
+        case HostCommands.readGrubConfig: return ok(grubCfg)
+        case HostCommands.bootFree: return ok("4000000000\n")
+        case HostCommands.clearOneShot: nextEntry = nil; return ok()
+        case "cat /proc/sys/kernel/random/boot_id": return ok(bootID + "\n")
+        case "cat /proc/sys/kernel/osrelease": return ok(release + "\n")
+        case "true": return ok()
+        case "systemctl reboot":
+            // GRUB's choice at boot: the one-shot entry once, else the saved default.
+            let spec = nextEntry ?? savedEntry
+            nextEntry = nil
+            release = Grub.kernelFor(default: spec, menu: menu).kernel ?? release
+            bootID = UUID().uuidString.lowercased()
+            reboots += 1
+            onReboot?(hostName)
+            return ok()
+        case HostLease.readCommand:
+            return ok(leaseText ?? "")
+        default:
+            if command.hasPrefix("DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-") { return ok() }
+            if command.hasPrefix("grub-set-default ") { savedEntry = unquote(command.dropFirst("grub-set-default ".count)); return ok() }
+            if command.hasPrefix("grub-reboot ") { nextEntry = unquote(command.dropFirst("grub-reboot ".count)); return ok() }
+            if command.hasPrefix("L=\(HostLease.directory);") { return ok(lease(command)) }
+            return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127)
+        }
+    }
+
+    /// The lease commands' semantics (take, release, force-release), on `leaseText`.
+    func lease(_ command: String) -> String {
+        func value(_ key: String) -> String? {
+            guard let r = command.range(of: "\(key)=") else { return nil }
+            let rest = command[r.upperBound...]
+            return rest.hasPrefix("'") ? unquote(Substring(rest.prefix { $0 != ";" })) : String(rest.prefix { $0 != ";" && $0 != " " })
+        }
+        let now = Int(Date().timeIntervalSince1970)
+        let held = leaseText.flatMap(HostLease.Holder.parse)
+        if command.hasSuffix("rm -f \"$L/lease\" && echo RELEASED") { leaseText = nil; return "RELEASED\n" }
+        let rollout = value("R") ?? "?", journal = value("J") ?? "?"
+        if command.contains("echo NOT-OURS") {
+            if let h = held, h.rollout == rollout, h.journal == journal { leaseText = nil; return "RELEASED\n" }
+            return "NOT-OURS\n"
+        }
+        var out = ""
+        if let h = held, !(h.rollout == rollout && h.journal == journal) {
+            if h.expires > now { return "HELD\n" + (leaseText ?? "") }
+            out = "EXPIRED\n" + (leaseText ?? "") + "\nEND\n"
+        }
+        leaseText = "rollout=\(rollout)\njournal=\(journal)\ndriver=\(value("D") ?? "?")\nsince=\(held?.since ?? now)\nexpires=\(now + 6 * 3600)\n"
+        return out + "TAKEN\n"
+    }
+
+    /// Puts a lease of another rollout on the host (a second admin's journal).
+    public func setLease(_ text: String?) { leaseText = text }
+
+    /// Undoes `shellQuote` (one single-quoted word, or a bare word).
+    nonisolated func unquote(_ s: Substring) -> String {
+        guard s.hasPrefix("'"), s.hasSuffix("'"), s.count >= 2 else { return String(s) }
+        return String(s.dropFirst().dropLast()).replacingOccurrences(of: "'\\''", with: "'")
+    }
+
+    public func summary() -> (release: String, saved: String?, reboots: Int, commands: Int) { (release, savedEntry, reboots, commands) }
+}
+
