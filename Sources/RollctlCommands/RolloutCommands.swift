@@ -78,7 +78,7 @@ enum RolloutDriver {
             while !Task.isCancelled {
                 if let hosts = try? orchestrator.journal.hosts(orchestrator.rolloutID),
                    let waves = try? orchestrator.journal.waves(orchestrator.rolloutID) {
-                    let current = waves.first { $0.state == "running" }?.number ?? waves.filter { $0.state == "passed" }.count
+                    let current = waves.first { $0.state == .running }?.number ?? waves.filter { $0.state == .passed }.count
                     var counts: [HostState: Int] = [:]
                     for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
                     let parts = HostState.allCases.compactMap { st in counts[st].map { "\(st.rawValue) \($0)" } }
@@ -205,10 +205,10 @@ struct RolloutList: AsyncParsableCommand {
             let done = hosts.filter { $0.state == .committed }.count
             let inWaves = hosts.filter { $0.wave != nil }.count
             if json {
-                c.out(JSONLine.encode(["id": r.id, "state": r.state, "plan": r.planName, "release": r.targetRelease,
+                c.out(JSONLine.encode(["id": r.id, "state": r.state.rawValue, "plan": r.planName, "release": r.targetRelease,
                                        "hosts": inWaves, "committed": done, "started_at": r.startedAt, "started_by": r.startedBy]))
             } else {
-                table.rows.append([r.id, r.state, r.planName, r.targetRelease, "\(done)/\(inWaves) committed", r.startedAt, r.startedBy])
+                table.rows.append([r.id, r.state.rawValue, r.planName, r.targetRelease, "\(done)/\(inWaves) committed", r.startedAt, r.startedBy])
             }
         }
         if !json { table.render().forEach(c.out) }
@@ -228,9 +228,9 @@ struct RolloutShow: AsyncParsableCommand {
         let c = Console.shared
         if json {
             let doc: [String: Any?] = [
-                "id": r.id, "state": r.state, "plan": r.planName, "plan_path": r.planPath, "plan_hash": r.planHash,
+                "id": r.id, "state": r.state.rawValue, "plan": r.planName, "plan_path": r.planPath, "plan_hash": r.planHash,
                 "release": r.targetRelease, "started_at": r.startedAt, "started_by": r.startedBy, "updated_at": r.updatedAt, "note": r.note,
-                "waves": waves.map { ["number": $0.number, "state": $0.state, "verdict": $0.verdict as Any] },
+                "waves": waves.map { ["number": $0.number, "state": $0.state.rawValue, "verdict": $0.verdict as Any] },
                 "windows": try Self.windows(j, id).map { ["wave": $0.0, "start": NoticeSender.isoTime($0.1.start), "end": NoticeSender.isoTime($0.1.end)] },
                 "driver": r.lease.map { ["host": $0.holder.host, "pid": Int($0.holder.pid), "since": $0.since, "heartbeat": $0.heartbeat, "live": $0.isLive()] as [String: Any] },
                 "locked": try j.lockedHosts(id),
@@ -250,13 +250,13 @@ struct RolloutShow: AsyncParsableCommand {
             c.out(JSONLine.encode(doc))
             return
         }
-        c.out(c.paint("rollout \(r.id)", .bold) + "  \(r.state)  plan '\(r.planName)' → \(r.targetRelease)")
+        c.out(c.paint("rollout \(r.id)", .bold) + "  \(r.state.rawValue)  plan '\(r.planName)' → \(r.targetRelease)")
         c.out("started \(r.startedAt) by \(r.startedBy); updated \(r.updatedAt)")
         if let note = r.note { c.out("note: \(note)") }
         c.out("")
         for w in waves {
             let n = hosts.filter { $0.wave == w.number }.count
-            c.out("wave \(w.number): \(w.state)\(w.verdict.map { ", gate \($0)" } ?? ""), \(n) host\(n == 1 ? "" : "s")")
+            c.out("wave \(w.number): \(w.state.rawValue)\(w.verdict.map { ", gate \($0)" } ?? ""), \(n) host\(n == 1 ? "" : "s")")
         }
         c.out("")
         if let lease = r.lease {
@@ -307,7 +307,7 @@ struct RolloutShow: AsyncParsableCommand {
             case .failed where h.releaseBefore != nil:
                 todo = "`rollctl rollout rollback \(r.id) --hosts \(h.name)` puts it back on \(h.releaseBefore!)"
             case .staged, .rebooting, .up, .verified, .soaking, .healthy, .rollingBack:
-                todo = live ? nil : r.state == "halted" || r.state == "aborted"
+                todo = live ? nil : r.state == .halted || r.state == .aborted
                     ? "`rollctl rollout rollback \(r.id) --hosts \(h.name)`"
                     : "`rollctl rollout resume \(r.id)` continues it (or `rollctl rollout abort \(r.id)`, then rollback)"
             default: todo = nil
@@ -352,23 +352,23 @@ struct RolloutResume: AsyncParsableCommand {
     func run() async throws {
         let (j, r) = try journal.rollout(id)
         if let lease = r.liveDriver { throw RolloutDriver.refusal(LeaseHeld(rolloutID: id, lease: lease)) }
-        if r.state == "completed" || r.state == "aborted" || r.state == "rolled_back" {
+        if r.state.isOver {
             // Nothing to drive; notices an earlier run owed are still delivered.
             let o = try RolloutDriver.reopen(r, journal: j, json: json)
             defer { o.releaseLease() }
             do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
             try await o.deliverOwedNotices()
-            Console.shared.out("rollout \(id) is \(r.state); nothing to resume")
+            Console.shared.out("rollout \(id) is \(r.state.rawValue); nothing to resume")
             return
         }
-        if r.state == "halted" {
+        if r.state == .halted {
             Console.shared.error("rollout \(id) halted: \(r.note ?? "see rollctl rollout show \(id)"). Fix the cause and start a new rollout; `rollctl rollout rollback \(id)` undoes it.")
             throw ExitCode(ExitStatus.halted)
         }
         let stop = StopFlag()
         stop.install()
         let o = try RolloutDriver.reopen(r, journal: j, json: json, stop: stop)
-        if !json { Console.shared.out("resuming rollout \(id) (was \(r.state)\(r.lease.map { ", driven by \($0.holder) which is gone" } ?? ""))") }
+        if !json { Console.shared.out("resuming rollout \(id) (was \(r.state.rawValue)\(r.lease.map { ", driven by \($0.holder) which is gone" } ?? ""))") }
         try await RolloutDriver.drive(o, json: json)
     }
 }
@@ -393,11 +393,11 @@ struct RolloutAbort: AsyncParsableCommand {
         let (j, r) = try journal.rollout(id)
         let c = Console.shared
         guard let limit = YAMLReader.parseDuration(wait) else { throw InputError(file: "--wait", "'\(wait)' is not a duration like 90s") }
-        if r.state == "completed" || r.state == "rolled_back" {
-            c.error("rollout \(id) is \(r.state): there is nothing to abort; `rollctl rollout rollback \(id) --all` undoes it")
+        if r.state == .completed || r.state == .rolledBack {
+            c.error("rollout \(id) is \(r.state.rawValue): there is nothing to abort; `rollctl rollout rollback \(id) --all` undoes it")
             throw ExitCode(ExitStatus.hostFailure)
         }
-        if r.state == "aborted" { c.out("rollout \(id) is already aborted"); return }
+        if r.state == .aborted { c.out("rollout \(id) is already aborted"); return }
         if let lease = r.liveDriver {
             try j.requestStop(id, by: "rollout abort by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")@\(ProcessInfo.processInfo.hostName)")
             if lease.holder.isRunningHere() == true {
@@ -417,7 +417,7 @@ struct RolloutAbort: AsyncParsableCommand {
         let o = try RolloutDriver.reopen(try j.rollout(id) ?? r, journal: j, json: false)
         defer { o.releaseLease() }
         do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
-        try j.setRolloutState(id, "aborted", note: "aborted by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")")
+        try j.setRolloutState(id, .aborted, note: "aborted by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")")
         try j.releaseLocks(rolloutID: id)
         let hosts = try j.hosts(id)
         let leased = hosts.filter { $0.wave != nil && $0.state != .pending && $0.state != .committed && $0.state != .rolledBack && $0.state != .skipped }

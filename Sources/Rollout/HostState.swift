@@ -76,3 +76,28 @@ public enum RebootProgress: Equatable, Sendable {
         return now == before ? .notYet : .rebooted
     }
 }
+
+/// Where a rollout is. The journal keeps the raw value; a value this rollctl does not
+/// know is an error when read, never a default.
+public enum RolloutState: String, Sendable, Codable, CaseIterable {
+    /// Being driven (or its driver died: its lease says which).
+    case running
+    /// Stopped by a signal, a stop request or an unwritable journal: `rollout resume` continues.
+    case interrupted
+    /// Stopped by a gate, a host or the failure budget (rolled back per policy).
+    case halted
+    case completed
+    /// Stopped for good by `rollout abort`.
+    case aborted
+    /// Every host it changed runs its previous kernel again.
+    case rolledBack = "rolled_back"
+
+    /// Nothing is left to drive.
+    public var isOver: Bool { [.completed, .aborted, .rolledBack].contains(self) }
+}
+
+/// Where a wave is.
+public enum WaveState: String, Sendable, Codable, CaseIterable {
+    case pending, running, passed, failed
+    case rolledBack = "rolled_back"
+}

@@ -149,7 +149,7 @@ public final class Journal: Sendable {
         public var planText: String
         public var planHash: String
         public var targetRelease: String
-        public var state: String
+        public var state: RolloutState
         public var startedBy: String
         public var startedAt: String
         public var updatedAt: String
@@ -158,9 +158,12 @@ public final class Journal: Sendable {
         /// Who drives it now (or last did, if that process died without releasing).
         public var lease: LeaseRow?
 
-        init(row: Row) {
+        init(row: Row) throws {
             id = row["id"]; planName = row["plan_name"]; planPath = row["plan_path"]; planText = row["plan_text"]
-            planHash = row["plan_hash"]; targetRelease = row["target_release"]; state = row["state"]
+            planHash = row["plan_hash"]; targetRelease = row["target_release"]
+            let raw: String = row["state"]
+            guard let st = RolloutState(rawValue: raw) else { throw JournalError("rollout \(row["id"] as String? ?? "?"): unknown state '\(raw)' in the journal") }
+            state = st
             startedBy = row["started_by"]; startedAt = row["started_at"]; updatedAt = row["updated_at"]
             pid = row["pid"]; note = row["note"]
             lease = Journal.lease(from: row)
@@ -203,7 +206,7 @@ public final class Journal: Sendable {
         public var hosts: [String]
         public var holder: RolloutRow
         public var description: String {
-            "\(hosts.count) host\(hosts.count == 1 ? " is" : "s are") held by rollout \(holder.id) (plan '\(holder.planName)', \(holder.state), started \(holder.startedAt) by \(holder.startedBy)): \(hosts.prefix(5).joined(separator: ", "))\(hosts.count > 5 ? ", ..." : "")"
+            "\(hosts.count) host\(hosts.count == 1 ? " is" : "s are") held by rollout \(holder.id) (plan '\(holder.planName)', \(holder.state.rawValue), started \(holder.startedAt) by \(holder.startedBy)): \(hosts.prefix(5).joined(separator: ", "))\(hosts.count > 5 ? ", ..." : "")"
         }
     }
 
@@ -252,7 +255,7 @@ public final class Journal: Sendable {
             }
         }
         if let (owner, hosts) = held.first, let row = try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [owner]) {
-            throw LockConflict(hosts: hosts.sorted(), holder: RolloutRow(row: row))
+            throw LockConflict(hosts: hosts.sorted(), holder: try RolloutRow(row: row))
         }
     }
 
@@ -305,21 +308,21 @@ public final class Journal: Sendable {
         try pool.read { db in try String.fetchAll(db, sql: "SELECT coalesce(name, host) FROM host_lock WHERE rollout_id = ? ORDER BY 1", arguments: [rolloutID]) }
     }
 
-    public func setRolloutState(_ id: String, _ state: String, note: String? = nil, clearPID: Bool = false) throws {
+    public func setRolloutState(_ id: String, _ state: RolloutState, note: String? = nil) throws {
         try pool.write { db in
-            try db.execute(sql: "UPDATE rollout SET state = ?, note = COALESCE(?, note), updated_at = ?\(clearPID ? ", pid = NULL" : "") WHERE id = ?",
-                           arguments: [state, note, Self.now(), id])
+            try db.execute(sql: "UPDATE rollout SET state = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
+                           arguments: [state.rawValue, note, Self.now(), id])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
-                           arguments: [id, Self.now(), "rollout \(state)" + (note.map { ": \($0)" } ?? "")])
+                           arguments: [id, Self.now(), "rollout \(state.rawValue)" + (note.map { ": \($0)" } ?? "")])
         }
     }
 
     public func rollout(_ id: String) throws -> RolloutRow? {
-        try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [id]).map(RolloutRow.init) }
+        try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [id]).map { try RolloutRow(row: $0) } }
     }
 
     public func rollouts() throws -> [RolloutRow] {
-        try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM rollout ORDER BY started_at DESC").map(RolloutRow.init) }
+        try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM rollout ORDER BY started_at DESC").map { try RolloutRow(row: $0) } }
     }
 
     /// The rollout's hosts (of one wave, and in some states, when given), in wave, batch, name order.
@@ -452,7 +455,7 @@ public final class Journal: Sendable {
 
     /// `queueing`: the notices this step owes (a passed wave's "done", a rolled-back
     /// wave's "rolled back"), journaled in the same transaction.
-    public func setWave(_ rolloutID: String, _ number: Int, state: String, verdict: String? = nil, report: String? = nil,
+    public func setWave(_ rolloutID: String, _ number: Int, state: WaveState, verdict: String? = nil, report: String? = nil,
                         queueing notices: [NoticeRow] = []) throws {
         try pool.write { db in
             try Self.queueNotices(db, notices)
@@ -461,16 +464,18 @@ public final class Journal: Sendable {
                 UPDATE wave SET state = ?, verdict = COALESCE(?, verdict), report = COALESCE(?, report),
                   started_at = COALESCE(started_at, ?), ended_at = CASE WHEN ? IN ('passed','failed','rolled_back') THEN ? ELSE ended_at END
                 WHERE rollout_id = ? AND number = ?
-                """, arguments: [state, verdict, report, now, state, now, rolloutID, number])
+                """, arguments: [state.rawValue, verdict, report, now, state.rawValue, now, rolloutID, number])
         }
     }
 
-    public struct WaveRow: Sendable { public var number: Int; public var state: String; public var verdict: String?; public var report: String? }
+    public struct WaveRow: Sendable { public var number: Int; public var state: WaveState; public var verdict: String?; public var report: String? }
 
     public func waves(_ rolloutID: String) throws -> [WaveRow] {
         try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM wave WHERE rollout_id = ? ORDER BY number", arguments: [rolloutID]).map {
-                WaveRow(number: $0["number"], state: $0["state"], verdict: $0["verdict"], report: $0["report"])
+                let raw: String = $0["state"]
+                guard let st = WaveState(rawValue: raw) else { throw JournalError("wave \($0["number"] as Int? ?? 0): unknown state '\(raw)' in the journal") }
+                return WaveRow(number: $0["number"], state: st, verdict: $0["verdict"], report: $0["report"])
             }
         }
     }

@@ -151,13 +151,13 @@ public final class Orchestrator: Sendable {
     func stopBlind(_ error: Error) throws -> RolloutOutcome {
         say(nil, "STOPPING: \(error) — no further step is taken; the journal holds what happened up to here; resume with `rollctl rollout resume \(rolloutID)`", problem: true)
         if !leaseLost {
-            try? journal.setRolloutState(rolloutID, "interrupted", note: "stopped: \(error)")
+            try? journal.setRolloutState(rolloutID, .interrupted, note: "stopped: \(error)")
         }
         return .interrupted
     }
 
     func runWaves() async throws -> RolloutOutcome {
-        try journal.setRolloutState(rolloutID, "running")
+        try journal.setRolloutState(rolloutID, .running)
         let waves = try journal.waves(rolloutID)
         if let notices {
             // Templates, channel settings, the password's source: fail before any host is touched.
@@ -167,18 +167,18 @@ public final class Orchestrator: Sendable {
             await catchUpNotices(notices)
         }
         for wave in waves {
-            if wave.state == "passed" { continue }
-            if wave.state == "failed" || wave.state == "rolled_back" {
+            if wave.state == .passed { continue }
+            if wave.state == .failed || wave.state == .rolledBack {
                 // A halted rollout resumed: the failed wave's hosts were rolled back; halt stays explicit.
                 return try halt(reason: "wave \(wave.number) failed earlier; start a new rollout after fixing the cause", rollback: false)
             }
             if stopping() { return try interrupt() }
-            try journal.setWave(rolloutID, wave.number, state: "running")
+            try journal.setWave(rolloutID, wave.number, state: .running)
             say(nil, "wave \(wave.number)/\(waves.count): starting")
             let outcome = try await runWave(wave.number, of: waves.count)
             if outcome != .completed { return outcome }
         }
-        try journal.setRolloutState(rolloutID, "completed")
+        try journal.setRolloutState(rolloutID, .completed)
         try journal.releaseSettledLocks(rolloutID: rolloutID)
         say(nil, "rollout \(rolloutID) completed: every host committed to \(plan.kernel.release)")
         return .completed
@@ -199,7 +199,7 @@ public final class Orchestrator: Sendable {
             var rows: [Journal.NoticeRow] = []
             for w in try journal.waves(rolloutID) {
                 let inWave = hosts.filter { $0.wave == w.number }
-                if w.state == "passed" { rows += try notices.owed(.done, wave: w.number, hosts: inWave.filter { $0.state == .committed }.map(\.name)) }
+                if w.state == .passed { rows += try notices.owed(.done, wave: w.number, hosts: inWave.filter { $0.state == .committed }.map(\.name)) }
                 rows += try notices.owed(.rolledBack, wave: w.number, hosts: inWave.filter { $0.state == .rolledBack }.map(\.name))
             }
             if !rows.isEmpty {
@@ -276,7 +276,7 @@ public final class Orchestrator: Sendable {
         // The wave passes and its "done" notices are owed in one transaction: a crash right
         // after cannot lose them (resume delivers what is queued).
         let committed = try journal.hosts(rolloutID, wave: number, in: [.committed]).map(\.name)
-        try journal.setWave(rolloutID, number, state: "passed", queueing: try notices?.owed(.done, wave: number, hosts: committed) ?? [])
+        try journal.setWave(rolloutID, number, state: .passed, queueing: try notices?.owed(.done, wave: number, hosts: committed) ?? [])
         say(nil, "wave \(number)/\(total): passed, \(healthy.count) host\(healthy.count == 1 ? "" : "s") committed")
         if let notices {
             do { try await notices.deliverUndelivered(wave: number, kinds: [.done]) } catch {
@@ -370,8 +370,8 @@ public final class Orchestrator: Sendable {
     func halt(reason: String, wave: Int? = nil, rollback: Bool = true) throws -> RolloutOutcome {
         say(nil, "HALT: \(reason)", problem: true)
         try journal.event(rolloutID, kind: "halt", reason)
-        if let wave { try journal.setWave(rolloutID, wave, state: "failed") }
-        try journal.setRolloutState(rolloutID, "halted", note: reason)
+        if let wave { try journal.setWave(rolloutID, wave, state: .failed) }
+        try journal.setRolloutState(rolloutID, .halted, note: reason)
         return .halted(reason: reason)
     }
 
@@ -394,10 +394,10 @@ public final class Orchestrator: Sendable {
     public func rollbackTargets(_ selection: RollbackSelection) throws -> [Journal.HostRow] {
         let hosts = try journal.hosts(rolloutID)
         let waves = try journal.waves(rolloutID)
-        let passed = Set(waves.filter { $0.state == "passed" }.map(\.number))
+        let passed = Set(waves.filter { $0.state == .passed }.map(\.number))
         switch selection {
         case .policy:
-            let haltedWave = waves.first { $0.state == "failed" }?.number
+            let haltedWave = waves.first { $0.state == .failed }?.number
             switch plan.failure.rollback {
             case .none: return []
             case .wave: return hosts.filter { $0.wave == haltedWave && needsRollback($0) }
@@ -449,7 +449,7 @@ public final class Orchestrator: Sendable {
         }
         let after = try journal.hosts(rolloutID)
         let back = after.filter { $0.state == .rolledBack && names.contains($0.name) }
-        let haltedWave = try journal.waves(rolloutID).first { $0.state == "failed" }?.number
+        let haltedWave = try journal.waves(rolloutID).first { $0.state == .failed }?.number
         var owed: [Journal.NoticeRow] = []
         if let notices {
             for (wave, hosts) in Dictionary(grouping: back, by: { $0.wave ?? 0 }) {
@@ -457,7 +457,7 @@ public final class Orchestrator: Sendable {
             }
         }
         if let w = haltedWave, !names.isEmpty, after.filter({ $0.wave == w }).allSatisfy({ !$0.state.staysLocked(releaseBefore: $0.releaseBefore) }) {
-            try journal.setWave(rolloutID, w, state: "rolled_back", queueing: owed)
+            try journal.setWave(rolloutID, w, state: .rolledBack, queueing: owed)
         } else if !owed.isEmpty {
             try journal.queueNotices(owed)
         }
@@ -475,9 +475,9 @@ public final class Orchestrator: Sendable {
         if !stuck.isEmpty { say(nil, "still locked (need a rollback or a person): \(stuck.joined(separator: ", "))") }
         let changedLeft = after.contains { $0.state.staysLocked(releaseBefore: $0.releaseBefore) || $0.state == .committed }
         if !changedLeft && after.contains(where: { $0.state == .rolledBack }) {
-            try journal.setRolloutState(rolloutID, "rolled_back", note: "every changed host runs its previous kernel again")
-        } else if before?.state == "running" || before?.state == "interrupted" {
-            try journal.setRolloutState(rolloutID, "halted")
+            try journal.setRolloutState(rolloutID, .rolledBack, note: "every changed host runs its previous kernel again")
+        } else if before?.state == .running || before?.state == .interrupted {
+            try journal.setRolloutState(rolloutID, .halted)
         }
     }
 
@@ -494,7 +494,7 @@ public final class Orchestrator: Sendable {
             say(nil, "STOPPING: this process lost the driver lease (another process took the rollout over); nothing more is done here", problem: true)
             return .interrupted
         }
-        try journal.setRolloutState(rolloutID, "interrupted", note: "stopped by signal or request; resume with: rollctl rollout resume \(rolloutID)")
+        try journal.setRolloutState(rolloutID, .interrupted, note: "stopped by signal or request; resume with: rollctl rollout resume \(rolloutID)")
         say(nil, "interrupted: the journal is consistent; resume with `rollctl rollout resume \(rolloutID)`", problem: true)
         return .interrupted
     }
@@ -838,7 +838,7 @@ public final class Orchestrator: Sendable {
         struct Summary: Encodable { var verdict: String; var passed: Int; var failed: [String]; var inconclusive: [String] }
         let summary = Summary(verdict: report.verdict.rawValue, passed: report.passed.count, failed: report.failed, inconclusive: report.inconclusive)
         let waveJSON = String(decoding: try encoder.encode(summary), as: UTF8.self)
-        try journal.setWave(rolloutID, wave, state: "running", verdict: report.verdict.rawValue, report: waveJSON)
+        try journal.setWave(rolloutID, wave, state: .running, verdict: report.verdict.rawValue, report: waveJSON)
         if report.verdict != .pass {
             for r in report.hosts where r.verdict != .pass {
                 say(r.host, "gate evidence:\n" + r.render().split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"), problem: true)

@@ -82,7 +82,7 @@ func otherDriver() -> DriverIdentity {
             #expect(await f.hosts[name]!.leaseText == nil, "\(name) kept its host lease")
         }
         #expect(try f.journal.lockedHosts(id).isEmpty)
-        #expect(try f.journal.rollout(id)?.state == "completed")
+        #expect(try f.journal.rollout(id)?.state == .completed)
     }
 
     /// Two drivers of one rollout started at the same moment: exactly one drives.
@@ -143,7 +143,7 @@ func otherDriver() -> DriverIdentity {
         #expect(rebooted == ["h01", "h02", "h04"] && s["h03"]!.reboots == 0,
                 "after the failed write no further host was rebooted: \(rebooted)\n\(log.all.joined(separator: "\n"))")
         #expect(log.all.contains { $0.contains("STOPPING: SQLite error 5: database is locked") })
-        #expect(try f.journal.rollout(id)?.state == "interrupted")
+        #expect(try f.journal.rollout(id)?.state == .interrupted)
         let again = f.orchestrator(id)
         defer { again.releaseLease() }
         #expect(try await again.run() == .completed)

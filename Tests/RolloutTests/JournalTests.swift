@@ -209,5 +209,8 @@ import SSHTesting
             """])
         #expect(s2 == 0, "\(o2)")
         #expect(throws: JournalError.self) { _ = try j.notices("r1") }
+        _ = try Spawn.run("/usr/bin/sqlite3", [j.path, "UPDATE rollout SET state = 'paused-ish'; UPDATE wave SET state = 'skipped?';"])
+        #expect(throws: JournalError.self) { _ = try j.rollout("r1") }
+        #expect(throws: JournalError.self) { _ = try j.waves("r1") }
     }
 }
