@@ -26,7 +26,7 @@ import Testing
     /// inside the window of the customers of its host, whatever batch their last host is in.
     @Test func everyBatchOfARandomWaveStartsInsideItsCustomersWindow() throws {
         let p = try flagship().plan
-        var rng = SplitMix(seed: 42)
+        var rng = SeededRNG(seed: 42)
         let allowance = MaintenanceWindow.batchAllowance(p).seconds
         for _ in 0..<200 {
             let batches = Int.random(in: 1...12, using: &rng)
@@ -58,18 +58,5 @@ import Testing
         let w = MaintenanceWindow.forCustomer(rebootsFrom: before.addingTimeInterval(l.plan.notify!.leadTime.seconds), lastBatch: 0, plan: l.plan)
         #expect(body.contains("between \(w.humanStart) and \(w.humanEnd)"), "\(body)")
         #expect(!body.contains("between \(NoticeSender.humanTime(before)) "), "the window must not start now: \(body)")
-    }
-}
-
-/// A small seeded generator (deterministic tests).
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

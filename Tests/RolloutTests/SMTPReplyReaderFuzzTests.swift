@@ -10,15 +10,9 @@ import Testing
 /// `ROLLCTL_FUZZ_ITERATIONS` explore further). HealthGateTests has its twin
 /// (and of `FuzzLog` and `Fuzz`): test targets cannot share code without a new target.
 struct FuzzGenerator: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private var rng: SeededRNG  // the target's one SplitMix64
+    init(seed: UInt64) { rng = SeededRNG(seed: seed) }
+    mutating func next() -> UInt64 { rng.next() }
 
     static var seed: UInt64 { ProcessInfo.processInfo.environment["ROLLCTL_FUZZ_SEED"].flatMap { UInt64($0) } ?? 14 }
     static func iterations(_ standard: Int) -> Int {
