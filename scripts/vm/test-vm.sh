@@ -177,7 +177,7 @@ scenario1() {
   for v in a1 a2; do
     # The host lease (/var/lib/rollctl/lease) was taken at the pre-check and given back at the commit.
     expect "$v host lease released after the commit" free "$(vm_ssh "$v" 'test -e /var/lib/rollctl/lease && echo held || echo free')"
-    expect "$v host lease folder (rollctl's)" "700 root" "$(vm_ssh "$v" stat -c '%a %U' /var/lib/rollctl)"
+    expect "$v host lease folder (rollctl's)" "700 root" "$(vm_ssh "$v" "stat -c '%a %U' /var/lib/rollctl")"
     assert_on_cloud "$v"
     local b; b=$(boots "$v")
     expect "$v boots so far (cold boot + the rollout's reboot)" 2 "$(wc -l <<<"$b")"
