@@ -823,7 +823,8 @@ public final class Orchestrator: Sendable {
             group.cancelAll()
             return first
         }
-        guard let report = finished else { return nil }
+        // A driver that lost its lease during the soak (another took the rollout over) writes nothing.
+        guard let report = finished, !leaseLost else { return nil }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try journal.saveGateResults(rolloutID, wave: wave, try report.hosts.map { r in

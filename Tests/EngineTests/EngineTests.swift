@@ -163,3 +163,84 @@ final class LockHolder: @unchecked Sendable {
     }
     func wait() { if pid > 0 { _ = Spawn.wait(pid) } }
 }
+
+/// A host seen through a gate that, once shut, never answers again: the orchestrator behind
+/// it is as good as killed (its commands hang forever), while the host itself lives on.
+final class Freezer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var commands = 0
+    private var limit: Int
+    init(after limit: Int) { self.limit = limit }
+    /// True when this command may pass; false from the `limit`-th command on.
+    func pass() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        commands += 1
+        return commands < limit
+    }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return commands }
+}
+
+struct FrozenHost: RemoteHost {
+    let host: SimHost
+    let freezer: Freezer
+    var hostName: String { host.hostName }
+    func run(_ command: String, timeout: Duration) async throws -> HostCommandResult {
+        guard freezer.pass() else {
+            // Hang like a killed process: never return (unless a watchdog gives up on this call).
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            throw CancellationError()
+        }
+        return try await host.run(command, timeout: timeout)
+    }
+    func close() async {}
+}
+
+extension EngineTests {
+    /// The in-process twin of the kill -9 suite: the driver "dies" (every host command hangs)
+    /// at host command N, for N = 1, 7, 13, … over a whole rollout; a new driver on a reopened
+    /// journal takes the dead one's lease over and resumes. Every host ends committed, rebooted
+    /// exactly once.
+    @Test func aDriverThatDiesAtAnyStepIsResumedAndNoHostRebootsTwice() async throws {
+        var points = 0
+        var n = 1
+        while true {
+            let f = try SimFleet(count: 5, racks: 3, waves: [.count(1), .percent(100)], maxParallel: 2)
+            // The dead driver: this process's pid with another start time (a crashed rollctl).
+            let dead = DriverIdentity(host: ProcessInfo.processInfo.hostName, pid: getpid(), startTime: 1, token: UUID().uuidString)
+            let id = try f.create(as: dead)
+            let freezer = Freezer(after: n)
+            let sims = f.hosts
+            // A short lease: the dying driver's heartbeat notices the takeover within ~100 ms, as a
+            // stalled process must before it may write again (its gate's watchdog fires after 1 s).
+            let first = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: f.journal,
+                                     transport: { FrozenHost(host: sims[$0.name]!, freezer: freezer) }, leaseTTL: .milliseconds(600), identity: dead)
+            let run = Task { try await first.run() }
+            // Wait until the first driver is stuck, or done (N is past the rollout's last command).
+            var finished = false
+            let deadline = ContinuousClock.now + .seconds(20)
+            while freezer.count < n {
+                if try f.journal.rollout(id)?.state == .completed { finished = true; break }
+                if ContinuousClock.now > deadline { Issue.record("the first driver neither froze nor finished (N = \(n))"); finished = true; break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            if finished { first.releaseLease(); _ = run; break }
+            try await Task.sleep(for: .milliseconds(20))  // in-flight journal writes of the dying driver land
+            let journal = try Journal(path: f.journal.path)
+            let second = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: journal,
+                                      transport: { sims[$0.name]! }, identity: otherDriver())
+            let outcome = try await second.run()
+            second.releaseLease()
+            #expect(outcome == .completed, "died at host command \(n)")
+            for (name, s) in await f.summaries() {
+                #expect(s.reboots == 1 && s.release == SimFleet.new && s.saved?.hasSuffix(SimFleet.new) == true,
+                        "died at host command \(n): \(name) \(s)")
+            }
+            #expect(try journal.events(id).contains { $0.message.contains("driver lease taken over") }, "died at host command \(n)")
+            first.releaseLease()  // ends the dead driver's heartbeat; its host tasks stay hung
+            points += 1
+            n += 6
+        }
+        print("engine: the driver died at \(points) points (every 6th host command) and each resume finished with every host rebooted once")
+        #expect(points >= 8, "only \(points) points of death over the rollout")
+    }
+}
