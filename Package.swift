@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
         .executableTarget(name: "bench-core", dependencies: ["Rollout", "HealthGate", "FleetsimCore", "RolloutTesting"]),  // bench/: the orchestration core at scale
         // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).
-        .target(name: "RolloutTesting", dependencies: ["Rollout", "HealthGate", "FleetsimCore"], path: "Tests/RolloutTesting"),
+        .target(name: "RolloutTesting", dependencies: ["Rollout", "HealthGate", "SSH", "FleetsimCore"], path: "Tests/RolloutTesting"),
         .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Rollout", "HealthGate", "SSHTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),

@@ -244,3 +244,53 @@ extension EngineTests {
         #expect(points >= 8, "only \(points) points of death over the rollout")
     }
 }
+
+extension EngineTests {
+    /// A changed host key after the reboot ends the wait at once (a permanent SSH error),
+    /// not after the whole reboot timeout.
+    @Test func aChangedHostKeyAfterTheRebootFailsTheHostAtOnce() async throws {
+        let f = try SimFleet(count: 2, racks: 2)
+        f.plan.reboot = RebootSpec(timeout: .seconds(60), settle: .zero)
+        f.plan.failure.rollback = .none
+        let id = try f.create()
+        let canary = try #require(try f.journal.hosts(id, wave: 1).first?.name)
+        await f.hosts[canary]!.setRekeyAtReboot(true)
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        let start = ContinuousClock.now
+        guard case .halted = try await o.run() else { Issue.record("not halted"); return }
+        #expect(ContinuousClock.now - start < .seconds(20))
+        let h = try #require(try f.journal.host(id, canary))
+        #expect(h.state == .failed && h.reason?.contains("host_key_mismatch") == true && h.reason?.contains("not retried") == true, "\(h)")
+    }
+
+    /// A host whose new kernel hangs at boot: its rollback waits the reboot timeout and fails
+    /// with the original reason kept; after a power cycle (it boots its old kernel: boot-once),
+    /// `rollback --failed` marks it rolled back without another reboot; the committed canary of
+    /// the passed wave is never a target of a plain rollback.
+    @Test func aHungHostsFailedRollbackIsRetriedAfterAPowerCycle() async throws {
+        let f = try SimFleet(count: 3, racks: 3)
+        f.plan.reboot = RebootSpec(timeout: .seconds(1), settle: .zero)
+        let id = try f.create()
+        let canary = try #require(try f.journal.hosts(id, wave: 1).first?.name)
+        let hung = try #require(try f.journal.hosts(id, wave: 2).first?.name)
+        await f.hosts[hung]!.setHangsOn(SimFleet.new)
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        guard case .halted = try await o.run() else { Issue.record("not halted"); return }
+        try await o.rollbackAfterHalt()
+        var h = try #require(try f.journal.host(id, hung))
+        #expect(h.state == .rollbackFailed, "\(h)")
+        #expect(h.reason?.contains("it had failed: did not come back") == true, "\(h.reason ?? "-")")
+        #expect(try f.journal.lockedHosts(id) == [hung])
+        #expect(try o.rollbackTargets(.changed).map(\.name) == [hung], "the committed canary is not a plain rollback's target")
+        await f.hosts[hung]!.powerCycle()
+        try await o.rollback(try o.rollbackTargets(.failed).map(\.name))
+        h = try #require(try f.journal.host(id, hung))
+        #expect(h.state == .rolledBack, "\(h)")
+        let s = await f.summaries()
+        #expect(s[hung]!.reboots == 1 && s[hung]!.release == SimFleet.old, "no reboot on the retry: \(s[hung]!)")
+        #expect(s[canary]!.release == SimFleet.new && s[canary]!.reboots == 1)
+        #expect(try f.journal.lockedHosts(id).isEmpty)
+    }
+}

@@ -2,6 +2,7 @@ import Foundation
 import FleetsimCore
 import HealthGate
 import Rollout
+import SSH
 
 /// A Debian host in memory that answers exactly the commands rollctl sends one: the facts
 /// loop, `grub.cfg` (fleetsim's generator), `/boot` space, apt, `grub-set-default`,
@@ -22,6 +23,13 @@ public actor SimHost: RemoteHost {
     public var onReboot: (@Sendable (String) -> Void)?
     /// The host lease file's text (`/var/lib/rollctl/lease`), nil when none.
     public private(set) var leaseText: String?
+    /// Its key changes at the next reboot (a reinstall, a man in the middle): every command after
+    /// it fails as OpenSSH's known_hosts check would.
+    public var rekeyAtReboot = false
+    /// A kernel that hangs at boot: the host stays down (connections refused) until `powerCycle`.
+    public var hangsOn: String?
+    private var rekeyed = false
+    private var down = false
     let kernels: [String]
     let menu: [Grub.MenuItem]
     let grubCfg: String
@@ -45,8 +53,20 @@ public actor SimHost: RemoteHost {
 
     public func close() async {}
 
+    public func setRekeyAtReboot(_ on: Bool) { rekeyAtReboot = on }
+    public func setHangsOn(_ release: String?) { hangsOn = release }
+
+    /// A hard reset: GRUB boots the saved default (a one-shot entry was used up by the hung boot).
+    public func powerCycle() {
+        release = Grub.kernelFor(default: savedEntry, menu: menu).kernel ?? release
+        bootID = UUID().uuidString.lowercased()
+        down = false
+    }
+
     func execute(_ command: String) throws -> HostCommandResult {
         commands += 1
+        if down { throw SSHError(.connectRefused, host: hostName, "connection refused (the host is down)") }
+        if rekeyed { throw SSHError(.hostKeyMismatch, host: hostName, "the host key changed (ssh-ed25519 SHA256:simhost-new)") }
         func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
         switch command {
         case HostFacts.command:
@@ -71,6 +91,8 @@ public actor SimHost: RemoteHost {
             release = Grub.kernelFor(default: spec, menu: menu).kernel ?? release
             bootID = UUID().uuidString.lowercased()
             reboots += 1
+            if rekeyAtReboot { rekeyed = true }
+            if let h = hangsOn, h == release { down = true; nextEntry = nil }
             onReboot?(hostName)
             return ok()
         case HostLease.readCommand:
