@@ -35,10 +35,13 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
     }
 
     /// Whether a batch starting `now`, with this customer's last host `batchesLeft` batches
-    /// on (1: this batch), still ends inside the window.
+    /// on (1: this batch), still has the customer's reboots and the soak end inside the window.
+    /// The window's last batch allowance (for a rollback reboot) is the margin that absorbs
+    /// delays before the reboots (sending the notices, a slow lead-time wait): only when those
+    /// eat into the planned reboots themselves is the window broken.
     public func holds(now: Date, batchesLeft: Int, plan: Plan) -> Bool {
         let batch = Self.batchAllowance(plan).seconds
-        return now >= start.addingTimeInterval(-1) && now.addingTimeInterval(Double(batchesLeft) * batch + plan.gate.soak.seconds + batch) <= end
+        return now >= start.addingTimeInterval(-1) && now.addingTimeInterval(Double(batchesLeft) * batch + plan.gate.soak.seconds) <= end
     }
 
     /// `Tue 1 Dec 2026 20:15 UTC` to `20:45 UTC`: minutes, rounded outwards (the start

@@ -496,6 +496,9 @@ struct RolloutE2ETests {
                                   notifyPort: sink.port, leadTime: "25s")
         let r = try fleet.apply(plan)
         #expect(r.status == 0, "\(r.output)")
+        // The windows held as told: no corrected notice was needed.
+        #expect(!r.output.contains("corrected notice"), "\(r.output)")
+        #expect(try sink.mails().allSatisfy { ($0["notice"] as? String)?.hasPrefix("rescheduled") != true })
         let doc = try fleet.lastRollout()
         let id = try #require(doc["id"] as? String)
         let events = try fleet.show(id)["events"] as? [[String: Any]] ?? []

@@ -19,7 +19,11 @@ import Testing
         #expect(w.end == from.addingTimeInterval(batch + p.gate.soak.seconds + batch))
         // The first reboot, at once after the lead time, and the slowest reboot of the batch fall inside.
         #expect(w.holds(now: from, batchesLeft: 1, plan: p))
+        // Sending the notices and the lead-time wait take a little longer than planned: still held
+        // (that is what the rollback reboot's allowance also covers) — no corrected notice.
+        #expect(w.holds(now: from.addingTimeInterval(30), batchesLeft: 1, plan: p))
         #expect(!w.holds(now: from.addingTimeInterval(batch + 1), batchesLeft: 1, plan: p))
+        #expect(!w.holds(now: from.addingTimeInterval(-60), batchesLeft: 1, plan: p), "never before the window starts")
     }
 
     /// Simulated wave: batches of random durations up to the allowance; every reboot starts
