@@ -40,8 +40,7 @@ struct FleetLocks: AsyncParsableCommand {
                                        "since": h.since, "expires": h.expires, "expired": !live]))
             } else {
                 table.rows.append([r.host.name, h.rollout, String(h.journal.prefix(8)), h.driver,
-                                   Date(timeIntervalSince1970: TimeInterval(h.since)).formatted(.iso8601),
-                                   Date(timeIntervalSince1970: TimeInterval(h.expires)).formatted(.iso8601), live ? "held" : "expired"])
+                                   HostLease.Holder.time(h.since), HostLease.Holder.time(h.expires), live ? "held" : "expired"])
             }
         }
         if !json {

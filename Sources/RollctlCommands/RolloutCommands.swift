@@ -70,7 +70,7 @@ enum RolloutDriver {
     static func drive(_ orchestrator: Orchestrator, json: Bool) async throws {
         let console = Console.shared
         defer { orchestrator.releaseLease() }
-        do { try orchestrator.takeLease() } catch let e as LeaseHeld { throw refusal(e) }
+        try lead(orchestrator)
         // Live status line on a terminal (stderr): wave, hosts per state, elapsed.
         let ticker = Task {
             guard console.stderrIsTTY, !json else { return }
@@ -112,6 +112,11 @@ enum RolloutDriver {
         case .aborted:
             throw ExitCode(ExitStatus.interrupted)
         }
+    }
+
+    /// Takes the driver lease for this command, or refuses (exit 1) naming the live holder.
+    static func lead(_ o: Orchestrator) throws {
+        do { try o.takeLease() } catch let e as LeaseHeld { throw refusal(e) }
     }
 
     /// Another live process drives the rollout: say who, exit 1, touch nothing.
@@ -356,7 +361,7 @@ struct RolloutResume: AsyncParsableCommand {
             // Nothing to drive; notices an earlier run owed are still delivered.
             let o = try RolloutDriver.reopen(r, journal: j, json: json)
             defer { o.releaseLease() }
-            do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
+            try RolloutDriver.lead(o)
             try await o.deliverOwedNotices()
             Console.shared.out("rollout \(id) is \(r.state.rawValue); nothing to resume")
             return
@@ -416,7 +421,7 @@ struct RolloutAbort: AsyncParsableCommand {
         // Take the lease so that no resume starts while the rollout is being aborted.
         let o = try RolloutDriver.reopen(try j.rollout(id) ?? r, journal: j, json: false)
         defer { o.releaseLease() }
-        do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
+        try RolloutDriver.lead(o)
         try j.setRolloutState(id, .aborted, note: "aborted by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")")
         try j.releaseLocks(rolloutID: id)
         let hosts = try j.hosts(id)
@@ -462,7 +467,7 @@ struct RolloutRollback: AsyncParsableCommand {
         let stop = StopFlag()
         let o = try RolloutDriver.reopen(r, journal: j, json: json, stop: stop)
         defer { o.releaseLease() }
-        do { try o.takeLease() } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
+        try RolloutDriver.lead(o)
         let selection: Orchestrator.RollbackSelection =
             failed ? .failed : all ? .all : hosts.map { .hosts($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) } ?? .changed
         let targets = try o.rollbackTargets(selection)

@@ -28,7 +28,7 @@ public enum HostLease {
             "rollout \(rollout) (journal \(journal.prefix(8)), driven from \(driver), since \(Self.time(since)), expires \(Self.time(expires)))"
         }
 
-        static func time(_ epoch: Int) -> String {
+        public static func time(_ epoch: Int) -> String {
             Date(timeIntervalSince1970: TimeInterval(epoch)).formatted(.iso8601)
         }
 

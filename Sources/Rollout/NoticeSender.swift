@@ -92,12 +92,9 @@ public struct NoticeSender: Sendable {
     /// two. `only`: the customers (ids) to tell. Returns the earliest instant the reboots
     /// may go on: the last corrected notice's send time plus the lead time.
     public func reschedule(wave: Int, hosts: [String], only: Set<String>, window: @escaping @Sendable ([String]) -> MaintenanceWindow) async throws -> Date {
-        let rows = try owed(.rescheduled, wave: wave, hosts: hosts, window: window, renderFailedAgain: true).filter { only.contains($0.customerID) }
-        if !rows.isEmpty { try journal.queueNotices(rows) }
+        try queueOwed(.rescheduled, wave: wave, hosts: hosts, only: only, window: window, renderFailedAgain: true)
         try await deliverUndelivered(wave: wave, kinds: [.rescheduled])
-        let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.rescheduled.rawValue && $0.status == .sent }
-        guard let last = sent.compactMap({ $0.sentAt.flatMap(Self.parseTime) }).max() else { return Date() }
-        return last.addingTimeInterval(spec.leadTime.seconds)
+        return try earliestReboot(wave: wave, kind: .rescheduled)
     }
 
     /// The window each customer of the wave was last told (rescheduled over maintenance), by customer id.
@@ -121,8 +118,8 @@ public struct NoticeSender: Sendable {
     /// (sends nothing): the last maintenance notice of the wave journaled `sent`,
     /// plus the lead time; now when none was sent. For a run resumed after its
     /// hosts were staged (past `notified`), so the lead time still holds.
-    public func earliestReboot(wave: Int) throws -> Date {
-        let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.maintenance.rawValue && $0.status == .sent }
+    public func earliestReboot(wave: Int, kind: NoticeKind = .maintenance) throws -> Date {
+        let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind.rawValue && $0.status == .sent }
         guard let last = sent.compactMap({ $0.sentAt.flatMap(Self.parseTime) }).max() else { return Date() }
         return last.addingTimeInterval(spec.leadTime.seconds)
     }
@@ -130,8 +127,9 @@ public struct NoticeSender: Sendable {
     /// The notices a step owes for `hosts`, rendered now: one per customer who has no
     /// notice of this kind for this wave yet. The caller journals them (`queued`) in the
     /// same transaction as the step that owes them, then calls `deliverUndelivered`.
-    public func owed(_ kind: NoticeKind, wave: Int, hosts: [String], window: (@Sendable ([String]) -> MaintenanceWindow)? = nil,
-                     renderFailedAgain: Bool = false) throws -> [Journal.NoticeRow] {
+    /// `only`: just these customers (ids).
+    public func owed(_ kind: NoticeKind, wave: Int, hosts: [String], only: Set<String>? = nil,
+                     window: (@Sendable ([String]) -> MaintenanceWindow)? = nil, renderFailedAgain: Bool = false) throws -> [Journal.NoticeRow] {
         var byCustomer: [String: [String]] = [:]
         for h in hosts { for c in customers.customers(onHost: h) where !(byCustomer[c.id]?.contains(h) ?? false) { byCustomer[c.id, default: []].append(h) } }
         guard !byCustomer.isEmpty else { return [] }
@@ -141,7 +139,7 @@ public struct NoticeSender: Sendable {
         let texts = try templates(kind)
         var rows: [Journal.NoticeRow] = []
         for id in byCustomer.keys.sorted() {
-            guard let customer = customers.byID[id], let theirHosts = byCustomer[id] else { continue }
+            guard let customer = customers.byID[id], let theirHosts = byCustomer[id], only?.contains(id) ?? true else { continue }
             if let e = existing[id], !(renderFailedAgain && e.status == .failed) { continue }
             rows.append(try render(kind, wave: wave, customer: customer, hosts: theirHosts, hostRows: hostRows,
                                    window: window?(theirHosts), texts: texts))
@@ -150,8 +148,9 @@ public struct NoticeSender: Sendable {
     }
 
     /// `owed` and queue them at once (for steps that own no other journal write).
-    func queueOwed(_ kind: NoticeKind, wave: Int, hosts: [String], window: (@Sendable ([String]) -> MaintenanceWindow)?, renderFailedAgain: Bool) throws {
-        let rows = try owed(kind, wave: wave, hosts: hosts, window: window, renderFailedAgain: renderFailedAgain)
+    func queueOwed(_ kind: NoticeKind, wave: Int, hosts: [String], only: Set<String>? = nil,
+                   window: (@Sendable ([String]) -> MaintenanceWindow)?, renderFailedAgain: Bool) throws {
+        let rows = try owed(kind, wave: wave, hosts: hosts, only: only, window: window, renderFailedAgain: renderFailedAgain)
         if !rows.isEmpty { try journal.queueNotices(rows) }
     }
 

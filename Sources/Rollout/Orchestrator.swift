@@ -319,11 +319,16 @@ public final class Orchestrator: Sendable {
         let here = staged.filter { batchOf[$0.name] == batch }.map(\.name)
         guard !here.isEmpty else { return nil }
         let promised = try notices.promisedWindows(wave: wave)
+        // Each customer's last batch among the hosts still to reboot, in one pass.
+        var lastBatch: [String: Int] = [:]
+        for h in staged {
+            let b = batchOf[h.name] ?? batch
+            for c in notices.customers.customers(onHost: h.name) { lastBatch[c.id] = max(lastBatch[c.id] ?? b, b) }
+        }
         var broken: Set<String> = []
         for c in notices.customers.customers(onHosts: here) {
             guard let w = promised[c.id] else { continue }  // never told (skipped by on_failure: skip)
-            let last = staged.filter { notices.customers.customers(onHost: $0.name).contains(c) }.compactMap { batchOf[$0.name] }.max() ?? batch
-            if !w.holds(now: now, batchesLeft: last - batch + 1, plan: plan) { broken.insert(c.id) }
+            if !w.holds(now: now, batchesLeft: (lastBatch[c.id] ?? batch) - batch + 1, plan: plan) { broken.insert(c.id) }
         }
         guard !broken.isEmpty else { return nil }
         let already = try notices.rescheduledCustomers(wave: wave)
@@ -536,8 +541,6 @@ public final class Orchestrator: Sendable {
             }
             try await journal.move(rolloutID, host: name, to: .checked,
                                    set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
-        } catch let e as StepFailure {
-            try await fail(name, e.description)
         } catch where !Self.isJournalFailure(error) {
             try await fail(name, describe(error))
         }
@@ -563,21 +566,20 @@ public final class Orchestrator: Sendable {
     /// Removes the host's lease (committed, rolled back). A host that cannot be reached
     /// now keeps it until it expires: reported, not an error.
     func releaseHostLease(_ name: String) async {
-        do {
-            let host = await connections.host(name)
-            _ = try await mustRun(host, HostLease.releaseCommand(rollout: rolloutID, journal: try journalIdentity()), "release the host lease", timeout: .seconds(30))
-        } catch {
+        do { try await removeHostLease(await connections.host(name)) } catch {
             say(name, "could not remove the host lease (\(describe(error))); it expires by itself", problem: true)
         }
+    }
+
+    func removeHostLease(_ host: any RemoteHost) async throws {
+        _ = try await mustRun(host, HostLease.releaseCommand(rollout: rolloutID, journal: try journalIdentity()), "release the host lease", timeout: .seconds(20))
     }
 
     /// Releases the host leases of `names` (`rollout abort`); returns the hosts whose lease stays until it expires.
     public func releaseHostLeases(_ names: [String]) async -> [String] {
         let kept = await concurrentMap(names, limit: 32) { _, name -> String? in
             do {
-                let host = await self.connections.fresh(name)
-                _ = try await self.mustRun(host, HostLease.releaseCommand(rollout: self.rolloutID, journal: try self.journalIdentity()),
-                                           "release the host lease", timeout: .seconds(20))
+                try await self.removeHostLease(await self.connections.fresh(name))
                 return nil
             } catch {
                 return "\(name) (\(self.describe(error)))"
@@ -966,9 +968,6 @@ public final class Orchestrator: Sendable {
 struct StepAbort: Error, CustomStringConvertible {
     var description: String
 }
-
-/// A step's failure on its host (journaled as the host's failure).
-typealias StepFailure = StepError
 
 struct StepError: Error, CustomStringConvertible {
     var description: String

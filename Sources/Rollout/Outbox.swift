@@ -114,33 +114,6 @@ extension Journal {
         }
     }
 
-    func notice(_ rolloutID: String, wave: Int, kind: String, customerID: String) throws -> NoticeRow? {
-        try pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM notice WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                             arguments: [rolloutID, wave, kind, customerID]).map { try NoticeRow(row: $0) }
-        }
-    }
-
-    /// Records the intent (status `pending`) before the first send. Replaces a
-    /// `failed` row (re-rendered for a retry in a new run); the Message-ID stays.
-    func recordNoticeIntent(_ n: NoticeRow) throws {
-        let hostsJSON = String(decoding: (try? JSONEncoder().encode(n.hosts)) ?? Data("[]".utf8), as: UTF8.self)
-        try pool.write { db in
-            let now = Self.now()
-            try db.execute(sql: """
-                INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload,
-                                    status, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
-                ON CONFLICT (rollout_id, wave, kind, customer_id) DO UPDATE SET
-                  customer_name = excluded.customer_name, channel = excluded.channel, recipient = excluded.recipient,
-                  hosts = excluded.hosts, subject = excluded.subject, payload = excluded.payload, status = 'pending', updated_at = excluded.updated_at
-                """, arguments: [n.rolloutID, n.wave, n.kind, n.customerID, n.customerName, n.channel, n.recipient, n.messageID, hostsJSON,
-                                 n.subject, n.payload, now, now])
-            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
-                           arguments: [n.rolloutID, now, "\(n.label): to send, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"])
-        }
-    }
-
     /// Journals owed notices as `queued`: inside the transaction `db` of the step that
     /// owes them (so a crash cannot separate the step from its notices). A customer who
     /// already has a row of this wave and kind keeps it, unless it `failed`: then it is

@@ -220,7 +220,8 @@ final class NoticeFixture: Sendable {
         let hostRows = Dictionary(uniqueKeysWithValues: try f.journal.hosts(f.rolloutID).map { ($0.name, $0) })
         let row = try s.render(.maintenance, wave: 1, customer: f.customers.byID["c0042"]!, hosts: f.wave1, hostRows: hostRows,
                            window: MaintenanceWindow(start: f.start, end: f.start), texts: texts)
-        try f.journal.recordNoticeIntent(row)
+        try f.journal.queueNotices([row])
+        try f.journal.markNoticeSending(row)
         try await s.maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         let mails = try sink.mails()
         #expect(mails.count == 2)
