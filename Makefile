@@ -38,7 +38,7 @@ BENCH_APT := pssh python3-venv time
 bench: deps
 	@missing=""; for p in $(BENCH_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
-	swift build -c release --scratch-path .build-bench
+	ROLLCTL_BENCH=1 swift build -c release --scratch-path .build-bench
 	bench/survey.sh
 	bench/connections.sh
 	bench/halt-latency.sh

@@ -18,25 +18,44 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
+        // Dependencies point one way, down this list (docs/architecture.md has the map).
+        //
+        // Basics: durations, sizes, ratios, shell quoting, text helpers (no dependencies).
+        .target(name: "Basics"),
         .systemLibrary(
             name: "CLibSSH2",
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        // Network I/O: TCP connect with a deadline, line connections, TLS, one HTTP response
+        // reader and one URL type (the probe and the webhook share them).
+        .target(name: "NetIO", dependencies: ["Basics"]),
         // Swift face of libssh2. Blocking C calls run on dedicated threads.
-        .target(name: "SSH", dependencies: ["CLibSSH2"]),
+        .target(name: "SSH", dependencies: ["Basics", "NetIO", "CLibSSH2"]),
         // Probes and the health gate. Knows nothing of SSH: reads hosts through `HostReader`.
-        .target(name: "HealthGate"),
-        // Inventory, plans, the wave planner, the survey and (later) the orchestrator.
-        .target(name: "Rollout", dependencies: [
-            "SSH", "HealthGate",
+        .target(name: "HealthGate", dependencies: ["Basics", "NetIO"]),
+        // Configuration: inventory, plan model and loader, customers, the YAML reader, input errors.
+        .target(name: "Configuration", dependencies: [
+            "Basics", "NetIO", "SSH", "HealthGate",
             .product(name: "Yams", package: "Yams"),
+        ]),
+        // The journal: storage, migrations, the outbox, typed states, the driver lease.
+        .target(name: "RolloutJournal", dependencies: [
+            "Basics", "Configuration",
             .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        // Customer notices: sender, templates, mail message, SMTP, webhook.
+        .target(name: "Notices", dependencies: [
+            "Basics", "NetIO", "Configuration", "RolloutJournal",
             .product(name: "Mustache", package: "swift-mustache"),
+        ]),
+        // The engine: planner, dry-run, survey, orchestrator, bootloaders, RolloutService.
+        .target(name: "Engine", dependencies: [
+            "Basics", "NetIO", "SSH", "HealthGate", "Configuration", "RolloutJournal", "Notices",
         ]),
         // The CLI's commands: parsing and rendering only.
         .target(name: "RollctlCommands", dependencies: [
-            "Rollout",
+            "Basics", "SSH", "HealthGate", "Configuration", "RolloutJournal", "Notices", "Engine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "rollctl", dependencies: ["RollctlCommands"]),
@@ -47,22 +66,30 @@ let package = Package(
         ]),
         // fleetsim's logic (scenario, GRUB model, supervisor), a library so tests can reach it.
         .target(name: "FleetsimCore", dependencies: [
+            "Basics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
-        .executableTarget(name: "bench-core", dependencies: ["Rollout", "HealthGate", "FleetsimCore", "RolloutTesting"]),  // bench/: the orchestration core at scale
         // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).
-        .target(name: "RolloutTesting", dependencies: ["Rollout", "HealthGate", "SSH", "FleetsimCore"], path: "Tests/RolloutTesting"),
-        .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Rollout", "HealthGate", "SSHTesting"]),
+        .target(name: "RolloutTesting", dependencies: ["Engine", "Configuration", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore"], path: "Tests/RolloutTesting"),
+        .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "Configuration", "RolloutJournal", "Notices", "HealthGate", "SSHTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
-        .testTarget(name: "HealthGateTests", dependencies: ["HealthGate"]),
-        .testTarget(name: "RolloutTests", dependencies: ["Rollout", "SSHTesting"], exclude: ["corpus"]),
-        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "Rollout"]),
+        .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics"]),
+        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "Configuration", "RolloutJournal", "Notices", "Engine", "SSHTesting"], exclude: ["corpus"]),
+        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "Configuration", "RolloutJournal", "Engine"]),
         // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.
         .testTarget(name: "RollctlCommandsTests", dependencies: ["RollctlCommands"]),
     ],
     swiftLanguageModes: [.v6]
 )
+
+// bench-core (bench/: the orchestration core at scale over in-process hosts) is not part of
+// the default build: `make bench` sets ROLLCTL_BENCH=1.
+if Context.environment["ROLLCTL_BENCH"] != nil {
+    package.targets.append(.executableTarget(name: "bench-core", dependencies: [
+        "Engine", "Configuration", "RolloutJournal", "HealthGate", "FleetsimCore", "RolloutTesting",
+    ]))
+}

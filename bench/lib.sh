@@ -9,7 +9,7 @@ say() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 need_release_build() {
   for b in rollctl fleetsim "$@"; do
-    [[ -x $BIN/$b ]] || { say "missing $BIN/$b: run 'make bench' or 'swift build -c release --scratch-path .build-bench'"; exit 2; }
+    [[ -x $BIN/$b ]] || { say "missing $BIN/$b: run 'make bench' or 'ROLLCTL_BENCH=1 swift build -c release --scratch-path .build-bench'"; exit 2; }
   done
 }
 

@@ -1,3 +1,4 @@
+import Basics
 /// The gate's judgement: a pure function of the samples and the settings, so
 /// the same evidence always gives the same verdict (the journal can re-judge a
 /// stored soak) and tests need no host.

@@ -1,4 +1,6 @@
 import Foundation
+import Basics
+import NetIO
 
 /// A host the gate watches.
 public struct GateHost: Sendable {

@@ -1,3 +1,4 @@
+import Basics
 /// Everything the gate observed on one host at one instant of the soak.
 /// Stored as evidence: the journal keeps the samples of every verdict.
 public struct GateSample: Sendable, Equatable, Codable {

@@ -1,3 +1,5 @@
+import Basics
+import NetIO
 /// What the health gate measures and the thresholds it judges by. Every field
 /// has a default chosen for a shared-hosting web server just rebooted into a
 /// new kernel; `docs/health-gate.md` explains each one.
@@ -260,43 +262,5 @@ extension KeyedDecodingContainer {
             throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "a duration must be a non-negative number of seconds")
         }
         return .milliseconds(Int64((seconds * 1000).rounded()))
-    }
-}
-
-/// Durations as people write them in plans: `90s`, `10m`, `1h30m`, `500ms`, `45`.
-/// Durations as people write them — `90s`, `10m`, `1h30m`, `500ms`, `2d` — for
-/// plans, gate settings and command-line options alike. A unit is required; a
-/// bare number is not a duration here (JSON settings accept plain seconds).
-public enum DurationText {
-    public static func parse(_ text: String) -> Duration? {
-        let t = text.trimmed
-        guard !t.isEmpty else { return nil }
-        var total = Duration.zero
-        var number = ""
-        var i = t.startIndex
-        while i < t.endIndex {
-            let c = t[i]
-            if c.isNumber || c == "." {
-                number.append(c)
-                i = t.index(after: i)
-                continue
-            }
-            var unit = ""
-            while i < t.endIndex, t[i].isLetter { unit.append(t[i]); i = t.index(after: i) }
-            guard let n = Double(number), n.isFinite, n >= 0, n < 1e9 else { return nil }
-            let scale: Double
-            switch unit.lowercased() {
-            case "ms": scale = 0.001
-            case "s": scale = 1
-            case "m": scale = 60
-            case "h": scale = 3600
-            case "d": scale = 86400
-            default: return nil
-            }
-            total += .milliseconds(Int64((n * scale * 1000).rounded()))
-            number = ""
-        }
-        guard number.isEmpty else { return nil }
-        return total
     }
 }

@@ -1,3 +1,4 @@
+import Basics
 /// One read-only snapshot of a host: kernel release, boot id, uptime, memory and
 /// the OOM counter. Gathered with a single command (one SSH round trip) that
 /// only `cat`s files every Linux host has; it never loads the host.

@@ -1,3 +1,4 @@
+import Basics
 /// Pure parsers of the `/proc` text rollctl reads on hosts. They never throw on
 /// odd input: a missing or garbled field is `nil`, and the caller decides
 /// whether missing data matters (for the gate it does: no data is no evidence).
@@ -68,18 +69,4 @@ public enum Uptime {
         guard let value = Double(first.trimmingWhitespace()), value.isFinite, value >= 0 else { return nil }
         return value
     }
-}
-
-extension Substring {
-    func trimmingWhitespace() -> Substring {
-        var s = self
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        while let c = s.last, c.isWhitespace { s.removeLast() }
-        return s
-    }
-}
-
-extension String {
-    /// Leading and trailing whitespace removed (no Foundation needed).
-    public var trimmed: String { String(self[...].trimmingWhitespace()) }
 }

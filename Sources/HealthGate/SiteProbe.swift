@@ -5,6 +5,8 @@ import Darwin
 #endif
 import Dispatch
 import Foundation
+import Basics
+import NetIO
 
 /// How one test-site request ended, as the customer's browser would feel it.
 public enum SiteOutcome: String, Sendable, Codable, CaseIterable, Comparable {
@@ -130,12 +132,6 @@ final class ResumeOnce<T: Sendable>: @unchecked Sendable {
     }
 }
 
-final class CancelFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.lock(); value = true; lock.unlock() }
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
-}
 
 /// The blocking request. Every wait is a `poll` bounded by the deadline and
 /// sliced so cancellation is noticed.
@@ -314,20 +310,3 @@ enum HTTPExchange {
         }
     }
 }
-
-extension Duration {
-    /// The duration in seconds, as a `Double`.
-    public var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
-    }
-
-    /// Nearest whole nanoseconds (saturating; ±292 years).
-    var nanoseconds: Int64 {
-        let c = components
-        let (s, overflow) = c.seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return c.seconds < 0 ? .min : .max }
-        return s.addingReportingOverflow((c.attoseconds + 500_000_000) / 1_000_000_000).partialValue
-    }
-}
-

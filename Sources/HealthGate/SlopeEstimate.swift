@@ -1,4 +1,5 @@
 import Foundation
+import Basics
 
 /// One observation of a series: seconds since the start of the gate, and a value
 /// (bytes of SUnreclaim).

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
-import Rollout
-import SSH
+import Basics
+import Configuration
+import Engine
 
 struct FleetExecCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
-import HealthGate
-import Rollout
-import SSH
+import Basics
+import Configuration
+import Engine
 
 struct FleetFacts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

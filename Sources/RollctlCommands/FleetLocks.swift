@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
-import Rollout
-import SSH
+import Basics
+import Configuration
+import Engine
 
 /// `fleet locks`: the host leases (`/var/lib/rollctl/lease`) across the fleet, from any journal.
 struct FleetLocks: AsyncParsableCommand {

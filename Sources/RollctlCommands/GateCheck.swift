@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
-import HealthGate
-import Rollout
+import Basics
 import SSH
+import HealthGate
+import Configuration
+import Engine
 
 struct GateGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
-import HealthGate
-import Rollout
+import Basics
 import SSH
+import Configuration
+import Engine
 
 struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -131,7 +132,7 @@ struct PlanApply: AsyncParsableCommand {
     }
 
     /// The plan's maintenance templates, when it names a folder (validated already).
-    static func maintenanceTemplate(_ plan: Rollout.Plan) throws -> (subject: String, body: String)? {
+    static func maintenanceTemplate(_ plan: Configuration.Plan) throws -> (subject: String, body: String)? {
         guard let dir = plan.notify?.templateDir else { return nil }
         guard let s = FileManager.default.contents(atPath: dir + "/maintenance.subject"),
               let b = FileManager.default.contents(atPath: dir + "/maintenance.body") else { return nil }

@@ -1,9 +1,12 @@
 import ArgumentParser
 import Dispatch
 import Foundation
-import HealthGate
-import Rollout
+import Basics
 import SSH
+import HealthGate
+import Configuration
+import RolloutJournal
+import Engine
 
 /// `--journal PATH` (or `ROLLCTL_JOURNAL`), shared by every command that reads or writes the journal.
 struct JournalOption: ParsableArguments {
@@ -236,7 +239,7 @@ struct RolloutShow: AsyncParsableCommand {
                 "id": r.id, "state": r.state.rawValue, "plan": r.planName, "plan_path": r.planPath, "plan_hash": r.planHash,
                 "release": r.targetRelease, "started_at": r.startedAt, "started_by": r.startedBy, "updated_at": r.updatedAt, "note": r.note,
                 "waves": waves.map { ["number": $0.number, "state": $0.state.rawValue, "verdict": $0.verdict as Any] },
-                "windows": try Self.windows(j, id).map { ["wave": $0.0, "start": NoticeSender.isoTime($0.1.start), "end": NoticeSender.isoTime($0.1.end)] },
+                "windows": try Self.windows(j, id).map { ["wave": $0.0, "start": TimeText.iso($0.1.start), "end": TimeText.iso($0.1.end)] },
                 "driver": r.lease.map { ["host": $0.holder.host, "pid": Int($0.holder.pid), "since": $0.since, "heartbeat": $0.heartbeat, "live": $0.isLive()] as [String: Any] },
                 "locked": try j.lockedHosts(id),
                 "hosts": hosts.map { h -> [String: Any] in

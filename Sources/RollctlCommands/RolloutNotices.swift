@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Rollout
+import Configuration
+import RolloutJournal
 
 /// `rollctl rollout notices ID`: what was sent to whom and when, from the journal's outbox.
 struct RolloutNotices: AsyncParsableCommand {

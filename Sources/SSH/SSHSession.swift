@@ -4,6 +4,8 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Basics
+import NetIO
 
 /// Where to connect and as whom.
 public struct SSHEndpoint: Sendable, Equatable {
@@ -229,7 +231,18 @@ public final class SSHSession: @unchecked Sendable {
 
     private func open(options: SSHConnectOptions, cancel: CancelFlag) throws {
         let deadline = ContinuousClock.now + options.connectTimeout
-        fd = try TCPConnect.connect(endpoint: endpoint, deadline: deadline, cancel: cancel)
+        do {
+            fd = try TCPConnect.connect(name: endpoint.name, address: endpoint.address, port: endpoint.port, deadline: deadline, cancel: cancel)
+        } catch {
+            let code: SSHError.Code = switch error.code {
+            case .nameResolution: .nameResolution
+            case .refused: .connectRefused
+            case .timeout: .connectTimeout
+            case .unreachable: .hostUnreachable
+            case .cancelled: .cancelled
+            }
+            throw SSHError(code, host: error.host, error.message, hint: error.hint)
+        }
         guard let s = rollctl_session_init() else {
             throw error(.handshakeFailed, "libssh2 could not allocate a session")
         }
@@ -449,17 +462,3 @@ final class LockedFlag: @unchecked Sendable {
     var value: Bool { lock.lock(); defer { lock.unlock() }; return flag }
 }
 
-/// Set from a task-cancellation handler, read by the libssh2 thread.
-final class CancelFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var flag = false
-    func set() { lock.lock(); flag = true; lock.unlock() }
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return flag }
-}
-
-extension Duration {
-    var milliseconds: Int64 {
-        let (s, atto) = components
-        return s * 1000 + atto / 1_000_000_000_000_000
-    }
-}

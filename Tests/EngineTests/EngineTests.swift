@@ -1,9 +1,12 @@
 import Foundation
-import HealthGate
 import Testing
-@testable import Rollout
 import RolloutTesting
 import SSHTesting
+@testable import Basics
+@testable import HealthGate
+@testable import Configuration
+@testable import RolloutJournal
+@testable import Engine
 
 /// The real orchestrator and journal (a real SQLite file) over in-process `SimHost`s:
 /// the engine's scenarios without root, sshd or fleetsim, in seconds.

@@ -1,4 +1,6 @@
 import Foundation
+@testable import Basics
+@testable import NetIO
 @testable import HealthGate
 
 /// A clock whose time only moves when someone sleeps: `sleep(until:)` jumps to

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Basics
 @testable import HealthGate
 
 /// Samples of a soak taken every `interval` seconds from a host in `state(t)`.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Basics
 @testable import HealthGate
 
 @Suite struct GateRunnerTests {

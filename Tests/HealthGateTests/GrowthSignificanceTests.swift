@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Basics
 @testable import HealthGate
 
 /// A short soak of a flat kernel: ±1 MiB of noise over 10 s can produce a point

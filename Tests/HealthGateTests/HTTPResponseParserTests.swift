@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
-@testable import HealthGate
+import NetIO
 
 @Suite struct HTTPResponseParserTests {
     static let responses: [(String, Int)] = [

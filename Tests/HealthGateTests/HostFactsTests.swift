@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Testing
+@testable import Basics
 @testable import HealthGate
 
 /// Runs commands through this machine's real `/bin/sh`, off the cooperative pool.

@@ -1,4 +1,5 @@
 import Testing
+@testable import Basics
 @testable import HealthGate
 
 /// Issue 14: every byte from a test site is hostile. Each of these answers

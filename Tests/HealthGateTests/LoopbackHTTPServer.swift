@@ -4,7 +4,8 @@ import Glibc
 import Darwin
 #endif
 import Foundation
-@testable import HealthGate
+import Basics
+import NetIO
 
 /// A tiny HTTP server on 127.0.0.1 (ephemeral port) whose every connection
 /// misbehaves as the test asks: the real sockets the probe must classify.

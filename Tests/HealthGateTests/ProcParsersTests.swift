@@ -1,4 +1,5 @@
 import Testing
+@testable import Basics
 @testable import HealthGate
 
 @Suite struct ProcParsersTests {

@@ -1,4 +1,6 @@
 import Testing
+@testable import Basics
+@testable import NetIO
 @testable import HealthGate
 
 @Suite struct SiteProbeTests {

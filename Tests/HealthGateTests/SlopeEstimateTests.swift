@@ -1,4 +1,5 @@
 import Testing
+@testable import Basics
 @testable import HealthGate
 
 let MiB = 1024.0 * 1024

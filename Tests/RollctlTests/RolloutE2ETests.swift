@@ -1,10 +1,10 @@
 import Foundation
 import Testing
 import SSHTesting
-import Rollout
 #if canImport(Glibc)
 import Glibc
 #endif
+import Engine
 
 /// End-to-end: `rollctl plan apply` against fleetsim (real sshd per host in
 /// PID and mount namespaces, real reboots that cut connections, fake kernels).

@@ -1,8 +1,8 @@
 import Foundation
 import FleetsimCore
-import HealthGate
-import Rollout
 import SSH
+import HealthGate
+import Engine
 
 /// A Debian host in memory that answers exactly the commands rollctl sends one: the facts
 /// loop, `grub.cfg` (fleetsim's generator), `/boot` space, apt, `grub-set-default`,

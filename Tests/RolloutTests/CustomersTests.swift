@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import Rollout
+@testable import Configuration
+@testable import Notices
 
 @Suite struct CustomersTests {
     let inventory = Inventory(path: "inv.yaml", hosts: ["web-001", "web-002", "web-003"].enumerated().map {

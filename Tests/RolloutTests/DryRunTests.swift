@@ -1,7 +1,8 @@
 import Foundation
-import HealthGate
 import Testing
-@testable import Rollout
+@testable import HealthGate
+@testable import Configuration
+@testable import Engine
 
 @Suite struct DryRunTests {
     func flagship() throws -> LoadedPlan { try PlanLoader.loadChecked(path: repoRoot + "/plans/socket-bind-fix.yaml") }

@@ -1,5 +1,5 @@
 import Testing
-@testable import Rollout
+@testable import Engine
 
 /// A grub.cfg as Debian 12's update-grub writes it with two kernels installed
 /// (6.1.0-19-hosting newest), trimmed of nothing that matters to the parser:

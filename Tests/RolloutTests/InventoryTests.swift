@@ -1,7 +1,9 @@
 import Foundation
 import Testing
-@testable import Rollout
-import SSH
+@testable import Basics
+@testable import SSH
+@testable import Configuration
+@testable import Engine
 
 @Suite struct InventoryTests {
     @Test func parsesDefaultsHostsAndLabels() throws {

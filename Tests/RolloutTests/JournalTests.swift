@@ -1,7 +1,10 @@
 import Foundation
 import Testing
-@testable import Rollout
 import SSHTesting
+@testable import Basics
+@testable import Configuration
+@testable import RolloutJournal
+@testable import Engine
 
 @Suite struct HostStateTests {
     @Test func happyPathIsAllowedStepByStep() {

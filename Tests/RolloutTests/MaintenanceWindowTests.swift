@@ -1,7 +1,8 @@
 import Foundation
-import HealthGate
 import Testing
-@testable import Rollout
+@testable import Basics
+@testable import Configuration
+@testable import Engine
 
 @Suite struct MaintenanceWindowTests {
     func flagship() throws -> LoadedPlan { try PlanLoader.loadChecked(path: repoRoot + "/plans/socket-bind-fix.yaml") }
@@ -47,8 +48,8 @@ import Testing
 
     @Test func humanTextIsNeverNarrowerThanTheWindow() {
         let w = MaintenanceWindow(start: Date(timeIntervalSince1970: 1_800_000_059), end: Date(timeIntervalSince1970: 1_800_000_061))
-        #expect(w.humanStart == NoticeSender.humanTime(Date(timeIntervalSince1970: 1_800_000_000)))
-        #expect(w.humanEnd == NoticeSender.humanTime(Date(timeIntervalSince1970: 1_800_000_120)))
+        #expect(w.humanStart == TimeText.human(Date(timeIntervalSince1970: 1_800_000_000)))
+        #expect(w.humanEnd == TimeText.human(Date(timeIntervalSince1970: 1_800_000_120)))
         #expect(w.iso == "2027-01-15T08:00:59Z/2027-01-15T08:01:01Z")
     }
 
@@ -61,6 +62,6 @@ import Testing
         let body = try #require(p.notify?.example?.body)
         let w = MaintenanceWindow.forCustomer(rebootsFrom: before.addingTimeInterval(l.plan.notify!.leadTime.seconds), lastBatch: 0, plan: l.plan)
         #expect(body.contains("between \(w.humanStart) and \(w.humanEnd)"), "\(body)")
-        #expect(!body.contains("between \(NoticeSender.humanTime(before)) "), "the window must not start now: \(body)")
+        #expect(!body.contains("between \(TimeText.human(before)) "), "the window must not start now: \(body)")
     }
 }

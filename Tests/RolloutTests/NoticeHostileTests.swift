@@ -1,7 +1,7 @@
 import Foundation
-import HealthGate
 import Testing
-@testable import Rollout
+@testable import Basics
+@testable import Notices
 
 /// Issue 14: every byte from an SMTP server or a webhook endpoint is hostile.
 /// A bad reply is a `NoticeDeliveryError` that says what was wrong, never a

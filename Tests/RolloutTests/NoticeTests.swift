@@ -1,8 +1,11 @@
 import Foundation
 import GRDB
 import Testing
-@testable import Rollout
 import SSHTesting
+@testable import Basics
+@testable import Configuration
+@testable import RolloutJournal
+@testable import Notices
 
 // MARK: - pure pieces: DATA framing, replies, headers, encodings, Message-IDs
 
@@ -169,7 +172,7 @@ final class NoticeFixture: Sendable {
         #expect(annaRow.hosts == ["web-1", "web-2", "web-3"])
         #expect(annaRow.reply?.hasPrefix("250 2.0.0 Ok: queued as ") == true)
         // Lead time: from the journal's send time.
-        let sentAt = try #require(rows.compactMap { $0.sentAt.flatMap(NoticeSender.parseTime) }.max())
+        let sentAt = try #require(rows.compactMap { $0.sentAt.flatMap(TimeText.parse) }.max())
         #expect(abs(earliest.timeIntervalSince(sentAt) - 3600) < 0.01)
     }
 

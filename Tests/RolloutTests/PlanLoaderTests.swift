@@ -1,8 +1,9 @@
 import Foundation
-import HealthGate
-import SSH
 import Testing
-@testable import Rollout
+@testable import Basics
+@testable import SSH
+@testable import HealthGate
+@testable import Configuration
 
 /// The repository root, from this file's path.
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path

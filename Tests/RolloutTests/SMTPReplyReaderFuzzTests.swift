@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
-@testable import Rollout
+@testable import Notices
 
 /// SplitMix64: a seeded generator, so every fuzz run is the same run (a failure
 /// names the seed and the iteration; `ROLLCTL_FUZZ_SEED` and

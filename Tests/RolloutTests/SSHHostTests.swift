@@ -1,8 +1,9 @@
 import Foundation
-import SSH
 import SSHTesting
 import Testing
-@testable import Rollout
+@testable import Basics
+@testable import SSH
+@testable import Engine
 
 @Suite("SSHHost against a real sshd", .serialized)
 struct SSHHostTests {

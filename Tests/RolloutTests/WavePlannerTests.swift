@@ -1,5 +1,6 @@
 import Testing
-@testable import Rollout
+@testable import Configuration
+@testable import Engine
 
 /// SplitMix64: a small seeded generator, so every random fleet can be rebuilt from its seed.
 struct SeededRNG: RandomNumberGenerator {

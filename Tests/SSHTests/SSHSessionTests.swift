@@ -1,7 +1,8 @@
 import Foundation
 import Testing
-@testable import SSH
 import SSHTesting
+@testable import Basics
+@testable import SSH
 
 /// Every test here talks to a real OpenSSH sshd on loopback.
 @Suite("SSH against a real sshd", .serialized)

@@ -1,6 +1,6 @@
 import Foundation
-import HealthGate
-import SSH
+import Basics
+import Configuration
 
 /// The shell commands a rollout runs on a host, step by step, rendered from the
 /// plan with every substituted value shell-quoted. The dry-run shows exactly

@@ -1,3 +1,4 @@
+import Configuration
 /// A selected host the rollout will not touch, and why.
 public struct SkippedHost: Sendable, Equatable {
     public var host: InventoryHost

@@ -1,5 +1,7 @@
-import HealthGate
+import Basics
 import SSH
+import HealthGate
+import Configuration
 
 /// What `fleet facts` learned about one host, or why it could not.
 public struct HostSurvey: Sendable {

@@ -1,4 +1,8 @@
 import Foundation
+import Basics
+import NetIO
+import Configuration
+import RolloutJournal
 
 /// Sends the customer notices of a rollout through the journal's outbox, so
 /// that a crashed or interrupted run never tells a customer twice.
@@ -120,7 +124,7 @@ public struct NoticeSender: Sendable {
     /// hosts were staged (past `notified`), so the lead time still holds.
     public func earliestReboot(wave: Int, kind: NoticeKind = .maintenance) throws -> Date {
         let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind.rawValue && $0.status == .sent }
-        guard let last = sent.compactMap({ $0.sentAt.flatMap(Self.parseTime) }).max() else { return Date() }
+        guard let last = sent.compactMap({ $0.sentAt.flatMap(TimeText.parse) }).max() else { return Date() }
         return last.addingTimeInterval(spec.leadTime.seconds)
     }
 
@@ -309,9 +313,9 @@ public struct NoticeSender: Sendable {
             let id = Self.messageID(rollout: rolloutID, wave: wave, kind: kind, customer: customer.id, domain: domain)
             let notice = WebhookNotice(kind: kind.rawValue, messageID: id, rollout: rolloutID, plan: planName, wave: wave, kernel: release,
                                        company: spec.company, customer: .init(id: customer.id, name: customer.name, email: customer.email),
-                                       hosts: hosts, windowStart: window.map { Self.isoTime($0.start) },
-                                       windowEnd: window.map { Self.isoTime(MaintenanceWindow.ceilSecond($0.end)) },
-                                       subject: subject, body: body, createdAt: Self.isoTime(now))
+                                       hosts: hosts, windowStart: window.map { TimeText.iso($0.start) },
+                                       windowEnd: window.map { TimeText.iso(MaintenanceWindow.ceilSecond($0.end)) },
+                                       subject: subject, body: body, createdAt: TimeText.iso(now))
             return .init(rolloutID: rolloutID, wave: wave, kind: kind.rawValue, customerID: customer.id, customerName: customer.name,
                          channel: "webhook", recipient: url, messageID: id, hosts: hosts, subject: subject,
                          payload: String(decoding: notice.encoded(), as: UTF8.self), window: window)
@@ -336,29 +340,6 @@ public struct NoticeSender: Sendable {
 
     static func domain(ofEmail s: String) -> String {
         s.lastIndex(of: "@").map { String(s[s.index(after: $0)...]) } ?? ""
-    }
-
-    /// `Sun 29 Nov 2026 14:00 UTC`: what a customer reads.
-    public static func humanTime(_ d: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "EEE d MMM yyyy HH:mm 'UTC'"
-        return f.string(from: d)
-    }
-
-    public static func isoTime(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f.string(from: d)
-    }
-
-    static func parseTime(_ s: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withInternetDateTime]
-        return f.date(from: s)
     }
 }
 
@@ -445,19 +426,33 @@ private final class SessionBox: @unchecked Sendable {
 
 /// rollctl's own texts, used when the plan names no template folder (or the
 /// folder lacks a kind): the maintenance notice is the dry-run's example text.
-enum NoticeDefaults {
-    static func subject(_ kind: NoticeKind) -> String {
+package enum NoticeDefaults {
+    static let defaultSubject = "Planned maintenance: {{host_count}} of your servers will restart"
+    static let defaultBody = """
+        Hello {{customer_name}},
+
+        {{company}} is updating the Linux kernel of the servers your services run on.
+        The following servers will restart once between {{window_start}} and {{window_end}}:
+        {{#hosts}}  - {{name}}
+        {{/hosts}}Each restart takes a few minutes. You do not need to do anything.
+
+        New kernel: {{kernel}}
+
+        -- {{company}}
+        """
+
+    package static func subject(_ kind: NoticeKind) -> String {
         switch kind {
-        case .maintenance: DryRun.defaultSubject
+        case .maintenance: defaultSubject
         case .done: "Maintenance finished: your servers run the new kernel"
         case .rolledBack: "Maintenance undone on {{host_count}} of your servers"
         case .rescheduled: "Maintenance moved: {{host_count}} of your servers will restart later than announced"
         }
     }
 
-    static func body(_ kind: NoticeKind) -> String {
+    package static func body(_ kind: NoticeKind) -> String {
         switch kind {
-        case .maintenance: DryRun.defaultBody
+        case .maintenance: defaultBody
         case .done:
             """
             Hello {{customer_name}},

@@ -1,5 +1,5 @@
-import HealthGate
 import SSH
+import HealthGate
 
 /// A host reached over SSH: one session reused for every command, reopened
 /// when it was lost (after a reboot). This is where `SSH` meets the

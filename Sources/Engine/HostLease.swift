@@ -1,5 +1,5 @@
 import Foundation
-import SSH
+import Basics
 
 /// A lease kept on the host itself (`/var/lib/rollctl/lease`), so that two rollouts
 /// from two journals (two admins, each with a journal in their home) never roll the

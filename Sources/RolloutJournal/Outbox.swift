@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Configuration
 
 /// Where a notice stands in the outbox.
 public enum NoticeStatus: String, Sendable, Codable, CaseIterable {
@@ -94,7 +95,7 @@ extension Journal {
             }
         }
 
-        init(rolloutID: String, wave: Int, kind: String, customerID: String, customerName: String, channel: String, recipient: String,
+        package init(rolloutID: String, wave: Int, kind: String, customerID: String, customerName: String, channel: String, recipient: String,
              messageID: String, hosts: [String], subject: String, payload: String, window: MaintenanceWindow? = nil) {
             self.rolloutID = rolloutID; self.wave = wave; self.kind = kind; self.customerID = customerID
             self.customerName = customerName; self.channel = channel; self.recipient = recipient; self.messageID = messageID
@@ -103,7 +104,7 @@ extension Journal {
             createdAt = Journal.now(); updatedAt = createdAt
         }
 
-        var label: String { "\(kind) notice for \(customerID) <\(recipient)> (wave \(wave))" }
+        package var label: String { "\(kind) notice for \(customerID) <\(recipient)> (wave \(wave))" }
     }
 
     /// Every notice of a rollout, by wave, kind and customer.
@@ -140,7 +141,7 @@ extension Journal {
         }
     }
 
-    func queueNotices(_ rows: [NoticeRow]) throws {
+    package func queueNotices(_ rows: [NoticeRow]) throws {
         try pool.write { db in try Self.queueNotices(db, rows) }
     }
 
@@ -153,7 +154,7 @@ extension Journal {
     }
 
     /// The intent of one attempt: `pending` until the server's answer is journaled.
-    func markNoticeSending(_ n: NoticeRow) throws {
+    package func markNoticeSending(_ n: NoticeRow) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE notice SET status = 'pending', updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
                            arguments: [Self.now(), n.rolloutID, n.wave, n.kind, n.customerID])
@@ -162,7 +163,7 @@ extension Journal {
 
     /// A `pending` row found at resume: the last run may have been accepted by
     /// the server before it died. Marked; resent with the same Message-ID.
-    func markNoticeResend(_ n: NoticeRow) throws {
+    package func markNoticeResend(_ n: NoticeRow) throws {
         try pool.write { db in
             let now = Self.now()
             try db.execute(sql: "UPDATE notice SET resent_after_crash = 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
@@ -173,7 +174,7 @@ extension Journal {
     }
 
     /// Counts an attempt before it is made (a crash mid-attempt still counts).
-    func noteNoticeAttempt(_ n: NoticeRow) throws {
+    package func noteNoticeAttempt(_ n: NoticeRow) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE notice SET attempts = attempts + 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
                            arguments: [Self.now(), n.rolloutID, n.wave, n.kind, n.customerID])
@@ -181,7 +182,7 @@ extension Journal {
     }
 
     /// A failed attempt: the error is kept, and an event says whether it is retried.
-    func noteNoticeFailure(_ n: NoticeRow, attempt: Int, of total: Int, error: String, retryIn: Duration?) throws {
+    package func noteNoticeFailure(_ n: NoticeRow, attempt: Int, of total: Int, error: String, retryIn: Duration?) throws {
         try pool.write { db in
             let now = Self.now()
             try db.execute(sql: "UPDATE notice SET last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
@@ -194,7 +195,7 @@ extension Journal {
 
     /// The server accepted: status `sent`, its reply and the time. Returns the time.
     @discardableResult
-    func markNoticeSent(_ n: NoticeRow, reply: String) throws -> String {
+    package func markNoticeSent(_ n: NoticeRow, reply: String) throws -> String {
         try pool.write { db in
             let now = Self.now()
             try db.execute(sql: """
@@ -207,7 +208,7 @@ extension Journal {
     }
 
     /// Given up: `failed` (blocks; retried next run) or `skipped` (reported, never retried).
-    func markNoticeUndelivered(_ n: NoticeRow, status: NoticeStatus, error: String) throws {
+    package func markNoticeUndelivered(_ n: NoticeRow, status: NoticeStatus, error: String) throws {
         precondition(status == .failed || status == .skipped)
         try pool.write { db in
             let now = Self.now()

@@ -1,4 +1,5 @@
 import Foundation
+import Basics
 /// A plain-HTTP URL the test-site probe can fetch: `http://host[:port]/path[?query]`.
 /// The host is a name, an IPv4 literal or a bracketed IPv6 literal. Only `http`
 /// is supported: the probe measures the host's web stack, not TLS.

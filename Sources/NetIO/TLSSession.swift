@@ -113,7 +113,7 @@ final class TLSSession {
 }
 
 /// The few OpenSSL 3 functions STARTTLS needs, resolved once from the system libraries.
-final class OpenSSL: @unchecked Sendable {
+package final class OpenSSL: @unchecked Sendable {
     typealias P = OpaquePointer
     let TLS_client_method: @convention(c) () -> P?
     let SSL_CTX_new: @convention(c) (P?) -> P?
@@ -139,9 +139,9 @@ final class OpenSSL: @unchecked Sendable {
     let ERR_error_string_n: @convention(c) (UInt, UnsafeMutablePointer<CChar>?, Int) -> Void
     let X509_verify_cert_error_string: @convention(c) (Int) -> UnsafePointer<CChar>
 
-    static let shared: Result<OpenSSL, Unavailable> = load()
+    package static let shared: Result<OpenSSL, Unavailable> = load()
 
-    struct Unavailable: Error, CustomStringConvertible { var description: String }
+    package struct Unavailable: Error, CustomStringConvertible { package var description: String }
 
     private init(ssl: UnsafeMutableRawPointer, crypto: UnsafeMutableRawPointer) throws(OpenSSLMissing) {
         func f<T>(_ lib: UnsafeMutableRawPointer, _ name: String, _: T.Type = T.self) throws(OpenSSLMissing) -> T {

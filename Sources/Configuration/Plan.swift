@@ -1,3 +1,4 @@
+import Basics
 import HealthGate
 
 /// A rollout plan: everything rollctl needs to roll one kernel across a fleet.

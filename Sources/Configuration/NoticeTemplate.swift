@@ -1,9 +1,8 @@
 import Foundation
-import Mustache
 
-/// Notice templates (mustache): `check` finds variables rollctl does not provide
-/// (with file:line and a "did you mean"), unbalanced sections, partials;
-/// `render` renders with swift-mustache (hummingbird-project/swift-mustache).
+/// Notice templates (mustache), as the plan loader checks them: `check` finds variables
+/// rollctl does not provide (with file:line and a "did you mean"), unbalanced sections,
+/// partials. Rendering is the notices' business (`NoticeTemplate.render` in Notices).
 public enum NoticeTemplate {
     /// Kinds of notice, each with `<kind>.subject` and `<kind>.body` in the templates folder.
     public static let kinds = ["maintenance", "done", "rolled_back", "rescheduled"]
@@ -55,7 +54,7 @@ public enum NoticeTemplate {
 
     /// Checks a templates folder: `maintenance.subject` and `maintenance.body` are
     /// required; every `*.subject`/`*.body` is checked.
-    static func checkDirectory(_ dir: String, plan: String, position: (Int?, Int?)) -> [InputError] {
+    package static func checkDirectory(_ dir: String, plan: String, position: (Int?, Int?)) -> [InputError] {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             return [InputError(file: plan, line: position.0, column: position.1, "notify.templates: no folder \(dir)",
@@ -126,35 +125,4 @@ public enum NoticeTemplate {
         out.append(.text(String(rest)))
         return out
     }
-
-    /// A value a template can show: text, or a list of host contexts for `{{#hosts}}`.
-    public enum Value: Sendable { case text(String), list([[String: String]]) }
-
-    /// Renders a template that passed `check` with swift-mustache, as plain text
-    /// (no HTML escaping: notices are text mails and JSON webhooks).
-    public static func render(_ text: String, _ context: [String: Value]) -> String {
-        (try? renderChecked(text, context)) ?? text
-    }
-
-    /// `render` for what is sent: a template swift-mustache cannot parse is an error,
-    /// never sent raw to a customer.
-    public static func renderChecked(_ text: String, _ context: [String: Value]) throws -> String {
-        var object: [String: Any] = [:]
-        for (k, v) in context {
-            switch v {
-            case .text(let s): object[k] = s
-            case .list(let l): object[k] = l
-            }
-        }
-        let template: MustacheTemplate
-        do { template = try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text) } catch {
-            throw TemplateRenderError(description: "a notice template does not render: \(error)")
-        }
-        return template.render(object)
-    }
-}
-
-/// A notice template that cannot be rendered: the notice is not sent.
-public struct TemplateRenderError: Error, Sendable, CustomStringConvertible {
-    public var description: String
 }

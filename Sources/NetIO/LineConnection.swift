@@ -4,13 +4,13 @@ import Glibc
 import Darwin
 #endif
 import Foundation
-import SSH
 
 #if canImport(Glibc)
 private let sysSend = Glibc.send
 #else
 private let sysSend = Darwin.send
 #endif
+import Basics
 
 /// A blocking TCP connection for the notice channels (SMTP dialogue, webhook
 /// POST): connect, send, receive bytes for a parser (`SMTPReplyReader`,
@@ -18,19 +18,19 @@ private let sysSend = Darwin.send
 /// a `poll` bounded by a deadline the caller sets once for the whole exchange,
 /// not per read. Used from one dedicated thread at a time, never from the
 /// cooperative pool (see `Blocking.run`).
-final class LineConnection {
-    struct Failure: Error, CustomStringConvertible {
+package final class LineConnection {
+    package struct Failure: Error, CustomStringConvertible {
         /// True when the peer may not have seen the bytes at all (connect failed, refused):
         /// used to tell a retry that nothing reached the server.
-        var beforeConnect: Bool
-        var description: String
+        package var beforeConnect: Bool
+        package var description: String
     }
 
     private let fd: Int32
     private var buffer: [UInt8] = []
     private var tls: TLSSession?
     let host: String
-    let peer: String
+    package let peer: String
 
     private init(fd: Int32, host: String, peer: String) {
         self.fd = fd
@@ -48,7 +48,7 @@ final class LineConnection {
 
     /// Upgrades to TLS (after the server's go-ahead to STARTTLS). Bytes the
     /// server sent before the handshake would be a plaintext injection: refused.
-    func startTLS(caFile: String?, deadline: ContinuousClock.Instant) throws(Failure) {
+    package func startTLS(caFile: String?, deadline: ContinuousClock.Instant) throws(Failure) {
         guard buffer.isEmpty else { throw Failure(beforeConnect: false, description: "the server sent data before the TLS handshake (refused)") }
         let fd = self.fd
         tls = try TLSSession(fd: fd, host: host, caFile: caFile) { (events: Int16) throws(Failure) in
@@ -57,7 +57,7 @@ final class LineConnection {
     }
 
     /// Resolves `host` and connects to the first address that answers before `deadline`.
-    static func connect(host: String, port: Int, deadline: ContinuousClock.Instant) throws(Failure) -> LineConnection {
+    package static func connect(host: String, port: Int, deadline: ContinuousClock.Instant) throws(Failure) -> LineConnection {
         do {
             let fd = try TCPConnect.connect(address: host, port: port, deadline: deadline)
             return LineConnection(fd: fd, host: host, peer: "\(host):\(port)")
@@ -80,7 +80,7 @@ final class LineConnection {
         }
     }
 
-    func send(_ bytes: [UInt8], deadline: ContinuousClock.Instant, phase: String) throws(Failure) {
+    package func send(_ bytes: [UInt8], deadline: ContinuousClock.Instant, phase: String) throws(Failure) {
         var offset = 0
         while offset < bytes.count {
             #if canImport(Glibc)
@@ -136,7 +136,7 @@ final class LineConnection {
 
     /// The bytes buffered, or when there are none the next that arrive; nil at
     /// the peer's close. The deadline holds even while bytes keep coming.
-    func receive(deadline: ContinuousClock.Instant, phase: String) throws(Failure) -> [UInt8]? {
+    package func receive(deadline: ContinuousClock.Instant, phase: String) throws(Failure) -> [UInt8]? {
         if ContinuousClock.now >= deadline { throw Failure(beforeConnect: false, description: "timed out \(phase)") }
         if buffer.isEmpty, try !fill(deadline: deadline, phase: phase) { return nil }
         defer { buffer = [] }
@@ -144,32 +144,7 @@ final class LineConnection {
     }
 
     /// Gives back bytes a parser did not use: the next `receive` returns them first.
-    func unread(_ bytes: ArraySlice<UInt8>) {
+    package func unread(_ bytes: ArraySlice<UInt8>) {
         buffer = Array(bytes) + buffer
-    }
-}
-
-/// Runs blocking socket work on a thread of its own, never on the cooperative pool.
-/// SIGPIPE is blocked on that thread: OpenSSL writes with plain `write(2)`, and
-/// a relay that closes mid-write must be an error (EPIPE), not the end of
-/// rollctl. A signal left pending on the thread dies with it.
-enum Blocking {
-    static func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
-            detached { c.resume(returning: work()) }
-        }
-    }
-
-    /// Fire and forget (e.g. a polite QUIT at the end of a batch).
-    static func detached(_ work: @escaping @Sendable () -> Void) {
-        let thread = Thread {
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGPIPE)
-            pthread_sigmask(SIG_BLOCK, &set, nil)
-            work()
-        }
-        thread.stackSize = 512 * 1024
-        thread.start()
     }
 }

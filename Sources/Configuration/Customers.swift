@@ -1,5 +1,6 @@
 import Foundation
 import Yams
+import Basics
 
 /// A customer hosted on the fleet: who gets the notices.
 public struct Customer: Sendable, Equatable, Hashable, Codable {

@@ -1,6 +1,8 @@
 import Foundation
-import HealthGate
+import Basics
 import SSH
+import HealthGate
+import Configuration
 
 /// What `plan apply --dry-run` reads from each host, in one read-only SSH
 /// round trip: the `HostFacts` files (release, boot id, uptime, memory, OOM

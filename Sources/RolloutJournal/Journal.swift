@@ -1,5 +1,7 @@
 import Foundation
 import GRDB
+import Basics
+import Configuration
 
 /// The durable record of every rollout: SQLite (WAL) through GRDB, one file,
 /// mode 0600. Every transition is written before the side effect it announces

@@ -1,4 +1,6 @@
 import Foundation
+import Basics
+import NetIO
 
 /// Why a notice was not delivered, for the journal and a person. Never carries
 /// a credential.

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import HealthGate
+import Basics
 
 /// Who drives a rollout: the machine, the process and that process's start time
 /// (a pid alone may have been reused by an unrelated process since), plus a

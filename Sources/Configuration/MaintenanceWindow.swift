@@ -1,5 +1,5 @@
 import Foundation
-import HealthGate
+import Basics
 
 /// When a customer's servers may restart: the one rule used by the maintenance
 /// notice, the dry-run and `rollout show`.
@@ -46,14 +46,14 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
 
     /// `Tue 1 Dec 2026 20:15 UTC` to `20:45 UTC`: minutes, rounded outwards (the start
     /// down, the end up), so the text is never narrower than the window.
-    public var humanStart: String { NoticeSender.humanTime(Self.floorMinute(start)) }
-    public var humanEnd: String { NoticeSender.humanTime(Self.ceilMinute(end)) }
+    public var humanStart: String { TimeText.human(Self.floorMinute(start)) }
+    public var humanEnd: String { TimeText.human(Self.ceilMinute(end)) }
 
     static func floorMinute(_ d: Date) -> Date { Date(timeIntervalSince1970: (d.timeIntervalSince1970 / 60).rounded(.down) * 60) }
     static func ceilMinute(_ d: Date) -> Date { Date(timeIntervalSince1970: (d.timeIntervalSince1970 / 60).rounded(.up) * 60) }
 
     /// `2026-12-01T20:15:03Z/2026-12-01T20:45:00Z` (RFC 3339 interval), for machines: the mail's
     /// `X-Rollctl-Window` header, the webhook's fields.
-    public var iso: String { NoticeSender.isoTime(start) + "/" + NoticeSender.isoTime(Self.ceilSecond(end)) }
-    static func ceilSecond(_ d: Date) -> Date { Date(timeIntervalSince1970: d.timeIntervalSince1970.rounded(.up)) }
+    public var iso: String { TimeText.iso(start) + "/" + TimeText.iso(Self.ceilSecond(end)) }
+    package static func ceilSecond(_ d: Date) -> Date { Date(timeIntervalSince1970: d.timeIntervalSince1970.rounded(.up)) }
 }

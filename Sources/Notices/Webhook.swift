@@ -1,5 +1,6 @@
 import Foundation
-import HealthGate
+import Basics
+import NetIO
 
 /// The webhook channel: one HTTP/1.1 POST of a JSON notice (schema
 /// `rollctl.notice/v1`, docs/notifications.md) per customer, wave and kind.

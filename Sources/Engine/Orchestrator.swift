@@ -1,8 +1,12 @@
 import CLibSSH2
 import Foundation
 import GRDB
-import HealthGate
+import Basics
 import SSH
+import HealthGate
+import Configuration
+import RolloutJournal
+import Notices
 
 /// How a run of `plan apply` / `rollout resume` ended.
 public enum RolloutOutcome: Sendable, Equatable {
@@ -301,7 +305,7 @@ public final class Orchestrator: Sendable {
     func waitUntil(_ instant: Date, _ what: String) async throws -> RolloutOutcome? {
         let wait = instant.timeIntervalSinceNow
         guard wait > 0 else { return nil }
-        say(nil, "\(what) — reboots start at \(NoticeSender.isoTime(instant)) (in \(Int(wait.rounded(.up))) s)")
+        say(nil, "\(what) — reboots start at \(TimeText.iso(instant)) (in \(Int(wait.rounded(.up))) s)")
         while instant.timeIntervalSinceNow > 0 {
             if stopping() { return try interrupt() }
             try? await Task.sleep(for: .milliseconds(Int64(min(1000, max(10, instant.timeIntervalSinceNow * 1000)))))

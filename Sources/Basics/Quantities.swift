@@ -1,4 +1,4 @@
-import HealthGate
+
 
 /// Sizes (`512MiB`, `2GiB`, `1.5GB`) and ratios (`99.5%`, `0.995`) as users write them.
 public enum Quantity {
@@ -36,7 +36,7 @@ public enum Quantity {
         return "\(b) B"
     }
 
-    static func fmt(_ x: Double) -> String {
+    public static func fmt(_ x: Double) -> String {
         let r = (x * 10).rounded() / 10
         return r == r.rounded() && r >= 100 ? String(Int(r)) : String(format1: r)
     }
@@ -51,5 +51,5 @@ extension String {
 
 extension Substring {
     /// Leading and trailing whitespace removed.
-    var trimmed: String { String(self).trimmed }
+    public var trimmed: String { String(self).trimmed }
 }

@@ -1,5 +1,9 @@
 import Foundation
+import Basics
+import NetIO
 import HealthGate
+import Configuration
+import Notices
 
 /// What the dry-run learned from the fleet (or, offline, did not).
 public struct DryRunFacts: Sendable {
@@ -325,19 +329,6 @@ public enum DryRun {
     }
 
     /// Built-in maintenance notice, used when the plan names no templates folder.
-    public static let defaultSubject = "Planned maintenance: {{host_count}} of your servers will restart"
-    public static let defaultBody = """
-        Hello {{customer_name}},
-
-        {{company}} is updating the Linux kernel of the servers your services run on.
-        The following servers will restart once between {{window_start}} and {{window_end}}:
-        {{#hosts}}  - {{name}}
-        {{/hosts}}Each restart takes a few minutes. You do not need to do anything.
-
-        New kernel: {{kernel}}
-
-        -- {{company}}
-        """
 
     static func renderNotice(plan: Plan, customer: Customer, hosts: [InventoryHost], previous: String?, windowStart: String,
                              windowEnd: String, template: (subject: String, body: String)?) -> DryRunPreview.Notice {
@@ -348,7 +339,7 @@ public enum DryRun {
             "kernel": .text(plan.kernel.release), "previous_kernel": .text(previous ?? ""), "plan": .text(plan.name), "wave": .text("1"),
             "lead_time": .text(PlanFormat.duration(plan.notify?.leadTime ?? .zero)),
         ]
-        let t = template ?? (defaultSubject, defaultBody)
+        let t = template ?? (NoticeDefaults.subject(.maintenance), NoticeDefaults.body(.maintenance))
         return .init(to: "\(customer.name) <\(customer.email)>",
                      subject: NoticeTemplate.render(t.subject, ctx).trimmingCharacters(in: .whitespacesAndNewlines),
                      body: NoticeTemplate.render(t.body, ctx))

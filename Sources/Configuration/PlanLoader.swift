@@ -2,9 +2,11 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import HealthGate
-import SSH
 import Yams
+import Basics
+import NetIO
+import SSH
+import HealthGate
 
 /// Reads a plan file strictly: every problem (YAML syntax, unknown keys with a
 /// "did you mean", wrong types, impossible values) is collected with its

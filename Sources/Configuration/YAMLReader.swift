@@ -1,6 +1,6 @@
 import Foundation
-import HealthGate
 import Yams
+import Basics
 
 /// Strict reading of a YAML document: every node keeps its line and column,
 /// unknown keys are errors with a "did you mean", wrong types name the expected

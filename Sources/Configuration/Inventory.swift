@@ -1,6 +1,7 @@
 import Foundation
-import SSH
 import Yams
+import Basics
+import SSH
 
 /// One host of the fleet as the inventory describes it.
 public struct InventoryHost: Sendable, Equatable, Codable {
