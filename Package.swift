@@ -23,13 +23,19 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        // The system's OpenSSL 3: TLS (SMTP STARTTLS, https webhooks) and the plan hash.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
         // Swift face of libssh2. Blocking C calls run on dedicated threads.
         .target(name: "SSH", dependencies: ["CLibSSH2"]),
         // Probes and the health gate. Knows nothing of SSH: reads hosts through `HostReader`.
         .target(name: "HealthGate"),
         // Inventory, plans, the wave planner, the survey and (later) the orchestrator.
         .target(name: "Rollout", dependencies: [
-            "SSH", "HealthGate",
+            "SSH", "HealthGate", "COpenSSL",
             .product(name: "Yams", package: "Yams"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Mustache", package: "swift-mustache"),
