@@ -27,9 +27,15 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        // The system's OpenSSL 3: TLS (SMTP STARTTLS, https webhooks) and the plan hash.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
         // Network I/O: TCP connect with a deadline, line connections, TLS, one HTTP response
-        // reader and one URL type (the probe and the webhook share them).
-        .target(name: "NetIO", dependencies: ["Basics"]),
+        // reader and one URL type (the probe and the webhook share them), SHA-256.
+        .target(name: "NetIO", dependencies: ["Basics", "COpenSSL"]),
         // Swift face of libssh2. Blocking C calls run on dedicated threads.
         .target(name: "SSH", dependencies: ["Basics", "NetIO", "CLibSSH2"]),
         // Probes and the health gate. Knows nothing of SSH: reads hosts through `HostReader`.
@@ -78,7 +84,7 @@ let package = Package(
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics"]),
-        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "Configuration", "RolloutJournal", "Notices", "Engine", "SSHTesting"], exclude: ["corpus"]),
+        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "Configuration", "RolloutJournal", "Notices", "Engine", "SSHTesting"], exclude: ["corpus", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
         .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "Configuration", "RolloutJournal", "Engine"]),
         // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.
         .testTarget(name: "RollctlCommandsTests", dependencies: ["RollctlCommands"]),

@@ -2,7 +2,6 @@
 #define ROLLCTL_CLIBSSH2_SHIM_H
 #include <libssh2.h>
 #include <libssh2_publickey.h>
-#include <openssl/sha.h>  // libcrypto: libssh2's own crypto library (libssh2-1-dev depends on libssl-dev)
 #include <poll.h>
 #include <sys/socket.h>
 #include <netinet/in.h>

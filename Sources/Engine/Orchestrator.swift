@@ -1,7 +1,7 @@
-import CLibSSH2
 import Foundation
 import GRDB
 import Basics
+import NetIO
 import SSH
 import HealthGate
 import Configuration
@@ -1026,12 +1026,4 @@ final class LeaseBox: @unchecked Sendable {
     var lease: DriverLease?
     var journalID: String?
     func with<T>(_ body: (LeaseBox) throws -> T) rethrows -> T { lock.lock(); defer { lock.unlock() }; return try body(self) }
-}
-
-/// SHA-256 of the plan text for the journal, from libcrypto (which libssh2 links anyway).
-func sha256Hex(_ text: String) -> String {
-    let bytes = Array(text.utf8)
-    var digest = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-    _ = SHA256(bytes, bytes.count, &digest)
-    return digest.map { String(format: "%02x", $0) }.joined()
 }

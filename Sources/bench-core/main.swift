@@ -20,7 +20,9 @@
 import Foundation
 import FleetsimCore
 import HealthGate
-import Rollout
+import Configuration
+import Engine
+import RolloutJournal
 import RolloutTesting
 
 func monotonic() -> Double {

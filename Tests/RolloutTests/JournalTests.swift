@@ -5,6 +5,7 @@ import SSHTesting
 @testable import Configuration
 @testable import RolloutJournal
 @testable import Engine
+@testable import NetIO
 
 @Suite struct HostStateTests {
     @Test func happyPathIsAllowedStepByStep() {
