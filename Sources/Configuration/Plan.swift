@@ -64,6 +64,8 @@ public enum Bootloader: Sendable, Equatable {
     /// rollctl finds the release's menu entry in `/boot/grub/grub.cfg` and runs
     /// `grub-reboot` / `grub-set-default` with it (needs `GRUB_DEFAULT=saved`).
     case grub
+    /// systemd-boot through `bootctl` (entries `<entry-token>-<release>.conf`).
+    case systemdBoot
     /// Commands given by the plan; `{release}` and `{previous_release}` are replaced, shell-quoted.
     case custom(stage: [String], commit: [String], rollback: [String])
 }

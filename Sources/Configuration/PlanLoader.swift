@@ -36,13 +36,6 @@ public enum PlanLoader {
     /// the boot entry id is the one `kernel-install` writes,
     /// `<entry token>-<release>.conf`, the entry token from `/etc/kernel/entry-token`
     /// or else the machine id.
-    public static let systemdBootToken = "\"$(cat /etc/kernel/entry-token 2>/dev/null || cat /etc/machine-id)\""
-    public static var systemdBoot: Bootloader {
-        .custom(stage: ["bootctl set-oneshot \(systemdBootToken)-{release}.conf"],
-                commit: ["bootctl set-default \(systemdBootToken)-{release}.conf"],
-                rollback: ["bootctl set-default \(systemdBootToken)-{previous_release}.conf"])
-    }
-
     /// Loads and validates a plan. Throws `InputErrors` with every problem found.
     /// Cross-checks against the inventory and the customers file are `check(_:inventory:)`.
     public static func load(path: String) throws -> Plan {
@@ -312,7 +305,7 @@ struct PlanParser {
         if case let .scalar(s) = node {
             switch s.string {
             case "grub": return .grub
-            case "systemd-boot": return PlanLoader.systemdBoot
+            case "systemd-boot": return .systemdBoot
             case "custom":
                 r.error(node, "bootloader 'custom' needs its commands", hint: "write bootloader: {type: custom, stage: [...], commit: [...], rollback: [...]}")
                 return nil
@@ -357,7 +350,7 @@ struct PlanParser {
             for (k, keyNode, _) in pairs where k != "type" {
                 r.error(keyNode, "bootloader.\(k) is only for type: custom (\(type) commands are built in)", hint: "remove it, or set type: custom")
             }
-            return type == "grub" ? .grub : PlanLoader.systemdBoot
+            return type == "grub" ? .grub : .systemdBoot
         }
     }
 

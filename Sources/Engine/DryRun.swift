@@ -238,16 +238,11 @@ public enum DryRun {
         if !layout.skipped.filter({ $0.reason.hasPrefix("unreachable") }).isEmpty {
             notes.append("unreachable hosts are left out; they stay on their current kernel")
         }
-        if case .custom = plan.bootloader, plan.bootloader != PlanLoader.systemdBoot {
-            notes.append("custom bootloader commands: rollctl cannot check them before they run")
-        }
-        let bootloaderName: String = switch plan.bootloader {
-        case .grub: "grub"
-        case .custom: plan.bootloader == PlanLoader.systemdBoot ? "systemd-boot" : "custom"
-        }
+        let bootloader = BootloaderDrivers.driver(for: plan.bootloader)
+        notes += bootloader.notes
         return DryRunPreview(
             plan: .init(name: plan.name, description: plan.description, path: plan.path, targetRelease: plan.kernel.release,
-                        bootloader: bootloaderName),
+                        bootloader: bootloader.name),
             inventory: inventory.path, inventoryHosts: inventory.hosts.count, selectedHosts: selected.count, hostsToRoll: total,
             survey: .init(offline: facts.offline, reached: facts.offline ? 0 : selected.filter { facts.unreachable[$0.name] == nil }.count,
                           unreachable: facts.unreachable.count, releases: releases),
@@ -272,20 +267,17 @@ public enum DryRun {
                              customers: Int?) -> [DryRunPreview.Step] {
         let release = plan.kernel.release
         let prev = previousRelease ?? "<current release>"
-        let menu = grubConfig.map(GrubMenu.parse)
-        let newPath = menu?.expectedTitlePath(forRelease: release, like: previousRelease) ?? GrubMenu.debianTitlePath(release)
-        let oldPath = previousRelease.flatMap { p in menu?.entry(forRelease: p)?.titlePath } ?? GrubMenu.debianTitlePath(prev)
+        let bootloader = BootloaderDrivers.driver(for: plan.bootloader)
+        let listing = bootloader.entryListing
+        let newEntry = listing == nil ? nil : bootloader.expectedEntry(in: grubConfig, release: release, like: previousRelease)
+        let oldEntry = listing == nil ? nil : previousRelease.flatMap { p in grubConfig.flatMap { bootloader.entry(in: $0, release: p) } }
+            ?? bootloader.expectedEntry(in: nil, release: prev, like: nil)
         var steps: [DryRunPreview.Step] = []
         steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; take this rollout's lease on the host (\(HostLease.path), under flock: refused while another rollout, from any journal, holds it); need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot",
                            commands: [HealthGate.HostFacts.command, HostCommands.bootFree]))
         steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan)))
-        switch plan.bootloader {
-        case .grub:
-            steps.append(.init(step: "stage", description: "find the entry of \(release) in grub.cfg and boot it once (GRUB_DEFAULT=saved: a kernel that fails to boot falls back to the current default)",
-                               commands: [HostCommands.readGrubConfig] + HostCommands.stage(plan, entryPath: newPath, previousEntryPath: oldPath)))
-        case .custom:
-            steps.append(.init(step: "stage", description: "boot \(release) once", commands: HostCommands.stage(plan, entryPath: newPath)))
-        }
+        steps.append(.init(step: "stage", description: bootloader.stageDescription(release: release),
+                           commands: (listing.map { [$0] } ?? []) + bootloader.stage(plan, entry: newEntry, previous: oldEntry)))
         if let n = plan.notify {
             steps.append(.init(step: "notify", description: "once the wave is staged, send the maintenance notice to \(customers.map { "\($0)" } ?? "the") customer\(customers == 1 ? "" : "s") of this host (once per customer per wave), stating the window from the lead time, the customer's last batch, the reboot timeout, the soak and a possible rollback reboot; then wait the lead time \(PlanFormat.duration(n.leadTime)) before the wave's first reboot",
                                commands: []))
@@ -299,9 +291,8 @@ public enum DryRun {
             gateDesc += "; test site \(url) from rollctl, \(site.requestsPerSample) request\(site.requestsPerSample == 1 ? "" : "s") per sample"
         }
         steps.append(.init(step: "gate", description: gateDesc, commands: [HealthGate.HostFacts.command] + g.customChecks.map(\.command)))
-        steps.append(.init(step: "commit", description: "after the wave's gate passed: make \(release) the default", commands: HostCommands.commit(plan, entryPath: newPath)))
-        var rollback = HostCommands.rollback(plan, previousRelease: prev, previousEntryPath: oldPath)
-        if case .grub = plan.bootloader { rollback.insert(HostCommands.clearOneShot, at: 0) }
+        steps.append(.init(step: "commit", description: "after the wave's gate passed: make \(release) the default", commands: bootloader.commit(plan, entry: newEntry)))
+        let rollback = bootloader.clearOneShot + bootloader.restoreDefault(plan, previousRelease: prev, previousEntry: oldEntry) + [plan.reboot.command]
         steps.append(.init(step: "rollback", description: "only on failure (policy: \(plan.failure.rollback.rawValue)): restore \(prev) as the default and reboot into it",
                            commands: rollback))
         return steps

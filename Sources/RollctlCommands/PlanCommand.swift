@@ -112,10 +112,10 @@ struct PlanApply: AsyncParsableCommand {
             // The example host's menu, to show the exact GRUB entry paths.
             let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: facts.releases, unreachable: facts.unreachable,
                                           customers: loaded.customers)
-            if case .grub = p.bootloader, let example = layout.waves.first?.hosts.first {
+            if let listing = BootloaderDrivers.driver(for: p.bootloader).entryListing, let example = layout.waves.first?.hosts.first {
                 let (endpoint, options) = loaded.inventory.sshTarget(for: example, sshConfig: cfg)
                 let conn = SSHHost(endpoint: endpoint, options: options)
-                if let r = try? await conn.exec(HostCommands.readGrubConfig, timeout: .seconds(20)), r.exitStatus == 0 {
+                if let r = try? await conn.exec(listing, timeout: .seconds(20)), r.exitStatus == 0 {
                     facts.exampleGrubConfig = r.stdoutText
                 }
                 await conn.close()

@@ -181,8 +181,10 @@ public final class Journal: Sendable {
         public var reason: String?
         public var releaseBefore: String?
         public var bootIDBefore: String?
-        public var grubEntryBefore: String?
-        public var grubEntryAfter: String?
+        /// The running kernel's boot entry at check (what rollback boots; column grub_entry_before).
+        public var bootEntryBefore: String?
+        /// The new kernel's boot entry after the install (column grub_entry_after).
+        public var bootEntryAfter: String?
         public var releaseAfter: String?
         public var bootIDAfter: String?
         public var reboots: Int
@@ -199,7 +201,7 @@ public final class Journal: Sendable {
             guard let st = HostState(rawValue: raw) else { throw JournalError("host \(name): unknown state '\(raw)' in the journal (written by a newer rollctl?)") }
             state = st
             reason = row[5]; releaseBefore = row[6]; bootIDBefore = row[7]
-            grubEntryBefore = row[8]; grubEntryAfter = row[9]; releaseAfter = row[10]; bootIDAfter = row[11]
+            bootEntryBefore = row[8]; bootEntryAfter = row[9]; releaseAfter = row[10]; bootIDAfter = row[11]
             reboots = row[12]; lastError = row[13]; updatedAt = row[14]
         }
     }

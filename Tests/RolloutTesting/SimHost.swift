@@ -78,9 +78,9 @@ public actor SimHost: RemoteHost {
                 ("/proc/vmstat", "nr_free_pages 7500000\noom_kill 0\n"),
             ]
             return ok(files.map { "@@rollctl-file \($0.0)\n\($0.1)" }.joined())
-        case HostCommands.readGrubConfig: return ok(grubCfg)
+        case GrubDriver.readConfig: return ok(grubCfg)
         case HostCommands.bootFree: return ok("4000000000\n")
-        case HostCommands.clearOneShot: nextEntry = nil; return ok()
+        case GrubDriver.clearNextEntry: nextEntry = nil; return ok()
         case "cat /proc/sys/kernel/random/boot_id": return ok(bootID + "\n")
         case "cat /proc/sys/kernel/osrelease": return ok(release + "\n")
         case "true": return ok()

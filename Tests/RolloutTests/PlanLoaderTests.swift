@@ -70,10 +70,7 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
     @Test func systemdBootAndCustomBootloaders() throws {
         let base = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n"
         let sd = try PlanLoader.parse(text: base + "bootloader: {type: systemd-boot}\n", path: "m.yaml")
-        guard case let .custom(stage, commit, rollback) = sd.bootloader else { Issue.record("not custom"); return }
-        #expect(stage == ["bootctl set-oneshot \"$(cat /etc/kernel/entry-token 2>/dev/null || cat /etc/machine-id)\"-{release}.conf"])
-        #expect(commit.first?.hasPrefix("bootctl set-default ") == true)
-        #expect(rollback.first?.hasSuffix("-{previous_release}.conf") == true)
+        #expect(sd.bootloader == .systemdBoot)
         let custom = try PlanLoader.parse(text: base + """
         bootloader:
           type: custom

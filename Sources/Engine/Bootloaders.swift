@@ -1,0 +1,128 @@
+import Basics
+import Configuration
+
+/// What the engine asks of a bootloader: boot a release once, make it the default after
+/// the gate, and go back to the previous kernel. A driver renders shell commands (every
+/// substituted value shell-quoted) and reads boot entries from command output; it runs
+/// nothing itself, so the orchestrator runs exactly what the dry-run shows.
+///
+/// To add a bootloader: a case in `Bootloader` (Configuration, with its plan syntax in
+/// `PlanLoader`), a driver here, and its line in `BootloaderDrivers.driver(for:)`.
+public protocol BootloaderDriver: Sendable {
+    /// `grub`, `systemd-boot`, `custom`: what the dry-run and `rollout show` say.
+    var name: String { get }
+    /// The read-only command that lists boot entries, nil when the driver addresses
+    /// kernels by release alone. When set, `entry(in:release:)` finds a release's entry
+    /// in its output; the running kernel's entry is journaled at check (what rollback
+    /// boots), the new kernel's after the install (what stage and commit use).
+    var entryListing: String? { get }
+    /// Where `entryListing` reads from, for messages (`/boot/grub/grub.cfg`).
+    var entrySource: String { get }
+    func entry(in listing: String, release: String) -> String?
+    /// The entry of a release the host has not installed yet, as the dry-run guesses it
+    /// (`like`: a release whose entry the listing has, to copy its submenu path).
+    func expectedEntry(in listing: String?, release: String, like: String?) -> String?
+    /// Boot `entry` (of `plan.kernel.release`) once; `previous` stays the default, so a
+    /// kernel that fails to boot falls back to it.
+    func stage(_ plan: Plan, entry: String?, previous: String?) -> [String]
+    /// Make the new kernel the default (after the wave's gate passed).
+    func commit(_ plan: Plan, entry: String?) -> [String]
+    /// Before a rollback: forget a staged one-shot boot (best effort, may fail harmlessly).
+    var clearOneShot: [String] { get }
+    /// Make the previous kernel the default again (no reboot).
+    func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String]
+    /// What the dry-run should warn about.
+    var notes: [String] { get }
+    /// The dry-run's words for the stage step.
+    func stageDescription(release: String) -> String
+}
+
+extension BootloaderDriver {
+    public var entrySource: String { "the boot menu" }
+    public func expectedEntry(in listing: String?, release: String, like: String?) -> String? {
+        listing.flatMap { entry(in: $0, release: release) }
+    }
+    public var notes: [String] { [] }
+    public func stageDescription(release: String) -> String { "boot \(release) once" }
+}
+
+public enum BootloaderDrivers {
+    public static func driver(for bootloader: Bootloader) -> any BootloaderDriver {
+        switch bootloader {
+        case .grub: GrubDriver()
+        case .systemdBoot: SystemdBootDriver()
+        case let .custom(stage, commit, rollback): CustomBootloader(stageCommands: stage, commitCommands: commit, rollbackCommands: rollback)
+        }
+    }
+}
+
+/// Debian's GRUB: the release's menu entry is found in `grub.cfg` (see `GrubMenu`) and
+/// addressed by its title path; `grub-reboot` boots it once, `grub-set-default` saves it
+/// (needs `GRUB_DEFAULT=saved`).
+public struct GrubDriver: BootloaderDriver {
+    public init() {}
+    public var name: String { "grub" }
+    /// Reads the GRUB menu (read-only).
+    public static let readConfig = "cat /boot/grub/grub.cfg"
+    /// Forgets a staged one-shot boot.
+    public static let clearNextEntry = "grub-editenv /boot/grub/grubenv unset next_entry"
+    public var entryListing: String? { Self.readConfig }
+    public var entrySource: String { "/boot/grub/grub.cfg" }
+    public func entry(in listing: String, release: String) -> String? {
+        GrubMenu.parse(listing).entry(forRelease: release)?.titlePath
+    }
+    public func expectedEntry(in listing: String?, release: String, like: String?) -> String? {
+        listing.flatMap { GrubMenu.parse($0).expectedTitlePath(forRelease: release, like: like) } ?? GrubMenu.debianTitlePath(release)
+    }
+    /// The running kernel is pinned as the saved default first, so a newly installed kernel
+    /// listed first never becomes the default by accident.
+    public func stage(_ plan: Plan, entry: String?, previous: String?) -> [String] {
+        (previous.map { ["grub-set-default " + shellQuote($0)] } ?? []) + ["grub-reboot " + shellQuote(entry ?? "")]
+    }
+    public func commit(_ plan: Plan, entry: String?) -> [String] { ["grub-set-default " + shellQuote(entry ?? "")] }
+    public var clearOneShot: [String] { [Self.clearNextEntry] }
+    public func stageDescription(release: String) -> String {
+        "find the entry of \(release) in grub.cfg and boot it once (GRUB_DEFAULT=saved: a kernel that fails to boot falls back to the current default)"
+    }
+    public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
+        previousEntry.map { ["grub-set-default " + shellQuote($0)] } ?? []
+    }
+}
+
+/// systemd-boot: entries named `<entry-token>-<release>.conf` (the token from
+/// `/etc/kernel/entry-token`, else the machine id), `bootctl set-oneshot` and `set-default`.
+public struct SystemdBootDriver: BootloaderDriver {
+    public init() {}
+    public var name: String { "systemd-boot" }
+    public var entryListing: String? { nil }
+    public func entry(in listing: String, release: String) -> String? { nil }
+    static let token = "\"$(cat /etc/kernel/entry-token 2>/dev/null || cat /etc/machine-id)\""
+    static func entryFile(_ release: String) -> String { "\(token)-\(shellQuote(release)).conf" }
+    public func stage(_ plan: Plan, entry: String?, previous: String?) -> [String] {
+        ["bootctl set-oneshot " + Self.entryFile(plan.kernel.release)]
+    }
+    public func commit(_ plan: Plan, entry: String?) -> [String] { ["bootctl set-default " + Self.entryFile(plan.kernel.release)] }
+    public var clearOneShot: [String] { [] }
+    public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
+        ["bootctl set-default " + Self.entryFile(previousRelease)]
+    }
+}
+
+/// The plan's own commands; `{release}` and `{previous_release}` replaced, shell-quoted.
+public struct CustomBootloader: BootloaderDriver {
+    public var stageCommands: [String], commitCommands: [String], rollbackCommands: [String]
+    public var name: String { "custom" }
+    public var entryListing: String? { nil }
+    public func entry(in listing: String, release: String) -> String? { nil }
+    public func stage(_ plan: Plan, entry: String?, previous: String?) -> [String] {
+        stageCommands.map { HostCommands.substitute($0, release: plan.kernel.release, previousRelease: nil) }
+    }
+    public func commit(_ plan: Plan, entry: String?) -> [String] {
+        commitCommands.map { HostCommands.substitute($0, release: plan.kernel.release, previousRelease: nil) }
+    }
+    public var clearOneShot: [String] { [] }
+    public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
+        rollbackCommands.map { HostCommands.substitute($0, release: plan.kernel.release, previousRelease: previousRelease) }
+    }
+    public var notes: [String] { ["custom bootloader commands: rollctl cannot check them before they run"] }
+}

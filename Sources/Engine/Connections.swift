@@ -1,0 +1,46 @@
+import Foundation
+import HealthGate
+import SSH
+import Configuration
+
+/// A host the orchestrator drives: commands through its shell (`HostReader`) and a
+/// connection it can drop (after a reboot). `SSHHost` in production.
+public protocol RemoteHost: HostReader {
+    func close() async
+}
+
+extension SSHHost: RemoteHost {}
+
+/// One reusable connection per host for the whole run; dropped after a reboot.
+actor Connections {
+    let byName: [String: InventoryHost]
+    let transport: @Sendable (InventoryHost) -> any RemoteHost
+    var hosts: [String: any RemoteHost] = [:]
+
+    init(inventory: Inventory, transport: @escaping @Sendable (InventoryHost) -> any RemoteHost) {
+        self.byName = Dictionary(inventory.hosts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.transport = transport
+    }
+
+    func address(_ name: String) -> String { byName[name]?.address ?? name }
+
+    func host(_ name: String) -> any RemoteHost {
+        if let h = hosts[name] { return h }
+        return fresh(name)
+    }
+
+    func fresh(_ name: String) -> any RemoteHost {
+        let h = transport(byName[name] ?? InventoryHost(name: name, address: name))
+        hosts[name] = h
+        return h
+    }
+
+    func drop(_ name: String) async {
+        if let h = hosts.removeValue(forKey: name) { await h.close() }
+    }
+
+    func closeAll() async {
+        for h in hosts.values { await h.close() }
+        hosts = [:]
+    }
+}

@@ -1,0 +1,254 @@
+import Foundation
+import GRDB
+import Basics
+import NetIO
+import SSH
+import HealthGate
+import Configuration
+import RolloutJournal
+import Notices
+
+/// The wave loop: waves in order, each from check to commit with the gate between,
+/// waiting for lead times and keeping the customers' windows.
+extension Orchestrator {
+    // MARK: - run
+
+    /// Runs (or resumes) the rollout until it completes, halts or is interrupted.
+    /// Takes the driver lease first (`LeaseHeld` when another process drives it).
+    /// A journal that cannot be written stops the run (interrupted, resumable).
+    public func run() async throws -> RolloutOutcome {
+        try takeLease()
+        do {
+            let outcome = try await runWaves()
+            await connections.closeAll()
+            return outcome
+        } catch {
+            await connections.closeAll()
+            return try stopBlind(error)
+        }
+    }
+
+    /// An error no step could journal (the journal is unwritable, or a bug): stop
+    /// here rather than go on without a record; resume continues from the journal.
+    func stopBlind(_ error: Error) throws -> RolloutOutcome {
+        say(nil, "STOPPING: \(error) — no further step is taken; the journal holds what happened up to here; resume with `rollctl rollout resume \(rolloutID)`", problem: true)
+        if !leaseLost {
+            try? journal.setRolloutState(rolloutID, .interrupted, note: "stopped: \(error)")
+        }
+        return .interrupted
+    }
+
+    func runWaves() async throws -> RolloutOutcome {
+        try journal.setRolloutState(rolloutID, .running)
+        let waves = try journal.waves(rolloutID)
+        if let notices {
+            // Templates, channel settings, the password's source: fail before any host is touched.
+            do { try notices.preflight() } catch {
+                return try halt(reason: "customer notices cannot be sent: \(error)", rollback: false)
+            }
+            await catchUpNotices(notices)
+        }
+        for wave in waves {
+            if wave.state == .passed { continue }
+            if wave.state == .failed || wave.state == .rolledBack {
+                // A halted rollout resumed: the failed wave's hosts were rolled back; halt stays explicit.
+                return try halt(reason: "wave \(wave.number) failed earlier; start a new rollout after fixing the cause", rollback: false)
+            }
+            if stopping() { return try interrupt() }
+            try journal.setWave(rolloutID, wave.number, state: .running)
+            say(nil, "wave \(wave.number)/\(waves.count): starting")
+            let outcome = try await runWave(wave.number, of: waves.count)
+            if outcome != .completed { return outcome }
+        }
+        try journal.setRolloutState(rolloutID, .completed)
+        try journal.releaseSettledLocks(rolloutID: rolloutID)
+        say(nil, "rollout \(rolloutID) completed: every host committed to \(plan.kernel.release)")
+        return .completed
+    }
+
+    /// For a rollout with nothing left to drive: delivers what earlier runs owed.
+    public func deliverOwedNotices() async throws {
+        try takeLease()
+        if let notices { await catchUpNotices(notices) }
+    }
+
+    /// Notices an earlier run owed and may not have sent (it died after a wave passed
+    /// or a host was rolled back): queued now if missing, then delivered. Delivery
+    /// problems are reported; they do not stop the rollout.
+    func catchUpNotices(_ notices: NoticeSender) async {
+        do {
+            let hosts = try journal.hosts(rolloutID)
+            var rows: [Journal.NoticeRow] = []
+            for w in try journal.waves(rolloutID) {
+                let inWave = hosts.filter { $0.wave == w.number }
+                if w.state == .passed { rows += try notices.owed(.done, wave: w.number, hosts: inWave.filter { $0.state == .committed }.map(\.name)) }
+                rows += try notices.owed(.rolledBack, wave: w.number, hosts: inWave.filter { $0.state == .rolledBack }.map(\.name))
+            }
+            if !rows.isEmpty {
+                say(nil, "\(rows.count) notice\(rows.count == 1 ? "" : "s") owed by an earlier run were never queued: queuing them now")
+                try journal.queueNotices(rows)
+            }
+            try await notices.deliverUndelivered(kinds: [.done, .rolledBack])
+        } catch {
+            say(nil, "notices owed by an earlier run not all delivered: \(error)", problem: true)
+        }
+    }
+
+    func runWave(_ number: Int, of total: Int) async throws -> RolloutOutcome {
+        let all = try journal.hosts(rolloutID, wave: number)
+        let batches = Dictionary(grouping: all, by: { $0.batch ?? 1 }).sorted { $0.key < $1.key }.map(\.value)
+        var batchOf: [String: Int] = [:]
+        for (i, b) in batches.enumerated() { for h in b { batchOf[h.name] = i } }
+
+        // 1. Pre-checks for the whole wave (no disruption yet).
+        try await forEach(all.filter { $0.state == .pending }, limit: 32) { h in try await self.check(h.name) }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if stopping() { return try interrupt() }
+
+        // 2. Install and stage boot-once (nothing restarts yet: customers are told next,
+        //    so the window they are given starts from the end of the staging).
+        try await forEach(try journal.hosts(rolloutID, wave: number, in: [.checked, .notified]),
+                          limit: 32) { h in try await self.stage(h.name) }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if stopping() { return try interrupt() }
+
+        // 3. Tell the customers of the staged hosts; honour the lead time (across resume too).
+        var rebootsFrom = Date()
+        if let notices {
+            let toTell = try journal.hosts(rolloutID, wave: number, in: [.staged]).map(\.name)
+            do {
+                if !toTell.isEmpty {
+                    let from = Date().addingTimeInterval(notices.spec.leadTime.seconds)
+                    let plan = self.plan
+                    let batchIndex = batchOf
+                    rebootsFrom = try await notices.maintenance(wave: number, hosts: toTell, window: { theirs in
+                        MaintenanceWindow.forCustomer(rebootsFrom: from, lastBatch: theirs.compactMap { batchIndex[$0] }.max() ?? 0, plan: plan)
+                    })
+                } else {
+                    rebootsFrom = try notices.earliestReboot(wave: number)
+                }
+            } catch let e as NoticeError {
+                return try halt(reason: "wave \(number): customer notices could not be delivered and the plan blocks on that: \(e)", wave: number)
+            }
+        }
+        if let stopped = try await waitUntil(rebootsFrom, "wave \(number): lead time") { return stopped }
+
+        // 4. Reboots, batch by batch (a batch never holds two hosts of one failure domain).
+        for (i, batch) in batches.enumerated() {
+            if let notices, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf) { return outcome }
+            try await forEach(batch.map(\.name), limit: plan.waves.maxParallel) { name in try await self.rebootAndVerify(name) }
+            if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+            if stopping() { return try interrupt() }
+        }
+
+        // 5. Soak and gate.
+        let ready = try journal.hosts(rolloutID, wave: number, in: [.verified, .soaking])
+        if !ready.isEmpty {
+            guard let report = try await gate(ready.map(\.name), wave: number) else { return try interrupt() }
+            if !report.verdict.allowsProgress {
+                return try halt(reason: Self.gateHaltReason(report, wave: number), wave: number)
+            }
+        }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+
+        // 6. Commit: the new kernel becomes the default, only after the gate passed.
+        let healthy = try journal.hosts(rolloutID, wave: number, in: [.healthy])
+        try await forEach(healthy.map(\.name), limit: 32) { name in try await self.commit(name) }
+        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        // The wave passes and its "done" notices are owed in one transaction: a crash right
+        // after cannot lose them (resume delivers what is queued).
+        let committed = try journal.hosts(rolloutID, wave: number, in: [.committed]).map(\.name)
+        try journal.setWave(rolloutID, number, state: .passed, queueing: try notices?.owed(.done, wave: number, hosts: committed) ?? [])
+        say(nil, "wave \(number)/\(total): passed, \(healthy.count) host\(healthy.count == 1 ? "" : "s") committed")
+        if let notices {
+            do { try await notices.deliverUndelivered(wave: number, kinds: [.done]) } catch {
+                say(nil, "wave \(number): 'done' notices not all delivered: \(error); the next resume retries them", problem: true)
+            }
+        }
+        return .completed
+    }
+
+    /// "wave 1 gate fail: failed web-001; cut short by that: web-002, web-003".
+    static func gateHaltReason(_ report: WaveGateReport, wave: Int) -> String {
+        var parts: [String] = []
+        if !report.failed.isEmpty { parts.append("failed on \(report.failed.joined(separator: ", "))") }
+        let cut = report.hosts.filter { $0.verdict == .inconclusive && $0.end == .stoppedWithWave }.map(\.host)
+        let unsure = report.hosts.filter { $0.verdict == .inconclusive && $0.end != .stoppedWithWave }.map(\.host)
+        if !unsure.isEmpty { parts.append("inconclusive on \(unsure.joined(separator: ", "))") }
+        if !cut.isEmpty { parts.append("soak cut short (not failed) on \(cut.joined(separator: ", "))") }
+        return "wave \(wave) gate \(report.verdict.rawValue): " + parts.joined(separator: "; ")
+    }
+
+    /// Sleeps until `instant`, ending early on a stop (returns `.interrupted` then).
+    func waitUntil(_ instant: Date, _ what: String) async throws -> RolloutOutcome? {
+        let wait = instant.timeIntervalSinceNow
+        guard wait > 0 else { return nil }
+        say(nil, "\(what) — reboots start at \(TimeText.iso(instant)) (in \(Int(wait.rounded(.up))) s)")
+        while instant.timeIntervalSinceNow > 0 {
+            if stopping() { return try interrupt() }
+            try? await Task.sleep(for: .milliseconds(Int64(min(1000, max(10, instant.timeIntervalSinceNow * 1000)))))
+        }
+        return nil
+    }
+
+    /// Before batch `batch`: every customer of its hosts must still be inside the window
+    /// they were told, with room for their remaining batches. Customers whose window can no
+    /// longer hold (a resume long after, slow batches) get one corrected notice, and the
+    /// batch waits its lead time; a second break is reported, never silent.
+    func keepWindows(_ notices: NoticeSender, wave: Int, batch: Int, batchOf: [String: Int]) async throws -> RolloutOutcome? {
+        let staged = try journal.hosts(rolloutID, wave: wave, in: [.staged]).filter { (batchOf[$0.name] ?? 0) >= batch }
+        let now = Date()
+        let here = staged.filter { batchOf[$0.name] == batch }.map(\.name)
+        guard !here.isEmpty else { return nil }
+        let promised = try notices.promisedWindows(wave: wave)
+        // Each customer's last batch among the hosts still to reboot, in one pass.
+        var lastBatch: [String: Int] = [:]
+        for h in staged {
+            let b = batchOf[h.name] ?? batch
+            for c in notices.customers.customers(onHost: h.name) { lastBatch[c.id] = max(lastBatch[c.id] ?? b, b) }
+        }
+        var broken: Set<String> = []
+        for c in notices.customers.customers(onHosts: here) {
+            guard let w = promised[c.id] else { continue }  // never told (skipped by on_failure: skip)
+            if !w.holds(now: now, batchesLeft: (lastBatch[c.id] ?? batch) - batch + 1, plan: plan) { broken.insert(c.id) }
+        }
+        guard !broken.isEmpty else { return nil }
+        let already = try notices.rescheduledCustomers(wave: wave)
+        let again = broken.intersection(already)
+        if !again.isEmpty {
+            let text = "wave \(wave): the corrected window of \(again.sorted().joined(separator: ", ")) cannot hold either; they were told once already — rebooting anyway"
+            say(nil, text, problem: true)
+            try await journal.event(rolloutID, kind: "info", text)
+        }
+        let correct = broken.subtracting(already)
+        guard !correct.isEmpty else { return nil }
+        say(nil, "wave \(wave): the window told to \(correct.count) customer\(correct.count == 1 ? "" : "s") cannot hold any more; sending one corrected notice")
+        let from = Date().addingTimeInterval(notices.spec.leadTime.seconds)
+        let plan = self.plan
+        let start: Date
+        do {
+            start = try await notices.reschedule(wave: wave, hosts: staged.map(\.name), only: correct, window: { theirs in
+                MaintenanceWindow.forCustomer(rebootsFrom: from, lastBatch: (theirs.compactMap { batchOf[$0] }.max() ?? batch) - batch, plan: plan)
+            })
+        } catch let e as NoticeError {
+            return try halt(reason: "wave \(wave): corrected notices could not be delivered and the plan blocks on that: \(e)", wave: wave)
+        }
+        return try await waitUntil(start, "wave \(wave): lead time of the corrected notices")
+    }
+
+    /// Failures of this wave and of the whole rollout against the plan's budget.
+    func budgetExceeded(wave: Int) throws -> String? {
+        // Counted in SQL: this runs after every batch, and a batch is a few hosts of many.
+        let failedStates: [HostState] = [.failed, .rollingBack, .rolledBack, .rollbackFailed]
+        let failed = try journal.count(rolloutID, in: failedStates, wave: wave)
+        if failed.wave > plan.failure.maxFailedHostsPerWave {
+            let failedHere = try journal.hosts(rolloutID, wave: wave, in: failedStates)
+            let detail = failedHere.map { "\($0.name): \($0.reason ?? "failed")" }.joined(separator: "; ")
+            return "wave \(wave): \(failedHere.count) host\(failedHere.count == 1 ? "" : "s") failed (budget \(plan.failure.maxFailedHostsPerWave)) — \(detail)"
+        }
+        if failed.all > plan.failure.maxFailedHostsTotal && failed.all > failed.wave {
+            return "\(failed.all) hosts failed across the rollout (budget \(plan.failure.maxFailedHostsTotal))"
+        }
+        return nil
+    }
+}
