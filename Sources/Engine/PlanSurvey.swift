@@ -32,28 +32,60 @@ public struct PlanSurvey: Sendable {
     public var parallelism: Int
     public var sshConfig: SSHConfig
     public var timeout: Duration
+    /// Reads hosts through this instead of SSH (the engine's in-process hosts in tests).
+    public var transport: (@Sendable (InventoryHost) -> any RemoteHost)?
 
-    public init(inventory: Inventory, parallelism: Int = 64, sshConfig: SSHConfig = SSHConfig(), timeout: Duration = .seconds(20)) {
+    public init(inventory: Inventory, parallelism: Int = 64, sshConfig: SSHConfig = SSHConfig(), timeout: Duration = .seconds(20),
+                transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil) {
         self.inventory = inventory
         self.parallelism = parallelism
         self.sshConfig = sshConfig
         self.timeout = timeout
+        self.transport = transport
     }
 
     /// Reads `hosts`; `progress` is called once per finished host.
     public func run(hosts: [InventoryHost], progress: (@Sendable () -> Void)? = nil) async -> Result {
-        let exec = FleetExec(inventory: inventory, parallelism: parallelism, sshConfig: sshConfig, timeout: timeout)
-        let outcomes = await exec.run(Self.command, hosts: hosts) { _ in progress?() }
+        // Per host: its output and exit status, or why it could not be read.
+        let outcomes: [(name: String, read: Swift.Result<HostCommandResult, any Error>)]
+        if let transport {
+            let (command, timeout) = (Self.command, timeout)
+            outcomes = await concurrentMap(hosts, limit: parallelism) { _, h in
+                let host = transport(h)
+                defer { progress?() }
+                do {
+                    let r = try await host.run(command, timeout: timeout)
+                    await host.close()
+                    return (h.name, .success(r))
+                } catch {
+                    await host.close()
+                    return (h.name, .failure(error))
+                }
+            }
+        } else {
+            let exec = FleetExec(inventory: inventory, parallelism: parallelism, sshConfig: sshConfig, timeout: timeout)
+            outcomes = await exec.run(Self.command, hosts: hosts) { _ in progress?() }.map { o in
+                if let e = o.error { return (o.host.name, .failure(e)) }
+                return (o.host.name, .success(HostCommandResult(stdout: o.result?.stdoutText ?? "", stderr: o.result?.stderrText ?? "",
+                                                               exitStatus: o.result?.exitStatus ?? -1)))
+            }
+        }
         var out = Result()
-        for o in outcomes {
-            let name = o.host.name
-            if let e = o.error {
+        for (name, read) in outcomes {
+            let r: HostCommandResult
+            switch read {
+            case .failure(let e as SSHError):
                 out.unreachable[name] = "[\(e.code.rawValue)] \(e.message)"
                 continue
+            case .failure(let e):
+                out.unreachable[name] = "\(e)"
+                continue
+            case .success(let result):
+                r = result
             }
-            let (facts, free) = Self.parse(o.result?.stdoutText ?? "")
+            let (facts, free) = Self.parse(r.stdout)
             guard let release = facts.release else {
-                out.unreachable[name] = "no kernel release read (exit \(o.result?.exitStatus ?? -1)): \(o.result?.stderrText.prefix(200) ?? "")"
+                out.unreachable[name] = "no kernel release read (exit \(r.exitStatus)): \(r.stderr.prefix(200))"
                 continue
             }
             out.releases[name] = release

@@ -57,23 +57,14 @@ enum RolloutDriver {
         return f.string(from: Date())
     }
 
-    /// An orchestrator for a journaled rollout, from the plan text stored with it
-    /// (not the file as it is now); the inventory and customers files are read anew.
-    static func reopen(_ r: Journal.RolloutRow, journal: Journal, json: Bool, stop: StopFlag? = nil) throws -> Orchestrator {
-        let plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
-        let inventory = try Inventory.load(path: plan.inventoryPath)
-        let sshConfig = SSHConfig.load()
-        try inventory.checkSSHConfig(sshConfig, hosts: inventory.hosts)
-        let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
-        return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                            customers: customers, stopRequested: { stop?.isSet ?? false }, log: logger(json: json))
+    /// The rollout service over `journal`, its progress on the console, stopped by `stop`.
+    static func service(_ journal: Journal, json: Bool, stop: StopFlag? = nil) -> RolloutService {
+        RolloutService(journal: journal, sshConfig: SSHConfig.load(), stopRequested: { stop?.isSet ?? false }, log: logger(json: json))
     }
 
     /// Drives the rollout; maps the outcome to the documented exit code.
-    static func drive(_ orchestrator: Orchestrator, json: Bool) async throws {
+    static func drive(_ orchestrator: Orchestrator, with service: RolloutService, json: Bool) async throws {
         let console = Console.shared
-        defer { orchestrator.releaseLease() }
-        try lead(orchestrator)
         // Live status line on a terminal (stderr): wave, hosts per state, elapsed.
         let ticker = Task {
             guard console.stderrIsTTY, !json else { return }
@@ -92,14 +83,14 @@ enum RolloutDriver {
             }
         }
         defer { ticker.cancel() }
-        let outcome = try await orchestrator.run()
+        let outcome: RolloutOutcome
+        do { outcome = try await service.drive(orchestrator) } catch let e as LeaseHeld { throw refusal(e) }
         ticker.cancel()
         console.clearProgress()
         switch outcome {
         case .completed:
             if json { console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "completed"])) }
         case .halted(let reason):
-            try await orchestrator.rollbackAfterHalt()
             if json {
                 console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "halted", "reason": reason]))
             } else {
@@ -115,11 +106,6 @@ enum RolloutDriver {
         case .aborted:
             throw ExitCode(ExitStatus.interrupted)
         }
-    }
-
-    /// Takes the driver lease for this command, or refuses (exit 1) naming the live holder.
-    static func lead(_ o: Orchestrator) throws {
-        do { try o.takeLease() } catch let e as LeaseHeld { throw refusal(e) }
     }
 
     /// Another live process drives the rollout: say who, exit 1, touch nothing.
@@ -163,39 +149,31 @@ enum ApplyRun {
         let console = Console.shared
         let sshConfig = SSHConfig.load()
         let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
-        let (plan, inventory, customers) = (loaded.plan, loaded.inventory, loaded.customers)
-        let selected = PlanLoader.selectedHosts(plan, inventory: inventory)
-        if inventory.defaults.hostKeyPolicy == .off {
-            console.warn("host_key_policy is 'off' in \(inventory.path): host keys are NOT verified")
+        if loaded.inventory.defaults.hostKeyPolicy == .off {
+            console.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
         }
-        // Read-only survey first (the same one the dry-run makes): current kernels and
-        // reachability decide the layout.
-        let excluded = Set(plan.selection.exclude)
-        let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig)
-            .run(hosts: selected.filter { !excluded.contains($0.name) })
-        let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: survey.releases, unreachable: survey.unreachable, customers: customers)
-        let j = try journal.open()
-        let id: String
+        let stop = StopFlag()
+        let service = RolloutService(journal: try journal.open(), sshConfig: sshConfig, stopRequested: { stop.isSet },
+                                     log: RolloutDriver.logger(json: json))
+        let created: RolloutService.Created
         do {
-            id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: j)
+            created = try await service.create(loaded, parallel: parallel)
         } catch let e as Journal.LockConflict {
             console.error("refused: \(e)")
             console.err("  hint: wait for it, or `rollctl rollout resume \(e.holder.id)` / `rollctl rollout abort \(e.holder.id)`")
             throw ExitCode(ExitStatus.hostFailure)
         }
+        let (plan, layout, id, path) = (loaded.plan, created.layout, created.id, service.journal.path)
         let hostsInWaves = layout.waves.reduce(0) { $0 + $1.hosts.count }
         if !json {
-            console.out("rollout \(id): plan '\(plan.name)' → \(plan.kernel.release); \(layout.waves.count) waves, \(hostsInWaves) hosts, \(layout.skipped.count) skipped; journal \(j.path)")
+            console.out("rollout \(id): plan '\(plan.name)' → \(plan.kernel.release); \(layout.waves.count) waves, \(hostsInWaves) hosts, \(layout.skipped.count) skipped; journal \(path)")
             for s in layout.skipped { console.out("  skipped \(s.host.name): \(s.reason)") }
         } else {
             console.out(JSONLine.encode(["type": "rollout", "rollout": id, "plan": plan.name, "release": plan.kernel.release,
-                                         "waves": layout.waves.count, "hosts": hostsInWaves, "skipped": layout.skipped.count, "journal": j.path]))
+                                         "waves": layout.waves.count, "hosts": hostsInWaves, "skipped": layout.skipped.count, "journal": path]))
         }
-        let stop = StopFlag()
         stop.install()
-        let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: j, sshConfig: sshConfig,
-                             customers: customers, stopRequested: { stop.isSet }, log: RolloutDriver.logger(json: json))
-        try await RolloutDriver.drive(o, json: json)
+        try await RolloutDriver.drive(created.orchestrator, with: service, json: json)
     }
 }
 
@@ -339,14 +317,6 @@ struct RolloutShow: AsyncParsableCommand {
     }
 }
 
-extension Journal.RolloutRow {
-    /// The lease of another live process driving this rollout right now.
-    var liveDriver: LeaseRow? {
-        guard let lease, lease.holder != DriverIdentity.current, lease.isLive() else { return nil }
-        return lease
-    }
-}
-
 struct RolloutResume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resume",
@@ -359,25 +329,24 @@ struct RolloutResume: AsyncParsableCommand {
 
     func run() async throws {
         let (j, r) = try journal.rollout(id)
-        if let lease = r.liveDriver { throw RolloutDriver.refusal(LeaseHeld(rolloutID: id, lease: lease)) }
-        if r.state.isOver {
-            // Nothing to drive; notices an earlier run owed are still delivered.
-            let o = try RolloutDriver.reopen(r, journal: j, json: json)
-            defer { o.releaseLease() }
-            try RolloutDriver.lead(o)
-            try await o.deliverOwedNotices()
-            Console.shared.out("rollout \(id) is \(r.state.rawValue); nothing to resume")
-            return
-        }
-        if r.state == .halted {
-            Console.shared.error("rollout \(id) halted: \(r.note ?? "see rollctl rollout show \(id)"). Fix the cause and start a new rollout; `rollctl rollout rollback \(id)` undoes it.")
+        let stop = StopFlag()
+        let service = RolloutDriver.service(j, json: json, stop: stop)
+        let resumption: RolloutService.Resumption
+        do { resumption = try await service.resume(r) } catch let e as LeaseHeld {
+            throw RolloutDriver.refusal(e)
+        } catch let e as RolloutService.Refusal {
+            Console.shared.error(e.description)
             throw ExitCode(ExitStatus.halted)
         }
-        let stop = StopFlag()
-        stop.install()
-        let o = try RolloutDriver.reopen(r, journal: j, json: json, stop: stop)
-        if !json { Console.shared.out("resuming rollout \(id) (was \(r.state.rawValue)\(r.lease.map { ", driven by \($0.holder) which is gone" } ?? ""))") }
-        try await RolloutDriver.drive(o, json: json)
+        switch resumption {
+        case .over(let state):
+            // Nothing to drive; notices an earlier run owed were still delivered.
+            Console.shared.out("rollout \(id) is \(state.rawValue); nothing to resume")
+        case let .ready(o, previous):
+            stop.install()
+            if !json { Console.shared.out("resuming rollout \(id) (was \(previous.state.rawValue)\(previous.lease.map { ", driven by \($0.holder) which is gone" } ?? ""))") }
+            try await RolloutDriver.drive(o, with: service, json: json)
+        }
     }
 }
 
@@ -398,43 +367,32 @@ struct RolloutAbort: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long to wait for a running driver to stop.", valueName: "duration")) var wait: String = "90s"
 
     func run() async throws {
-        let (j, r) = try journal.rollout(id)
+        let (j, _) = try journal.rollout(id)
         let c = Console.shared
         guard let limit = YAMLReader.parseDuration(wait) else { throw InputError(file: "--wait", "'\(wait)' is not a duration like 90s") }
-        if r.state == .completed || r.state == .rolledBack {
-            c.error("rollout \(id) is \(r.state.rawValue): there is nothing to abort; `rollctl rollout rollback \(id) --all` undoes it")
+        let who = ProcessInfo.processInfo.environment["USER"] ?? "admin"
+        let result: RolloutService.Abort
+        do {
+            result = try await RolloutDriver.service(j, json: false).abort(id, wait: limit, by: "\(who)@\(ProcessInfo.processInfo.hostName)") { signalled in
+                switch signalled {
+                case .sigterm(let holder): c.out("asked \(holder) to stop after its in-flight steps (SIGTERM)")
+                case .journal(let holder): c.out("asked \(holder) to stop through the journal (it reads it at its next heartbeat)")
+                case .none: break
+                }
+            }
+        } catch let e as RolloutService.Refusal {
+            c.error(e.description)
             throw ExitCode(ExitStatus.hostFailure)
+        } catch let e as LeaseHeld {
+            throw RolloutDriver.refusal(e)
         }
-        if r.state == .aborted { c.out("rollout \(id) is already aborted"); return }
-        if let lease = r.liveDriver {
-            try j.requestStop(id, by: "rollout abort by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")@\(ProcessInfo.processInfo.hostName)")
-            if lease.holder.isRunningHere() == true {
-                kill(lease.holder.pid, SIGTERM)
-                c.out("asked \(lease.holder) to stop after its in-flight steps (SIGTERM)")
-            } else {
-                c.out("asked \(lease.holder) to stop through the journal (it reads it at its next heartbeat)")
-            }
-            let deadline = ContinuousClock.now + limit
-            while ContinuousClock.now < deadline, (try j.rollout(id))?.liveDriver != nil { try await Task.sleep(for: .milliseconds(200)) }
-            if let still = try j.rollout(id)?.liveDriver {
-                c.error("\(still.holder) still drives rollout \(id) after \(wait); it was asked to stop — run abort again once it has")
-                throw ExitCode(ExitStatus.hostFailure)
-            }
-        }
-        // Take the lease so that no resume starts while the rollout is being aborted.
-        let o = try RolloutDriver.reopen(try j.rollout(id) ?? r, journal: j, json: false)
-        defer { o.releaseLease() }
-        try RolloutDriver.lead(o)
-        try j.setRolloutState(id, .aborted, note: "aborted by \(ProcessInfo.processInfo.environment["USER"] ?? "admin")")
-        try j.releaseLocks(rolloutID: id)
-        let hosts = try j.hosts(id)
-        let leased = hosts.filter { $0.wave != nil && $0.state != .pending && $0.state != .committed && $0.state != .rolledBack && $0.state != .skipped }
-        let kept = await o.releaseHostLeases(leased.map(\.name))
+        if result.alreadyAborted { c.out("rollout \(id) is already aborted"); return }
         c.out("rollout \(id) aborted; locks released")
-        if !kept.isEmpty { c.warn("host leases not removed (they expire by themselves, or `rollctl fleet unlock HOST --force`): \(kept.joined(separator: ", "))") }
-        let changed = hosts.filter { $0.state.staysLocked(releaseBefore: $0.releaseBefore) }
-        if !changed.isEmpty {
-            c.out("\(changed.count) host(s) were mid-rollout (\(changed.map(\.name).joined(separator: ", "))); `rollctl rollout rollback \(id)` restores their previous kernel")
+        if !result.keptHostLeases.isEmpty {
+            c.warn("host leases not removed (they expire by themselves, or `rollctl fleet unlock HOST --force`): \(result.keptHostLeases.joined(separator: ", "))")
+        }
+        if !result.changed.isEmpty {
+            c.out("\(result.changed.count) host(s) were mid-rollout (\(result.changed.joined(separator: ", "))); `rollctl rollout rollback \(id)` restores their previous kernel")
         }
     }
 }
@@ -466,17 +424,16 @@ struct RolloutRollback: AsyncParsableCommand {
     func run() async throws {
         let (j, r) = try journal.rollout(id)
         let c = Console.shared
-        if let lease = r.liveDriver { throw RolloutDriver.refusal(LeaseHeld(rolloutID: id, lease: lease)) }
         let stop = StopFlag()
-        let o = try RolloutDriver.reopen(r, journal: j, json: json, stop: stop)
-        defer { o.releaseLease() }
-        try RolloutDriver.lead(o)
+        let service = RolloutDriver.service(j, json: json, stop: stop)
         let selection: Orchestrator.RollbackSelection =
             failed ? .failed : all ? .all : hosts.map { .hosts($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) } ?? .changed
-        let targets = try o.rollbackTargets(selection)
+        let (o, targets): (Orchestrator, [Journal.HostRow])
+        do { (o, targets) = try service.rollbackTargets(r, selection) } catch let e as LeaseHeld { throw RolloutDriver.refusal(e) }
+        defer { o.releaseLease() }
         if targets.isEmpty {
             c.out("nothing to roll back in rollout \(id)" + (selection == .changed ? " (committed hosts of passed waves stay; --all reverts them too)" : ""))
-            try await o.rollback([])
+            _ = try await service.rollback(o, [])
             return
         }
         c.out("will roll back \(targets.count) host\(targets.count == 1 ? "" : "s") to their previous kernel (rebooting those that run another):")
@@ -489,9 +446,8 @@ struct RolloutRollback: AsyncParsableCommand {
             }
         }
         stop.install()
-        try await o.rollback(targets.map(\.name))
+        let left = try await service.rollback(o, targets.map(\.name))
         let after = try j.hosts(id)
-        let left = after.filter { $0.state == .rollbackFailed && targets.map(\.name).contains($0.name) }
         RolloutShow.renderHosts(after)
         RolloutShow.renderAdvice(try j.rollout(id) ?? r, after, locked: try j.lockedHosts(id))
         if !left.isEmpty { throw ExitCode(ExitStatus.hostFailure) }
