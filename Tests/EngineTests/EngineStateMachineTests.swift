@@ -381,7 +381,39 @@ import RolloutTesting
         for h in wave3 {
             #expect(try f.journal.host(id, h.name)?.state == .rolledBack)
             #expect(s[h.name]!.release == Self.old && s[h.name]!.saved?.hasSuffix(Self.old) == true, "\(h.name): \(s[h.name]!)")
+            #expect(await f.hosts[h.name]!.nextEntry == nil, "\(h.name) keeps a one-shot entry for the new kernel")
         }
+    }
+
+    /// A host staged for a later batch when the rollout halts still has the new kernel as its
+    /// GRUB one-shot entry; its rollback must clear it. When `grub-editenv … unset next_entry`
+    /// fails there, the rollback today ignores it and journals the host `rolled_back`, although
+    /// its next reboot (any, weeks later) boots the new kernel: a known issue (the orchestrator
+    /// runs the command with `try?` and never looks at its exit status).
+    @Test func aStagedHostWhoseOneShotCannotBeClearedIsNotRolledBack() async throws {
+        let f = try SimFleet(count: 3, racks: 1, waves: [.percent(100)])
+        let id = try f.create()
+        let order = try f.names(id, wave: 1)
+        #expect(try f.journal.hosts(id, wave: 1).map(\.batch) == [1, 2, 3], "one host per batch (one rack)")
+        await f.hosts[order[0]]!.setIgnoresOneShot(true)
+        let stuck = order[1]
+        await f.hosts[stuck]!.setFailing([HostCommands.clearOneShot])
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        guard case .halted = try await o.run() else { Issue.record("not halted"); return }
+        #expect(try f.journal.host(id, stuck)?.state == .staged)
+        try await o.rollbackAfterHalt()
+        try f.legalPaths(id)
+        let sim = f.hosts[stuck]!
+        #expect(await sim.nextEntry?.hasSuffix(Self.new) == true, "the simulated grubenv kept the one-shot entry")
+        let row = try #require(try f.journal.host(id, stuck))
+        withKnownIssue("rollback ignores a failed `\(HostCommands.clearOneShot)`: the host is journaled rolled_back with the new kernel still staged to boot once") {
+            #expect(row.state == .rollbackFailed, "\(stuck): \(row.state.rawValue)")
+        }
+        #expect(try f.journal.host(id, order[2])?.state == .rolledBack)
+        // What that means on the host: its next reboot, by anyone, boots the new kernel.
+        _ = try await sim.run("systemctl reboot", timeout: .seconds(1))
+        #expect(await sim.boots.last == Self.new)
     }
 
     // MARK: - a driver killed at every step, resumed
@@ -392,8 +424,10 @@ import RolloutTesting
     /// takes the dead driver's lease over and finishes. Every time: every host committed, booted
     /// exactly once (its boots: old, new), its lease and locks gone, every host's journaled path
     /// the happy path (steps repeated on resume aside), and the journal's reboot count the host's
-    /// — plus one only where the driver died sending that very reboot (announced, never arrived,
-    /// re-sent after the grace period).
+    /// — plus one exactly where the dead driver had journaled the reboot but it never reached the
+    /// host (it died sending it, or another host's command; the resume re-sends it after its grace
+    /// period). Known issue: a host the dead driver committed but whose host lease it had not yet
+    /// removed keeps that lease after the resume (until it expires).
     @Test(arguments: [KillPoint.before, .after])
     func aDriverKilledAtEveryHostCommandIsResumedAndNoHostRebootsTwice(point: KillPoint) async throws {
         var n = 1
@@ -475,14 +509,21 @@ import RolloutTesting
 
     // MARK: - a resume while another process drives
 
-    /// `rollout resume` (and `rollback`) while a live process drives the rollout (mid-soak): refused
+    /// `rollout resume` (and `rollback`), built as the CLI builds it, while a live process drives
+    /// the rollout (mid-soak): refused
     /// with `LeaseHeld` naming the driver, with no host command sent and nothing journaled; the
     /// driver finishes undisturbed; a resume after it touches no host.
     @Test func aResumeWhileAnotherProcessDrivesIsRefusedAndTouchesNothing() async throws {
         let f = try SimFleet(count: 4, racks: 2)
-        f.plan.gate.soak = .seconds(1)
-        f.plan.gate.interval = .milliseconds(100)
-        f.plan.gate.probeTimeout = .milliseconds(100)
+        try f.usePlan(SimFleet.yaml(name: "engine-resume", """
+        waves:
+          sizes: [1, 100%]
+          failure_domain: rack
+        reboot:
+          timeout: 5s
+          settle: 0s
+        \(Self.gate.replacingOccurrences(of: "soak: 600ms", with: "soak: 1s"))
+        """))
         let id = try f.create()
         let canary = try #require(try f.names(id, wave: 1).first)
         let a = f.orchestrator(id)
@@ -491,10 +532,15 @@ import RolloutTesting
         while try f.journal.host(id, canary)?.state != .soaking && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(try f.journal.host(id, canary)?.state == .soaking)
 
+        // As `rollout resume` builds it (RolloutDriver.reopen): the journal opened anew, the plan
+        // parsed from the text the journal keeps.
         let journal = try Journal(path: f.journal.path)
+        let row = try #require(try journal.rollout(id))
+        let plan = try PlanLoader.parse(text: row.planText, path: row.planPath)
+        #expect(plan.gate == f.plan.gate && plan.waves == f.plan.waves && plan.reboot == f.plan.reboot)
         let tally = Tally()
         let sims = f.hosts
-        let b = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: journal,
+        let b = Orchestrator(rolloutID: id, plan: plan, inventory: f.inventory, journal: journal,
                              transport: { CountedHost(host: sims[$0.name]!, tally: tally) }, identity: otherDriver())
         let events = try journal.eventCount(id)
         await #expect(throws: LeaseHeld.self) { try await b.run() }

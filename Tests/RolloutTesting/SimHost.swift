@@ -39,6 +39,8 @@ public actor SimHost: RemoteHost {
     /// The release of every boot since the host was made, the first one included (it has
     /// one entry per reboot or power cycle more than that).
     public private(set) var boots: [String]
+    /// Commands starting with any of these exit 1 (a read-only grubenv, a full /boot).
+    public private(set) var failing: [String] = []
     private var bootedAt = ContinuousClock.now
     private var rekeyed = false
     private var down = false
@@ -71,6 +73,7 @@ public actor SimHost: RemoteHost {
     public func setLeak(on release: String?, bytesPerSecond: Double = 0) { leak = release.map { ($0, bytesPerSecond) } }
     public func setOOMKills(_ count: UInt64, on release: String) { oomKillsOn[release] = count }
     public func setIgnoresOneShot(_ on: Bool) { ignoresOneShot = on }
+    public func setFailing(_ prefixes: [String]) { failing = prefixes }
 
     /// `/proc/meminfo` now: `meminfo` with SUnreclaim (and Slab) grown by the leak, if the
     /// running release leaks.
@@ -99,6 +102,9 @@ public actor SimHost: RemoteHost {
         if down { throw SSHError(.connectRefused, host: hostName, "connection refused (the host is down)") }
         if rekeyed { throw SSHError(.hostKeyMismatch, host: hostName, "the host key changed (ssh-ed25519 SHA256:simhost-new)") }
         func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
+        if failing.contains(where: { command.hasPrefix($0) }) {
+            return HostCommandResult(stdout: "", stderr: "\(command.prefix(40)): simulated failure\n", exitStatus: 1)
+        }
         switch command {
         case HostFacts.command:
             let files: [(String, String)] = [
