@@ -71,6 +71,25 @@ extension Orchestrator {
 
     /// Removes the host's lease (committed, rolled back). A host that cannot be reached
     /// now keeps it until it expires: reported, not an error.
+    /// A host reached its end (committed, rolled back): its lease on the host goes first,
+    /// then its lock in the journal. A driver that dies between the two leaves a final host
+    /// still locked in the journal, which tells the next run (`releaseFinishedHosts`) that
+    /// the host lease may still be there.
+    func releaseLocks(_ name: String) async throws {
+        await releaseHostLease(name)
+        try await journal.releaseLock(rolloutID: rolloutID, host: name)
+    }
+
+    /// Hosts an earlier driver finished but did not release (it died in `releaseLocks`).
+    func releaseFinishedHosts() async throws {
+        let locked = Set(try journal.lockedHosts(rolloutID))
+        guard !locked.isEmpty else { return }
+        for h in try journal.hosts(rolloutID) where locked.contains(h.name) && (h.state == .committed || h.state == .rolledBack) {
+            if stopping() { return }
+            try await releaseLocks(h.name)
+        }
+    }
+
     func releaseHostLease(_ name: String) async {
         do { try await removeHostLease(await connections.host(name)) } catch {
             say(name, "could not remove the host lease (\(describe(error))); it expires by itself", problem: true)
@@ -368,8 +387,7 @@ extension Orchestrator {
         } catch where !Self.isJournalFailure(error) {
             return try await fail(name, describe(error))
         }
-        try await journal.releaseLock(rolloutID: rolloutID, host: name)
-        await releaseHostLease(name)
+        try await releaseLocks(name)
     }
 
     /// Back to the kernel the host ran before: restore the default, clear the
@@ -400,7 +418,10 @@ extension Orchestrator {
                 // takeHostLease failed the host: a rollback never touches another rollout's host.
                 return
             }
-            for command in bootloader.clearOneShot { _ = try? await host.run(command, timeout: .seconds(30)) }
+            for command in bootloader.clearOneShot {
+                // A one-shot entry left staged would boot the new kernel at the host's next reboot, whoever makes it.
+                _ = try await mustRun(host, command, "forget the staged one-shot boot", timeout: .seconds(30))
+            }
             for command in bootloader.restoreDefault(plan, previousRelease: oldRelease, previousEntry: h.bootEntryBefore) {
                 _ = try await mustRun(host, command, "restore the previous default")
             }
@@ -423,7 +444,6 @@ extension Orchestrator {
         } catch where !Self.isJournalFailure(error) {
             return try await failed(describe(error))
         }
-        try await journal.releaseLock(rolloutID: rolloutID, host: name)
-        await releaseHostLease(name)
+        try await releaseLocks(name)
     }
 }

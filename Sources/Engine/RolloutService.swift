@@ -159,11 +159,14 @@ public struct RolloutService: Sendable {
         let o = try reopen(try journal.rollout(id) ?? r)
         defer { o.releaseLease() }
         try o.takeLease()
+        // Host leases first, then the journal's locks and state: an abort that dies half-way
+        // is run again (the rollout is not aborted yet) and finds the same hosts to release.
+        let hosts = try journal.hosts(id)
+        let locked = Set(try journal.lockedHosts(id))
+        let leased = hosts.filter { $0.wave != nil && (locked.contains($0.name) || ![.pending, .committed, .rolledBack, .skipped].contains($0.state)) }
+        result.keptHostLeases = await o.releaseHostLeases(leased.map(\.name))
         try journal.setRolloutState(id, .aborted, note: "aborted by \(who)")
         try journal.releaseLocks(rolloutID: id)
-        let hosts = try journal.hosts(id)
-        let leased = hosts.filter { $0.wave != nil && ![.pending, .committed, .rolledBack, .skipped].contains($0.state) }
-        result.keptHostLeases = await o.releaseHostLeases(leased.map(\.name))
         result.changed = hosts.filter { $0.state.staysLocked(releaseBefore: $0.releaseBefore) }.map(\.name)
         return result
     }

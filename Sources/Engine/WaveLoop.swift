@@ -48,6 +48,7 @@ extension Orchestrator {
             }
             await catchUpNotices(notices)
         }
+        try await releaseFinishedHosts()
         for wave in waves {
             if wave.state == .passed { continue }
             if wave.state == .failed || wave.state == .rolledBack {

@@ -28,6 +28,20 @@ public actor SimHost: RemoteHost {
     public var rekeyAtReboot = false
     /// A kernel that hangs at boot: the host stays down (connections refused) until `powerCycle`.
     public var hangsOn: String?
+    /// A slab leak: while the host runs `release`, SUnreclaim grows by `bytesPerSecond` from
+    /// the moment it booted (real time), on top of `meminfo`'s 300000 kB.
+    public private(set) var leak: (release: String, bytesPerSecond: Double)?
+    /// OOM kills since boot (`/proc/vmstat` `oom_kill`) while the host runs the release named.
+    public private(set) var oomKillsOn: [String: UInt64] = [:]
+    /// GRUB ignores the one-shot entry (`grub-reboot`): every reboot boots the saved default
+    /// (a grubenv GRUB cannot read, `GRUB_DEFAULT` not `saved`).
+    public private(set) var ignoresOneShot = false
+    /// The release of every boot since the host was made, the first one included (it has
+    /// one entry per reboot or power cycle more than that).
+    public private(set) var boots: [String]
+    /// Commands starting with any of these exit 1 (a read-only grubenv, a full /boot).
+    public private(set) var failing: [String] = []
+    private var bootedAt = ContinuousClock.now
     private var rekeyed = false
     private var down = false
     let kernels: [String]
@@ -40,6 +54,7 @@ public actor SimHost: RemoteHost {
     public init(name: String, release: String, kernels: [String]) {
         hostName = name
         self.release = release
+        boots = [release]
         self.kernels = kernels
         grubCfg = Grub.config(kernels: kernels, rootUUID: "0b5e6f3a-simhost")
         menu = Grub.parseMenu(grubCfg)
@@ -55,11 +70,30 @@ public actor SimHost: RemoteHost {
 
     public func setRekeyAtReboot(_ on: Bool) { rekeyAtReboot = on }
     public func setHangsOn(_ release: String?) { hangsOn = release }
+    public func setLeak(on release: String?, bytesPerSecond: Double = 0) { leak = release.map { ($0, bytesPerSecond) } }
+    public func setOOMKills(_ count: UInt64, on release: String) { oomKillsOn[release] = count }
+    public func setIgnoresOneShot(_ on: Bool) { ignoresOneShot = on }
+    public func setFailing(_ prefixes: [String]) { failing = prefixes }
+
+    /// `/proc/meminfo` now: `meminfo` with SUnreclaim (and Slab) grown by the leak, if the
+    /// running release leaks.
+    func currentMeminfo() -> String {
+        guard let leak, leak.release == release else { return Self.meminfo }
+        let up = (ContinuousClock.now - bootedAt) / .seconds(1)
+        let grown = 300000 + UInt64(max(0, up * leak.bytesPerSecond / 1024))
+        return "MemTotal:       65536000 kB\nMemFree:        30000000 kB\nMemAvailable:   50000000 kB\nSlab:             \(600000 + grown) kB\nSReclaimable:     600000 kB\nSUnreclaim:       \(grown) kB\n"
+    }
+
+    private func booted() {
+        bootID = UUID().uuidString.lowercased()
+        bootedAt = .now
+        boots.append(release)
+    }
 
     /// A hard reset: GRUB boots the saved default (a one-shot entry was used up by the hung boot).
     public func powerCycle() {
         release = Grub.kernelFor(default: savedEntry, menu: menu).kernel ?? release
-        bootID = UUID().uuidString.lowercased()
+        booted()
         down = false
     }
 
@@ -68,14 +102,17 @@ public actor SimHost: RemoteHost {
         if down { throw SSHError(.connectRefused, host: hostName, "connection refused (the host is down)") }
         if rekeyed { throw SSHError(.hostKeyMismatch, host: hostName, "the host key changed (ssh-ed25519 SHA256:simhost-new)") }
         func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
+        if failing.contains(where: { command.hasPrefix($0) }) {
+            return HostCommandResult(stdout: "", stderr: "\(command.prefix(40)): simulated failure\n", exitStatus: 1)
+        }
         switch command {
         case HostFacts.command:
             let files: [(String, String)] = [
                 ("/proc/sys/kernel/osrelease", release + "\n"),
                 ("/proc/sys/kernel/random/boot_id", bootID + "\n"),
                 ("/proc/uptime", "1234.5 2000.0\n"),
-                ("/proc/meminfo", Self.meminfo),
-                ("/proc/vmstat", "nr_free_pages 7500000\noom_kill 0\n"),
+                ("/proc/meminfo", currentMeminfo()),
+                ("/proc/vmstat", "nr_free_pages 7500000\noom_kill \(oomKillsOn[release] ?? 0)\n"),
             ]
             return ok(files.map { "@@rollctl-file \($0.0)\n\($0.1)" }.joined())
         case GrubDriver.readConfig: return ok(grubCfg)
@@ -86,10 +123,10 @@ public actor SimHost: RemoteHost {
         case "true": return ok()
         case "systemctl reboot":
             // GRUB's choice at boot: the one-shot entry once, else the saved default.
-            let spec = nextEntry ?? savedEntry
+            let spec = (ignoresOneShot ? nil : nextEntry) ?? savedEntry
             nextEntry = nil
             release = Grub.kernelFor(default: spec, menu: menu).kernel ?? release
-            bootID = UUID().uuidString.lowercased()
+            booted()
             reboots += 1
             if rekeyAtReboot { rekeyed = true }
             if let h = hangsOn, h == release { down = true; nextEntry = nil }
