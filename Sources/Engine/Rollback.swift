@@ -85,6 +85,7 @@ extension Orchestrator {
         try takeLease()
         let before = try journal.rollout(rolloutID)
         if let notices { await catchUpNotices(notices) }
+        try await releaseFinishedHosts()
         if !names.isEmpty {
             // A rollback after an abort (which released the locks) takes them again.
             let byName = Dictionary(inventory.hosts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -390,9 +390,9 @@ import RolloutTesting
 
     /// A host staged for a later batch when the rollout halts still has the new kernel as its
     /// GRUB one-shot entry; its rollback must clear it. When `grub-editenv … unset next_entry`
-    /// fails there, the rollback today ignores it and journals the host `rolled_back`, although
-    /// its next reboot (any, weeks later) boots the new kernel: a known issue (the orchestrator
-    /// runs the command with `try?` and never looks at its exit status).
+    /// fails there, the host's next reboot (any, weeks later) would boot the new kernel: the
+    /// rollback fails (`rollback_failed`, the host stays locked) instead of journaling it
+    /// `rolled_back`. (Before, the command ran under `try?` and its exit status was ignored.)
     @Test func aStagedHostWhoseOneShotCannotBeClearedIsNotRolledBack() async throws {
         let f = try SimFleet(count: 3, racks: 1, waves: [.percent(100)])
         let id = try f.create()
@@ -410,9 +410,7 @@ import RolloutTesting
         let sim = f.hosts[stuck]!
         #expect(await sim.nextEntry?.hasSuffix(Self.new) == true, "the simulated grubenv kept the one-shot entry")
         let row = try #require(try f.journal.host(id, stuck))
-        withKnownIssue("rollback ignores a failed `\(GrubDriver.clearNextEntry)`: the host is journaled rolled_back with the new kernel still staged to boot once") {
-            #expect(row.state == .rollbackFailed, "\(stuck): \(row.state.rawValue)")
-        }
+        #expect(row.state == .rollbackFailed, "\(stuck): \(row.state.rawValue)")
         #expect(try f.journal.host(id, order[2])?.state == .rolledBack)
         // What that means on the host: its next reboot, by anyone, boots the new kernel.
         _ = try await sim.run("systemctl reboot", timeout: .seconds(1))
@@ -488,23 +486,20 @@ import RolloutTesting
                 #expect(row.reboots == (resent ? 2 : 1), "\(context) \(name): the journal counts \(row.reboots) reboots (one re-sent: \(resent))")
                 #expect(events.contains { $0.host == name && $0.message.hasPrefix("reboot re-sent on resume") } == resent, "\(context) \(name)")
                 if resent { resends += 1 }
-                // Committed by the dead driver, which died before removing the host's lease: nothing removes it.
+                // Committed (or rolled back) by the dead driver, which may have died before removing the
+                // host's lease: the host stays locked in the journal until the lease is gone, so the
+                // resume removes it (`releaseFinishedHosts`).
                 let lease = await f.hosts[name]!.leaseText
                 if byDead.contains(where: { $0.host == name && $0.message.hasPrefix("healthy → committed") }) && !reached.contains(where: { $0.contains("echo NOT-OURS") }) {
                     leftLeases += 1
-                    withKnownIssue("a resume never removes the host lease of a host the dead driver committed but had not released: it stays until it expires (6 h), refusing every other rollout of the host") {
-                        #expect(lease == nil, "\(context) \(name) kept its host lease")
-                    }
-                    #expect(lease.flatMap(HostLease.Holder.parse)?.rollout == id, "\(context) \(name): \(lease ?? "no lease")")
-                } else {
-                    #expect(lease == nil, "\(context) \(name) kept its host lease")
                 }
+                #expect(lease == nil, "\(context) \(name) kept its host lease")
             }
             #expect(try journal.lockedHosts(id).isEmpty, "\(context)")
             n += 1
         }
         let points = n - 1
-        print("engine: the driver died \(point.rawValue) each of \(points) host commands and every resume finished with every host booted once (\(resends) reboots re-sent on resume, \(leftLeases) host leases left behind), in \(ContinuousClock.now - started)")
+        print("engine: the driver died \(point.rawValue) each of \(points) host commands and every resume finished with every host booted once (\(resends) reboots re-sent on resume, \(leftLeases) host leases a dead driver left were removed by the resume), in \(ContinuousClock.now - started)")
         #expect(points >= 40, "only \(points) host commands in the rollout")
         // Dying as it sends a host's reboot (each of the 3) leaves that reboot announced and not sent.
         #expect(point == .after || resends >= 3, "reboots re-sent: \(resends)")
