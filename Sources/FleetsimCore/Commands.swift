@@ -130,9 +130,7 @@ public enum Teardown {
         let L = Layout(dir: dir)
         var notes: [String] = []
         let records = ProcessLedger.load(dir: dir)
-        let reused = records.filter { $0.state == .reused }
-        let hosts = records.filter { $0.role != "supervisor" }
-        let hostsRunning = hosts.filter { $0.state == .running }
+        let hostsRunning = records.filter { $0.role != "supervisor" && $0.state == .running }
 
         // 1. The supervisor: SIGTERM, and it stops its hosts (SIGKILL after 8 s).
         for s in records where s.role == "supervisor" && s.state == .running {
@@ -151,7 +149,11 @@ public enum Teardown {
         }
 
         // 2. Hosts still running (no supervisor, or it died): SIGKILL to the host's PID 1 (the child
-        //    of its `unshare`) ends every process of the host; then to the `unshare`.
+        //    of its `unshare`) ends every process of the host; then to the `unshare`. Read again:
+        //    a supervisor killed mid-reboot may have recorded a host since.
+        let recorded = ProcessLedger.load(dir: dir)
+        let hosts = recorded.filter { $0.role != "supervisor" }
+        let reused = recorded.filter { $0.state == .reused }
         var killed: [ProcessRecord] = []
         for h in hosts where h.state == .running {
             for initProcess in h.children() { initProcess.signal(SIGKILL) }

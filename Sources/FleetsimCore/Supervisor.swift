@@ -357,9 +357,9 @@ public final class Supervisor {
     }
 
     /// The host's PID 1 (global pid), child of its `unshare`.
-    func nsInit(_ h: HostRuntime) -> pid_t? {
+    func nsInit(_ h: HostRuntime) -> ProcessRecord? {
         guard let ns = h.ns, !ns.hasExited else { return nil }
-        return ns.record("host " + h.cfg.name)?.children().first?.pid
+        return ns.record("host " + h.cfg.name)?.children().first
     }
 
     /// Ends every process of the host: SIGKILL to its PID 1 ends the whole PID namespace.
@@ -389,20 +389,21 @@ public final class Supervisor {
 
     // MARK: sshd and firewall faults
 
-    func sshdListenerPids(_ h: HostRuntime) -> [pid_t] {
-        guard let initPid = nsInit(h) else { return [] }
-        return childPids(initPid).filter { processComm($0) == "sshd" }
+    /// The host's sshd listener: the child of its PID 1 named sshd (host-init.sh starts it, and
+    /// a restarted one, daemonized inside the namespace, is re-parented to PID 1).
+    func sshdListeners(_ h: HostRuntime) -> [ProcessRecord] {
+        (nsInit(h)?.children() ?? []).filter { processComm($0.pid) == "sshd" }
     }
 
     func stopSSHD(_ h: HostRuntime) {
-        for p in sshdListenerPids(h) { kill(p, SIGTERM) }
+        for p in sshdListeners(h) { p.signal(SIGTERM) }
         h.sshdStopped = true
     }
 
     func startSSHD(_ h: HostRuntime) {
         h.sshdStopped = false
-        guard h.running, let initPid = nsInit(h), sshdListenerPids(h).isEmpty else { return }
-        let r = runProgram("/usr/bin/nsenter", ["-t", "\(initPid)", "-p", "-m", "--", "/usr/sbin/sshd",
+        guard h.running, let initProcess = nsInit(h), sshdListeners(h).isEmpty else { return }
+        let r = runProgram("/usr/bin/nsenter", ["-t", "\(initProcess.pid)", "-p", "-m", "--", "/usr/sbin/sshd",
                                                 "-f", h.paths.sshdConfig, "-E", h.paths.sshdLog])
         if r.status != 0 { log("\(h.cfg.name): restarting sshd failed: \(r.output)") }
     }
