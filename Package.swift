@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         // Dependencies point one way, down this list (docs/architecture.md has the map).
@@ -75,6 +76,7 @@ let package = Package(
             "Basics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Subprocess", package: "swift-subprocess"),
         ]),
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
         // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).

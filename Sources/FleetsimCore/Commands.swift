@@ -82,9 +82,10 @@ struct Up: ParsableCommand {
             let fleet = try Setup.create(opts, binary: selfExecutable())
             let tSetup = monotonic() - t0
             let L = Layout(dir: dir)
-            guard spawnDetached(fleet.binary, ["supervise", "--dir", dir], logPath: L.supervisorLog) != nil else {
-                throw FleetsimError("cannot start the supervisor")
-            }
+            let supervisor = try spawnDetached(fleet.binary, ["supervise", "--dir", dir], logPath: L.supervisorLog)
+            // Recorded here as well as by the supervisor itself, so a `down` right after
+            // `up --wait 0` finds it even if it has not got that far.
+            if let r = supervisor.record("supervisor") { ProcessLedger.append(dir: dir, r) }
             print(String(format: "fleetsim: wrote %d hosts to %@ in %.1fs; supervisor started", hosts, dir, tSetup))
             if wait <= 0 { return }
             let deadline = monotonic() + wait
@@ -120,31 +121,54 @@ struct Down: ParsableCommand {
 
 public enum Teardown {
     /// Stops the supervisor and every host process, removes firewall rules and (unless keepDir) DIR.
+    ///
+    /// Signals only processes this fleet's fleetsim started and recorded in DIR/run/processes,
+    /// and only while pid and start time still match (`ProcessRecord`): nothing is found by name
+    /// or command line, so another process that merely looks like a fleetsim process (or got a
+    /// recorded pid after the recorded one ended) is never touched.
     public static func run(dir: String, quiet: Bool, keepDir: Bool = false) throws {
         let L = Layout(dir: dir)
         var notes: [String] = []
-        if let s = readFile(L.supervisorPid), let pid = pid_t(s.trimmingCharacters(in: .whitespacesAndNewlines)),
-           processAlive(pid), processCmdline(pid).contains("supervise") {
-            kill(pid, SIGTERM)
-            let deadline = monotonic() + 8
-            while processAlive(pid) && monotonic() < deadline { usleep(50_000) }
-            if processAlive(pid) { kill(pid, SIGKILL); notes.append("supervisor killed") } else { notes.append("supervisor stopped") }
-        }
-        // Anything left that runs from DIR: unshare/host init/sshd of a host, a stray supervisor.
-        let needle = dir.hasSuffix("/") ? dir : dir + "/"
-        var killed = 0
-        let deadline = monotonic() + 5
-        while monotonic() < deadline {
-            let left = pidsMentioning(needle).filter {
-                ["unshare", "sh", "sshd", "sleep", "fleetsim", "nsenter"].contains(processComm($0))
-                    || processCmdline($0).contains("supervise")
+        let records = ProcessLedger.load(dir: dir)
+        let hostsRunning = records.filter { $0.role != "supervisor" && $0.state == .running }
+
+        // 1. The supervisor: SIGTERM, and it stops its hosts (SIGKILL after 8 s).
+        for s in records where s.role == "supervisor" && s.state == .running {
+            s.signal(SIGTERM)
+            if s.waitGone(seconds: 8) {
+                notes.append("supervisor stopped (pid \(s.pid))")
+            } else {
+                s.signal(SIGKILL)
+                _ = s.waitGone(seconds: 2)
+                notes.append("supervisor killed (pid \(s.pid), still running 8 s after SIGTERM)")
             }
-            if left.isEmpty { break }
-            for p in left { kill(p, SIGKILL) }
-            killed += left.count
-            usleep(100_000)
         }
-        if killed > 0 { notes.append("\(killed) leftover processes killed") }
+        let stoppedBySupervisor = hostsRunning.filter { $0.state != .running }
+        if !stoppedBySupervisor.isEmpty {
+            notes.append("it stopped \(count(stoppedBySupervisor.count, "host")) (\(list(stoppedBySupervisor)))")
+        }
+
+        // 2. Hosts still running (no supervisor, or it died): SIGKILL to the host's PID 1 (the child
+        //    of its `unshare`) ends every process of the host; then to the `unshare`. Read again:
+        //    a supervisor killed mid-reboot may have recorded a host since.
+        let recorded = ProcessLedger.load(dir: dir)
+        let hosts = recorded.filter { $0.role != "supervisor" }
+        let reused = recorded.filter { $0.state == .reused }
+        var killed: [ProcessRecord] = []
+        for h in hosts where h.state == .running {
+            for initProcess in h.children() { initProcess.signal(SIGKILL) }
+            h.signal(SIGKILL)
+            killed.append(h)
+        }
+        if !killed.isEmpty {
+            let gone = killed.filter { $0.waitGone(seconds: 5) }
+            notes.append("killed \(count(gone.count, "host")) left running (\(list(gone)))")
+            let stuck = killed.filter { $0.state == .running }
+            if !stuck.isEmpty { notes.append("still running after SIGKILL: \(list(stuck))") }
+        }
+        if !reused.isEmpty {
+            notes.append("left alone \(count(reused.count, "recorded pid")) now used by another process (\(list(reused)))")
+        }
         // Firewall rules of this fleet.
         let tag = "fleetsim:" + String(format: "%08x", Setup.djb2(dir))
         let rules = runProgram("/usr/sbin/iptables", ["-w", "-S", "INPUT"])
@@ -157,6 +181,7 @@ public enum Teardown {
         }
         if removed > 0 { notes.append("\(removed) firewall rules removed") }
         // Mounts never leave the host namespaces; check anyway.
+        let needle = dir.hasSuffix("/") ? dir : dir + "/"
         if let mounts = readFile("/proc/mounts") {
             for line in mounts.split(separator: "\n") {
                 let f = line.split(separator: " ")
@@ -180,6 +205,14 @@ public enum Teardown {
         }
         if !quiet { print("fleetsim down: " + (notes.isEmpty ? "nothing to do" : notes.joined(separator: "; "))) }
     }
+
+    static func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+
+    /// "web-001 pid 123, web-002 pid 124, ... and 3 more".
+    static func list(_ rs: [ProcessRecord]) -> String {
+        let shown = rs.prefix(8).map { "\($0.role.hasPrefix("host ") ? String($0.role.dropFirst(5)) : $0.role) pid \($0.pid)" }
+        return shown.joined(separator: ", ") + (rs.count > 8 ? " and \(rs.count - 8) more" : "")
+    }
 }
 
 struct Status: ParsableCommand {
@@ -198,7 +231,7 @@ struct Status: ParsableCommand {
         guard var st = Status.load(dir: dir) else {
             throw fail(FleetsimError("no fleet status in \(dir); is a fleet up? (`fleetsim up`)"))
         }
-        let alive = processAlive(st.supervisorPid) && processCmdline(st.supervisorPid).contains("supervise")
+        let alive = ProcessLedger.runningSupervisor(dir: dir)?.pid == st.supervisorPid
         if !alive {
             for i in st.hosts.indices { st.hosts[i].state = "down"; st.hosts[i].phase = "no-supervisor" }
         }
@@ -265,8 +298,7 @@ struct SetCommand: ParsableCommand {
                 try validate(key: k, value: v)
                 lines.append("\(k)=\(v)")
             }
-            let L = Layout(dir: dir)
-            guard let s = readFile(L.supervisorPid), let pid = pid_t(s.trimmingCharacters(in: .whitespacesAndNewlines)), processAlive(pid) else {
+            guard ProcessLedger.runningSupervisor(dir: dir) != nil else {
                 throw FleetsimError("the fleet's supervisor is not running (DIR \(dir))")
             }
             var paths: [String] = []

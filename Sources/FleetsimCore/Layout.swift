@@ -50,6 +50,8 @@ public struct Layout: Sendable {
     public var authorizedKeys: String { dir + "/authorized_keys" }
     public var customers: String { dir + "/customers.csv" }
     public var requests: String { dir + "/run/requests" }
+    /// The processes fleetsim started for this fleet, with their start times (`ProcessLedger`).
+    public var processes: String { dir + "/run/processes" }
     public var marker: String { dir + "/.fleetsim" }
 
     public func hostDir(_ name: String) -> String { dir + "/hosts/" + name }

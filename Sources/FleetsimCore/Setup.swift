@@ -274,21 +274,6 @@ public enum Setup {
 
     /// Runs commands, `width` at a time; throws if one fails.
     static func runParallel(_ jobs: [[String]], width: Int) throws {
-        var pending = jobs[...]
-        var running: [pid_t: [String]] = [:]
-        var failures: [String] = []
-        while !pending.isEmpty || !running.isEmpty {
-            while running.count < width, let job = pending.popFirst() {
-                guard let pid = spawnDetached(job[0], Array(job.dropFirst()), logPath: nil, newSession: false) else {
-                    throw FleetsimError("cannot run \(job[0])")
-                }
-                running[pid] = job
-            }
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, 0)
-            if pid <= 0 { break }
-            if let job = running.removeValue(forKey: pid), status != 0 { failures.append(job.joined(separator: " ")) }
-        }
-        if !failures.isEmpty { throw FleetsimError("failed: \(failures.prefix(3).joined(separator: "; "))") }
+        try runAll(jobs, width: width)
     }
 }

@@ -58,7 +58,7 @@ final class HostRuntime {
     var bootID = ""
     var bootAt = 0.0            // monotonic time of this boot (uptime 0)
     var uptimeOffset = 0.0
-    var nsPid: pid_t = 0        // the `unshare` process
+    var ns: SpawnedProcess?     // the `unshare` process of this boot
     var sunreclaim = 0.0
     var oom = 0.0
     var noise = 0.0
@@ -110,7 +110,8 @@ public final class Supervisor {
     var lastStatus = 0.0
     var lastRequests = 0.0
     var rng = SystemRandomNumberGenerator()
-    var logFile: FileHandle?
+    /// `unshare` processes killed and not yet reaped (swift-subprocess reaps them).
+    var dying: [SpawnedProcess] = []
 
     public init(fleet: FleetConfig) {
         self.fleet = fleet
@@ -144,6 +145,11 @@ public final class Supervisor {
         lim.rlim_cur = lim.rlim_max
         setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
         replaceFile(L.supervisorPid, "\(getpid())\n")
+        // `up` recorded this process already; a supervisor started some other way records itself.
+        if let start = processStartTime(getpid()) {
+            let me = ProcessRecord(pid: getpid(), startTime: start, role: "supervisor")
+            if !ProcessLedger.load(dir: fleet.dir).contains(me) { ProcessLedger.append(dir: fleet.dir, me) }
+        }
         log("supervisor \(getpid()) starting \(hosts.count) hosts")
 
         // First boot of every host: GRUB picks the default (saved_entry), no boot delay; staggered a little.
@@ -184,10 +190,9 @@ public final class Supervisor {
             if h.dropped { setDrop(h, on: false) }
             h.phase = .off
         }
-        // Give unshare processes a moment to exit, then reap.
+        // Give unshare processes a moment to exit (swift-subprocess reaps them).
         let deadline = monotonic() + 3
-        while monotonic() < deadline && hosts.contains(where: { $0.nsPid > 0 && processAlive($0.nsPid) }) {
-            reap()
+        while monotonic() < deadline && dying.contains(where: { !$0.hasExited }) {
             usleep(20_000)
         }
         reap()
@@ -195,19 +200,19 @@ public final class Supervisor {
         unlink(L.supervisorPid)
     }
 
+    /// Notices hosts whose `unshare` ended by itself (swift-subprocess reaped it; nothing here
+    /// calls waitpid, which would take children from under it).
     func reap() {
-        while true {
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid <= 0 { break }
-            if let h = hosts.first(where: { $0.nsPid == pid }) {
-                h.nsPid = 0
-                if h.running {
-                    if case .rebootPending = h.phase {} else {
-                        log("\(h.cfg.name): host init exited unexpectedly (status \(status)); host is down")
-                        site.closeAll(host: h.index)
-                        h.phase = .off
-                    }
+        dying.removeAll { $0.hasExited }
+        for h in hosts {
+            guard let ns = h.ns, let status = ns.termination else { continue }
+            h.ns = nil
+            unlink(h.paths.nsPid)
+            if h.running {
+                if case .rebootPending = h.phase {} else {
+                    log("\(h.cfg.name): host init exited unexpectedly (status \(status)); host is down")
+                    site.closeAll(host: h.index)
+                    h.phase = .off
                 }
             }
         }
@@ -327,13 +332,17 @@ public final class Supervisor {
         appendBootLog(h, number: String(h.bootCount), bootID: h.bootID, kernel: kernel, result: "up")
         let args = ["--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--mount-proc",
                     "--", "/bin/sh", L.hostInit, h.paths.root]
-        guard let pid = spawnDetached("/usr/bin/unshare", args, logPath: h.paths.consoleLog, newSession: true) else {
-            log("\(h.cfg.name): cannot spawn unshare")
+        let ns: SpawnedProcess
+        do {
+            ns = try spawnDetached("/usr/bin/unshare", args, logPath: h.paths.consoleLog, newSession: true)
+        } catch {
+            log("\(h.cfg.name): cannot spawn unshare: \(error)")
             h.phase = .off
             return
         }
-        h.nsPid = pid
-        replaceFile(h.paths.nsPid, "\(pid)\n")
+        h.ns = ns
+        if let r = ns.record("host " + h.cfg.name) { ProcessLedger.append(dir: fleet.dir, r) }
+        replaceFile(h.paths.nsPid, "\(ns.pid)\n")
         h.phase = .starting(since: t)
         syncSite(h)
     }
@@ -348,16 +357,22 @@ public final class Supervisor {
     }
 
     /// The host's PID 1 (global pid), child of its `unshare`.
-    func nsInit(_ h: HostRuntime) -> pid_t? {
-        guard h.nsPid > 0 else { return nil }
-        return childPids(h.nsPid).first
+    func nsInit(_ h: HostRuntime) -> ProcessRecord? {
+        guard let ns = h.ns, !ns.hasExited else { return nil }
+        return ns.record("host " + h.cfg.name)?.children().first
     }
 
     /// Ends every process of the host: SIGKILL to its PID 1 ends the whole PID namespace.
+    /// Signals go by pid and start time, since swift-subprocess may reap the `unshare` (and its
+    /// pid be reused) at any moment from another thread.
     func killNamespace(_ h: HostRuntime) {
-        guard h.nsPid > 0 else { return }
-        if let initPid = nsInit(h) { kill(initPid, SIGKILL) }
-        kill(h.nsPid, SIGKILL)
+        guard let ns = h.ns else { return }
+        if !ns.hasExited, let r = ns.record("host " + h.cfg.name) {
+            for initProcess in r.children() { initProcess.signal(SIGKILL) }
+            r.signal(SIGKILL)
+        }
+        h.ns = nil
+        dying.append(ns)
         unlink(h.paths.nsPid)
     }
 
@@ -374,20 +389,21 @@ public final class Supervisor {
 
     // MARK: sshd and firewall faults
 
-    func sshdListenerPids(_ h: HostRuntime) -> [pid_t] {
-        guard let initPid = nsInit(h) else { return [] }
-        return childPids(initPid).filter { processComm($0) == "sshd" }
+    /// The host's sshd listener: the child of its PID 1 named sshd (host-init.sh starts it, and
+    /// a restarted one, daemonized inside the namespace, is re-parented to PID 1).
+    func sshdListeners(_ h: HostRuntime) -> [ProcessRecord] {
+        (nsInit(h)?.children() ?? []).filter { processComm($0.pid) == "sshd" }
     }
 
     func stopSSHD(_ h: HostRuntime) {
-        for p in sshdListenerPids(h) { kill(p, SIGTERM) }
+        for p in sshdListeners(h) { p.signal(SIGTERM) }
         h.sshdStopped = true
     }
 
     func startSSHD(_ h: HostRuntime) {
         h.sshdStopped = false
-        guard h.running, let initPid = nsInit(h), sshdListenerPids(h).isEmpty else { return }
-        let r = runProgram("/usr/bin/nsenter", ["-t", "\(initPid)", "-p", "-m", "--", "/usr/sbin/sshd",
+        guard h.running, let initProcess = nsInit(h), sshdListeners(h).isEmpty else { return }
+        let r = runProgram("/usr/bin/nsenter", ["-t", "\(initProcess.pid)", "-p", "-m", "--", "/usr/sbin/sshd",
                                                 "-f", h.paths.sshdConfig, "-E", h.paths.sshdLog])
         if r.status != 0 { log("\(h.cfg.name): restarting sshd failed: \(r.output)") }
     }

@@ -24,25 +24,24 @@ struct RunResult {
     var err: String
 }
 
+/// Runs a program to its end (killed after `timeout` seconds), stdout and stderr apart.
 @discardableResult
-func run(_ path: String, _ args: [String], timeout: Double = 60) -> RunResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    let errPath = NSTemporaryDirectory() + "fleetsim-err-\(UUID().uuidString.prefix(8))-\(getpid())"
-    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-    defer { unlink(errPath) }
-    let errHandle = FileHandle(forWritingAtPath: errPath)!
-    let o = Pipe()
-    p.standardOutput = o
-    p.standardError = errHandle
-    p.standardInput = FileHandle.nullDevice
-    do { try p.run() } catch { return RunResult(status: 127, out: "", err: "\(error)") }
-    try? errHandle.close()
-    let outData = o.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return RunResult(status: p.terminationStatus, out: String(decoding: outData, as: UTF8.self),
-                     err: readFile(errPath) ?? "")
+func run(_ path: String, _ args: [String], timeout: Double = 60) async -> RunResult {
+    let r = await runCapturing(path, args, timeout: timeout)
+    return RunResult(status: r.status, out: r.stdout, err: r.stderr)
+}
+
+/// Pids whose command line mentions `needle`: what the tests look at to see that nothing of a
+/// fleet is left (fleetsim itself never looks processes up this way).
+func pidsMentioning(_ needle: String) -> [pid_t] {
+    let me = getpid()
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    var out: [pid_t] = []
+    for e in entries {
+        guard let pid = pid_t(e), pid != me else { continue }
+        if processCmdline(pid).contains(where: { $0.contains(needle) }) { out.append(pid) }
+    }
+    return out
 }
 
 /// A scenario for tests: short boot delays and a fast, unmistakable leak.
@@ -76,21 +75,27 @@ final class TestFleet: @unchecked Sendable {
     let bin = fleetsimBinary()
 
     /// Fleets left by a test run that was killed (its pid is gone) are taken down once per run.
-    static let staleCleaned: Bool = {
+    static func cleanStale() async {
+        guard staleLock.withLock({ () -> Bool in
+            defer { staleCleaned = true }
+            return !staleCleaned
+        }) else { return }
         let tmp = NSTemporaryDirectory()
         for d in (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? [] where d.hasPrefix("fleetsim-") {
-            let parts = d.replacingOccurrences(of: ".yaml", with: "").split(separator: "-")
+            let parts = d.replacingOccurrences(of: ".yaml", with: "").replacingOccurrences(of: ".log", with: "").split(separator: "-")
             guard let pid = parts.last.flatMap({ pid_t($0) }), pid != getpid(), kill(pid, 0) != 0 else { continue }
-            if d.hasPrefix("fleetsim-test-") { _ = run(fleetsimBinary(), ["down", "--dir", tmp + d]) }
-            else if d.hasPrefix("fleetsim-scenario-") || d.hasPrefix("fleetsim-err-") { unlink(tmp + d) }
+            if d.hasPrefix("fleetsim-test-") { _ = await run(fleetsimBinary(), ["down", "--dir", tmp + d]) }
+            else if d.hasPrefix("fleetsim-scenario-") || d.hasPrefix("fleetsim-err-") || d.hasPrefix("fleetsim-spawn-") { unlink(tmp + d) }
+            else if d.hasPrefix("fleetsim-decoy-") || d.hasPrefix("fleetsim-ledger-") { try? FileManager.default.removeItem(atPath: tmp + d) }
         }
-        return true
-    }()
+    }
+    private static let staleLock = NSLock()
+    nonisolated(unsafe) private static var staleCleaned = false
 
     /// Addresses 127.<second>.<slot>.x: `second` from the pid, so two test runs at once
     /// (e.g. two checkouts) rarely meet; `slot` separates the tests of one run.
-    init(hosts: Int, third slot: Int, scenario: String? = testScenario) throws {
-        _ = TestFleet.staleCleaned
+    init(hosts: Int, third slot: Int, scenario: String? = testScenario) async throws {
+        await TestFleet.cleanStale()
         self.hosts = hosts
         let second = 16 + Int(getpid()) % 200
         base = "127.\(second).\(slot).1"
@@ -101,29 +106,29 @@ final class TestFleet: @unchecked Sendable {
             try scenario.write(toFile: path, atomically: true, encoding: .utf8)
             args += ["--scenario", path]
         }
-        let r = run(bin, args, timeout: 90)
+        let r = await run(bin, args, timeout: 90)
         if scenario != nil { unlink(args[args.count - 1]) }
         guard r.status == 0 else {
-            _ = run(bin, ["down", "--dir", dir])
+            _ = await run(bin, ["down", "--dir", dir])
             throw FleetsimError("fleetsim up failed (\(r.status)): \(r.out) \(r.err)")
         }
     }
 
-    func down() { _ = run(bin, ["down", "--dir", dir]) }
+    func down() async { _ = await run(bin, ["down", "--dir", dir]) }
 
     func address(_ i: Int) -> String { try! hostAddresses(base: base, count: i)[i - 1] }
 
-    func ssh(_ i: Int, _ command: String) -> RunResult {
-        run("/usr/bin/ssh", ["-i", dir + "/client_key", "-o", "UserKnownHostsFile=" + dir + "/known_hosts",
+    func ssh(_ i: Int, _ command: String) async -> RunResult {
+        await run("/usr/bin/ssh", ["-i", dir + "/client_key", "-o", "UserKnownHostsFile=" + dir + "/known_hosts",
                              "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
                              "-o", "LogLevel=ERROR", "-p", "2222", "root@" + address(i), command])
     }
 
-    func sshOut(_ i: Int, _ command: String) -> String {
-        ssh(i, command).out.trimmingCharacters(in: .whitespacesAndNewlines)
+    func sshOut(_ i: Int, _ command: String) async -> String {
+        await ssh(i, command).out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    func fleetsim(_ args: [String]) -> RunResult { run(bin, args + ["--dir", dir]) }
+    func fleetsim(_ args: [String]) async -> RunResult { await run(bin, args + ["--dir", dir]) }
 
     func status(_ i: Int) -> HostStatus? {
         guard let d = FileManager.default.contents(atPath: dir + "/status.json"),
@@ -132,14 +137,14 @@ final class TestFleet: @unchecked Sendable {
     }
 
     /// Waits until host i is up with at least `boots` boots; returns its status.
-    func waitUp(_ i: Int, boots: Int, timeout: Double = 20) -> HostStatus? {
+    func waitUp(_ i: Int, boots: Int, timeout: Double = 20) async -> HostStatus? {
         let deadline = monotonic() + timeout
         while monotonic() < deadline {
             if let s = status(i), s.state == "up", s.bootCount >= boots, s.sshd == "up" {
                 // sshd listening is checked by the supervisor; give it a moment to accept.
                 return s
             }
-            usleep(100_000)
+            await pause(0.1)
         }
         return nil
     }
@@ -149,18 +154,35 @@ final class TestFleet: @unchecked Sendable {
         return (readFile(dir + "/hosts/\(name)/boots.log") ?? "").split(separator: "\n").map(String.init)
     }
 
-    func grubenv(_ i: Int) -> [String: String] {
+    func grubenv(_ i: Int) async -> [String: String] {
         var out: [String: String] = [:]
-        for line in sshOut(i, "grub-editenv list").split(separator: "\n") {
+        for line in await sshOut(i, "grub-editenv list").split(separator: "\n") {
             if let eq = line.firstIndex(of: "=") { out[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
         }
         return out
     }
 
-    func sunreclaimKiB(_ i: Int) -> Int? {
-        let line = sshOut(i, "grep SUnreclaim /proc/meminfo")
+    func sunreclaimKiB(_ i: Int) async -> Int? {
+        let line = await sshOut(i, "grep SUnreclaim /proc/meminfo")
         return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
     }
+}
+
+/// Sleeps without holding a thread of Swift's pool (which swift-subprocess needs to finish a run).
+func pause(_ seconds: Double) async {
+    try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+}
+
+/// A fleet for `body`, taken down after it (also when it throws).
+func withFleet(hosts: Int, third slot: Int, scenario: String? = testScenario, _ body: (TestFleet) async throws -> Void) async throws {
+    let f = try await TestFleet(hosts: hosts, third: slot, scenario: scenario)
+    do {
+        try await body(f)
+    } catch {
+        await f.down()
+        throw error
+    }
+    await f.down()
 }
 
 enum HTTPOutcome: Equatable {
