@@ -95,7 +95,7 @@ extension PlanParser {
             case "url":
                 if let u = r.string(v, "gate.test_site.url") {
                     do {
-                        _ = try SiteURL.expand(template: u, address: "192.0.2.1", name: "host")
+                        _ = try HTTPURL.expand(template: u, address: "192.0.2.1", name: "host")
                         s.urlTemplate = u
                     } catch {
                         r.error(v, "gate.test_site.url: \(error.reason)", hint: "write e.g. http://{address}/ or http://{name}.example.com/health")

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Yams
 import Basics
+import NetIO
 
 // The `notify` section and its channel (smtp or webhook).
 
@@ -123,6 +124,13 @@ extension PlanParser {
             guard let url = r.string(urlNode, "webhook url") else { return nil }
             guard let u = URL(string: url), ["http", "https"].contains(u.scheme ?? ""), u.host != nil, !url.contains(where: \.isWhitespace) else {
                 r.error(urlNode, "webhook url '\(Inventory.printable(url))' is not an http(s) URL")
+                return nil
+            }
+            // What the webhook will post to (the probe's URL type): refused here rather than at the first notice.
+            do {
+                _ = try HTTPURL.parse(url, allowHTTPS: true)
+            } catch {
+                r.error(urlNode, "webhook url '\(Inventory.printable(url))' is not an http(s) URL: \(error.reason)")
                 return nil
             }
             return .webhook(url: url)
