@@ -184,7 +184,7 @@ public enum DryRun {
         let steps = self.steps(plan: plan, example: example, previousRelease: previous, grubConfig: facts.exampleGrubConfig,
                                customers: example.flatMap { h in customers.map { $0.customers(onHost: h.name).count } })
         let g = plan.gate
-        let siteURL = g.testSite.flatMap { s in example.flatMap { try? SiteURL.expand(template: s.urlTemplate, address: $0.address, name: $0.name).description } ?? s.urlTemplate }
+        let siteURL = g.testSite.flatMap { s in example.flatMap { try? HTTPURL.expand(template: s.urlTemplate, address: $0.address, name: $0.name).description } ?? s.urlTemplate }
         let gate = DryRunPreview.Gate(
             soakSeconds: g.soak.seconds, intervalSeconds: g.interval.seconds, samples: g.plannedSamples,
             sunreclaimMaxBytes: g.sUnreclaimMax, sunreclaimMaxShare: g.sUnreclaimMaxShare,
@@ -287,7 +287,7 @@ public enum DryRun {
         steps.append(.init(step: "verify", description: "the boot id changed and the release is \(release)", commands: [HostCommands.verify]))
         let g = plan.gate
         var gateDesc = "soak \(PlanFormat.duration(g.soak)), a sample every \(PlanFormat.duration(g.interval)) (\(g.plannedSamples) samples)"
-        if let site = g.testSite, let h = example, let url = try? SiteURL.expand(template: site.urlTemplate, address: h.address, name: h.name) {
+        if let site = g.testSite, let h = example, let url = try? HTTPURL.expand(template: site.urlTemplate, address: h.address, name: h.name) {
             gateDesc += "; test site \(url) from rollctl, \(site.requestsPerSample) request\(site.requestsPerSample == 1 ? "" : "s") per sample"
         }
         steps.append(.init(step: "gate", description: gateDesc, commands: [HealthGate.HostFacts.command] + g.customChecks.map(\.command)))

@@ -100,8 +100,8 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
         let start = clock.now
         let planned = settings.plannedSamples
         var samples: [GateSample] = []
-        let url: Result<SiteURL, SiteURLError>? = settings.testSite.map { site in
-            Result { () throws(SiteURLError) in try SiteURL.expand(template: site.urlTemplate, address: host.address, name: host.name) }
+        let url: Result<HTTPURL, HTTPURLError>? = settings.testSite.map { site in
+            Result { () throws(HTTPURLError) in try HTTPURL.expand(template: site.urlTemplate, address: host.address, name: host.name) }
         }
         func finish(_ end: GateEnd) -> HostGateReport {
             let report = GateEvaluation.evaluate(host: host.name, samples: samples, settings: settings,
@@ -137,7 +137,7 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     }
 
     /// One sample: facts, test-site requests and custom checks, concurrently.
-    private func takeSample(index: Int, seconds: Double, host: GateHost, url: Result<SiteURL, SiteURLError>?) async -> GateSample {
+    private func takeSample(index: Int, seconds: Double, host: GateHost, url: Result<HTTPURL, HTTPURLError>?) async -> GateSample {
         let timeout = settings.probeTimeout
         let reader = host.reader
         async let facts: Result<HostFacts, any Error> = {
@@ -159,13 +159,13 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
         return sample
     }
 
-    private func probeSite(_ url: Result<SiteURL, SiteURLError>?) async -> [SiteAttempt] {
+    private func probeSite(_ url: Result<HTTPURL, HTTPURLError>?) async -> [SiteAttempt] {
         guard let site = settings.testSite, let url else { return [] }
         var attempts: [SiteAttempt] = []
         for _ in 0..<site.requestsPerSample {
             switch url {
             case .success(let u): attempts.append(await siteProbe.fetch(u, timeout: site.timeout))
-            case .failure(let e): attempts.append(SiteAttempt(outcome: .other, latencySeconds: 0, detail: e.description))
+            case .failure(let e): attempts.append(SiteAttempt(outcome: .other, latencySeconds: 0, detail: "test-site \(e)"))
             }
             if Task.isCancelled { break }
         }

@@ -102,7 +102,7 @@ public struct GateSettings: Sendable, Equatable, Codable {
                 throw bad("testSite.minRequests", "\(site.minRequests) required but the soak plans only \(plannedRequests) (\(site.requestsPerSample) per sample × \(plannedSamples) samples)")
             }
             do {
-                _ = try SiteURL.expand(template: site.urlTemplate, address: "192.0.2.1", name: "host")
+                _ = try HTTPURL.expand(template: site.urlTemplate, address: "192.0.2.1", name: "host")
             } catch {
                 throw bad("testSite.urlTemplate", error.reason)
             }

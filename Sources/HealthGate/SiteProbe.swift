@@ -55,7 +55,7 @@ public struct SiteAttempt: Sendable, Equatable, Codable {
 /// runner substitute scripted outcomes.
 public protocol SiteProbing: Sendable {
     /// Never throws: every way a request can end is a `SiteAttempt`.
-    func fetch(_ url: SiteURL, timeout: Duration) async -> SiteAttempt
+    func fetch(_ url: HTTPURL, timeout: Duration) async -> SiteAttempt
 }
 
 /// The test-site probe: one HTTP/1.1 GET from the orchestrator, written on POSIX
@@ -84,7 +84,11 @@ public struct SiteProbe: SiteProbing {
         self.limits = limits
     }
 
-    public func fetch(_ url: SiteURL, timeout: Duration) async -> SiteAttempt {
+    public func fetch(_ url: HTTPURL, timeout: Duration) async -> SiteAttempt {
+        // `HTTPURL.parse` and `expand` give the probe only http URLs; one built by hand may not be.
+        guard !url.tls else {
+            return SiteAttempt(outcome: .other, latencySeconds: 0, detail: "test-site URL \"\(url)\": only http:// URLs are supported")
+        }
         let flag = CancelFlag()
         let limits = self.limits
         return await withTaskCancellationHandler {
@@ -111,9 +115,9 @@ public struct SiteProbe: SiteProbing {
     /// Parses `url` and fetches it; an unusable URL is an `other` attempt.
     public func fetch(_ url: String, timeout: Duration) async -> SiteAttempt {
         do {
-            return await fetch(try SiteURL.parse(url), timeout: timeout)
+            return await fetch(try HTTPURL.parse(url), timeout: timeout)
         } catch {
-            return SiteAttempt(outcome: .other, latencySeconds: 0, detail: error.description)
+            return SiteAttempt(outcome: .other, latencySeconds: 0, detail: "test-site \(error)")
         }
     }
 }
@@ -142,7 +146,7 @@ enum HTTPExchange {
         var status: Int? = nil
     }
 
-    static func get(_ url: SiteURL, timeout: Duration, limits: HTTPResponseLimits, cancel: CancelFlag) -> SiteAttempt {
+    static func get(_ url: HTTPURL, timeout: Duration, limits: HTTPResponseLimits, cancel: CancelFlag) -> SiteAttempt {
         let clock = ContinuousClock()
         let start = clock.now
         let deadline = start.advanced(by: timeout)
@@ -208,7 +212,7 @@ enum HTTPExchange {
         }
     }
 
-    private static func openConnection(_ url: SiteURL, deadline: ContinuousClock.Instant, clock: ContinuousClock,
+    private static func openConnection(_ url: HTTPURL, deadline: ContinuousClock.Instant, clock: ContinuousClock,
                                 cancel: CancelFlag) throws(Failure) -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC

@@ -180,7 +180,7 @@ public struct NoticeSender: Sendable {
                 if starttls, case .failure(let e) = OpenSSL.shared { throw NoticeDeliveryError(stage: "config", e.description, permanent: true) }
                 if let username { _ = try SMTPCredentials.resolve(username: username, passwordEnv: passwordEnv, passwordFile: passwordFile, environment: environment) }
             case let .webhook(url):
-                _ = try Webhook.parse(url)
+                _ = try Webhook.endpoint(url)
             }
         } catch {
             throw NoticeError(kind: nil, wave: nil, failures: [("-", error)], blocking: true)
@@ -309,7 +309,7 @@ public struct NoticeSender: Sendable {
                          channel: "smtp", recipient: customer.email, messageID: id, hosts: hosts, subject: subject, payload: message.rendered(),
                          window: window)
         case let .webhook(url):
-            let domain = (try? Webhook.parse(url).host) ?? "rollctl.invalid"
+            let domain = (try? HTTPURL.parse(url, allowHTTPS: true).host) ?? "rollctl.invalid"
             let id = Self.messageID(rollout: rolloutID, wave: wave, kind: kind, customer: customer.id, domain: domain)
             let notice = WebhookNotice(kind: kind.rawValue, messageID: id, rollout: rolloutID, plan: planName, wave: wave, kernel: release,
                                        company: spec.company, customer: .init(id: customer.id, name: customer.name, email: customer.email),

@@ -22,50 +22,20 @@ public struct Webhook: Sendable {
         self.tlsCAFile = tlsCAFile
     }
 
-    struct Target: Equatable {
-        var host: String
-        var port: Int
-        var path: String
-        var authority: String
-        var tls = false
-    }
-
-    /// Splits `http[s]://host[:port]/path?query`.
-    static func parse(_ url: String) throws(NoticeDeliveryError) -> Target {
-        let tls = url.lowercased().hasPrefix("https://")
-        guard tls || url.lowercased().hasPrefix("http://") else {
-            throw NoticeDeliveryError(stage: "config", "webhook url must start with http:// or https://", permanent: true)
-        }
-        let rest = url.dropFirst(tls ? 8 : 7)
-        let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
-        let authority = String(rest[..<slash])
-        var path = String(rest[slash...])
-        if path.isEmpty { path = "/" } else if path.hasPrefix("?") { path = "/" + path }
-        guard !authority.isEmpty, !authority.contains("@") else {
-            throw NoticeDeliveryError(stage: "config", "webhook url needs a host (and no user:password@)", permanent: true)
-        }
-        var host = authority
-        var port = tls ? 443 : 80
-        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
-            host = String(authority[authority.index(after: authority.startIndex)..<close])
-            let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") {
-                guard let p = Int(after.dropFirst()), (1...65535).contains(p) else {
-                    throw NoticeDeliveryError(stage: "config", "bad port in webhook url", permanent: true)
-                }
-                port = p
+    /// The endpoint `url` names (`HTTPURL`, http or https), or why it cannot be
+    /// posted to: a permanent `config` failure.
+    static func endpoint(_ url: String) throws(NoticeDeliveryError) -> HTTPURL {
+        do {
+            return try HTTPURL.parse(url, allowHTTPS: true)
+        } catch {
+            let message = switch error.part {
+            case .scheme: "webhook url must start with http:// or https://"
+            case .host, .substitution: "webhook url needs a host (and no user:password@)"
+            case .port: "bad port in webhook url"
+            case .path: "webhook url path must be ASCII without spaces (percent-encode it)"
             }
-        } else if let colon = authority.lastIndex(of: ":") {
-            host = String(authority[..<colon])
-            guard let p = Int(authority[authority.index(after: colon)...]), (1...65535).contains(p) else {
-                throw NoticeDeliveryError(stage: "config", "bad port in webhook url", permanent: true)
-            }
-            port = p
+            throw NoticeDeliveryError(stage: "config", message, permanent: true)
         }
-        guard path.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
-            throw NoticeDeliveryError(stage: "config", "webhook url path must be ASCII without spaces (percent-encode it)", permanent: true)
-        }
-        return Target(host: host, port: port, path: path, authority: authority, tls: tls)
     }
 
     /// POSTs `body` (blocking: call from a dedicated thread). Returns the status
@@ -80,9 +50,9 @@ public struct Webhook: Sendable {
     /// at most `drainTime` more, its failures ignored.
     func post(_ body: [UInt8], messageID: String) throws(NoticeDeliveryError) -> String {
         let deadline = ContinuousClock.now.advanced(by: timeout)
-        let target = try Self.parse(url)
+        let target = try Self.endpoint(url)
         let conn: LineConnection
-        do { conn = try LineConnection.connect(host: target.host, port: target.port, deadline: deadline) } catch {
+        do { conn = try LineConnection.connect(host: target.host, port: Int(target.port), deadline: deadline) } catch {
             throw NoticeDeliveryError(stage: "connecting", error.description)
         }
         if target.tls {

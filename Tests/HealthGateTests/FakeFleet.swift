@@ -103,7 +103,7 @@ final class ScriptedSiteProbe: SiteProbing, @unchecked Sendable {
 
     var requests: Int { lock.lock(); defer { lock.unlock() }; return count }
 
-    func fetch(_ url: SiteURL, timeout: Duration) async -> SiteAttempt {
+    func fetch(_ url: HTTPURL, timeout: Duration) async -> SiteAttempt {
         let n = lock.withLock {
             count += 1
             return count - 1

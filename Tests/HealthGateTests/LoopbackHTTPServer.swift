@@ -73,7 +73,7 @@ final class LoopbackHTTPServer: @unchecked Sendable {
 
     convenience init(always b: Behaviour) throws { try self.init { _ in b } }
 
-    var url: SiteURL { SiteURL(host: "127.0.0.1", port: port, path: "/test-site") }
+    var url: HTTPURL { HTTPURL(host: "127.0.0.1", port: port, path: "/test-site") }
 
     var connections: Int { lock.lock(); defer { lock.unlock() }; return accepted }
 

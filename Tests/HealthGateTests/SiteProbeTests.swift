@@ -47,7 +47,7 @@ import Testing
     }
 
     @Test func refusedPort() async throws {
-        let a = await probe.fetch(SiteURL(host: "127.0.0.1", port: LoopbackHTTPServer.unusedPort()), timeout: .seconds(3))
+        let a = await probe.fetch(HTTPURL(host: "127.0.0.1", port: LoopbackHTTPServer.unusedPort()), timeout: .seconds(3))
         #expect(a.outcome == .refused, "\(a)")
     }
 
@@ -77,7 +77,7 @@ import Testing
     }
 
     @Test func unresolvableNameIsOther() async {
-        let a = await probe.fetch(SiteURL(host: "no-such-host.invalid", port: 80), timeout: .seconds(5))
+        let a = await probe.fetch(HTTPURL(host: "no-such-host.invalid", port: 80), timeout: .seconds(5))
         #expect(a.outcome == .other)
         #expect(a.detail?.contains("cannot resolve") == true)
     }
@@ -114,7 +114,7 @@ import Testing
     @Test func requestIsOneSmallGET() async throws {
         let server = try LoopbackHTTPServer(always: .status(200))
         defer { server.stop() }
-        let url = SiteURL(host: "127.0.0.1", port: server.port, path: "/wp/test?probe=1")
+        let url = HTTPURL(host: "127.0.0.1", port: server.port, path: "/wp/test?probe=1")
         #expect(await probe.fetch(url, timeout: .seconds(3)).outcome == .ok)
         #expect(server.connections == 1)
         let request = try #require(server.requests.first)
@@ -127,42 +127,74 @@ import Testing
         // "localhost" resolves to ::1 and 127.0.0.1; the server listens on 127.0.0.1 only.
         let server = try LoopbackHTTPServer(always: .status(200))
         defer { server.stop() }
-        let a = await probe.fetch(SiteURL(host: "localhost", port: server.port), timeout: .seconds(3))
+        let a = await probe.fetch(HTTPURL(host: "localhost", port: server.port), timeout: .seconds(3))
         #expect(a.outcome == .ok, "\(a)")
         #expect(server.requests.first?.contains("Host: localhost:\(server.port)\r\n") == true)
     }
 
     @Test func ipv6Authority() {
-        let u = SiteURL(host: "::1", port: 8080, path: "/health?x=1")
+        let u = HTTPURL(host: "::1", port: 8080, path: "/health?x=1")
         #expect(u.authority == "[::1]:8080")
         #expect(u.description == "http://[::1]:8080/health?x=1")
-        #expect(SiteURL(host: "web1", port: 80, path: "x").description == "http://web1/x")
+        #expect(HTTPURL(host: "web1", port: 80, path: "x").description == "http://web1/x")
     }
 }
 
-@Suite struct SiteURLTests {
+@Suite struct HTTPURLTests {
     @Test func parses() throws {
-        #expect(try SiteURL.parse("http://10.0.0.5/") == SiteURL(host: "10.0.0.5", port: 80, path: "/"))
-        #expect(try SiteURL.parse("http://web17.example:8080/wp/test?probe=1#x")
-                == SiteURL(host: "web17.example", port: 8080, path: "/wp/test?probe=1"))
-        #expect(try SiteURL.parse("HTTP://h") == SiteURL(host: "h", port: 80, path: "/"))
-        #expect(try SiteURL.parse("http://[2001:db8::1]:81/x") == SiteURL(host: "2001:db8::1", port: 81, path: "/x"))
+        #expect(try HTTPURL.parse("http://10.0.0.5/") == HTTPURL(host: "10.0.0.5", port: 80, path: "/"))
+        #expect(try HTTPURL.parse("http://web17.example:8080/wp/test?probe=1#x")
+                == HTTPURL(host: "web17.example", port: 8080, path: "/wp/test?probe=1"))
+        #expect(try HTTPURL.parse("HTTP://h") == HTTPURL(host: "h", port: 80, path: "/"))
+        #expect(try HTTPURL.parse("http://[2001:db8::1]:81/x") == HTTPURL(host: "2001:db8::1", port: 81, path: "/x"))
     }
 
     @Test func rejects() {
         for bad in ["https://h/", "ftp://h", "http://", "http://h:0/", "http://h:99999/", "http://u:p@h/", "http://h/a b",
                     "http://[::1/", "h/path"] {
-            #expect(throws: SiteURLError.self, "\(bad)") { try SiteURL.parse(bad) }
+            #expect(throws: HTTPURLError.self, "\(bad)") { try HTTPURL.parse(bad) }
         }
     }
 
+    @Test func theProbeRefusesHTTPSTheWebhookTakesIt() throws {
+        let e = #expect(throws: HTTPURLError.self) { try HTTPURL.parse("https://h/") }
+        #expect(e?.reason == "only http:// URLs are supported" && e?.part == .scheme)
+        #expect(try HTTPURL.parse("https://status.example.org/x", allowHTTPS: true)
+                == HTTPURL(host: "status.example.org", port: 443, path: "/x", tls: true))
+        let u = try HTTPURL.parse("HTTPS://[::1]:8443/hook?x=1", allowHTTPS: true)
+        #expect(u == HTTPURL(host: "::1", port: 8443, path: "/hook?x=1", tls: true))
+        #expect(u.authority == "[::1]:8443" && u.description == "https://[::1]:8443/hook?x=1")
+        #expect(HTTPURL(host: "h", tls: true).authority == "h" && HTTPURL(host: "h", port: 80, tls: true).authority == "h:80")
+        let ftp = #expect(throws: HTTPURLError.self) { try HTTPURL.parse("ftp://h/", allowHTTPS: true) }
+        #expect(ftp?.reason == "only http:// and https:// URLs are supported")
+        // A template expands to http only, whatever the address.
+        #expect(throws: HTTPURLError.self) { try HTTPURL.expand(template: "https://{address}/", address: "192.0.2.7", name: "w") }
+    }
+
+    @Test func eachRefusalNamesThePartThatIsWrong() {
+        let cases: [(String, HTTPURLError.Part)] = [
+            ("ftp://h", .scheme), ("http://", .host), ("http://u:p@h/", .host), ("http://[::1/", .host), ("http://[::1]x/", .host),
+            ("http://h:0/", .port), ("http://h:99999/", .port), ("http://h:/", .port), ("http://h/a b", .path), ("http://h/caf\u{e9}", .path),
+        ]
+        for (bad, part) in cases {
+            let e = #expect(throws: HTTPURLError.self, "\(bad)") { try HTTPURL.parse(bad, allowHTTPS: true) }
+            #expect(e?.part == part, "\(bad)")
+        }
+        #expect(throws: HTTPURLError.self) { try HTTPURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "a b") }
+    }
+
+    @Test func aFragmentIsNeverSent() throws {
+        #expect(try HTTPURL.parse("http://h#top").path == "/")
+        #expect(try HTTPURL.parse("http://h#top").host == "h")
+    }
+
     @Test func templateExpansion() throws {
-        let u = try SiteURL.expand(template: "http://{address}:8080/t?host={name}", address: "192.0.2.7", name: "web7")
-        #expect(u == SiteURL(host: "192.0.2.7", port: 8080, path: "/t?host=web7"))
-        #expect(try SiteURL.expand(template: "http://{address}/", address: "2001:db8::7", name: "w").host == "2001:db8::7")
+        let u = try HTTPURL.expand(template: "http://{address}:8080/t?host={name}", address: "192.0.2.7", name: "web7")
+        #expect(u == HTTPURL(host: "192.0.2.7", port: 8080, path: "/t?host=web7"))
+        #expect(try HTTPURL.expand(template: "http://{address}/", address: "2001:db8::7", name: "w").host == "2001:db8::7")
         // An inventory value cannot inject another host or a path.
-        #expect(throws: SiteURLError.self) { try SiteURL.expand(template: "http://{address}/", address: "evil.example/x", name: "w") }
-        #expect(throws: SiteURLError.self) { try SiteURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "a b") }
-        #expect(throws: SiteURLError.self) { try SiteURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "u@h") }
+        #expect(throws: HTTPURLError.self) { try HTTPURL.expand(template: "http://{address}/", address: "evil.example/x", name: "w") }
+        #expect(throws: HTTPURLError.self) { try HTTPURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "a b") }
+        #expect(throws: HTTPURLError.self) { try HTTPURL.expand(template: "http://{name}/", address: "1.2.3.4", name: "u@h") }
     }
 }

@@ -3,6 +3,7 @@ import GRDB
 import Testing
 import SSHTesting
 @testable import Basics
+@testable import NetIO
 @testable import Configuration
 @testable import RolloutJournal
 @testable import Notices
@@ -56,12 +57,25 @@ import SSHTesting
     }
 
     @Test func webhookURLs() throws {
-        #expect(try Webhook.parse("http://127.0.0.1:8080/hook?x=1") == .init(host: "127.0.0.1", port: 8080, path: "/hook?x=1", authority: "127.0.0.1:8080"))
-        #expect(try Webhook.parse("http://[::1]/") == .init(host: "::1", port: 80, path: "/", authority: "[::1]"))
-        #expect(try Webhook.parse("http://status.example.org") == .init(host: "status.example.org", port: 80, path: "/", authority: "status.example.org"))
-        #expect(try Webhook.parse("https://status.example.org/x") == .init(host: "status.example.org", port: 443, path: "/x", authority: "status.example.org", tls: true))
-        #expect(throws: NoticeDeliveryError.self) { try Webhook.parse("ftp://status.example.org/") }
-        #expect(throws: NoticeDeliveryError.self) { try Webhook.parse("http://h:99999/") }
+        // The webhook posts to an `HTTPURL` (NetIO, the probe's type), http or https.
+        let a = try Webhook.endpoint("http://127.0.0.1:8080/hook?x=1")
+        #expect(a == HTTPURL(host: "127.0.0.1", port: 8080, path: "/hook?x=1") && a.authority == "127.0.0.1:8080")
+        let b = try Webhook.endpoint("http://[::1]/")
+        #expect(b == HTTPURL(host: "::1", port: 80, path: "/") && b.authority == "[::1]")
+        let c = try Webhook.endpoint("http://status.example.org")
+        #expect(c == HTTPURL(host: "status.example.org", port: 80, path: "/") && c.authority == "status.example.org")
+        let d = try Webhook.endpoint("https://status.example.org/x")
+        #expect(d == HTTPURL(host: "status.example.org", port: 443, path: "/x", tls: true) && d.authority == "status.example.org")
+        // Refusals are permanent config failures, worded for the webhook.
+        for (bad, message) in [("ftp://status.example.org/", "webhook url must start with http:// or https://"),
+                               ("http://u:p@status.example.org/", "webhook url needs a host (and no user:password@)"),
+                               ("http:///x", "webhook url needs a host (and no user:password@)"),
+                               ("http://h:99999/", "bad port in webhook url"),
+                               ("http://h/a b", "webhook url path must be ASCII without spaces (percent-encode it)"),
+                               ("http://h/caf\u{e9}", "webhook url path must be ASCII without spaces (percent-encode it)")] {
+            let e = #expect(throws: NoticeDeliveryError.self, "\(bad)") { try Webhook.endpoint(bad) }
+            #expect(e?.stage == "config" && e?.permanent == true && e?.message == message, "\(bad): \(String(describing: e))")
+        }
     }
 
     @Test func credentialsComeFromTheEnvironmentOrAFileAndAreNeverPrinted() throws {

@@ -131,6 +131,22 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(errors("    {type: smtp, host: mail.example.net, from: r@example.net, starttls: false}\n").isEmpty)
     }
 
+    @Test func aWebhookURLTheWebhookCannotPostToIsRefusedAtLoad() throws {
+        func errors(_ url: String) -> [InputError] {
+            let text = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\nnotify:\n  customers: c.csv\n  channel: {type: webhook, url: \"\(url)\"}\n"
+            do { _ = try PlanLoader.parse(text: text, path: "m.yaml"); return [] } catch let e as InputErrors {
+                return e.errors
+            } catch { return [InputError(file: "?", "\(error)")] }
+        }
+        #expect(errors("https://status.example.org/hook").isEmpty)
+        #expect(errors("http://[::1]:8080/hook?x=1").isEmpty)
+        #expect(errors("ftp://status.example.org/").first?.message == "webhook url 'ftp://status.example.org/' is not an http(s) URL")
+        // URLs Foundation takes but the webhook (`HTTPURL`) would refuse at the first notice.
+        let e = errors("http://u:p@status.example.org/")
+        #expect(e.count == 1 && e.first?.line == 6)
+        #expect(e.first?.message == "webhook url 'http://u:p@status.example.org/' is not an http(s) URL: user info in the URL is not supported")
+    }
+
     @Test func typedValuesInEveryForm() throws {
         let p = try PlanLoader.parse(text: """
         name: m

@@ -1,0 +1,176 @@
+import Yams
+import Basics
+
+// The `select`, `waves` and `on_failure` sections.
+
+extension PlanLoader {
+    static let selectKeys = ["labels", "hosts", "exclude"]
+    static let waveKeys = ["sizes", "max_parallel", "failure_domain", "separate_customers"]
+    static let failureKeys = ["rollback", "max_failed_hosts_per_wave", "max_failed_hosts"]
+}
+
+extension PlanParser {
+    func parseSelection(_ node: Node) -> Selection? {
+        guard let pairs = r.mapping(node, "select", allowed: PlanLoader.selectKeys) else { return nil }
+        var s = Selection()
+        for (k, _, v) in pairs {
+            switch k {
+            case "labels":
+                guard case let .mapping(m) = v else {
+                    r.error(v, "select.labels must be a mapping like {role: web}, found \(r.kind(v))")
+                    continue
+                }
+                for (lk, lv) in m {
+                    guard let key = r.string(lk, "a label name"), let value = r.string(lv, "label '\(lk.string ?? "")'") else { continue }
+                    if !Inventory.isValidLabel(key) || !Inventory.isValidLabel(value) {
+                        r.error(lk, "label \(Inventory.printable(key))=\(Inventory.printable(value)) is not valid: use letters, digits, '.', '-', '_', '/', ':'")
+                        continue
+                    }
+                    s.labels[key] = value
+                }
+            case "hosts", "exclude":
+                guard let names = hostNames(v, "select.\(k)") else { continue }
+                if k == "hosts" { s.hosts = names } else { s.exclude = names }
+            default: break
+            }
+        }
+        return s
+    }
+
+    func hostNames(_ node: Node, _ what: String) -> [String]? {
+        let items: [Node]
+        switch node {
+        case .sequence(let seq): items = Array(seq)
+        case .scalar: items = [node]
+        default:
+            r.error(node, "\(what) must be a list of host names, found \(r.kind(node))")
+            return nil
+        }
+        var out: [String] = []
+        for item in items {
+            guard let n = r.string(item, "each entry of \(what)") else { continue }
+            if !Inventory.isValidHostName(n) {
+                r.error(item, "\(what): '\(Inventory.printable(n))' is not a valid host name (letters, digits, '.', '-', '_')")
+                continue
+            }
+            out.append(n)
+        }
+        return out
+    }
+
+    func parseWaves(_ node: Node) -> WaveSpec? {
+        guard let pairs = r.mapping(node, "waves", allowed: PlanLoader.waveKeys) else { return nil }
+        var w = WaveSpec()
+        for (k, _, v) in pairs {
+            switch k {
+            case "sizes": if let s = waveSizes(v) { w.sizes = s }
+            case "max_parallel": if let n = int(v, "waves.max_parallel", range: 1...10_000) { w.maxParallel = n }
+            case "failure_domain":
+                if let d = r.string(v, "waves.failure_domain") {
+                    if Inventory.isValidLabel(d) { w.failureDomain = d } else {
+                        r.error(v, "waves.failure_domain '\(Inventory.printable(d))' is not a label name")
+                    }
+                }
+            case "separate_customers": if let b = r.bool(v, "waves.separate_customers") { w.separateCustomers = b }
+            default: break
+            }
+        }
+        return w
+    }
+
+    func waveSizes(_ node: Node) -> [WaveSize]? {
+        guard case let .sequence(seq) = node else {
+            r.error(node, "waves.sizes must be a list like [1, 5%, 25%, 100%], found \(r.kind(node))")
+            return nil
+        }
+        if seq.isEmpty {
+            r.error(node, "waves.sizes is empty", hint: "write e.g. [1, 25%, 100%]: a canary, then growing waves")
+            return nil
+        }
+        if seq.count > 100 {
+            r.error(node, "waves.sizes has \(seq.count) waves; at most 100")
+            return nil
+        }
+        var out: [WaveSize] = []
+        var ok = true
+        var lastCount: Int?, lastPercent: Double?
+        for item in seq {
+            guard case let .scalar(s) = item else {
+                r.error(item, "each wave size must be a host count (5) or a share (25%), found \(r.kind(item))")
+                ok = false
+                continue
+            }
+            let t = s.string.trimmed
+            if t.hasSuffix("%") {
+                guard let p = Double(String(t.dropLast()).trimmed), p.isFinite else {
+                    r.error(item, "wave size '\(Inventory.printable(t))' is not a share like 25%"); ok = false; continue
+                }
+                guard p > 0 && p <= 100 else {
+                    r.error(item, "wave size \(t) is impossible: a share must be above 0% and at most 100%"); ok = false; continue
+                }
+                if let last = lastPercent, p <= last {
+                    r.error(item, "wave sizes must grow: \(t) after \(Self.percentText(last))",
+                            hint: "sizes are cumulative targets (hosts done after the wave), e.g. [1, 5%, 25%, 100%]")
+                    ok = false
+                }
+                lastPercent = p
+                out.append(.percent(p))
+            } else {
+                guard let n = Int(t) else {
+                    let digits = !t.isEmpty && t.allSatisfy { $0.isNumber || $0 == "-" }
+                    r.error(item, digits ? "wave size \(t.prefix(40)) is out of range" : "wave size '\(Inventory.printable(t))' must be a host count (5) or a share (25%)")
+                    ok = false; continue
+                }
+                guard n >= 1 else {
+                    r.error(item, "wave size \(n) is impossible: a wave needs at least 1 host"); ok = false; continue
+                }
+                guard n <= 1_000_000 else { r.error(item, "wave size \(n) is out of range (at most 1000000)"); ok = false; continue }
+                if let last = lastCount, n <= last {
+                    r.error(item, "wave sizes must grow: \(n) after \(last)",
+                            hint: "sizes are cumulative targets (hosts done after the wave), e.g. [1, 10, 50%, 100%]")
+                    ok = false
+                }
+                if lastPercent != nil {
+                    r.error(item, "a host count (\(n)) after a share: write counts first, then shares, e.g. [1, 10, 25%, 100%]")
+                    ok = false
+                }
+                lastCount = n
+                out.append(.count(n))
+            }
+        }
+        if ok, lastPercent != 100 {
+            r.error(seq.last!, "the last wave size must be 100% so every selected host is covered",
+                    hint: "end the list with 100%, e.g. [1, 25%, 100%]")
+            ok = false
+        }
+        return ok ? out : nil
+    }
+
+    static func percentText(_ p: Double) -> String {
+        p == p.rounded() ? "\(Int(p))%" : "\(p)%"
+    }
+
+    func parseFailure(_ node: Node) -> FailurePolicy? {
+        guard let pairs = r.mapping(node, "on_failure", allowed: PlanLoader.failureKeys) else { return nil }
+        var f = FailurePolicy()
+        for (k, _, v) in pairs {
+            switch k {
+            case "rollback":
+                if let s = r.string(v, "on_failure.rollback") {
+                    if let x = FailurePolicy.Rollback(rawValue: s) { f.rollback = x } else {
+                        r.error(v, "on_failure.rollback must be wave, all or none, found '\(Inventory.printable(s))'",
+                                hint: nearest(s, in: FailurePolicy.Rollback.allCases.map(\.rawValue)).map { "did you mean '\($0)'?" })
+                    }
+                }
+            case "max_failed_hosts_per_wave": if let n = int(v, "on_failure.max_failed_hosts_per_wave", range: 0...1_000_000) { f.maxFailedHostsPerWave = n }
+            case "max_failed_hosts": if let n = int(v, "on_failure.max_failed_hosts", range: 0...1_000_000) { f.maxFailedHostsTotal = n }
+            default: break
+            }
+        }
+        if f.maxFailedHostsTotal < f.maxFailedHostsPerWave, let n = pairs.first(where: { $0.key == "max_failed_hosts" })?.value {
+            r.error(n, "on_failure.max_failed_hosts (\(f.maxFailedHostsTotal)) is below max_failed_hosts_per_wave (\(f.maxFailedHostsPerWave))",
+                    hint: "the fleet-wide budget must be at least the per-wave budget")
+        }
+        return f
+    }
+}
