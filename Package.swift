@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // Dependencies point one way, down this list (docs/architecture.md has the map).
@@ -38,9 +39,9 @@ let package = Package(
         // reader and one URL type (the probe and the webhook share them), SHA-256.
         .target(name: "NetIO", dependencies: ["Basics", "COpenSSL"]),
         // Swift face of libssh2. Blocking C calls run on dedicated threads.
-        .target(name: "SSH", dependencies: ["Basics", "NetIO", "CLibSSH2"]),
+        .target(name: "SSH", dependencies: ["Basics", "NetIO", "CLibSSH2", .product(name: "Logging", package: "swift-log")]),
         // Probes and the health gate. Knows nothing of SSH: reads hosts through `HostReader`.
-        .target(name: "HealthGate", dependencies: ["Basics", "NetIO"]),
+        .target(name: "HealthGate", dependencies: ["Basics", "NetIO", .product(name: "Logging", package: "swift-log")]),
         // Configuration: inventory, plan model and loader, customers, the YAML reader, input errors.
         .target(name: "Configuration", dependencies: [
             "Basics", "NetIO", "SSH", "HealthGate",
@@ -55,15 +56,18 @@ let package = Package(
         .target(name: "Notices", dependencies: [
             "Basics", "NetIO", "Configuration", "RolloutJournal",
             .product(name: "Mustache", package: "swift-mustache"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The engine: planner, dry-run, survey, orchestrator, bootloaders, RolloutService.
         .target(name: "Engine", dependencies: [
             "Basics", "NetIO", "SSH", "HealthGate", "Configuration", "RolloutJournal", "Notices",
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The CLI's commands: parsing and rendering only.
         .target(name: "RollctlCommands", dependencies: [
             "Basics", "SSH", "HealthGate", "Configuration", "RolloutJournal", "Notices", "Engine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "rollctl", dependencies: ["RollctlCommands"]),
         .executableTarget(name: "fleetsim", dependencies: [
@@ -78,15 +82,15 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Subprocess", package: "swift-subprocess"),
         ]),
-        .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore"]),
+        .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore", "Basics"]),
         // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).
-        .target(name: "RolloutTesting", dependencies: ["Engine", "Configuration", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore"], path: "Tests/RolloutTesting"),
+        .target(name: "RolloutTesting", dependencies: ["Engine", "Configuration", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore", .product(name: "Logging", package: "swift-log")], path: "Tests/RolloutTesting"),
         .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "Configuration", "RolloutJournal", "Notices", "HealthGate", "SSHTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics"]),
-        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "Configuration", "RolloutJournal", "Notices", "Engine", "SSHTesting"], exclude: ["corpus", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
+        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "Configuration", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting"], exclude: ["corpus", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
         .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "Configuration", "RolloutJournal", "Engine"]),
         // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.
         .testTarget(name: "RollctlCommandsTests", dependencies: ["RollctlCommands"]),
@@ -99,5 +103,6 @@ let package = Package(
 if Context.environment["ROLLCTL_BENCH"] != nil {
     package.targets.append(.executableTarget(name: "bench-core", dependencies: [
         "Engine", "Configuration", "RolloutJournal", "HealthGate", "FleetsimCore", "RolloutTesting",
+        .product(name: "Logging", package: "swift-log"),
     ]))
 }

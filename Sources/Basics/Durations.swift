@@ -1,10 +1,15 @@
-/// Durations as people write them — `90s`, `10m`, `1h30m`, `500ms`, `2d` — for
-/// plans, gate settings and command-line options alike. A unit is required; a
-/// bare number is not a duration here (JSON settings accept plain seconds).
+/// Durations as people write them — `90s`, `10m`, `1h30m`, `500ms`, `2d` — for plans,
+/// gate settings, command-line options and fleetsim's scenarios alike: the one duration
+/// parser. A unit is required unless `bareSeconds` (fleetsim's scenarios, JSON settings
+/// take `20` as seconds); a plan never takes a bare number for a duration.
 public enum DurationText {
-    public static func parse(_ text: String) -> Duration? {
+    public static func parse(_ text: String, bareSeconds: Bool = false) -> Duration? {
         let t = text.trimmed
         guard !t.isEmpty else { return nil }
+        if bareSeconds, let n = Double(t) {
+            guard n.isFinite, n >= 0, n < 1e9 else { return nil }
+            return .milliseconds(Int64((n * 1000).rounded()))
+        }
         var total = Duration.zero
         var number = ""
         var i = t.startIndex

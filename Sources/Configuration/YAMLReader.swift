@@ -172,7 +172,7 @@ public final class YAMLReader {
 
     /// A duration like `90s`, `10m`, `1h30m`, `500ms`.
     public func duration(_ node: Node, _ what: String, min: Duration = .zero) -> Duration? {
-        guard case let .scalar(s) = node, let d = Self.parseDuration(s.string) else {
+        guard case let .scalar(s) = node, let d = DurationText.parse(s.string) else {
             error(node, "\(what) must be a duration like 90s, 10m or 1h30m, found \(kind(node))")
             return nil
         }
@@ -183,7 +183,6 @@ public final class YAMLReader {
         return d
     }
 
-    public static func parseDuration(_ text: String) -> Duration? { DurationText.parse(text) }
 
     /// Every scalar in a sequence, or a single scalar as a one-element list.
     public func stringList(_ node: Node, _ what: String) -> [String]? {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Configuration
 import RolloutJournal
 import SSH
@@ -13,17 +14,19 @@ public struct RolloutService: Sendable {
     public let sshConfig: SSHConfig
     /// Set by a signal or a caller: the driver finishes the steps in flight and stops.
     public let stopRequested: @Sendable () -> Bool
-    public let log: @Sendable (RolloutLogLine) -> Void
+    /// The engine's log: progress, problems, and (at `debug`) the hosts' dialogue.
+    public let logger: Logger
     /// How hosts are reached: SSH by default; in-process hosts in the engine's tests.
     public let transport: (@Sendable (InventoryHost) -> any RemoteHost)?
 
     public init(journal: Journal, sshConfig: SSHConfig = SSHConfig(), transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil,
-                stopRequested: @escaping @Sendable () -> Bool = { false }, log: @escaping @Sendable (RolloutLogLine) -> Void = { _ in }) {
+                stopRequested: @escaping @Sendable () -> Bool = { false },
+                logger: Logger = Logger(label: "rollctl", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.journal = journal
         self.sshConfig = sshConfig
         self.transport = transport
         self.stopRequested = stopRequested
-        self.log = log
+        self.logger = logger
     }
 
     /// Why the service will not do what was asked; nothing was changed.
@@ -69,7 +72,7 @@ public struct RolloutService: Sendable {
                                       customers: customers)
         let id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal)
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                             customers: customers, transport: transport, stopRequested: stopRequested, log: log)
+                             customers: customers, transport: transport, stopRequested: stopRequested, logger: logger)
         return Created(orchestrator: o, layout: layout)
     }
 
@@ -94,7 +97,7 @@ public struct RolloutService: Sendable {
         try inventory.checkSSHConfig(sshConfig, hosts: inventory.hosts)
         let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                            customers: customers, transport: transport, stopRequested: stopRequested, log: log)
+                            customers: customers, transport: transport, stopRequested: stopRequested, logger: logger)
     }
 
     public enum Resumption: Sendable {

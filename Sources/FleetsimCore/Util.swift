@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -16,36 +17,13 @@ public struct FleetsimError: Error, CustomStringConvertible {
 
 // MARK: - typed values
 
-/// Parses durations like `20s`, `1.5s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-public func parseDuration(_ text: String) -> Double? {
-    let t = text.trimmingCharacters(in: .whitespaces).lowercased()
-    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
-    for (suffix, factor) in units where t.hasSuffix(suffix) {
-        let number = String(t.dropLast(suffix.count))
-        if let v = Double(number), v >= 0 { return v * factor }
-        if suffix == "m" || suffix == "s" { continue }  // "ms" vs "s"/"m" ambiguity handled by order
-        return nil
-    }
-    if let v = Double(t), v >= 0 { return v }
-    return nil
-}
+/// Seconds from a duration (`20s`, `1.5s`, `500ms`, `2m`, `1h30m`, or a bare number of seconds):
+/// rollctl's own parser (`DurationText`), so a scenario and a plan read `2m` alike.
+public func parseDuration(_ text: String) -> Double? { DurationText.parse(text, bareSeconds: true)?.seconds }
 
-/// Parses sizes like `300MiB`, `16GiB`, `512KiB`, `1.5GiB`, `2048kB`, or a bare number of bytes. Returns bytes.
-public func parseSize(_ text: String) -> Double? {
-    let t = text.trimmingCharacters(in: .whitespaces)
-    let units: [(String, Double)] = [
-        ("KiB", 1024), ("MiB", 1024 * 1024), ("GiB", 1024 * 1024 * 1024), ("TiB", 1024.0 * 1024 * 1024 * 1024),
-        ("kB", 1024), ("KB", 1024), ("MB", 1024 * 1024), ("GB", 1024 * 1024 * 1024),
-        ("K", 1024), ("M", 1024 * 1024), ("G", 1024 * 1024 * 1024), ("B", 1),
-    ]
-    for (suffix, factor) in units where t.hasSuffix(suffix) {
-        let number = String(t.dropLast(suffix.count)).trimmingCharacters(in: .whitespaces)
-        if let v = Double(number), v >= 0 { return v * factor }
-        return nil
-    }
-    if let v = Double(t), v >= 0 { return v }
-    return nil
-}
+/// Bytes from a size (`300MiB`, `16GiB`, `1.5GiB`, `2048kB`, or a bare number of bytes): rollctl's
+/// own parser (`Quantity.bytes`: binary units are powers of 1024, `kB`/`MB`/`GB` of 1000).
+public func parseSize(_ text: String) -> Double? { Quantity.bytes(text).map { Double($0) } }
 
 public func formatDuration(_ seconds: Double) -> String {
     if seconds == seconds.rounded() { return "\(Int(seconds))s" }
@@ -171,11 +149,6 @@ public func selfExecutable() -> String {
     let n = readlink("/proc/self/exe", &buf, buf.count - 1)
     if n > 0 { return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
     return absolutePath(CommandLine.arguments[0])
-}
-
-public func shellQuote(_ s: String) -> String {
-    if !s.isEmpty && s.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:@,+".contains($0) }) { return s }
-    return "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
 }
 
 // Processes (run and capture, detached children, pids by start time): Processes.swift.

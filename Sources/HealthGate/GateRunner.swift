@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Basics
 import NetIO
 
@@ -57,11 +58,15 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     /// must not fire thousands of probes (commands, site requests) at once: beyond
     /// this, samples queue and run a little late (each records its real time).
     public var maxConcurrentSamples = 256
+    /// Every sample at `debug` (host in the metadata): what the gate saw, as it saw it.
+    public var logger: Logger
 
     /// Throws when the settings cannot produce a verdict (see `GateSettings.validate`).
     public init(settings: GateSettings, clock: C, siteProbe: any SiteProbing = SiteProbe(),
-                stopWaveOnFailure: Bool = true) throws(GateSettingsError) {
+                stopWaveOnFailure: Bool = true,
+                logger: Logger = Logger(label: "rollctl.gate", factory: { _ in SwiftLogNoOpLogHandler() })) throws(GateSettingsError) {
         try settings.validate()
+        self.logger = logger
         self.settings = settings
         self.clock = clock
         self.siteProbe = siteProbe
@@ -126,6 +131,11 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
             permits.release()
             if Task.isCancelled { return finish(interrupted) }
             samples.append(sample)
+            if logger.logLevel <= .debug {
+                let f = sample.facts
+                logger.debug("gate sample \(index + 1)/\(planned) at \(String(format1: seconds)) s: SUnreclaim \(f?.memory.sUnreclaim.map(Quantity.formatBytes) ?? "?"), OOM kills \(f?.oomKill.map(String.init) ?? "?"), site \(sample.site.filter { $0.outcome == .ok }.count)/\(sample.site.count) ok\(sample.factsError.map { ", facts: \($0)" } ?? "")",
+                             metadata: ["host": "\(host.name)"])
+            }
             progress(.sampleTaken(host: host.name, sample: sample, planned: planned))
             if let stop = GateEvaluation.earlyStop(host: host.name, samples: samples, settings: settings,
                                                    baseline: host.baseline, expectedRelease: host.expectedRelease) {
@@ -197,9 +207,9 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
 
 extension GateRunner where C == ContinuousClock {
     /// A runner on the real clock.
-    public init(settings: GateSettings, siteProbe: any SiteProbing = SiteProbe(),
-                stopWaveOnFailure: Bool = true) throws(GateSettingsError) {
-        try self.init(settings: settings, clock: ContinuousClock(), siteProbe: siteProbe, stopWaveOnFailure: stopWaveOnFailure)
+    public init(settings: GateSettings, siteProbe: any SiteProbing = SiteProbe(), stopWaveOnFailure: Bool = true,
+                logger: Logger = Logger(label: "rollctl.gate", factory: { _ in SwiftLogNoOpLogHandler() })) throws(GateSettingsError) {
+        try self.init(settings: settings, clock: ContinuousClock(), siteProbe: siteProbe, stopWaveOnFailure: stopWaveOnFailure, logger: logger)
     }
 }
 

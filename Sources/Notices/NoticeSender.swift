@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Basics
 import NetIO
 import Configuration
@@ -44,13 +45,14 @@ public struct NoticeSender: Sendable {
     public var timeout: Duration
     /// Trusted certificates (PEM) for SMTP STARTTLS and https webhooks; nil: the system's trust store.
     public var tlsCAFile: String?
-    let log: @Sendable (String) -> Void
+    /// What was sent and what failed (`notice`, `warning`, `error`); the SMTP dialogue at `debug`.
+    let logger: Logger
     let environment: [String: String]
 
     public init(spec: NotifySpec, customers: Customers, journal: Journal, rolloutID: String, planName: String, release: String,
                 retry: RetryPolicy = RetryPolicy(), timeout: Duration = .seconds(60),
                 environment: [String: String] = ProcessInfo.processInfo.environment,
-                log: @escaping @Sendable (String) -> Void) {
+                logger: Logger = Logger(label: "rollctl.notices", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.spec = spec
         self.customers = customers
         self.journal = journal
@@ -60,13 +62,14 @@ public struct NoticeSender: Sendable {
         self.retry = retry
         self.timeout = timeout
         self.environment = environment
-        self.log = log
+        self.logger = logger
     }
 
     /// The plan's notice settings, or nil when the plan sends none.
-    public init?(plan: Plan, customers: Customers?, journal: Journal, rolloutID: String, log: @escaping @Sendable (String) -> Void) {
+    public init?(plan: Plan, customers: Customers?, journal: Journal, rolloutID: String,
+                 logger: Logger = Logger(label: "rollctl.notices", factory: { _ in SwiftLogNoOpLogHandler() })) {
         guard let spec = plan.notify, let customers else { return nil }
-        self.init(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: plan.name, release: plan.kernel.release, log: log)
+        self.init(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: plan.name, release: plan.kernel.release, logger: logger)
     }
 
     // MARK: - the orchestrator's calls
@@ -106,7 +109,7 @@ public struct NoticeSender: Sendable {
         var out: [String: MaintenanceWindow] = [:]
         let rows = try journal.notices(rolloutID).filter { $0.wave == wave && $0.status == .sent }
         for kind in [NoticeKind.maintenance, .rescheduled] {
-            for r in rows where r.kind == kind.rawValue {
+            for r in rows where r.kind == kind {
                 if let w = r.window { out[r.customerID] = w }
             }
         }
@@ -115,7 +118,7 @@ public struct NoticeSender: Sendable {
 
     /// Customers (by id) who already had their one corrected notice for the wave.
     public func rescheduledCustomers(wave: Int) throws -> Set<String> {
-        Set(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == NoticeKind.rescheduled.rawValue }.map(\.customerID))
+        Set(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == .rescheduled }.map(\.customerID))
     }
 
     /// The earliest instant the wave's reboots may start, from the journal alone
@@ -123,7 +126,7 @@ public struct NoticeSender: Sendable {
     /// plus the lead time; now when none was sent. For a run resumed after its
     /// hosts were staged (past `notified`), so the lead time still holds.
     public func earliestReboot(wave: Int, kind: NoticeKind = .maintenance) throws -> Date {
-        let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind.rawValue && $0.status == .sent }
+        let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind && $0.status == .sent }
         guard let last = sent.compactMap({ $0.sentAt.flatMap(TimeText.parse) }).max() else { return Date() }
         return last.addingTimeInterval(spec.leadTime.seconds)
     }
@@ -137,7 +140,7 @@ public struct NoticeSender: Sendable {
         var byCustomer: [String: [String]] = [:]
         for h in hosts { for c in customers.customers(onHost: h) where !(byCustomer[c.id]?.contains(h) ?? false) { byCustomer[c.id, default: []].append(h) } }
         guard !byCustomer.isEmpty else { return [] }
-        let existing = Dictionary(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind.rawValue }.map { ($0.customerID, $0) },
+        let existing = Dictionary(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind }.map { ($0.customerID, $0) },
                                   uniquingKeysWith: { a, _ in a })
         let hostRows = Dictionary((try journal.hosts(rolloutID)).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let texts = try templates(kind)
@@ -177,7 +180,7 @@ public struct NoticeSender: Sendable {
         do throws(NoticeDeliveryError) {
             switch spec.channel {
             case let .smtp(_, _, _, starttls, username, passwordEnv, passwordFile):
-                if starttls, case .failure(let e) = OpenSSL.shared { throw NoticeDeliveryError(stage: "config", e.description, permanent: true) }
+                if starttls, case .failure(let e) = OpenSSL.shared { throw NoticeDeliveryError(stage: .config, e.description, permanent: true) }
                 if let username { _ = try SMTPCredentials.resolve(username: username, passwordEnv: passwordEnv, passwordFile: passwordFile, environment: environment) }
             case let .webhook(url):
                 _ = try Webhook.endpoint(url)
@@ -195,10 +198,10 @@ public struct NoticeSender: Sendable {
     /// waves are in, so no owed notice is ever left behind.
     public func deliverUndelivered(wave: Int? = nil, kinds: Set<NoticeKind> = Set(NoticeKind.allCases)) async throws {
         let rows = try journal.undeliveredNotices(rolloutID).filter { r in
-            (wave == nil || r.wave == wave) && NoticeKind(rawValue: r.kind).map(kinds.contains) == true
+            (wave == nil || r.wave == wave) && kinds.contains(r.kind)
         }
         guard !rows.isEmpty else { return }
-        let channel = try ChannelSession(spec: spec, timeout: timeout, tlsCAFile: tlsCAFile, environment: environment)
+        let channel = try ChannelSession(spec: spec, timeout: timeout, tlsCAFile: tlsCAFile, environment: environment, logger: logger)
         defer { channel.close() }
         var undelivered: [(String, NoticeDeliveryError)] = []
         var channelDown = false
@@ -207,7 +210,7 @@ public struct NoticeSender: Sendable {
             switch row.status {
             case .pending:
                 try journal.markNoticeResend(row)
-                log("\(row.label): was pending when the last run stopped; resending with the same Message-ID")
+                logger.notice("\(row.label): was pending when the last run stopped; resending with the same Message-ID")
             case .queued, .failed:
                 try journal.markNoticeSending(row)
             case .sent, .skipped:
@@ -217,29 +220,29 @@ public struct NoticeSender: Sendable {
             case .success(let reply):
                 try journal.markNoticeSent(row, reply: reply)
                 sent += 1
-                log("\(row.label): sent (\(MailMessage.oneLine(reply)))")
+                logger.notice("\(row.label): sent (\(MailMessage.oneLine(reply)))")
             case .failure(let error):
-                if error.stage == "config" {
+                if error.stage == .config {
                     try journal.markNoticeUndelivered(row, status: .failed, error: error.description)
-                    throw NoticeError(kind: NoticeKind(rawValue: row.kind), wave: row.wave, failures: [(row.customerID, error)], blocking: true)
+                    throw NoticeError(kind: row.kind, wave: row.wave, failures: [(row.customerID, error)], blocking: true)
                 }
                 if !error.permanent { channelDown = true }
                 if spec.blockOnFailure {
                     try journal.markNoticeUndelivered(row, status: .failed, error: error.description)
                     undelivered.append((row.customerID, error))
-                    log("\(row.label): NOT delivered: \(error)")
+                    logger.error("\(row.label): NOT delivered: \(error)")
                     // The server is unreachable: stop here; the next run retries from this notice.
                     if !error.permanent { break outbox }
                 } else {
                     try journal.markNoticeUndelivered(row, status: .skipped, error: error.description)
-                    log("\(row.label): NOT delivered, skipped (on_failure: skip): \(error)")
+                    logger.warning("\(row.label): NOT delivered, skipped (on_failure: skip): \(error)")
                 }
             }
         }
-        let kindsText = Set(rows.map(\.kind)).sorted().joined(separator: ", ")
-        log("\(wave.map { "wave \($0) " } ?? "")\(kindsText) notices: \(sent) sent now, \(undelivered.count) failed, of \(rows.count) undelivered")
+        let kindsText = Set(rows.map { $0.kind.rawValue }).sorted().joined(separator: ", ")
+        logger.notice("\(wave.map { "wave \($0) " } ?? "")\(kindsText) notices: \(sent) sent now, \(undelivered.count) failed, of \(rows.count) undelivered")
         if !undelivered.isEmpty {
-            throw NoticeError(kind: rows.first.flatMap { NoticeKind(rawValue: $0.kind) }, wave: wave, failures: undelivered, blocking: true)
+            throw NoticeError(kind: rows.first?.kind, wave: wave, failures: undelivered, blocking: true)
         }
     }
 
@@ -256,12 +259,12 @@ public struct NoticeSender: Sendable {
                 let last = attempt == total || error.permanent
                 try journal.noteNoticeFailure(row, attempt: attempt, of: total, error: error.description, retryIn: last ? nil : delay)
                 if last { return .failure(error) }
-                log("\(row.label): attempt \(attempt)/\(total) failed: \(error); retrying in \(PlanFormat.duration(delay))")
+                logger.warning("\(row.label): attempt \(attempt)/\(total) failed: \(error); retrying in \(PlanFormat.duration(delay))")
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, retry.maxDelay)
             }
         }
-        return .failure(NoticeDeliveryError(stage: "retry", "no attempt made"))
+        return .failure(NoticeDeliveryError(stage: .retry, "no attempt made"))
     }
 
     // MARK: - rendering
@@ -305,8 +308,8 @@ public struct NoticeSender: Sendable {
                                       subject: subject, body: body, date: now, messageID: id,
                                       extraHeaders: [("X-Rollctl-Rollout", rolloutID), ("X-Rollctl-Notice", "\(kind.rawValue); wave=\(wave)")]
                                         + (window.map { [("X-Rollctl-Window", $0.iso)] } ?? []))
-            return .init(rolloutID: rolloutID, wave: wave, kind: kind.rawValue, customerID: customer.id, customerName: customer.name,
-                         channel: "smtp", recipient: customer.email, messageID: id, hosts: hosts, subject: subject, payload: message.rendered(),
+            return .init(rolloutID: rolloutID, wave: wave, kind: kind, customerID: customer.id, customerName: customer.name,
+                         channel: .smtp, recipient: customer.email, messageID: id, hosts: hosts, subject: subject, payload: message.rendered(),
                          window: window)
         case let .webhook(url):
             let domain = (try? HTTPURL.parse(url, allowHTTPS: true).host) ?? "rollctl.invalid"
@@ -316,8 +319,8 @@ public struct NoticeSender: Sendable {
                                        hosts: hosts, windowStart: window.map { TimeText.iso($0.start) },
                                        windowEnd: window.map { TimeText.iso(MaintenanceWindow.ceilSecond($0.end)) },
                                        subject: subject, body: body, createdAt: TimeText.iso(now))
-            return .init(rolloutID: rolloutID, wave: wave, kind: kind.rawValue, customerID: customer.id, customerName: customer.name,
-                         channel: "webhook", recipient: url, messageID: id, hosts: hosts, subject: subject,
+            return .init(rolloutID: rolloutID, wave: wave, kind: kind, customerID: customer.id, customerName: customer.name,
+                         channel: .webhook, recipient: url, messageID: id, hosts: hosts, subject: subject,
                          payload: String(decoding: notice.encoded(), as: UTF8.self), window: window)
         }
     }
@@ -371,7 +374,7 @@ final class ChannelSession: @unchecked Sendable {
     private let webhook: Webhook?
     private var session: SMTPSession?
 
-    init(spec: NotifySpec, timeout: Duration, tlsCAFile: String?, environment: [String: String]) throws {
+    init(spec: NotifySpec, timeout: Duration, tlsCAFile: String?, environment: [String: String], logger: Logger? = nil) throws {
         self.spec = spec
         switch spec.channel {
         case let .smtp(host, port, from, starttls, username, passwordEnv, passwordFile):
@@ -381,7 +384,7 @@ final class ChannelSession: @unchecked Sendable {
                 do { credentials = try SMTPCredentials.resolve(username: username, passwordEnv: passwordEnv, passwordFile: passwordFile, environment: environment) } catch { configError = error }
             }
             if let configError { throw NoticeError(kind: nil, wave: nil, failures: [("-", configError)], blocking: true) }
-            smtp = SMTPClient(host: host, port: port, starttls: starttls, credentials: credentials, timeout: timeout, tlsCAFile: tlsCAFile)
+            smtp = SMTPClient(host: host, port: port, starttls: starttls, credentials: credentials, timeout: timeout, tlsCAFile: tlsCAFile, logger: logger)
             self.from = from
             webhook = nil
         case let .webhook(url):
@@ -400,7 +403,7 @@ final class ChannelSession: @unchecked Sendable {
             if let webhook {
                 return .success(try webhook.post(Array(row.payload.utf8), messageID: row.messageID))
             }
-            guard let smtp else { return .failure(NoticeDeliveryError(stage: "config", "no channel", permanent: true)) }
+            guard let smtp else { return .failure(NoticeDeliveryError(stage: .config, "no channel", permanent: true)) }
             if session == nil || !(session?.isUsable ?? false) { session = try smtp.open() }
             return .success(try session!.send(from: from, to: [row.recipient], message: row.payload))
         } catch {

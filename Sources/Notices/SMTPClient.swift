@@ -1,12 +1,23 @@
 import Foundation
+import Logging
 import Basics
 import NetIO
+
+/// Where a delivery failed: the configuration, the connection, a step of the SMTP dialogue
+/// (named as the protocol names it), the HTTP exchange, or no attempt at all.
+public enum DeliveryStage: String, Sendable, Codable, CaseIterable {
+    case config, connecting, greeting
+    case starttls = "STARTTLS", ehlo = "EHLO", helo = "HELO", auth = "AUTH"
+    case mailFrom = "MAIL FROM", rcptTo = "RCPT TO", data = "DATA", endOfData = "end of data", rset = "RSET", quit = "QUIT"
+    case tls = "TLS", http = "HTTP"
+    case retry
+}
 
 /// Why a notice was not delivered, for the journal and a person. Never carries
 /// a credential.
 public struct NoticeDeliveryError: Error, Sendable, CustomStringConvertible {
-    /// Where it failed: `connecting`, `greeting`, `EHLO`, `AUTH`, `MAIL FROM`, `RCPT TO`, `DATA`, `end of data`, `HTTP`, `config`.
-    public var stage: String
+    /// Where it failed.
+    public var stage: DeliveryStage
     public var message: String
     /// The server's reply, when there was one (`550 5.1.1 <x@y>: Recipient address rejected`).
     public var reply: String?
@@ -17,7 +28,7 @@ public struct NoticeDeliveryError: Error, Sendable, CustomStringConvertible {
     /// same Message-ID.
     public var mayHaveBeenAccepted: Bool
 
-    public init(stage: String, _ message: String, reply: String? = nil, permanent: Bool = false, mayHaveBeenAccepted: Bool = false) {
+    public init(stage: DeliveryStage, _ message: String, reply: String? = nil, permanent: Bool = false, mayHaveBeenAccepted: Bool = false) {
         self.stage = stage
         self.message = message
         self.reply = reply
@@ -26,7 +37,7 @@ public struct NoticeDeliveryError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        "\(stage): \(message)" + (reply.map { " (server: \($0))" } ?? "")
+        "\(stage.rawValue): \(message)" + (reply.map { " (server: \($0))" } ?? "")
     }
 }
 
@@ -46,20 +57,20 @@ public struct SMTPCredentials: Sendable, CustomStringConvertible {
                                environment: [String: String] = ProcessInfo.processInfo.environment) throws(NoticeDeliveryError) -> SMTPCredentials {
         if let env = passwordEnv {
             guard let p = environment[env], !p.isEmpty else {
-                throw NoticeDeliveryError(stage: "config", "the SMTP password variable \(env) is not set in rollctl's environment",
+                throw NoticeDeliveryError(stage: .config, "the SMTP password variable \(env) is not set in rollctl's environment",
                                           permanent: true)
             }
             return SMTPCredentials(username: username, password: p)
         }
         if let file = passwordFile {
             guard let data = FileManager.default.contents(atPath: file), var p = String(data: data, encoding: .utf8) else {
-                throw NoticeDeliveryError(stage: "config", "cannot read the SMTP password file \(file)", permanent: true)
+                throw NoticeDeliveryError(stage: .config, "cannot read the SMTP password file \(file)", permanent: true)
             }
             while p.last == "\n" || p.last == "\r" { p.removeLast() }
-            guard !p.isEmpty else { throw NoticeDeliveryError(stage: "config", "the SMTP password file \(file) is empty", permanent: true) }
+            guard !p.isEmpty else { throw NoticeDeliveryError(stage: .config, "the SMTP password file \(file) is empty", permanent: true) }
             return SMTPCredentials(username: username, password: p)
         }
-        throw NoticeDeliveryError(stage: "config", "SMTP username \(username) without password_env or password_file", permanent: true)
+        throw NoticeDeliveryError(stage: .config, "SMTP username \(username) without password_env or password_file", permanent: true)
     }
 }
 
@@ -186,10 +197,14 @@ public struct SMTPClient: Sendable {
     public var timeout: Duration
     /// Trusted certificates for STARTTLS (PEM); nil: the system's trust store.
     public var tlsCAFile: String?
+    /// The dialogue at `debug` (`→ MAIL FROM:<…>`, `← 250 …`); AUTH lines and message bodies never.
+    public var logger: Logger?
 
     public init(host: String, port: Int, starttls: Bool = false, credentials: SMTPCredentials? = nil,
-                heloName: String = SMTPClient.defaultHeloName(), timeout: Duration = .seconds(60), tlsCAFile: String? = nil) {
+                heloName: String = SMTPClient.defaultHeloName(), timeout: Duration = .seconds(60), tlsCAFile: String? = nil,
+                logger: Logger? = nil) {
         self.tlsCAFile = tlsCAFile
+        self.logger = logger
         self.host = host
         self.port = port
         self.starttls = starttls
@@ -210,9 +225,10 @@ public struct SMTPClient: Sendable {
         let deadline = ContinuousClock.now.advanced(by: timeout)
         let conn: LineConnection
         do { conn = try LineConnection.connect(host: host, port: port, deadline: deadline) } catch {
-            throw NoticeDeliveryError(stage: "connecting", error.description)
+            throw NoticeDeliveryError(stage: .connecting, error.description)
         }
-        let session = SMTPSession(conn: conn, timeout: timeout, greetingDeadline: deadline)
+        logger?.debug("SMTP: connected to \(host):\(port)")
+        let session = SMTPSession(conn: conn, timeout: timeout, greetingDeadline: deadline, logger: logger)
         try session.start(heloName: heloName, credentials: credentials, starttls: starttls, caFile: tlsCAFile)
         return session
     }
@@ -242,17 +258,19 @@ final class SMTPSession {
     private(set) var extensions: [String: String] = [:]
     private var usable = true
     private let greetingDeadline: ContinuousClock.Instant
+    private let logger: Logger?
 
-    init(conn: LineConnection, timeout: Duration, greetingDeadline: ContinuousClock.Instant) {
+    init(conn: LineConnection, timeout: Duration, greetingDeadline: ContinuousClock.Instant, logger: Logger? = nil) {
+        self.logger = logger
         self.conn = conn
         self.timeout = timeout
         self.greetingDeadline = greetingDeadline
     }
 
     /// One reply, all of it before `deadline`, through `SMTPReplyReader`'s caps.
-    func readReply(_ stage: String, deadline: ContinuousClock.Instant) throws(NoticeDeliveryError) -> SMTPReply {
+    func readReply(_ stage: DeliveryStage, deadline: ContinuousClock.Instant) throws(NoticeDeliveryError) -> SMTPReply {
         var reader = SMTPReplyReader()
-        let accepted = stage == "end of data"
+        let accepted = stage == .endOfData
         while true {
             let bytes: [UInt8]?
             do { bytes = try conn.receive(deadline: deadline, phase: "waiting for the reply to \(stage)") } catch {
@@ -268,6 +286,7 @@ final class SMTPSession {
                 continue
             case .complete(let reply, let used):
                 conn.unread(bytes[used...])
+                logger?.debug("SMTP ← \(MailMessage.oneLine(reply.text))")
                 return reply
             case .malformed(let reason):
                 usable = false
@@ -276,17 +295,19 @@ final class SMTPSession {
         }
     }
 
-    private func write(_ bytes: [UInt8], _ stage: String, deadline: ContinuousClock.Instant) throws(NoticeDeliveryError) {
+    private func write(_ bytes: [UInt8], _ stage: DeliveryStage, deadline: ContinuousClock.Instant) throws(NoticeDeliveryError) {
         do { try conn.send(bytes, deadline: deadline, phase: "sending \(stage)") } catch {
             usable = false
             throw NoticeDeliveryError(stage: stage, error.description)
         }
     }
 
-    /// Sends a command (never logged: AUTH lines carry secrets) and checks the reply class.
+    /// Sends a command and checks the reply class. AUTH lines, which carry secrets, never come
+    /// through here (`auth` sends them), so the line can be logged.
     @discardableResult
-    private func command(_ line: String, _ stage: String, expect: ClosedRange<Int> = 200...299) throws(NoticeDeliveryError) -> SMTPReply {
+    private func command(_ line: String, _ stage: DeliveryStage, expect: ClosedRange<Int> = 200...299) throws(NoticeDeliveryError) -> SMTPReply {
         let deadline = ContinuousClock.now.advanced(by: timeout)
+        logger?.debug("SMTP → \(line)")
         try write(Array((line + "\r\n").utf8), stage, deadline: deadline)
         let reply = try readReply(stage, deadline: deadline)
         guard expect.contains(reply.code) else {
@@ -296,19 +317,19 @@ final class SMTPSession {
     }
 
     func start(heloName: String, credentials: SMTPCredentials?, starttls: Bool, caFile: String?) throws(NoticeDeliveryError) {
-        let greeting = try readReply("greeting", deadline: greetingDeadline)
+        let greeting = try readReply(.greeting, deadline: greetingDeadline)
         guard greeting.code == 220 else {
-            throw NoticeDeliveryError(stage: "greeting", "the server does not accept mail now", reply: greeting.text, permanent: greeting.code >= 500 && greeting.code != 554)
+            throw NoticeDeliveryError(stage: .greeting, "the server does not accept mail now", reply: greeting.text, permanent: greeting.code >= 500 && greeting.code != 554)
         }
         try hello(heloName)
         if starttls {
             guard extensions["STARTTLS"] != nil else {
-                throw NoticeDeliveryError(stage: "STARTTLS", "the server does not offer STARTTLS (starttls: true refuses to send in plaintext)", permanent: true)
+                throw NoticeDeliveryError(stage: .starttls, "the server does not offer STARTTLS (starttls: true refuses to send in plaintext)", permanent: true)
             }
-            try command("STARTTLS", "STARTTLS", expect: 220...220)
+            try command("STARTTLS", .starttls, expect: 220...220)
             do { try conn.startTLS(caFile: caFile, deadline: ContinuousClock.now.advanced(by: timeout)) } catch {
                 usable = false
-                throw NoticeDeliveryError(stage: "STARTTLS", error.description, permanent: error.description.contains("certificate verify failed"))
+                throw NoticeDeliveryError(stage: .starttls, error.description, permanent: error.description.contains("certificate verify failed"))
             }
             // RFC 3207: forget what was learnt before TLS and ask again.
             extensions = [:]
@@ -316,7 +337,7 @@ final class SMTPSession {
         }
         guard let credentials else { return }
         guard let mechs = extensions["AUTH"]?.uppercased().split(separator: " ").map(String.init) else {
-            throw NoticeDeliveryError(stage: "AUTH", "a username is set but the server offers no AUTH (it may want STARTTLS first)", permanent: true)
+            throw NoticeDeliveryError(stage: .auth, "a username is set but the server offers no AUTH (it may want STARTTLS first)", permanent: true)
         }
         if mechs.contains("PLAIN") {
             let token = Data(([0] + Array(credentials.username.utf8) + [0] + Array(credentials.password.utf8))).base64EncodedString()
@@ -326,31 +347,32 @@ final class SMTPSession {
             try auth(Data(credentials.username.utf8).base64EncodedString(), final: false)
             try auth(Data(credentials.password.utf8).base64EncodedString(), final: true)
         } else {
-            throw NoticeDeliveryError(stage: "AUTH", "the server offers AUTH \(mechs.joined(separator: " ")); rollctl speaks PLAIN and LOGIN", permanent: true)
+            throw NoticeDeliveryError(stage: .auth, "the server offers AUTH \(mechs.joined(separator: " ")); rollctl speaks PLAIN and LOGIN", permanent: true)
         }
     }
 
     private func hello(_ heloName: String) throws(NoticeDeliveryError) {
         do throws(NoticeDeliveryError) {
-            let ehlo = try command("EHLO \(heloName)", "EHLO")
+            let ehlo = try command("EHLO \(heloName)", .ehlo)
             for line in ehlo.lines.dropFirst() {
                 let parts = line.split(separator: " ", maxSplits: 1)
                 guard let key = parts.first else { continue }
                 extensions[key.uppercased()] = parts.count > 1 ? String(parts[1]) : ""
             }
         } catch where error.reply != nil {
-            try command("HELO \(heloName)", "HELO")
+            try command("HELO \(heloName)", .helo)
         }
     }
 
     /// One AUTH step: 334 (continue) unless `final`, then 235. The reply text is kept, the line sent never.
     private func auth(_ line: String, final: Bool) throws(NoticeDeliveryError) {
         let deadline = ContinuousClock.now.advanced(by: timeout)
-        try write(Array((line + "\r\n").utf8), "AUTH", deadline: deadline)
-        let reply = try readReply("AUTH", deadline: deadline)
+        logger?.debug("SMTP → AUTH … (credentials withheld)")
+        try write(Array((line + "\r\n").utf8), .auth, deadline: deadline)
+        let reply = try readReply(.auth, deadline: deadline)
         let wanted = final ? 235 : 334
         guard reply.code == wanted else {
-            throw NoticeDeliveryError(stage: "AUTH", "authentication failed (check the username and password source)", reply: reply.text,
+            throw NoticeDeliveryError(stage: .auth, "authentication failed (check the username and password source)", reply: reply.text,
                                       permanent: !reply.isTransient)
         }
     }
@@ -358,14 +380,16 @@ final class SMTPSession {
     /// Sends one message; returns the server's final reply (`250 2.0.0 Ok: queued as …`).
     func send(from: String, to recipients: [String], message: String) throws(NoticeDeliveryError) -> String {
         let size = extensions["SIZE"] != nil ? " SIZE=\(message.utf8.count)" : ""
-        try command("MAIL FROM:<\(from)>\(size)", "MAIL FROM")
-        for r in recipients { try command("RCPT TO:<\(r)>", "RCPT TO") }
-        try command("DATA", "DATA", expect: 354...354)
+        try command("MAIL FROM:<\(from)>\(size)", .mailFrom)
+        for r in recipients { try command("RCPT TO:<\(r)>", .rcptTo) }
+        try command("DATA", .data, expect: 354...354)
         let deadline = ContinuousClock.now.advanced(by: timeout * 2)
-        try write(SMTPClient.dataPayload(message), "end of data", deadline: deadline)
-        let reply = try readReply("end of data", deadline: deadline)
+        let payload = SMTPClient.dataPayload(message)
+        logger?.debug("SMTP → (the message, \(payload.count) bytes) .")
+        try write(payload, .endOfData, deadline: deadline)
+        let reply = try readReply(.endOfData, deadline: deadline)
         guard (200...299).contains(reply.code) else {
-            throw NoticeDeliveryError(stage: "end of data", "the server refused the message", reply: reply.text, permanent: !reply.isTransient)
+            throw NoticeDeliveryError(stage: .endOfData, "the server refused the message", reply: reply.text, permanent: !reply.isTransient)
         }
         return reply.text
     }
@@ -373,13 +397,13 @@ final class SMTPSession {
     /// Clears a failed transaction so the session can send the next message.
     func reset() -> Bool {
         guard usable else { return false }
-        do { try command("RSET", "RSET"); return true } catch { return false }
+        do { try command("RSET", .rset); return true } catch { return false }
     }
 
     func quit() {
         guard usable else { return }
         usable = false
-        _ = try? command("QUIT", "QUIT", expect: 200...599)
+        _ = try? command("QUIT", .quit, expect: 200...599)
     }
 
     var isUsable: Bool { usable }

@@ -34,7 +34,7 @@ public struct Webhook: Sendable {
             case .port: "bad port in webhook url"
             case .path: "webhook url path must be ASCII without spaces (percent-encode it)"
             }
-            throw NoticeDeliveryError(stage: "config", message, permanent: true)
+            throw NoticeDeliveryError(stage: .config, message, permanent: true)
         }
     }
 
@@ -53,11 +53,11 @@ public struct Webhook: Sendable {
         let target = try Self.endpoint(url)
         let conn: LineConnection
         do { conn = try LineConnection.connect(host: target.host, port: Int(target.port), deadline: deadline) } catch {
-            throw NoticeDeliveryError(stage: "connecting", error.description)
+            throw NoticeDeliveryError(stage: .connecting, error.description)
         }
         if target.tls {
             do { try conn.startTLS(caFile: tlsCAFile, deadline: deadline) } catch {
-                throw NoticeDeliveryError(stage: "TLS", error.description, permanent: error.description.contains("certificate verify failed"))
+                throw NoticeDeliveryError(stage: .tls, error.description, permanent: error.description.contains("certificate verify failed"))
             }
         }
         let head = "POST \(target.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: rollctl-notices\r\n"
@@ -66,7 +66,7 @@ public struct Webhook: Sendable {
         do {
             try conn.send(Array(head.utf8) + body, deadline: deadline, phase: "sending the POST")
         } catch {
-            throw NoticeDeliveryError(stage: "HTTP", error.description)
+            throw NoticeDeliveryError(stage: .http, error.description)
         }
         var response = HTTPResponseParser()
         while response.head == nil {
@@ -78,10 +78,10 @@ public struct Webhook: Sendable {
                     progress = response.finish()
                 }
             } catch {
-                throw NoticeDeliveryError(stage: "HTTP", error.description, mayHaveBeenAccepted: true)
+                throw NoticeDeliveryError(stage: .http, error.description, mayHaveBeenAccepted: true)
             }
             if case .malformed(let reason) = progress, response.head == nil {
-                throw NoticeDeliveryError(stage: "HTTP", "bad response: \(reason)", mayHaveBeenAccepted: true)
+                throw NoticeDeliveryError(stage: .http, "bad response: \(reason)", mayHaveBeenAccepted: true)
             }
         }
         let status = response.head?.statusLine ?? ""
@@ -100,9 +100,9 @@ public struct Webhook: Sendable {
         switch code {
         case 200..<300: return status
         case 408, 429, 500..<600:
-            throw NoticeDeliveryError(stage: "HTTP", "the webhook answered \(code)", reply: status)
+            throw NoticeDeliveryError(stage: .http, "the webhook answered \(code)", reply: status)
         default:
-            throw NoticeDeliveryError(stage: "HTTP", "the webhook refused the notice", reply: status, permanent: true)
+            throw NoticeDeliveryError(stage: .http, "the webhook refused the notice", reply: status, permanent: true)
         }
     }
 

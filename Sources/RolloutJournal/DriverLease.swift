@@ -120,7 +120,7 @@ extension Journal {
         let now = Date()
         if let held = lease(from: row), held.holder.token != me.token {
             if held.isLive(now: now) { throw LeaseHeld(rolloutID: rolloutID, lease: held) }
-            try insertEvent(db, rolloutID, host: nil, kind: "info",
+            try insertEvent(db, rolloutID, host: nil, kind: .info,
                             "driver lease taken over from \(held.holder) (since \(held.since), last heartbeat \(held.heartbeat)): that process is gone", data: nil)
         }
         let stamp = timestampStyle.format(now)
@@ -160,7 +160,7 @@ extension Journal {
     public func requestStop(_ rolloutID: String, by who: String) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE rollout SET stop_requested = ? WHERE id = ?", arguments: [who, rolloutID])
-            try Self.insertEvent(db, rolloutID, host: nil, kind: "info", "stop requested by \(who)", data: nil)
+            try Self.insertEvent(db, rolloutID, host: nil, kind: .info, "stop requested by \(who)", data: nil)
         }
     }
 }

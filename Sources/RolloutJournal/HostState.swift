@@ -101,3 +101,17 @@ public enum WaveState: String, Sendable, Codable, CaseIterable {
     case pending, running, passed, failed
     case rolledBack = "rolled_back"
 }
+
+/// What a journal event records (`event.kind`).
+public enum EventKind: String, Sendable, Codable, CaseIterable {
+    /// A host's state change (`from → to`), written with the move.
+    case state
+    /// What is about to be done, before the side effect.
+    case intent
+    /// What a side effect did, after it.
+    case outcome
+    /// The rollout's own news: created, lease taken over, stop requested, waits.
+    case info
+    /// Why the rollout halted.
+    case halt
+}

@@ -383,7 +383,7 @@ public final class Journal: Sendable {
     }
 
     /// `event` for concurrent callers, group-committed like the async `move`.
-    public func event(_ rolloutID: String, host: String? = nil, kind: String, _ message: String, data: String? = nil) async throws {
+    public func event(_ rolloutID: String, host: String? = nil, kind: EventKind, _ message: String, data: String? = nil) async throws {
         try await group.submit { db in try Self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
     }
 
@@ -429,30 +429,53 @@ public final class Journal: Sendable {
         try db.cachedStatement(sql: "UPDATE host SET \(sets.joined(separator: ", ")) WHERE rollout_id = ? AND name = ?")
             .execute(arguments: StatementArguments(args))
         let text = message ?? (from == state ? "\(state.rawValue) (again)" : "\(from.rawValue) → \(state.rawValue)") + (reason.map { ": \($0)" } ?? "")
-        try db.cachedStatement(sql: "INSERT INTO event (rollout_id, at, host, kind, message) VALUES (?, ?, ?, 'state', ?)")
-            .execute(arguments: [rolloutID, Self.now(), host, text])
+        // The same move for machines: {"from": "staged", "to": "rebooting", "reason": "…"}.
+        let data = "{\"from\":\"\(from.rawValue)\",\"to\":\"\(state.rawValue)\"" + (reason.map { ",\"reason\":" + Self.jsonString($0) } ?? "") + "}"
+        try db.cachedStatement(sql: "INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, 'state', ?, ?)")
+            .execute(arguments: [rolloutID, Self.now(), host, text, data])
+    }
+
+    /// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for u in text.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
     }
 
     /// Appends an event (intent, outcome, info, gate, halt).
-    public func event(_ rolloutID: String, host: String? = nil, kind: String, _ message: String, data: String? = nil) throws {
+    public func event(_ rolloutID: String, host: String? = nil, kind: EventKind, _ message: String, data: String? = nil) throws {
         try pool.write { db in try Self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
     }
 
-    static func insertEvent(_ db: Database, _ rolloutID: String, host: String?, kind: String, _ message: String, data: String?) throws {
+    static func insertEvent(_ db: Database, _ rolloutID: String, host: String?, kind: EventKind, _ message: String, data: String?) throws {
         try db.cachedStatement(sql: "INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)")
-            .execute(arguments: [rolloutID, Self.now(), host, kind, message, data])
+            .execute(arguments: [rolloutID, Self.now(), host, kind.rawValue, message, data])
     }
 
     public func eventCount(_ rolloutID: String) throws -> Int {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE rollout_id = ?", arguments: [rolloutID]) ?? 0 }
     }
 
-    public struct EventRow: Sendable { public var id: Int64; public var at: String; public var host: String?; public var kind: String; public var message: String }
+    public struct EventRow: Sendable { public var id: Int64; public var at: String; public var host: String?; public var kind: EventKind; public var message: String
+        /// The event for machines (JSON): a state move's from, to and reason; a lease's holder; …
+        public var data: String? }
 
     public func events(_ rolloutID: String) throws -> [EventRow] {
         try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM event WHERE rollout_id = ? ORDER BY id", arguments: [rolloutID]).map {
-                EventRow(id: $0["id"], at: $0["at"], host: $0["host"], kind: $0["kind"], message: $0["message"])
+                let raw: String = $0["kind"]
+                guard let kind = EventKind(rawValue: raw) else { throw JournalError("event \($0["id"] as Int64): unknown kind '\(raw)' in the journal") }
+                return EventRow(id: $0["id"], at: $0["at"], host: $0["host"], kind: kind, message: $0["message"], data: $0["data"])
             }
         }
     }

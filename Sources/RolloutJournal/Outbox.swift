@@ -18,6 +18,11 @@ public enum NoticeStatus: String, Sendable, Codable, CaseIterable {
 }
 
 /// The kinds of notice, one per customer per wave each.
+/// How a notice travels (`notice.channel`).
+public enum NoticeChannel: String, Sendable, Codable, CaseIterable {
+    case smtp, webhook
+}
+
 public enum NoticeKind: String, Sendable, Codable, CaseIterable {
     case maintenance
     case done
@@ -59,10 +64,10 @@ extension Journal {
     public struct NoticeRow: Sendable, Equatable, Codable {
         public var rolloutID: String
         public var wave: Int
-        public var kind: String
+        public var kind: NoticeKind
         public var customerID: String
         public var customerName: String
-        public var channel: String
+        public var channel: NoticeChannel
         public var recipient: String
         public var messageID: String
         public var hosts: [String]
@@ -80,8 +85,13 @@ extension Journal {
         public var window: MaintenanceWindow?
 
         init(row: Row) throws {
-            rolloutID = row["rollout_id"]; wave = row["wave"]; kind = row["kind"]; customerID = row["customer_id"]
-            customerName = row["customer_name"]; channel = row["channel"]; recipient = row["recipient"]; messageID = row["message_id"]
+            rolloutID = row["rollout_id"]; wave = row["wave"]; customerID = row["customer_id"]
+            let id: String = row["message_id"]
+            let (rawKind, rawChannel): (String, String) = (row["kind"], row["channel"])
+            guard let k = NoticeKind(rawValue: rawKind) else { throw JournalError("notice \(id): unknown kind '\(rawKind)' in the journal") }
+            guard let c = NoticeChannel(rawValue: rawChannel) else { throw JournalError("notice \(id): unknown channel '\(rawChannel)' in the journal") }
+            kind = k; channel = c
+            customerName = row["customer_name"]; recipient = row["recipient"]; messageID = id
             let hostsJSON: String = row["hosts"]
             hosts = (try? JSONDecoder().decode([String].self, from: Data(hostsJSON.utf8))) ?? []
             subject = row["subject"]; payload = row["payload"]
@@ -95,7 +105,7 @@ extension Journal {
             }
         }
 
-        package init(rolloutID: String, wave: Int, kind: String, customerID: String, customerName: String, channel: String, recipient: String,
+        package init(rolloutID: String, wave: Int, kind: NoticeKind, customerID: String, customerName: String, channel: NoticeChannel, recipient: String,
              messageID: String, hosts: [String], subject: String, payload: String, window: MaintenanceWindow? = nil) {
             self.rolloutID = rolloutID; self.wave = wave; self.kind = kind; self.customerID = customerID
             self.customerName = customerName; self.channel = channel; self.recipient = recipient; self.messageID = messageID
@@ -132,10 +142,10 @@ extension Journal {
                   hosts = excluded.hosts, subject = excluded.subject, payload = excluded.payload, status = 'queued',
                   window_start = excluded.window_start, window_end = excluded.window_end, updated_at = excluded.updated_at
                 WHERE notice.status = 'failed'
-                """, arguments: [n.rolloutID, n.wave, n.kind, n.customerID, n.customerName, n.channel, n.recipient, n.messageID, hostsJSON,
+                """, arguments: [n.rolloutID, n.wave, n.kind.rawValue, n.customerID, n.customerName, n.channel.rawValue, n.recipient, n.messageID, hostsJSON,
                                  n.subject, n.payload, now, now, n.window.map { timestampStyle.format($0.start) }, n.window.map { timestampStyle.format($0.end) }])
             if db.changesCount > 0 {
-                try insertEvent(db, n.rolloutID, host: nil, kind: "intent", "\(n.label): queued, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"
+                try insertEvent(db, n.rolloutID, host: nil, kind: .intent, "\(n.label): queued, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"
                                 + (n.window.map { ", window \($0.iso)" } ?? ""), data: nil)
             }
         }
@@ -157,7 +167,7 @@ extension Journal {
     package func markNoticeSending(_ n: NoticeRow) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE notice SET status = 'pending', updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind, n.customerID])
+                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
         }
     }
 
@@ -167,7 +177,7 @@ extension Journal {
         try pool.write { db in
             let now = Self.now()
             try db.execute(sql: "UPDATE notice SET resent_after_crash = 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [now, n.rolloutID, n.wave, n.kind, n.customerID])
+                           arguments: [now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
                            arguments: [n.rolloutID, now, "\(n.label): was pending when the last run stopped; resending with the same Message-ID \(n.messageID)"])
         }
@@ -177,7 +187,7 @@ extension Journal {
     package func noteNoticeAttempt(_ n: NoticeRow) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE notice SET attempts = attempts + 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind, n.customerID])
+                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
         }
     }
 
@@ -186,7 +196,7 @@ extension Journal {
         try pool.write { db in
             let now = Self.now()
             try db.execute(sql: "UPDATE notice SET last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [error, now, n.rolloutID, n.wave, n.kind, n.customerID])
+                           arguments: [error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
             let next = retryIn.map { "; retrying in \(PlanFormat.duration($0))" } ?? "; giving up"
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
                            arguments: [n.rolloutID, now, "\(n.label): attempt \(attempt)/\(total) failed: \(error)\(next)"])
@@ -200,7 +210,7 @@ extension Journal {
             let now = Self.now()
             try db.execute(sql: """
                 UPDATE notice SET status = 'sent', reply = ?, sent_at = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
-                """, arguments: [reply, now, now, n.rolloutID, n.wave, n.kind, n.customerID])
+                """, arguments: [reply, now, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
                            arguments: [n.rolloutID, now, "\(n.label): sent (\(reply))"])
             return now
@@ -214,7 +224,7 @@ extension Journal {
             let now = Self.now()
             try db.execute(sql: """
                 UPDATE notice SET status = ?, last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
-                """, arguments: [status.rawValue, error, now, n.rolloutID, n.wave, n.kind, n.customerID])
+                """, arguments: [status.rawValue, error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
                            arguments: [n.rolloutID, now, "\(n.label): NOT delivered (\(status == .failed ? "blocks the wave" : "skipped by the plan's on_failure: skip")): \(error)"])
         }

@@ -1,6 +1,7 @@
 import CLibSSH2
 import Dispatch
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -46,9 +47,13 @@ public struct SSHConnectOptions: Sendable {
     public var useAgent: Bool
     /// The agent's socket; `nil` means `SSH_AUTH_SOCK`.
     public var agentSocket: String?
+    /// The connection's life at `debug`: connect, host key, commands and their exit, close.
+    /// Never a key, a passphrase or a command's output.
+    public var logger: Logger?
 
     public init(connectTimeout: Duration = .seconds(10), knownHostsPath: String, hostKeyPolicy: HostKeyPolicy = .strict,
-                identityFiles: [String] = [], useAgent: Bool = true, agentSocket: String? = nil) {
+                identityFiles: [String] = [], useAgent: Bool = true, agentSocket: String? = nil, logger: Logger? = nil) {
+        self.logger = logger
         self.connectTimeout = connectTimeout
         self.knownHostsPath = knownHostsPath
         self.hostKeyPolicy = hostKeyPolicy
@@ -98,6 +103,9 @@ public final class SSHSession: @unchecked Sendable {
     private var dead = false { didSet { publishAlive() } }
     private let alive = LockedFlag()
 
+    /// Set once by `connect`, before the session is shared.
+    private(set) var logger: Logger?
+
     private init(endpoint: SSHEndpoint) {
         self.endpoint = endpoint
         self.queue = DispatchQueue(label: "rollctl.ssh.\(endpoint.name)")
@@ -111,12 +119,23 @@ public final class SSHSession: @unchecked Sendable {
     public static func connect(to endpoint: SSHEndpoint, options: SSHConnectOptions) async throws -> SSHSession {
         precondition(LibSSH2.initialised, "libssh2_init failed")
         let s = SSHSession(endpoint: endpoint)
+        var logger = options.logger
+        logger?[metadataKey: "host"] = "\(endpoint.name)"
+        s.logger = logger
         let cancel = CancelFlag()
-        try await withTaskCancellationHandler {
-            try await s.onQueue { try s.open(options: options, cancel: cancel) }
-        } onCancel: {
-            cancel.set()
+        let started = ContinuousClock.now
+        logger?.debug("SSH: connecting to \(endpoint.address):\(endpoint.port)")
+        do {
+            try await withTaskCancellationHandler {
+                try await s.onQueue { try s.open(options: options, cancel: cancel) }
+            } onCancel: {
+                cancel.set()
+            }
+        } catch {
+            logger?.debug("SSH: connect failed after \(ContinuousClock.now - started): \(error)")
+            throw error
         }
+        logger?.debug("SSH: connected and authenticated in \(ContinuousClock.now - started), host key \(s.hostKeyType) \(s.hostKeyFingerprint)")
         return s
     }
 
@@ -125,10 +144,19 @@ public final class SSHSession: @unchecked Sendable {
     /// exit is a result; failures to run it at all throw `SSHError`.
     public func exec(_ command: String, timeout: Duration? = nil) async throws -> ExecResult {
         let cancel = CancelFlag()
-        return try await withTaskCancellationHandler {
-            try await onQueue { try self.runExec(command, timeout: timeout, cancel: cancel) }
-        } onCancel: {
-            cancel.set()
+        let started = ContinuousClock.now
+        logger?.debug("SSH $ \(command.count > 300 ? command.prefix(300) + "…" : command)")
+        do {
+            let r = try await withTaskCancellationHandler {
+                try await onQueue { try self.runExec(command, timeout: timeout, cancel: cancel) }
+            } onCancel: {
+                cancel.set()
+            }
+            logger?.debug("SSH exit \(r.exitSignal.map { "signal " + $0 } ?? String(r.exitStatus)) in \(ContinuousClock.now - started) (\(r.stdout.count) bytes out, \(r.stderr.count) err)")
+            return r
+        } catch {
+            logger?.debug("SSH command failed after \(ContinuousClock.now - started): \(error)")
+            throw error
         }
     }
 

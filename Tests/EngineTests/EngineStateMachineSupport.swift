@@ -30,7 +30,7 @@ extension SimFleet {
     func statePaths(_ id: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: [HostState]] {
         var paths: [String: [HostState]] = [:]
         for h in try journal.hosts(id) { paths[h.name] = [h.wave == nil ? .skipped : .pending] }
-        for e in try journal.events(id) where e.kind == "state" {
+        for e in try journal.events(id) where e.kind == .state {
             guard let host = e.host, var path = paths[host] else {
                 Issue.record("state event for no host of the rollout: \(e.message)", sourceLocation: sourceLocation)
                 continue

@@ -92,7 +92,7 @@ import RolloutTesting
         #expect(try f.journal.lockedHosts(id).contains(canary))
         #expect(try f.journal.waves(id).map(\.state) == [.failed, .pending])
         #expect(try f.journal.rollout(id)?.state == .halted)
-        #expect(try f.journal.events(id).contains { $0.kind == "halt" && $0.message == reason })
+        #expect(try f.journal.events(id).contains { $0.kind == .halt && $0.message == reason })
         let report = try #require(try f.gateReport(id, wave: 1, host: canary))
         #expect(report.verdict == .fail && report.end == .completed && report.samples.count == 7)
         let growth = try #require(report.findings.first { $0.check == "sunreclaim.growth" })
@@ -481,7 +481,7 @@ import RolloutTesting
             // What the dead driver journaled: every event before the takeover.
             let events = try journal.events(id)
             let takeover = try #require(events.first { $0.message.contains("driver lease taken over") }, "\(context)")
-            let byDead = events.filter { $0.id < takeover.id && $0.kind == "state" }
+            let byDead = events.filter { $0.id < takeover.id && $0.kind == .state }
             for (name, s) in await f.summaries() {
                 #expect(s.reboots == 1 && s.release == SimFleet.new && s.saved?.hasSuffix(SimFleet.new) == true, "\(context) \(name) \(s)")
                 #expect(await f.hosts[name]!.boots == [SimFleet.old, SimFleet.new], "\(context) \(name)")

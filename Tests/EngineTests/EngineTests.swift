@@ -51,7 +51,7 @@ final class SimFleet: @unchecked Sendable {
     func orchestrator(_ id: String, as identity: DriverIdentity = .current, log: Log = Log()) -> Orchestrator {
         let sims = hosts
         return Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, transport: { sims[$0.name]! },
-                            identity: identity, log: { log.add($0) })
+                            identity: identity, logger: log.capture.logger())
     }
 
     func summaries() async -> [String: (release: String, saved: String?, reboots: Int, commands: Int)] {
@@ -60,11 +60,10 @@ final class SimFleet: @unchecked Sendable {
         return out
     }
 
-    final class Log: @unchecked Sendable {
-        private let lock = NSLock()
-        private var lines: [String] = []
-        func add(_ l: RolloutLogLine) { lock.lock(); lines.append("\(l.host ?? "-") \(l.message)"); lock.unlock() }
-        var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+    /// The orchestrator's log lines as `host message`.
+    final class Log: Sendable {
+        let capture = LogCapture()
+        var all: [String] { capture.lines.map { "\($0.host ?? "-") \($0.message)" } }
     }
 }
 

@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 import Testing
 import FleetsimCore
@@ -327,6 +328,22 @@ func waitUntil(_ seconds: Double, _ ok: () -> Bool) async -> Bool {
 
 
 @Suite struct FleetsimUnitTests {
+    /// fleetsim reads durations and sizes with rollctl's parsers: a scenario's `2048kB` or `1m30s`
+    /// means what a plan's does (before, fleetsim took kB as 1024 and had no compound durations).
+    @Test func scenarioValuesUseRollctlsParsers() {
+        #expect(parseSize("2048kB") == 2_048_000)
+        #expect(parseSize("300MiB") == Double(300 * 1_048_576))
+        #expect(parseSize("1.5GiB") == 1.5 * 1_073_741_824)
+        #expect(parseSize("12") == 12)
+        #expect(parseSize("3G") == nil)
+        #expect(parseDuration("1m30s") == 90)
+        #expect(parseDuration("500ms") == 0.5)
+        #expect(parseDuration("20") == 20, "a scenario takes bare seconds")
+        #expect(DurationText.parse("20") == nil, "a plan does not")
+        #expect(parseDuration("-1s") == nil)
+        #expect(shellQuote("it's") == "'it'\\''s'")
+    }
+
     @Test func grubResolvesIndexTitleAndIdPaths() {
         let uuid = "0e8a4cbd-1f62-4d76-9f2a-2bb0ec3f5b11"
         let menu = Grub.parseMenu(Grub.config(kernels: ["6.1.0-19-hosting", "6.1.0-17-hosting"], rootUUID: uuid))

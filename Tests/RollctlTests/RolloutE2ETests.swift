@@ -494,8 +494,13 @@ struct RolloutE2ETests {
         // that ended before the first reboot. Wave 2 has two batches (three racks, five hosts).
         let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s", rebootTimeout: "10s",
                                   notifyPort: sink.port, leadTime: "25s")
-        let r = try fleet.apply(plan)
+        let r = try fleet.apply(plan, ["--verbose"])
         #expect(r.status == 0, "\(r.output)")
+        // --verbose: each host's SSH dialogue, the SMTP dialogue and the gate's samples are logged.
+        for line in ["SSH: connected and authenticated", "SSH $ cat /proc/sys/kernel/random/boot_id", "SSH exit 0",
+                     "SMTP → MAIL FROM:<", "SMTP ← 250", "gate sample 1/"] {
+            #expect(r.output.contains(line), "no '\(line)' in the --verbose output")
+        }
         // The windows held as told: no corrected notice was needed.
         #expect(!r.output.contains("corrected notice"), "\(r.output)")
         #expect(try sink.mails().allSatisfy { ($0["notice"] as? String)?.hasPrefix("rescheduled") != true })
@@ -506,6 +511,8 @@ struct RolloutE2ETests {
         let iso = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         for e in events where (e["message"] as? String)?.hasPrefix("staged → rebooting") == true {
             if let h = e["host"] as? String, let at = e["at"] as? String { rebootAt[h] = try Date(at, strategy: iso) }
+            // The same move for machines.
+            #expect((e["data"] as? [String: String]) == ["from": "staged", "to": "rebooting"], "\(e)")
         }
         #expect(rebootAt.count == 6)
         let batches = Set((doc["hosts"] as? [[String: Any]] ?? []).compactMap { h -> String? in

@@ -72,6 +72,13 @@ import SSHTesting
         let events = try j.events("r1").map(\.message)
         #expect(events.contains("checked → staged"))
         #expect(events.contains("staged → rebooting"))
+        // Every move also carries its data for machines.
+        let moves = try j.events("r1").filter { $0.kind == .state }
+        #expect(moves.last?.data == #"{"from":"staged","to":"rebooting"}"#)
+        try j.move("r1", host: "a", to: .failed, reason: "said \"no\"\n\u{1}")
+        let failed = try #require(try j.events("r1").last?.data)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(failed.utf8)) as? [String: String])
+        #expect(object == ["from": "rebooting", "to": "failed", "reason": "said \"no\"\n\u{1}"])
     }
 
     @Test func overlappingRolloutsAreRefusedUntilLocksAreReleased() throws {
@@ -213,6 +220,10 @@ import SSHTesting
             """])
         #expect(s2 == 0, "\(o2)")
         #expect(throws: JournalError.self) { _ = try j.notices("r1") }
+        _ = try Spawn.run("/usr/bin/sqlite3", [j.path, "DELETE FROM notice; INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload, status, created_at, updated_at) VALUES ('r1', 1, 'done', 'c1', 'C', 'pigeon', 'c@example.org', '<m@x>', '[]', 's', 'p', 'sent', 'now', 'now');"])
+        #expect(throws: JournalError.self) { _ = try j.notices("r1") }
+        _ = try Spawn.run("/usr/bin/sqlite3", [j.path, "INSERT INTO event (rollout_id, at, kind, message) VALUES ('r1', 'now', 'gossip', 'x');"])
+        #expect(throws: JournalError.self) { _ = try j.events("r1") }
         _ = try Spawn.run("/usr/bin/sqlite3", [j.path, "UPDATE rollout SET state = 'paused-ish'; UPDATE wave SET state = 'skipped?';"])
         #expect(throws: JournalError.self) { _ = try j.rollout("r1") }
         #expect(throws: JournalError.self) { _ = try j.waves("r1") }

@@ -25,7 +25,7 @@ import Testing
         }
     }
 
-    func expectError(_ script: [HostilePeer.Step], stage: String = "greeting", _ message: String,
+    func expectError(_ script: [HostilePeer.Step], stage: DeliveryStage = .greeting, _ message: String,
                      sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let (error, seconds) = try await open(script)
         #expect(error?.stage == stage, "\(String(describing: error))", sourceLocation: sourceLocation)
@@ -36,7 +36,7 @@ import Testing
     @Test func capsOnReplyLinesAndLines() async throws {
         try await expectError([.send("220 "), .endless("x")], "a reply line longer than 4096 bytes")
         try await expectError([.endless("220-ready\r\n")], "a reply of more than 100 lines")
-        try await expectError([.send("220 ok\r\n"), .awaitLine, .endless("250-EXT\r\n")], stage: "EHLO", "a reply of more than 100 lines")
+        try await expectError([.send("220 ok\r\n"), .awaitLine, .endless("250-EXT\r\n")], stage: .ehlo, "a reply of more than 100 lines")
     }
 
     @Test func malformedRepliesAreNamed() async throws {
@@ -47,7 +47,7 @@ import Testing
         try await expectError([.send("220 a\rb\r\n")], "a bare CR in a reply line")
         try await expectError([.send("220 no line end"), .close], "connection closed inside the reply (a line without its CRLF)")
         try await expectError([.close], "connection closed before the reply")
-        try await expectError([.send("220 ok\r\n"), .awaitLine, .send("\u{0}\u{0}\u{0}\r\n")], stage: "EHLO", "not an SMTP reply: '...'")
+        try await expectError([.send("220 ok\r\n"), .awaitLine, .send("\u{0}\u{0}\u{0}\r\n")], stage: .ehlo, "not an SMTP reply: '...'")
     }
 
     /// Each line of this greeting arrives well within the timeout (6 bytes,
@@ -56,12 +56,12 @@ import Testing
     @Test func aSlowDripReplyEndsAtTheCommandsDeadline() async throws {
         let greeting = String(repeating: "220-\r\n", count: 30) + "220 ok\r\n"
         let (error, seconds) = try await open([.drip(greeting, interval: .milliseconds(100))], timeout: .seconds(1))
-        #expect(error?.stage == "greeting")
+        #expect(error?.stage == .greeting)
         #expect(error?.message.contains("timed out") == true, "\(String(describing: error))")
         #expect(seconds >= 0.95 && seconds < 1.7, "\(seconds)")
         let (ehlo, s2) = try await open([.send("220 ok\r\n"), .awaitLine, .drip(String(repeating: "250-X\r\n", count: 30), interval: .milliseconds(100))],
                                         timeout: .seconds(1))
-        #expect(ehlo?.stage == "EHLO")
+        #expect(ehlo?.stage == .ehlo)
         #expect(ehlo?.message.contains("timed out") == true, "\(String(describing: ehlo))")
         #expect(s2 >= 0.95 && s2 < 1.7, "\(s2)")
     }
@@ -86,7 +86,7 @@ import Testing
     func expectError(_ script: [HostilePeer.Step], _ message: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let (result, seconds) = try await post(script)
         guard case .failure(let error) = result else { Issue.record("delivered: \(result)", sourceLocation: sourceLocation); return }
-        #expect(error.stage == "HTTP", sourceLocation: sourceLocation)
+        #expect(error.stage == .http, sourceLocation: sourceLocation)
         #expect(error.message.contains(message), "\(error)", sourceLocation: sourceLocation)
         #expect(error.mayHaveBeenAccepted, sourceLocation: sourceLocation)
         #expect(!error.permanent, sourceLocation: sourceLocation)

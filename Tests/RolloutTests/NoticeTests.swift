@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Testing
+import RolloutTesting
 import SSHTesting
 @testable import Basics
 @testable import NetIO
@@ -74,7 +75,7 @@ import SSHTesting
                                ("http://h/a b", "webhook url path must be ASCII without spaces (percent-encode it)"),
                                ("http://h/caf\u{e9}", "webhook url path must be ASCII without spaces (percent-encode it)")] {
             let e = #expect(throws: NoticeDeliveryError.self, "\(bad)") { try Webhook.endpoint(bad) }
-            #expect(e?.stage == "config" && e?.permanent == true && e?.message == message, "\(bad): \(String(describing: e))")
+            #expect(e?.stage == .config && e?.permanent == true && e?.message == message, "\(bad): \(String(describing: e))")
         }
     }
 
@@ -134,13 +135,13 @@ final class NoticeFixture: Sendable {
                               leadTime: leadTime, company: "Example Hosting", templateDir: templateDir, blockOnFailure: block)
         return NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: "socket-fix",
                             release: "6.1.0-99-fixed", retry: .init(attempts: attempts, firstDelay: .milliseconds(50), maxDelay: .milliseconds(200)),
-                            timeout: timeout, environment: environment, log: { _ in })
+                            timeout: timeout, environment: environment)
     }
 
     func webhookSender(url: String, block: Bool = true, caFile: String? = nil) -> NoticeSender {
         let spec = NotifySpec(customersPath: customers.path, channel: .webhook(url: url), company: "Example Hosting", blockOnFailure: block)
         var s = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: "socket-fix",
-                             release: "6.1.0-99-fixed", retry: .init(attempts: 3, firstDelay: .milliseconds(50)), timeout: .seconds(10), log: { _ in })
+                             release: "6.1.0-99-fixed", retry: .init(attempts: 3, firstDelay: .milliseconds(50)), timeout: .seconds(10))
         s.tlsCAFile = caFile
         return s
     }
@@ -290,17 +291,18 @@ final class NoticeFixture: Sendable {
 
     @Test func serverDownWithSkipPolicyReportsAndGoesOn() async throws {
         let f = try NoticeFixture()
-        let lines = LogLines()
+        let lines = LogCapture()
         var s = f.sender(port: closedLoopbackPort(), block: false, attempts: 3)
         s = NoticeSender(spec: s.spec, customers: s.customers, journal: s.journal, rolloutID: s.rolloutID, planName: s.planName, release: s.release,
-                         retry: s.retry, timeout: s.timeout, environment: [:], log: { lines.append($0) })
+                         retry: s.retry, timeout: s.timeout, environment: [:], logger: lines.logger())
         let earliest = try await s.maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         #expect(earliest.timeIntervalSinceNow < 1)
         let rows = try f.notices()
         #expect(rows.count == 2 && rows.allSatisfy { $0.status == .skipped })
         // The first notice used every attempt; once the server is known down, the next gets one.
         #expect(rows.map(\.attempts).sorted() == [1, 3])
-        #expect(lines.all.contains { $0.contains("skipped (on_failure: skip)") })
+        #expect(lines.lines.contains { $0.message.contains("skipped (on_failure: skip)") && $0.level == .warning })
+        #expect(lines.lines.contains { $0.message.hasPrefix("SMTP: ") == false && $0.message.contains("attempt") })
         // Skipped notices are not retried by a resumed run.
         let sink = try LoopbackSink.smtp()
         defer { sink.stop() }
@@ -481,7 +483,7 @@ final class NoticeFixture: Sendable {
         #expect(headers["idempotency-key"]?.hasPrefix("<rollctl.r-notice-test.1.maintenance.") == true)
         // The first POST got a 503 and was retried.
         let rows = try f.notices()
-        #expect(rows.allSatisfy { $0.status == .sent && $0.channel == "webhook" })
+        #expect(rows.allSatisfy { $0.status == .sent && $0.channel == .webhook })
         #expect(rows.map(\.attempts).sorted() == [1, 2])
         #expect(rows.allSatisfy { $0.reply?.hasPrefix("HTTP/1.") == true && $0.reply?.contains(" 200") == true })
         // Resume: nothing again.
@@ -555,7 +557,7 @@ final class NoticeFixture: Sendable {
         defer { sink.stop() }
         let spec = NotifySpec(customersPath: customers.path, channel: .smtp(host: "127.0.0.1", port: sink.port, from: "r@example.net", starttls: false,
                                                                              username: nil, passwordEnv: nil, passwordFile: nil))
-        let sender = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: "r-scale", planName: "p", release: "6.1.0-99", log: { _ in })
+        let sender = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: "r-scale", planName: "p", release: "6.1.0-99")
         let clock = ContinuousClock()
         let elapsed = try await clock.measure {
             try await sender.maintenance(wave: 1, hosts: hostNames, windowStart: Date(), windowEnd: Date())
@@ -649,11 +651,4 @@ final class NoticeFixture: Sendable {
         #expect(try sink.mails().count == 2)
         #expect(try f.notices().allSatisfy { !$0.resentAfterCrash && $0.attempts == 1 })
     }
-}
-
-final class LogLines: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
-    func append(_ s: String) { lock.withLock { lines.append(s) } }
-    var all: [String] { lock.withLock { lines } }
 }

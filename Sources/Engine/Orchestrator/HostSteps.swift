@@ -60,7 +60,7 @@ extension Orchestrator {
         case .taken:
             return true
         case .takenOver(let old):
-            try await journal.event(rolloutID, host: name, kind: "info", "host lease taken over: the lease of \(old) had expired")
+            try await journal.event(rolloutID, host: name, kind: .info, "host lease taken over: the lease of \(old) had expired")
             say(name, "took over the expired host lease of \(old)")
             return true
         case .held(let holder):
@@ -129,7 +129,7 @@ extension Orchestrator {
         do {
             let host = await connections.host(name)
             guard try await takeHostLease(name, host) else { return }
-            try await journal.event(rolloutID, host: name, kind: "intent", "install \(plan.kernel.release) and stage it to boot once")
+            try await journal.event(rolloutID, host: name, kind: .intent, "install \(plan.kernel.release) and stage it to boot once")
             for command in HostCommands.install(plan) {
                 _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
             }
@@ -190,7 +190,7 @@ extension Orchestrator {
                     case .timedOut:
                         guard leaseHeld(), !stopping() else { return }
                         say(name, "resume: still the same boot — sending the reboot again")
-                        try await journal.event(rolloutID, host: name, kind: "intent", "reboot re-sent on resume (boot id unchanged after \(PlanFormat.duration(grace)))")
+                        try await journal.event(rolloutID, host: name, kind: .intent, "reboot re-sent on resume (boot id unchanged after \(PlanFormat.duration(grace)))")
                         try await journal.move(rolloutID, host: name, to: .rebooting, countsReboot: true)
                         try await sendReboot(await connections.host(name), name)
                     }
@@ -233,7 +233,7 @@ extension Orchestrator {
             say(name, "reboot command: \(describe(error)) — waiting for a new boot id anyway", problem: true)
         }
         await connections.drop(name)
-        try await journal.event(rolloutID, host: name, kind: "outcome", "reboot command sent")
+        try await journal.event(rolloutID, host: name, kind: .outcome, "reboot command sent")
         say(name, "rebooting")
     }
 
@@ -321,8 +321,7 @@ extension Orchestrator {
             hosts.append(GateHost(reader: h, address: address, expectedRelease: plan.kernel.release))
         }
         say(nil, "wave \(wave): soaking \(names.count) host\(names.count == 1 ? "" : "s") for \(PlanFormat.duration(plan.gate.soak)) (sample every \(PlanFormat.duration(plan.gate.interval)))")
-        let runner = try GateRunner(settings: plan.gate)
-        let log = self.log
+        let runner = try GateRunner(settings: plan.gate, logger: logger)
         let gateHosts = hosts
         // A stop request ends the soak at once: the hosts stay `soaking` and a resume
         // runs the gate again from the start (a cut-short soak is no evidence).
@@ -330,7 +329,7 @@ extension Orchestrator {
             group.addTask {
                 await runner.run(gateHosts) { event in
                     if case .hostDecided(let r) = event {
-                        log(RolloutLogLine(host: r.host, message: "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), isProblem: r.verdict != .pass))
+                        self.say(r.host, "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), problem: r.verdict != .pass)
                     }
                 }
             }
@@ -374,7 +373,7 @@ extension Orchestrator {
     func commit(_ name: String) async throws {
         guard let h = try journal.host(rolloutID, name), h.state == .healthy else { return }
         do {
-            try await journal.event(rolloutID, host: name, kind: "intent", "make \(plan.kernel.release) the default")
+            try await journal.event(rolloutID, host: name, kind: .intent, "make \(plan.kernel.release) the default")
             let host = await connections.host(name)
             if bootloader.entryListing != nil && h.bootEntryAfter == nil {
                 return try await fail(name, "no boot entry journaled for \(plan.kernel.release)")

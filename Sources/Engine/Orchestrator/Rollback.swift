@@ -14,7 +14,7 @@ extension Orchestrator {
 
     func halt(reason: String, wave: Int? = nil, rollback: Bool = true) throws -> RolloutOutcome {
         say(nil, "HALT: \(reason)", problem: true)
-        try journal.event(rolloutID, kind: "halt", reason)
+        try journal.event(rolloutID, kind: .halt, reason)
         if let wave { try journal.setWave(rolloutID, wave, state: .failed) }
         try journal.setRolloutState(rolloutID, .halted, note: reason)
         return .halted(reason: reason)

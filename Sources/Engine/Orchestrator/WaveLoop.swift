@@ -219,7 +219,7 @@ extension Orchestrator {
         if !again.isEmpty {
             let text = "wave \(wave): the corrected window of \(again.sorted().joined(separator: ", ")) cannot hold either; they were told once already — rebooting anyway"
             say(nil, text, problem: true)
-            try await journal.event(rolloutID, kind: "info", text)
+            try await journal.event(rolloutID, kind: .info, text)
         }
         let correct = broken.subtracting(already)
         guard !correct.isEmpty else { return nil }

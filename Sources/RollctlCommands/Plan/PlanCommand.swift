@@ -64,6 +64,7 @@ struct PlanApply: AsyncParsableCommand {
     var json = false
 
     @OptionGroup var journalOption: JournalOption
+    @OptionGroup var log: LogOptions
 
     @Flag(help: "With --dry-run: do not contact any host (current kernels unknown).")
     var offline = false
@@ -85,7 +86,7 @@ struct PlanApply: AsyncParsableCommand {
     func run() async throws {
         guard dryRun else {
             // The real thing: journal, waves, gates, halt and rollback (RolloutCommands.swift).
-            return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json)
+            return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json, log: log)
         }
         let cfg = SSHConfig.load(path: sshConfig)
         let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory, sshConfig: cfg)

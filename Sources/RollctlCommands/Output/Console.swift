@@ -170,7 +170,13 @@ struct Table {
 enum JSONLine {
     static func encode(_ object: [String: Any?]) -> String {
         let clean = object.compactMapValues { $0 }
-        guard let data = try? JSONSerialization.data(withJSONObject: clean, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
+        guard JSONSerialization.isValidJSONObject(clean),
+              let data = try? JSONSerialization.data(withJSONObject: clean, options: [.sortedKeys, .withoutEscapingSlashes]) else {
+            // A value JSON cannot hold (an enum, say) is a bug: loud in debug builds (the tests),
+            // and never a silent `{}` that a script would take for an empty answer.
+            assertionFailure("JSONLine.encode: not JSON: \(clean)")
+            return #"{"error":"rollctl could not encode this line as JSON (a bug: please report it)"}"#
+        }
         return String(decoding: data, as: UTF8.self)
     }
 }

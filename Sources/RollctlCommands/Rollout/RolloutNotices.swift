@@ -29,8 +29,8 @@ struct RolloutNotices: AsyncParsableCommand {
                 "rollout": id,
                 "notices": rows.map { n -> [String: Any] in
                     var o: [String: Any] = [
-                        "wave": n.wave, "kind": n.kind, "customer_id": n.customerID, "customer_name": n.customerName,
-                        "channel": n.channel, "recipient": n.recipient, "message_id": n.messageID, "hosts": n.hosts,
+                        "wave": n.wave, "kind": n.kind.rawValue, "customer_id": n.customerID, "customer_name": n.customerName,
+                        "channel": n.channel.rawValue, "recipient": n.recipient, "message_id": n.messageID, "hosts": n.hosts,
                         "subject": n.subject, "status": n.status.rawValue, "attempts": n.attempts,
                         "resent_after_crash": n.resentAfterCrash, "created_at": n.createdAt, "updated_at": n.updatedAt,
                     ]
@@ -53,7 +53,7 @@ struct RolloutNotices: AsyncParsableCommand {
             case .failed: c.paint("failed", .red)
             case .skipped: c.paint("skipped", .yellow)
             }
-            table.rows.append(["\(n.wave)", n.kind, "\(n.customerID) \(n.customerName)", n.recipient, "\(n.hosts.count)", status,
+            table.rows.append(["\(n.wave)", n.kind.rawValue, "\(n.customerID) \(n.customerName)", n.recipient, "\(n.hosts.count)", status,
                                "\(n.attempts)", n.sentAt ?? "-", n.reply ?? n.lastError ?? "-"])
         }
         table.render().forEach { c.out($0) }

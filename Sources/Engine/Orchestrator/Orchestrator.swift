@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import Basics
 import NetIO
 import SSH
@@ -18,13 +19,6 @@ public enum RolloutOutcome: Sendable, Equatable {
     case aborted
 }
 
-/// A line of progress for the admin (the CLI renders it; tests collect it).
-public struct RolloutLogLine: Sendable {
-    public var host: String?
-    public var message: String
-    public var isProblem: Bool
-}
-
 /// Drives one rollout from the journal: every host from its journaled state to
 /// the end of its wave, wave by wave, with the gate between waves. Every side
 /// effect is journaled as an intent first and its outcome after, so a run killed
@@ -36,7 +30,9 @@ public final class Orchestrator: Sendable {
     let bootloader: any BootloaderDriver
     public let inventory: Inventory
     public let journal: Journal
-    let log: @Sendable (RolloutLogLine) -> Void
+    /// Progress for the admin (`notice`), problems (`error`), the hosts' dialogue (`debug`);
+    /// every line carries the rollout id, and the host's name when it concerns one host.
+    let logger: Logger
     let stopRequested: @Sendable () -> Bool
     let connections: Connections
     /// Customer notices (maintenance before a wave's reboots, done, rolled back); nil when the plan has none.
@@ -55,12 +51,16 @@ public final class Orchestrator: Sendable {
                 stopRequested: @escaping @Sendable () -> Bool = { false },
                 leaseTTL: Duration = .seconds(60),
                 identity: DriverIdentity = .current,
-                log: @escaping @Sendable (RolloutLogLine) -> Void = { _ in }) {
+                logger: Logger = Logger(label: "rollctl", factory: { _ in SwiftLogNoOpLogHandler() })) {
         self.leaseTTL = leaseTTL
         self.identity = identity
+        var tagged = logger
+        tagged[metadataKey: "rollout"] = "\(rolloutID)"
+        let logger = tagged
+        self.logger = logger
         if let spec = plan.notify, let customers {
             notices = NoticeSender(spec: spec, customers: customers, journal: journal, rolloutID: rolloutID, planName: plan.name,
-                                   release: plan.kernel.release, log: { log(RolloutLogLine(host: nil, message: $0, isProblem: false)) })
+                                   release: plan.kernel.release, logger: logger)
         } else {
             notices = nil
         }
@@ -70,9 +70,9 @@ public final class Orchestrator: Sendable {
         self.inventory = inventory
         self.journal = journal
         self.stopRequested = stopRequested
-        self.log = log
         self.connections = Connections(inventory: inventory, transport: transport ?? { h in
-            let (endpoint, options) = inventory.sshTarget(for: h, sshConfig: sshConfig)
+            var (endpoint, options) = inventory.sshTarget(for: h, sshConfig: sshConfig)
+            options.logger = logger
             return SSHHost(endpoint: endpoint, options: options)
         })
     }
@@ -159,8 +159,10 @@ public final class Orchestrator: Sendable {
         return "\(error)"
     }
 
+    /// Progress for the admin (`notice`), or a problem (`error`), about `host` or the rollout.
     func say(_ host: String?, _ message: String, problem: Bool = false) {
-        log(RolloutLogLine(host: host, message: message, isProblem: problem))
+        let metadata: Logger.Metadata? = host.map { ["host": "\($0)"] }
+        if problem { logger.error("\(message)", metadata: metadata) } else { logger.notice("\(message)", metadata: metadata) }
     }
 
     /// Runs `body` for every item, at most `limit` at once. A host's own failures are

@@ -149,7 +149,7 @@ struct GateCheck: AsyncParsableCommand {
     }
 
     static func duration(_ text: String, _ option: String) throws -> Duration {
-        guard let d = YAMLReader.parseDuration(text), d > .zero else {
+        guard let d = DurationText.parse(text), d > .zero else {
             throw InputError(file: option, "'\(text)' is not a duration like 60s or 5m")
         }
         return d

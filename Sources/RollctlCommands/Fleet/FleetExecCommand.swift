@@ -34,7 +34,7 @@ struct FleetExecCommand: AsyncParsableCommand {
         }
         var limit: Duration?
         if let timeout {
-            guard let d = YAMLReader.parseDuration(timeout), d > .zero else {
+            guard let d = DurationText.parse(timeout), d > .zero else {
                 throw InputError(file: "--timeout", "'\(timeout)' is not a duration like 30s or 5m")
             }
             limit = d

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Basics
+import SSH
+import HealthGate
+import Configuration
+import RolloutJournal
+import Engine
+
+/// Runs a rollout in the foreground: signals stop it cleanly, progress goes to the console.
+enum RolloutDriver {
+    /// The rollout service over `journal`, its log on the console, stopped by `stop`.
+    static func service(_ journal: Journal, json: Bool, log: LogOptions, stop: StopFlag? = nil) -> RolloutService {
+        RolloutService(journal: journal, sshConfig: SSHConfig.load(), stopRequested: { stop?.isSet ?? false }, logger: log.logger(json: json))
+    }
+
+    /// Drives the rollout; maps the outcome to the documented exit code.
+    static func drive(_ orchestrator: Orchestrator, with service: RolloutService, json: Bool) async throws {
+        let console = Console.shared
+        // Live status line on a terminal (stderr): wave, hosts per state, elapsed.
+        let ticker = Task {
+            guard console.stderrIsTTY, !json else { return }
+            let start = ContinuousClock.now
+            while !Task.isCancelled {
+                if let hosts = try? orchestrator.journal.hosts(orchestrator.rolloutID),
+                   let waves = try? orchestrator.journal.waves(orchestrator.rolloutID) {
+                    let current = waves.first { $0.state == .running }?.number ?? waves.filter { $0.state == .passed }.count
+                    var counts: [HostState: Int] = [:]
+                    for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
+                    let parts = HostState.allCases.compactMap { st in counts[st].map { "\(st.rawValue) \($0)" } }
+                    let secs = (ContinuousClock.now - start).components.seconds
+                    console.progress("wave \(current)/\(waves.count) · \(parts.joined(separator: " · ")) · \(secs / 60)m\(String(format: "%02d", secs % 60))s")
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { ticker.cancel() }
+        let outcome: RolloutOutcome
+        do { outcome = try await service.drive(orchestrator) } catch let e as LeaseHeld { throw refusal(e) }
+        ticker.cancel()
+        console.clearProgress()
+        switch outcome {
+        case .completed:
+            if json { console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "completed"])) }
+        case .halted(let reason):
+            if json {
+                console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "halted", "reason": reason]))
+            } else {
+                console.out("")
+                console.out(console.paint("Rollout \(orchestrator.rolloutID) HALTED: \(reason)", .red))
+                RolloutShow.renderHosts(try orchestrator.journal.hosts(orchestrator.rolloutID))
+                console.out("Details: rollctl rollout show \(orchestrator.rolloutID)")
+            }
+            throw ExitCode(ExitStatus.halted)
+        case .interrupted:
+            if json { console.out(JSONLine.encode(["type": "result", "rollout": orchestrator.rolloutID, "outcome": "interrupted"])) }
+            throw ExitCode(ExitStatus.interrupted)
+        case .aborted:
+            throw ExitCode(ExitStatus.interrupted)
+        }
+    }
+
+    /// Another live process drives the rollout: say who, exit 1, touch nothing.
+    static func refusal(_ e: LeaseHeld) -> ExitCode {
+        Console.shared.error("refused: \(e)")
+        Console.shared.err("  hint: wait for it to finish, or stop it with `rollctl rollout abort \(e.rolloutID)`")
+        return ExitCode(ExitStatus.hostFailure)
+    }
+}
+
+/// Set by SIGINT/SIGTERM: the orchestrator finishes the step in flight and stops.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopped = false
+    private var sources: [DispatchSourceSignal] = []
+
+    func install() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { [weak self] in
+                guard let self else { return }
+                self.lock.lock(); let first = !self.stopped; self.stopped = true; self.lock.unlock()
+                if first {
+                    Console.shared.warn("stopping after the steps in flight (signal \(sig)); the journal stays consistent; resume later")
+                } else {
+                    Console.shared.warn("already stopping; waiting for in-flight steps")
+                }
+            }
+            s.resume()
+            sources.append(s)
+        }
+    }
+
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
+}
+
+/// `plan apply` without --dry-run: plan, journal, run.
+enum ApplyRun {
+    static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool, log: LogOptions) async throws {
+        let console = Console.shared
+        let sshConfig = SSHConfig.load()
+        let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
+        if loaded.inventory.defaults.hostKeyPolicy == .off {
+            console.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
+        }
+        let stop = StopFlag()
+        let service = RolloutService(journal: try journal.open(), sshConfig: sshConfig, stopRequested: { stop.isSet },
+                                     logger: log.logger(json: json))
+        let created: RolloutService.Created
+        do {
+            created = try await service.create(loaded, parallel: parallel)
+        } catch let e as Journal.LockConflict {
+            console.error("refused: \(e)")
+            console.err("  hint: wait for it, or `rollctl rollout resume \(e.holder.id)` / `rollctl rollout abort \(e.holder.id)`")
+            throw ExitCode(ExitStatus.hostFailure)
+        }
+        let (plan, layout, id, path) = (loaded.plan, created.layout, created.id, service.journal.path)
+        let hostsInWaves = layout.waves.reduce(0) { $0 + $1.hosts.count }
+        if !json {
+            console.out("rollout \(id): plan '\(plan.name)' → \(plan.kernel.release); \(layout.waves.count) waves, \(hostsInWaves) hosts, \(layout.skipped.count) skipped; journal \(path)")
+            for s in layout.skipped { console.out("  skipped \(s.host.name): \(s.reason)") }
+        } else {
+            console.out(JSONLine.encode(["type": "rollout", "rollout": id, "plan": plan.name, "release": plan.kernel.release,
+                                         "waves": layout.waves.count, "hosts": hostsInWaves, "skipped": layout.skipped.count, "journal": path]))
+        }
+        stop.install()
+        try await RolloutDriver.drive(created.orchestrator, with: service, json: json)
+    }
+}

@@ -1,0 +1,33 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Basics
+import SSH
+import HealthGate
+import Configuration
+import RolloutJournal
+import Engine
+
+struct RolloutList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List rollouts, newest first.")
+    @OptionGroup var journal: JournalOption
+    @Flag(help: "JSON lines.") var json = false
+
+    func run() async throws {
+        let j = try journal.open()
+        let c = Console.shared
+        var table = Table(header: ["ID", "STATE", "PLAN", "KERNEL", "HOSTS", "STARTED", "BY"])
+        for r in try j.rollouts() {
+            let hosts = try j.hosts(r.id)
+            let done = hosts.filter { $0.state == .committed }.count
+            let inWaves = hosts.filter { $0.wave != nil }.count
+            if json {
+                c.out(JSONLine.encode(["id": r.id, "state": r.state.rawValue, "plan": r.planName, "release": r.targetRelease,
+                                       "hosts": inWaves, "committed": done, "started_at": r.startedAt, "started_by": r.startedBy]))
+            } else {
+                table.rows.append([r.id, r.state.rawValue, r.planName, r.targetRelease, "\(done)/\(inWaves) committed", r.startedAt, r.startedBy])
+            }
+        }
+        if !json { table.render().forEach(c.out) }
+    }
+}
