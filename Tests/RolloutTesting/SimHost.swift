@@ -62,6 +62,11 @@ public actor SimHost: RemoteHost {
 
     public func setOnReboot(_ f: @escaping @Sendable (String) -> Void) { onReboot = f }
 
+    /// Logins are refused (`auth_failed`) until this moment: a host whose sshd still answers
+    /// while it goes down, or one whose keys are really gone (a far-off moment).
+    public private(set) var refusesLoginsUntil: ContinuousClock.Instant?
+    public func refuseLogins(for d: Duration) { refusesLoginsUntil = ContinuousClock.now + d }
+
     public nonisolated func run(_ command: String, timeout: Duration) async throws -> HostCommandResult {
         try await execute(command)
     }
@@ -100,6 +105,9 @@ public actor SimHost: RemoteHost {
     func execute(_ command: String) throws -> HostCommandResult {
         commands += 1
         if down { throw SSHError(.connectRefused, host: hostName, "connection refused (the host is down)") }
+        if let until = refusesLoginsUntil, ContinuousClock.now < until {
+            throw SSHError(.authFailed, host: hostName, "authentication as root failed (simulated)")
+        }
         if rekeyed { throw SSHError(.hostKeyMismatch, host: hostName, "the host key changed (ssh-ed25519 SHA256:simhost-new)") }
         func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
         if failing.contains(where: { command.hasPrefix($0) }) {

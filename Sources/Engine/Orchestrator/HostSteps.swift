@@ -258,6 +258,23 @@ extension Orchestrator {
         }
     }
 
+    /// A refused login is what a host going down can show for a moment (its sshd still
+    /// answers while the files it authenticates with go away), so it is permanent only once it
+    /// has lasted `patience`; a host key that changed or is unknown is permanent at once.
+    struct Refusals {
+        static let patience: Duration = .seconds(10)
+        private var since: ContinuousClock.Instant?
+        /// True when `error` means waiting longer cannot help.
+        mutating func isFinal(_ error: Error) -> Bool {
+            guard Orchestrator.isPermanent(error) else { since = nil; return false }
+            guard let e = error as? SSHError, e.code == .authFailed else { return true }
+            let now = ContinuousClock.now
+            let first = since ?? now
+            since = first
+            return now - first >= Self.patience
+        }
+    }
+
     enum BootWait: Equatable {
         case newBoot(String)
         case timedOut
@@ -272,13 +289,14 @@ extension Orchestrator {
         let deadline = ContinuousClock.now + (limit ?? plan.reboot.timeout)
         if limit == nil { try? await Task.sleep(for: plan.reboot.settle) }
         var delay = Duration.milliseconds(500)
+        var refusals = Refusals()
         while ContinuousClock.now < deadline {
             do {
                 let id = try await probeBootID(name, timeout: .seconds(5))
                 if id != before { return .newBoot(id) }
-            } catch where Self.isPermanent(error) {
+            } catch where refusals.isFinal(error) {
                 await connections.drop(name)
-                return .refused("after the reboot: \(describe(error)) — not retried (a permanent SSH error: the host key changed or is unknown, or login was refused)")
+                return .refused("after the reboot: \(describe(error)) — not retried (a permanent SSH error: the host key changed or is unknown, or login was refused for \(PlanFormat.duration(Refusals.patience)))")
             } catch {}
             await connections.drop(name)
             try? await Task.sleep(for: delay)
@@ -294,12 +312,13 @@ extension Orchestrator {
         let deadline = ContinuousClock.now + plan.reboot.timeout
         var delay = Duration.milliseconds(500)
         var said = false
+        var refusals = Refusals()
         while true {
             let host = await connections.fresh(name)
             do {
                 _ = try await mustRun(host, "true", "reach the host", timeout: .seconds(20))
                 return host
-            } catch where !Self.isPermanent(error) && ContinuousClock.now + delay < deadline {
+            } catch where !refusals.isFinal(error) && ContinuousClock.now + delay < deadline {
                 if !said {
                     say(name, "unreachable (\(describe(error))) — waiting up to \(PlanFormat.duration(plan.reboot.timeout)) for it to come back")
                     said = true
