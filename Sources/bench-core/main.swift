@@ -18,7 +18,6 @@
 // committed) and exits 1 if not. Prints one JSON object. BENCH_DEBUG=1 also prints each
 // rollout-level progress line with the resident set size (pages) to stderr.
 import Foundation
-import Logging
 import FleetsimCore
 import HealthGate
 import Configuration
@@ -120,27 +119,12 @@ final class Counter: @unchecked Sendable {
             if firstProblems.count < 5 { firstProblems.append("\(l.host ?? "-"): \(l.message)") }
         }
     }
-    /// A logger that counts the orchestrator's lines (progress and problems) as they come.
-    var logger: Logger {
-        var l = Logger(label: "bench-core") { _ in CountingHandler(counter: self) }
-        l.logLevel = .notice
-        return l
-    }
-    struct CountingHandler: LogHandler {
-        let counter: Counter
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .notice
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? { get { metadata[key] } set { metadata[key] = newValue } }
-        func log(event: LogEvent) {
-            let host = (event.metadata?["host"] ?? metadata["host"]).map { "\($0)" }
-            counter.add(LogCapture.Line(level: event.level, host: host, message: "\(event.message)"))
-        }
-    }
     var snapshot: (Int, Int, [String]) { lock.lock(); defer { lock.unlock() }; return (lines, problems, firstProblems) }
 }
 let counter = Counter()
 let orchestrator = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal,
-                                transport: { h in simHosts[h.name]! }, logger: counter.logger)
+                                transport: { h in simHosts[h.name]! },
+                                logger: LogCapture(onLine: { counter.add($0) }).logger("bench-core", level: .notice))
 let outcome: RolloutOutcome
 do { outcome = try await orchestrator.run() } catch {
     FileHandle.standardError.write(Data("bench-core: run: \(error)\n".utf8))

@@ -266,6 +266,21 @@ extension EngineTests {
         #expect(h.state == .failed && h.reason?.contains("host_key_mismatch") == true && h.reason?.contains("not retried") == true, "\(h)")
     }
 
+    /// `plan apply` as the CLI runs it, through `RolloutService`: the survey reads every host
+    /// (through the same transport), the planner lays out the waves, the service drives them.
+    @Test func theServiceSurveysPlansAndDrivesOverInProcessHosts() async throws {
+        let f = try SimFleet(count: 4)
+        let sims = f.hosts
+        let service = RolloutService(journal: f.journal, transport: { sims[$0.name]! })
+        let created = try await service.create(LoadedPlan(plan: f.plan, inventory: f.inventory, customers: nil), parallel: 4)
+        #expect(created.layout.waves.reduce(0) { $0 + $1.hosts.count } == 4, "skipped: \(created.layout.skipped)")
+        #expect(try await service.drive(created.orchestrator) == .completed)
+        for (name, s) in await f.summaries() {
+            #expect(s.release == SimFleet.new && s.reboots == 1, "\(name): \(s)")
+        }
+        #expect(try f.journal.rollout(created.id)?.state == .completed)
+    }
+
     /// Right after the reboot order a host going down may still answer and refuse the login (its
     /// sshd runs while what it authenticates with goes away; seen on fleetsim): that is not yet
     /// a permanent error. A refusal that lasts fails the host after `Refusals.patience`.

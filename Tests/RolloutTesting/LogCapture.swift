@@ -1,7 +1,8 @@
 import Foundation
 import Logging
 
-/// A `LogHandler` that keeps every line (with its host metadata) for tests to look at.
+/// A `LogHandler` that keeps every line (with its host metadata) for tests to look at, or
+/// hands each to `onLine` without keeping it (bench-core counts 100k hosts' lines).
 public final class LogCapture: @unchecked Sendable {
     public struct Line: Sendable, Equatable {
         public var level: Logger.Level
@@ -12,9 +13,13 @@ public final class LogCapture: @unchecked Sendable {
     }
     private let lock = NSLock()
     private var stored: [Line] = []
-    public init() {}
+    private let onLine: (@Sendable (Line) -> Void)?
+    public init(onLine: (@Sendable (Line) -> Void)? = nil) { self.onLine = onLine }
     public var lines: [Line] { lock.lock(); defer { lock.unlock() }; return stored }
-    func add(_ l: Line) { lock.lock(); stored.append(l); lock.unlock() }
+    func add(_ l: Line) {
+        if let onLine { return onLine(l) }
+        lock.lock(); stored.append(l); lock.unlock()
+    }
 
     /// A logger whose lines land here (at `level` and above).
     public func logger(_ label: String = "rollctl", level: Logger.Level = .trace) -> Logger {

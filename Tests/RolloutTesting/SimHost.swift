@@ -114,6 +114,9 @@ public actor SimHost: RemoteHost {
             return HostCommandResult(stdout: "", stderr: "\(command.prefix(40)): simulated failure\n", exitStatus: 1)
         }
         switch command {
+        case PlanSurvey.command:
+            // The survey: the facts, then /boot's free bytes.
+            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n")
         case HostFacts.command:
             let files: [(String, String)] = [
                 ("/proc/sys/kernel/osrelease", release + "\n"),

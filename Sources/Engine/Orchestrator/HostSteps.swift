@@ -170,13 +170,9 @@ extension Orchestrator {
                 h.state = .rebooting
                 try await sendReboot(host, name)
             } else if h.state == .rebooting {
-                // Resumed: did the reboot happen?
-                var now: String?
-                do { now = try await probeBootID(name, timeout: .seconds(5)) } catch let e where Self.isPermanent(e) {
-                    return try await fail(name, "cannot reach it after the reboot: \(describe(e))")
-                } catch {
-                    now = nil
-                }
+                // Resumed: did the reboot happen? Unreachable is `unknown`: the wait below decides,
+                // with its patience for a refused login (`Refusals`).
+                let now = try? await probeBootID(name, timeout: .seconds(5))
                 switch RebootProgress.judge(bootIDBefore: h.bootIDBefore, bootIDNow: now) {
                 case .rebooted: break
                 case .notYet:
@@ -248,30 +244,26 @@ extension Orchestrator {
         error is JournalError || error is DatabaseError || error is StepAbort
     }
 
-    /// An SSH failure that waiting cannot mend: the host's key changed or is unknown
-    /// (under `strict`), known_hosts is unreadable, or authentication was refused.
-    static func isPermanent(_ error: Error) -> Bool {
-        guard let e = error as? SSHError else { return false }
-        switch e.code {
-        case .hostKeyMismatch, .hostKeyUnknown, .knownHostsError, .authFailed: return true
-        default: return false
-        }
-    }
-
-    /// A refused login is what a host going down can show for a moment (its sshd still
-    /// answers while the files it authenticates with go away), so it is permanent only once it
-    /// has lasted `patience`; a host key that changed or is unknown is permanent at once.
+    /// Which SSH errors end a wait for a host. A host key that changed or is unknown (under
+    /// `strict`) or an unreadable known_hosts is final at once. A refused login is what a host
+    /// going down can show for a moment (its sshd still answers while the files it authenticates
+    /// with go away), so it is final only once it has lasted `patience`. Anything else (refused,
+    /// reset, timeout) is what a rebooting host shows: never final.
     struct Refusals {
         static let patience: Duration = .seconds(10)
         private var since: ContinuousClock.Instant?
-        /// True when `error` means waiting longer cannot help.
         mutating func isFinal(_ error: Error) -> Bool {
-            guard Orchestrator.isPermanent(error) else { since = nil; return false }
-            guard let e = error as? SSHError, e.code == .authFailed else { return true }
-            let now = ContinuousClock.now
-            let first = since ?? now
-            since = first
-            return now - first >= Self.patience
+            switch (error as? SSHError)?.code {
+            case .hostKeyMismatch, .hostKeyUnknown, .knownHostsError:
+                return true
+            case .authFailed:
+                let first = since ?? ContinuousClock.now
+                since = first
+                return ContinuousClock.now - first >= Self.patience
+            default:
+                since = nil
+                return false
+            }
         }
     }
 
@@ -284,7 +276,7 @@ extension Orchestrator {
 
     /// Polls with backoff until the host answers with a boot id different from `before`.
     /// Transient failures (refused, reset, timeout) are what a rebooting host shows and are
-    /// retried; a permanent one (a changed host key, auth refused) ends the wait at once.
+    /// retried; a final one (`Refusals`: a changed host key at once, a refused login that lasts) ends it.
     func waitForNewBoot(_ name: String, before: String?, within limit: Duration? = nil) async -> BootWait {
         let deadline = ContinuousClock.now + (limit ?? plan.reboot.timeout)
         if limit == nil { try? await Task.sleep(for: plan.reboot.settle) }
