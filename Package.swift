@@ -84,7 +84,7 @@ let package = Package(
         ]),
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore", "Basics"]),
         // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).
-        .target(name: "RolloutTesting", dependencies: ["Engine", "Configuration", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore", .product(name: "Logging", package: "swift-log")], path: "Tests/RolloutTesting"),
+        .target(name: "RolloutTesting", dependencies: ["Basics", "Engine", "Configuration", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore", .product(name: "Logging", package: "swift-log")], path: "Tests/RolloutTesting"),
         .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "Configuration", "RolloutJournal", "Notices", "HealthGate", "SSHTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),

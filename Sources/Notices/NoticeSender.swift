@@ -127,7 +127,7 @@ public struct NoticeSender: Sendable {
     /// hosts were staged (past `notified`), so the lead time still holds.
     public func earliestReboot(wave: Int, kind: NoticeKind = .maintenance) throws -> Date {
         let sent = try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind && $0.status == .sent }
-        guard let last = sent.compactMap({ $0.sentAt.flatMap(TimeText.parse) }).max() else { return Date() }
+        guard let last = sent.compactMap({ $0.sentAt.flatMap(TimeText.parse) }).max() else { return journal.clock.now }
         return last.addingTimeInterval(spec.leadTime.seconds)
     }
 
@@ -300,7 +300,7 @@ public struct NoticeSender: Sendable {
         ]
         let subject = MailMessage.oneLine(try NoticeTemplate.renderChecked(texts.subject, ctx).trimmingCharacters(in: .whitespacesAndNewlines))
         let body = try NoticeTemplate.renderChecked(texts.body, ctx)
-        let now = Date()
+        let now = journal.clock.now
         switch spec.channel {
         case let .smtp(_, _, from, _, _, _, _):
             let id = Self.messageID(rollout: rolloutID, wave: wave, kind: kind, customer: customer.id, domain: Self.domain(ofEmail: from))

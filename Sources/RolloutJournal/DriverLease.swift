@@ -110,21 +110,21 @@ extension Journal {
     /// live process is never taken (`LeaseHeld`); a dead holder's is taken over and
     /// journaled. Re-taking one's own lease renews it.
     public func acquireLease(_ rolloutID: String, as me: DriverIdentity = .current, ttl: Duration = .seconds(60)) throws {
-        try pool.write { db in try Self.acquireLease(db, rolloutID, as: me, ttl: ttl) }
+        try pool.write { db in try self.acquireLease(db, rolloutID, as: me, ttl: ttl) }
     }
 
-    static func acquireLease(_ db: Database, _ rolloutID: String, as me: DriverIdentity, ttl: Duration) throws {
+    func acquireLease(_ db: Database, _ rolloutID: String, as me: DriverIdentity, ttl: Duration) throws {
         guard let row = try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [rolloutID]) else {
             throw JournalError("no rollout \(rolloutID)")
         }
         let now = Date()
-        if let held = lease(from: row), held.holder.token != me.token {
+        if let held = Self.lease(from: row), held.holder.token != me.token {
             if held.isLive(now: now) { throw LeaseHeld(rolloutID: rolloutID, lease: held) }
             try insertEvent(db, rolloutID, host: nil, kind: .info,
                             "driver lease taken over from \(held.holder) (since \(held.since), last heartbeat \(held.heartbeat)): that process is gone", data: nil)
         }
-        let stamp = timestampStyle.format(now)
-        let expires = timestampStyle.format(now.addingTimeInterval(ttl.seconds))
+        let stamp = Self.timestampStyle.format(now)
+        let expires = Self.timestampStyle.format(now.addingTimeInterval(ttl.seconds))
         try db.execute(sql: """
             UPDATE rollout SET lease_token = ?, lease_host = ?, lease_pid = ?, lease_start = ?,
               lease_since = CASE WHEN lease_token = ? THEN lease_since ELSE ? END,
@@ -160,7 +160,7 @@ extension Journal {
     public func requestStop(_ rolloutID: String, by who: String) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE rollout SET stop_requested = ? WHERE id = ?", arguments: [who, rolloutID])
-            try Self.insertEvent(db, rolloutID, host: nil, kind: .info, "stop requested by \(who)", data: nil)
+            try self.insertEvent(db, rolloutID, host: nil, kind: .info, "stop requested by \(who)", data: nil)
         }
     }
 }

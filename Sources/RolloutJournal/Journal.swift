@@ -11,6 +11,10 @@ public final class Journal: Sendable {
     public let path: String
     let pool: DatabasePool
     let group: GroupCommit
+    /// The time its timestamps are written in, and the time the rollouts it drives run on
+    /// (the orchestrator and the notices read it here, so the three always agree). The
+    /// driver lease alone is kept in real time: other processes judge it.
+    public let clock: any RolloutClock
 
     /// `ROLLCTL_JOURNAL`, else `$XDG_STATE_HOME/rollctl/journal.sqlite`, else `~/.local/state/rollctl/journal.sqlite`.
     public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
@@ -19,8 +23,9 @@ public final class Journal: Sendable {
         return state + "/rollctl/journal.sqlite"
     }
 
-    public init(path: String) throws {
+    public init(path: String, clock: any RolloutClock = SystemClock()) throws {
         self.path = path
+        self.clock = clock
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
         // Created 0600 before SQLite opens it; the -wal and -shm files inherit the mode.
@@ -140,7 +145,8 @@ public final class Journal: Sendable {
     /// was half the cost of a journal write in bench/core.sh).
     static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    static func now() -> String { timestampStyle.format(Date()) }
+    /// Now on the journal's clock, as its timestamps are written.
+    func now() -> String { Self.timestampStyle.format(clock.now) }
 
     // MARK: - rollouts
 
@@ -219,7 +225,7 @@ public final class Journal: Sendable {
     public func createRollout(id: String, plan: Plan, planHash: String, hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)],
                               waves: Int, driver: DriverIdentity = .current, ttl: Duration = .seconds(60)) throws {
         try pool.write { db in
-            let now = Self.now()
+            let now = self.now()
             let locked = hosts.filter { $0.wave != nil }
             let lockKeys = locked.map(\.lockKey)
             try Self.checkLocks(db, keys: lockKeys, except: nil)
@@ -227,7 +233,7 @@ public final class Journal: Sendable {
                 INSERT INTO rollout (id, plan_name, plan_path, plan_text, plan_hash, target_release, state, started_by, started_at, updated_at, pid)
                 VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)
                 """, arguments: [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, driver.pid])
-            try Self.acquireLease(db, id, as: driver, ttl: ttl)
+            try self.acquireLease(db, id, as: driver, ttl: ttl)
             for w in 0..<waves {
                 try db.execute(sql: "INSERT INTO wave (rollout_id, number, state) VALUES (?, ?, 'pending')", arguments: [id, w + 1])
             }
@@ -302,7 +308,7 @@ public final class Journal: Sendable {
             try Self.checkLocks(db, keys: hosts.map(\.lockKey), except: rolloutID)
             for h in hosts {
                 try db.execute(sql: "INSERT OR REPLACE INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)",
-                               arguments: [h.lockKey, rolloutID, Self.now(), h.name])
+                               arguments: [h.lockKey, rolloutID, self.now(), h.name])
             }
         }
     }
@@ -315,9 +321,9 @@ public final class Journal: Sendable {
     public func setRolloutState(_ id: String, _ state: RolloutState, note: String? = nil) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE rollout SET state = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
-                           arguments: [state.rawValue, note, Self.now(), id])
+                           arguments: [state.rawValue, note, self.now(), id])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
-                           arguments: [id, Self.now(), "rollout \(state.rawValue)" + (note.map { ": \($0)" } ?? "")])
+                           arguments: [id, self.now(), "rollout \(state.rawValue)" + (note.map { ": \($0)" } ?? "")])
         }
     }
 
@@ -366,7 +372,7 @@ public final class Journal: Sendable {
     public func move(_ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
                      set fields: [String: (any DatabaseValueConvertible)?] = [:], countsReboot: Bool = false) throws {
         try pool.write { db in
-            try Self.move(db, rolloutID, host: host, to: state, reason: reason, message: message, set: fields, countsReboot: countsReboot)
+            try self.move(db, rolloutID, host: host, to: state, reason: reason, message: message, set: fields, countsReboot: countsReboot)
         }
     }
 
@@ -377,20 +383,20 @@ public final class Journal: Sendable {
     public func move(_ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
                      set fields: [String: (any DatabaseValueConvertible & Sendable)?] = [:], countsReboot: Bool = false) async throws {
         try await group.submit { db in
-            try Self.move(db, rolloutID, host: host, to: state, reason: reason, message: message,
+            try self.move(db, rolloutID, host: host, to: state, reason: reason, message: message,
                           set: fields.mapValues { $0.map { $0 as any DatabaseValueConvertible } }, countsReboot: countsReboot)
         }
     }
 
     /// `event` for concurrent callers, group-committed like the async `move`.
     public func event(_ rolloutID: String, host: String? = nil, kind: EventKind, _ message: String, data: String? = nil) async throws {
-        try await group.submit { db in try Self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
+        try await group.submit { db in try self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
     }
 
     /// Moves every host in `hosts` to `state` in one transaction (all or none).
     public func move(_ rolloutID: String, hosts: [String], to state: HostState) throws {
         try pool.write { db in
-            for h in hosts { try Self.move(db, rolloutID, host: h, to: state) }
+            for h in hosts { try self.move(db, rolloutID, host: h, to: state) }
         }
     }
 
@@ -400,13 +406,13 @@ public final class Journal: Sendable {
         try pool.write { db in
             let save = try db.cachedStatement(sql: "INSERT OR REPLACE INTO gate_report (rollout_id, wave, host, verdict, report, at) VALUES (?, ?, ?, ?, ?, ?)")
             for r in results {
-                try save.execute(arguments: [rolloutID, wave, r.host, r.verdict, r.report, Self.now()])
-                try Self.move(db, rolloutID, host: r.host, to: r.state, reason: r.reason)
+                try save.execute(arguments: [rolloutID, wave, r.host, r.verdict, r.report, self.now()])
+                try self.move(db, rolloutID, host: r.host, to: r.state, reason: r.reason)
             }
         }
     }
 
-    static func move(_ db: Database, _ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
+    func move(_ db: Database, _ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
                      set fields: [String: (any DatabaseValueConvertible)?] = [:], countsReboot: Bool = false) throws {
         // Cached statements: compiling (and authorizing) the SQL anew was a quarter of a move's cost.
         guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT state FROM host WHERE rollout_id = ? AND name = ?"), arguments: [rolloutID, host]) else {
@@ -417,7 +423,7 @@ public final class Journal: Sendable {
             throw JournalError("refusing transition \(from.rawValue) → \(state.rawValue) for \(host)")
         }
         var sets = ["state = ?", "updated_at = ?"]
-        var args: [(any DatabaseValueConvertible)?] = [state.rawValue, Self.now()]
+        var args: [(any DatabaseValueConvertible)?] = [state.rawValue, self.now()]
         if let reason { sets.append("reason = ?"); args.append(reason) }
         if countsReboot { sets.append("reboots = reboots + 1") }
         for (k, v) in fields.sorted(by: { $0.key < $1.key }) {
@@ -432,7 +438,7 @@ public final class Journal: Sendable {
         // The same move for machines: {"from": "staged", "to": "rebooting", "reason": "…"}.
         let data = "{\"from\":\"\(from.rawValue)\",\"to\":\"\(state.rawValue)\"" + (reason.map { ",\"reason\":" + Self.jsonString($0) } ?? "") + "}"
         try db.cachedStatement(sql: "INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, 'state', ?, ?)")
-            .execute(arguments: [rolloutID, Self.now(), host, text, data])
+            .execute(arguments: [rolloutID, self.now(), host, text, data])
     }
 
     /// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
@@ -454,12 +460,12 @@ public final class Journal: Sendable {
 
     /// Appends an event (intent, outcome, info, gate, halt).
     public func event(_ rolloutID: String, host: String? = nil, kind: EventKind, _ message: String, data: String? = nil) throws {
-        try pool.write { db in try Self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
+        try pool.write { db in try self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
     }
 
-    static func insertEvent(_ db: Database, _ rolloutID: String, host: String?, kind: EventKind, _ message: String, data: String?) throws {
+    func insertEvent(_ db: Database, _ rolloutID: String, host: String?, kind: EventKind, _ message: String, data: String?) throws {
         try db.cachedStatement(sql: "INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)")
-            .execute(arguments: [rolloutID, Self.now(), host, kind.rawValue, message, data])
+            .execute(arguments: [rolloutID, self.now(), host, kind.rawValue, message, data])
     }
 
     public func eventCount(_ rolloutID: String) throws -> Int {
@@ -485,8 +491,8 @@ public final class Journal: Sendable {
     public func setWave(_ rolloutID: String, _ number: Int, state: WaveState, verdict: String? = nil, report: String? = nil,
                         queueing notices: [NoticeRow] = []) throws {
         try pool.write { db in
-            try Self.queueNotices(db, notices)
-            let now = Self.now()
+            try self.queueNotices(db, notices)
+            let now = self.now()
             try db.execute(sql: """
                 UPDATE wave SET state = ?, verdict = COALESCE(?, verdict), report = COALESCE(?, report),
                   started_at = COALESCE(started_at, ?), ended_at = CASE WHEN ? IN ('passed','failed','rolled_back') THEN ? ELSE ended_at END

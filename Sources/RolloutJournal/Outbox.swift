@@ -111,7 +111,7 @@ extension Journal {
             self.customerName = customerName; self.channel = channel; self.recipient = recipient; self.messageID = messageID
             self.hosts = hosts; self.subject = subject; self.payload = payload; self.window = window
             status = .pending; attempts = 0; resentAfterCrash = false
-            createdAt = Journal.now(); updatedAt = createdAt
+            createdAt = Journal.timestampStyle.format(Date()); updatedAt = createdAt
         }
 
         package var label: String { "\(kind) notice for \(customerID) <\(recipient)> (wave \(wave))" }
@@ -129,8 +129,8 @@ extension Journal {
     /// owes them (so a crash cannot separate the step from its notices). A customer who
     /// already has a row of this wave and kind keeps it, unless it `failed`: then it is
     /// replaced by the new rendering (same Message-ID).
-    static func queueNotices(_ db: Database, _ rows: [NoticeRow]) throws {
-        let now = Self.now()
+    func queueNotices(_ db: Database, _ rows: [NoticeRow]) throws {
+        let now = self.now()
         for n in rows {
             let hostsJSON = String(decoding: (try? JSONEncoder().encode(n.hosts)) ?? Data("[]".utf8), as: UTF8.self)
             try db.execute(sql: """
@@ -143,7 +143,7 @@ extension Journal {
                   window_start = excluded.window_start, window_end = excluded.window_end, updated_at = excluded.updated_at
                 WHERE notice.status = 'failed'
                 """, arguments: [n.rolloutID, n.wave, n.kind.rawValue, n.customerID, n.customerName, n.channel.rawValue, n.recipient, n.messageID, hostsJSON,
-                                 n.subject, n.payload, now, now, n.window.map { timestampStyle.format($0.start) }, n.window.map { timestampStyle.format($0.end) }])
+                                 n.subject, n.payload, now, now, n.window.map { Self.timestampStyle.format($0.start) }, n.window.map { Self.timestampStyle.format($0.end) }])
             if db.changesCount > 0 {
                 try insertEvent(db, n.rolloutID, host: nil, kind: .intent, "\(n.label): queued, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"
                                 + (n.window.map { ", window \($0.iso)" } ?? ""), data: nil)
@@ -152,7 +152,7 @@ extension Journal {
     }
 
     package func queueNotices(_ rows: [NoticeRow]) throws {
-        try pool.write { db in try Self.queueNotices(db, rows) }
+        try pool.write { db in try self.queueNotices(db, rows) }
     }
 
     /// Notices of the rollout not delivered yet: queued, pending (a run died mid-send), failed (blocking).
@@ -167,7 +167,7 @@ extension Journal {
     package func markNoticeSending(_ n: NoticeRow) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE notice SET status = 'pending', updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+                           arguments: [self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
         }
     }
 
@@ -175,7 +175,7 @@ extension Journal {
     /// the server before it died. Marked; resent with the same Message-ID.
     package func markNoticeResend(_ n: NoticeRow) throws {
         try pool.write { db in
-            let now = Self.now()
+            let now = self.now()
             try db.execute(sql: "UPDATE notice SET resent_after_crash = 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
                            arguments: [now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
@@ -187,14 +187,14 @@ extension Journal {
     package func noteNoticeAttempt(_ n: NoticeRow) throws {
         try pool.write { db in
             try db.execute(sql: "UPDATE notice SET attempts = attempts + 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [Self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+                           arguments: [self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
         }
     }
 
     /// A failed attempt: the error is kept, and an event says whether it is retried.
     package func noteNoticeFailure(_ n: NoticeRow, attempt: Int, of total: Int, error: String, retryIn: Duration?) throws {
         try pool.write { db in
-            let now = Self.now()
+            let now = self.now()
             try db.execute(sql: "UPDATE notice SET last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
                            arguments: [error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
             let next = retryIn.map { "; retrying in \(PlanFormat.duration($0))" } ?? "; giving up"
@@ -207,7 +207,7 @@ extension Journal {
     @discardableResult
     package func markNoticeSent(_ n: NoticeRow, reply: String) throws -> String {
         try pool.write { db in
-            let now = Self.now()
+            let now = self.now()
             try db.execute(sql: """
                 UPDATE notice SET status = 'sent', reply = ?, sent_at = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
                 """, arguments: [reply, now, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
@@ -221,7 +221,7 @@ extension Journal {
     package func markNoticeUndelivered(_ n: NoticeRow, status: NoticeStatus, error: String) throws {
         precondition(status == .failed || status == .skipped)
         try pool.write { db in
-            let now = Self.now()
+            let now = self.now()
             try db.execute(sql: """
                 UPDATE notice SET status = ?, last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
                 """, arguments: [status.rawValue, error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])

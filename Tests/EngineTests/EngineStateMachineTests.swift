@@ -196,9 +196,9 @@ import RolloutTesting
         await f.hosts[canary]!.setOOMKills(2, on: Self.new)
         let o = f.orchestrator(id)
         defer { o.releaseLease() }
-        let start = ContinuousClock.now
+        let start = f.clock.now
         guard case .halted(let reason) = try await o.run() else { Issue.record("not halted"); return }
-        #expect(ContinuousClock.now - start < .seconds(10))
+        #expect(f.clock.now.timeIntervalSince(start) < 10)
         #expect(reason == "wave 1 gate fail: failed on \(canary)")
         let r = try #require(try f.gateReport(id, wave: 1, host: canary))
         #expect(r.end == .earlyFail && r.samples.count == 1 && r.findings.filter { $0.status == .fail }.map(\.check) == ["oom"], "\(r.findings)")
@@ -267,9 +267,9 @@ import RolloutTesting
         await sim.setHangsOn(Self.new)
         let bootBefore = await sim.bootID
         let o = f.orchestrator(id)
-        let start = ContinuousClock.now
+        let start = f.clock.now
         guard case .halted(let reason) = try await o.run() else { Issue.record("not halted"); return }
-        let took = ContinuousClock.now - start
+        let took = Duration.seconds(f.clock.now.timeIntervalSince(start))
         o.releaseLease()  // the process ends here (before its rollback)
         #expect(took >= .seconds(1) && took < .seconds(5), "\(took)")
         let why = "did not come back with a new boot id within 1s"
@@ -282,7 +282,7 @@ import RolloutTesting
         #expect(try f.journal.rollout(id)?.state == .halted)
 
         // `rollout resume` in a new process: a new journal object, a new orchestrator.
-        let journal = try Journal(path: f.journal.path)
+        let journal = try Journal(path: f.journal.path, clock: f.clock)
         let tally = Tally()
         let sims = f.hosts
         let again = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: journal,
@@ -468,7 +468,7 @@ import RolloutTesting
                 break
             }
             try await Task.sleep(for: .milliseconds(20))  // the dead driver's journal writes in flight land
-            let journal = try Journal(path: f.journal.path)
+            let journal = try Journal(path: f.journal.path, clock: f.clock)
             let second = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: journal,
                                       transport: { sims[$0.name]! }, identity: otherDriver())
             let outcome = try await second.run()
@@ -541,7 +541,7 @@ import RolloutTesting
 
         // As `rollout resume` builds it (RolloutDriver.reopen): the journal opened anew, the plan
         // parsed from the text the journal keeps.
-        let journal = try Journal(path: f.journal.path)
+        let journal = try Journal(path: f.journal.path, clock: f.clock)
         let row = try #require(try journal.rollout(id))
         let plan = try PlanLoader.parse(text: row.planText, path: row.planPath)
         #expect(plan.gate == f.plan.gate && plan.waves == f.plan.waves && plan.reboot == f.plan.reboot)

@@ -13,6 +13,8 @@ import SSHTesting
 final class SimFleet: @unchecked Sendable {
     static let old = "6.1.0-18-hosting", new = "6.1.0-19-hosting"
     let dir: String
+    /// The rollout's time: reboot waits, soaks and refusal patience pass in virtual time.
+    let clock = VirtualClock()
     let journal: Journal
     let inventory: Inventory
     let hosts: [String: SimHost]
@@ -20,13 +22,13 @@ final class SimFleet: @unchecked Sendable {
 
     init(count: Int, racks: Int = 2, waves: [WaveSize] = [.count(1), .percent(100)], maxParallel: Int = 4, maxFailedPerWave: Int = 0) throws {
         dir = try TestSSHD.makeTempDir()
-        journal = try Journal(path: dir + "/journal.sqlite")
+        journal = try Journal(path: dir + "/journal.sqlite", clock: clock)
         var list: [InventoryHost] = []
         var sims: [String: SimHost] = [:]
         for i in 1...count {
             let name = String(format: "h%02d", i)
             list.append(InventoryHost(name: name, address: "10.0.0.\(i)", labels: ["rack": "r\(i % racks)"]))
-            sims[name] = SimHost(name: name, release: Self.old, kernels: [Self.old, Self.new])
+            sims[name] = SimHost(name: name, release: Self.old, kernels: [Self.old, Self.new], clock: clock)
         }
         hosts = sims
         var defaults = InventoryDefaults()
@@ -227,7 +229,7 @@ extension EngineTests {
             }
             if finished { first.releaseLease(); _ = run; break }
             try await Task.sleep(for: .milliseconds(20))  // in-flight journal writes of the dying driver land
-            let journal = try Journal(path: f.journal.path)
+            let journal = try Journal(path: f.journal.path, clock: f.clock)
             let second = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: journal,
                                       transport: { sims[$0.name]! }, identity: otherDriver())
             let outcome = try await second.run()
@@ -297,9 +299,9 @@ extension EngineTests {
         await hosts[lasting]!.setOnReboot { name in Task { await hosts[name]!.refuseLogins(for: .seconds(3600)) } }
         let o = f.orchestrator(id)
         defer { o.releaseLease() }
-        let start = ContinuousClock.now
+        let start = f.clock.now
         let outcome = try await o.run()
-        let took = ContinuousClock.now - start
+        let took = Duration.seconds(f.clock.now.timeIntervalSince(start))
         let b = try f.journal.host(id, brief)
         #expect(b?.state == .committed, "\(String(describing: b))")
         let h = try #require(try f.journal.host(id, lasting))

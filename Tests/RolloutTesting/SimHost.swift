@@ -1,4 +1,5 @@
 import Foundation
+import Basics
 import FleetsimCore
 import SSH
 import HealthGate
@@ -29,7 +30,7 @@ public actor SimHost: RemoteHost {
     /// A kernel that hangs at boot: the host stays down (connections refused) until `powerCycle`.
     public var hangsOn: String?
     /// A slab leak: while the host runs `release`, SUnreclaim grows by `bytesPerSecond` from
-    /// the moment it booted (real time), on top of `meminfo`'s 300000 kB.
+    /// the moment it booted (on its clock), on top of `meminfo`'s 300000 kB.
     public private(set) var leak: (release: String, bytesPerSecond: Double)?
     /// OOM kills since boot (`/proc/vmstat` `oom_kill`) while the host runs the release named.
     public private(set) var oomKillsOn: [String: UInt64] = [:]
@@ -41,7 +42,9 @@ public actor SimHost: RemoteHost {
     public private(set) var boots: [String]
     /// Commands starting with any of these exit 1 (a read-only grubenv, a full /boot).
     public private(set) var failing: [String] = []
-    private var bootedAt = ContinuousClock.now
+    private var bootedAt: Date
+    /// Its time: the leak grows and refused logins end by it (the rollout's clock, so a virtual one moves both).
+    public nonisolated let clock: any RolloutClock
     private var rekeyed = false
     private var down = false
     let kernels: [String]
@@ -51,8 +54,10 @@ public actor SimHost: RemoteHost {
     public static let meminfo = "MemTotal:       65536000 kB\nMemFree:        30000000 kB\nMemAvailable:   50000000 kB\nSlab:             900000 kB\nSReclaimable:     600000 kB\nSUnreclaim:       300000 kB\n"
 
     /// `kernels`: what GRUB's menu offers (the first is the one listed first).
-    public init(name: String, release: String, kernels: [String]) {
+    public init(name: String, release: String, kernels: [String], clock: any RolloutClock = SystemClock()) {
         hostName = name
+        self.clock = clock
+        bootedAt = clock.now
         self.release = release
         boots = [release]
         self.kernels = kernels
@@ -64,8 +69,8 @@ public actor SimHost: RemoteHost {
 
     /// Logins are refused (`auth_failed`) until this moment: a host whose sshd still answers
     /// while it goes down, or one whose keys are really gone (a far-off moment).
-    public private(set) var refusesLoginsUntil: ContinuousClock.Instant?
-    public func refuseLogins(for d: Duration) { refusesLoginsUntil = ContinuousClock.now + d }
+    public private(set) var refusesLoginsUntil: Date?
+    public func refuseLogins(for d: Duration) { refusesLoginsUntil = clock.after(d) }
 
     public nonisolated func run(_ command: String, timeout: Duration) async throws -> HostCommandResult {
         try await execute(command)
@@ -84,14 +89,14 @@ public actor SimHost: RemoteHost {
     /// running release leaks.
     func currentMeminfo() -> String {
         guard let leak, leak.release == release else { return Self.meminfo }
-        let up = (ContinuousClock.now - bootedAt) / .seconds(1)
+        let up = clock.now.timeIntervalSince(bootedAt)
         let grown = 300000 + UInt64(max(0, up * leak.bytesPerSecond / 1024))
         return "MemTotal:       65536000 kB\nMemFree:        30000000 kB\nMemAvailable:   50000000 kB\nSlab:             \(600000 + grown) kB\nSReclaimable:     600000 kB\nSUnreclaim:       \(grown) kB\n"
     }
 
     private func booted() {
         bootID = UUID().uuidString.lowercased()
-        bootedAt = .now
+        bootedAt = clock.now
         boots.append(release)
     }
 
@@ -105,7 +110,7 @@ public actor SimHost: RemoteHost {
     func execute(_ command: String) throws -> HostCommandResult {
         commands += 1
         if down { throw SSHError(.connectRefused, host: hostName, "connection refused (the host is down)") }
-        if let until = refusesLoginsUntil, ContinuousClock.now < until {
+        if let until = refusesLoginsUntil, clock.now < until {
             throw SSHError(.authFailed, host: hostName, "authentication as root failed (simulated)")
         }
         if rekeyed { throw SSHError(.hostKeyMismatch, host: hostName, "the host key changed (ssh-ed25519 SHA256:simhost-new)") }

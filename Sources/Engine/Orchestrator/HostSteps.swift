@@ -251,15 +251,15 @@ extension Orchestrator {
     /// reset, timeout) is what a rebooting host shows: never final.
     struct Refusals {
         static let patience: Duration = .seconds(10)
-        private var since: ContinuousClock.Instant?
-        mutating func isFinal(_ error: Error) -> Bool {
+        private var since: Date?
+        mutating func isFinal(_ error: Error, now: Date) -> Bool {
             switch (error as? SSHError)?.code {
             case .hostKeyMismatch, .hostKeyUnknown, .knownHostsError:
                 return true
             case .authFailed:
-                let first = since ?? ContinuousClock.now
+                let first = since ?? now
                 since = first
-                return ContinuousClock.now - first >= Self.patience
+                return now.timeIntervalSince(first) >= Self.patience.seconds
             default:
                 since = nil
                 return false
@@ -278,20 +278,20 @@ extension Orchestrator {
     /// Transient failures (refused, reset, timeout) are what a rebooting host shows and are
     /// retried; a final one (`Refusals`: a changed host key at once, a refused login that lasts) ends it.
     func waitForNewBoot(_ name: String, before: String?, within limit: Duration? = nil) async -> BootWait {
-        let deadline = ContinuousClock.now + (limit ?? plan.reboot.timeout)
-        if limit == nil { try? await Task.sleep(for: plan.reboot.settle) }
+        let deadline = clock.after(limit ?? plan.reboot.timeout)
+        if limit == nil { try? await clock.sleep(for: plan.reboot.settle) }
         var delay = Duration.milliseconds(500)
         var refusals = Refusals()
-        while ContinuousClock.now < deadline {
+        while clock.now < deadline {
             do {
                 let id = try await probeBootID(name, timeout: .seconds(5))
                 if id != before { return .newBoot(id) }
-            } catch where refusals.isFinal(error) {
+            } catch where refusals.isFinal(error, now: clock.now) {
                 await connections.drop(name)
                 return .refused("after the reboot: \(describe(error)) — not retried (a permanent SSH error: the host key changed or is unknown, or login was refused for \(PlanFormat.duration(Refusals.patience)))")
             } catch {}
             await connections.drop(name)
-            try? await Task.sleep(for: delay)
+            try? await clock.sleep(for: delay)
             delay = min(delay * 2, .seconds(5))
         }
         return .timedOut
@@ -301,7 +301,7 @@ extension Orchestrator {
     /// retried with the reboot wait's backoff up to the reboot timeout; a permanent SSH
     /// error is thrown at once.
     func reachable(_ name: String) async throws -> any RemoteHost {
-        let deadline = ContinuousClock.now + plan.reboot.timeout
+        let deadline = clock.after(plan.reboot.timeout)
         var delay = Duration.milliseconds(500)
         var said = false
         var refusals = Refusals()
@@ -310,13 +310,13 @@ extension Orchestrator {
             do {
                 _ = try await mustRun(host, "true", "reach the host", timeout: .seconds(20))
                 return host
-            } catch where !refusals.isFinal(error) && ContinuousClock.now + delay < deadline {
+            } catch where !refusals.isFinal(error, now: clock.now) && clock.after(delay) < deadline {
                 if !said {
                     say(name, "unreachable (\(describe(error))) — waiting up to \(PlanFormat.duration(plan.reboot.timeout)) for it to come back")
                     said = true
                 }
                 await connections.drop(name)
-                try? await Task.sleep(for: delay)
+                try? await clock.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
             }
         }
@@ -332,7 +332,7 @@ extension Orchestrator {
             hosts.append(GateHost(reader: h, address: address, expectedRelease: plan.kernel.release))
         }
         say(nil, "wave \(wave): soaking \(names.count) host\(names.count == 1 ? "" : "s") for \(PlanFormat.duration(plan.gate.soak)) (sample every \(PlanFormat.duration(plan.gate.interval)))")
-        let runner = try GateRunner(settings: plan.gate, logger: logger)
+        let runner = try GateRunner(settings: plan.gate, clock: DateClock(clock), logger: logger)
         let gateHosts = hosts
         // A stop request ends the soak at once: the hosts stay `soaking` and a resume
         // runs the gate again from the start (a cut-short soak is no evidence).

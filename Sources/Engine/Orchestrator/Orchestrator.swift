@@ -131,6 +131,31 @@ public final class Orchestrator: Sendable {
     /// Stop touching hosts: a signal, a stop request through the journal (`rollout abort`), or the lease lost.
     func stopping() -> Bool { stopRequested() || leaseBox.with { $0.lease?.shouldStop ?? false } }
 
+    /// The time the rollout runs on: the journal's (the system's, or a test's virtual clock),
+    /// so waits, windows, notices and the journal's timestamps agree.
+    var clock: any RolloutClock { journal.clock }
+
+    /// Sleeps until `instant` on the rollout's clock; true when a stop (a signal, `rollout
+    /// abort`, the lease lost) ended the wait first. The stop is polled in real time: it is a
+    /// flag, not a moment.
+    func sleepUnlessStopped(until instant: Date) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                do { try await self.clock.sleep(until: instant); return false } catch { return true }  // cancelled: stop
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    if self.stopping() { return true }
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+                return false
+            }
+            let stopped = await group.next() ?? false
+            group.cancelAll()
+            return stopped
+        }
+    }
+
     /// Whether the lease is still ours with margin: checked right before every reboot.
     func leaseHeld() -> Bool { leaseBox.with { $0.lease?.stillHeld ?? true } }
 

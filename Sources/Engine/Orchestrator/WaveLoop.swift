@@ -114,12 +114,12 @@ extension Orchestrator {
         if stopping() { return try interrupt() }
 
         // 3. Tell the customers of the staged hosts; honour the lead time (across resume too).
-        var rebootsFrom = Date()
+        var rebootsFrom = clock.now
         if let notices {
             let toTell = try journal.hosts(rolloutID, wave: number, in: [.staged]).map(\.name)
             do {
                 if !toTell.isEmpty {
-                    let from = Date().addingTimeInterval(notices.spec.leadTime.seconds)
+                    let from = clock.after(notices.spec.leadTime)
                     let plan = self.plan
                     let batchIndex = batchOf
                     rebootsFrom = try await notices.maintenance(wave: number, hosts: toTell, window: { theirs in
@@ -182,13 +182,10 @@ extension Orchestrator {
 
     /// Sleeps until `instant`, ending early on a stop (returns `.interrupted` then).
     func waitUntil(_ instant: Date, _ what: String) async throws -> RolloutOutcome? {
-        let wait = instant.timeIntervalSinceNow
+        let wait = instant.timeIntervalSince(clock.now)
         guard wait > 0 else { return nil }
         say(nil, "\(what) — reboots start at \(TimeText.iso(instant)) (in \(Int(wait.rounded(.up))) s)")
-        while instant.timeIntervalSinceNow > 0 {
-            if stopping() { return try interrupt() }
-            try? await Task.sleep(for: .milliseconds(Int64(min(1000, max(10, instant.timeIntervalSinceNow * 1000)))))
-        }
+        if await sleepUnlessStopped(until: instant) { return try interrupt() }
         return nil
     }
 
@@ -198,7 +195,7 @@ extension Orchestrator {
     /// batch waits its lead time; a second break is reported, never silent.
     func keepWindows(_ notices: NoticeSender, wave: Int, batch: Int, batchOf: [String: Int]) async throws -> RolloutOutcome? {
         let staged = try journal.hosts(rolloutID, wave: wave, in: [.staged]).filter { (batchOf[$0.name] ?? 0) >= batch }
-        let now = Date()
+        let now = clock.now
         let here = staged.filter { batchOf[$0.name] == batch }.map(\.name)
         guard !here.isEmpty else { return nil }
         let promised = try notices.promisedWindows(wave: wave)
@@ -224,7 +221,7 @@ extension Orchestrator {
         let correct = broken.subtracting(already)
         guard !correct.isEmpty else { return nil }
         say(nil, "wave \(wave): the window told to \(correct.count) customer\(correct.count == 1 ? "" : "s") cannot hold any more; sending one corrected notice")
-        let from = Date().addingTimeInterval(notices.spec.leadTime.seconds)
+        let from = clock.after(notices.spec.leadTime)
         let plan = self.plan
         let start: Date
         do {
