@@ -73,7 +73,8 @@ package final class LineConnection {
             let left = deadline - ContinuousClock.now
             if left <= .zero { throw Failure(beforeConnect: beforeConnect, description: "timed out \(phase)") }
             var p = pollfd(fd: fd, events: events, revents: 0)
-            let ms = Int32(min(1000, max(1, (Double(left.components.seconds) * 1000 + Double(left.components.attoseconds) / 1e15).rounded(.up))))
+            let leftMs: Double = (left / .milliseconds(1)).rounded(.up)
+            let ms = Int32(min(1000, max(1, leftMs)))
             let n = poll(&p, 1, ms)
             if n > 0 { return }
             if n < 0 && errno != EINTR { throw Failure(beforeConnect: beforeConnect, description: "poll: \(String(cString: strerror(errno))) \(phase)") }

@@ -46,7 +46,9 @@ struct FleetsimEndToEndTests {
             #expect(d.status == 0, "\(d.out) \(d.err)")
             #expect(pidsMentioning(f.dir + "/").isEmpty)
             #expect(!(readFile("/proc/mounts") ?? "").contains(f.dir))
-            #expect(await !run("/usr/sbin/iptables", ["-w", "-S", "INPUT"]).out.contains(f.base.dropLast(2) + "."))
+            let rules: String = await run("/usr/sbin/iptables", ["-w", "-S", "INPUT"]).out
+            let prefix = String(f.base.dropLast(2)) + "."
+            #expect(!rules.contains(prefix))
             #expect(!fileExists(f.dir))
             #expect(httpGet(f.address(1), timeout: 1) == .refused)
         }
@@ -131,8 +133,10 @@ struct FleetsimEndToEndTests {
 
             let log = f.bootLog(1)
             #expect(log.count == 4)
-            #expect(log.map { $0.split(separator: " ")[3] } == ["6.1.0-17-hosting", "6.1.0-19-hosting", "6.1.0-17-hosting", "6.1.0-19-hosting"])
-            #expect(log.map { $0.split(separator: " ")[1] } == ["1", "2", "3", "4"])
+            let fields: [[Substring]] = log.map { $0.split(separator: " ") }
+            let releases: [Substring] = fields.map { $0[3] }, counts: [Substring] = fields.map { $0[1] }
+            #expect(releases == ["6.1.0-17-hosting", "6.1.0-19-hosting", "6.1.0-17-hosting", "6.1.0-19-hosting"])
+            #expect(counts == ["1", "2", "3", "4"])
         }
     }
 

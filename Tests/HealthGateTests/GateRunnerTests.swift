@@ -19,7 +19,8 @@ import Testing
         let r = try await runner(clock: clock, site: site).run(host, progress: log.record)
         #expect(r.verdict == .pass, "\(r.render())")
         #expect(r.end == .completed)
-        #expect(r.samples.map(\.seconds) == (0...20).map { Double($0) * 30 })
+        let every30s: [Double] = (0...20).map { Double($0) * 30 }
+        #expect(r.samples.map(\.seconds) == every30s)
         #expect(site.requests == 42)
         #expect(log.samples.count == 21)
         #expect(log.decided.map(\.verdict) == [.pass])

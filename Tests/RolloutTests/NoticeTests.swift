@@ -638,7 +638,8 @@ final class NoticeFixture: Sendable {
         defer { sink.stop() }
         try await f.sender(port: sink.port).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         let mails = try sink.mails()
-        #expect(mails.map(\.rcpt_tos).sorted { $0[0] < $1[0] } == [["anna@example.org"], ["bob@example.net"]])
+        let recipients: [String] = mails.flatMap(\.rcpt_tos).sorted()
+        #expect(recipients == ["anna@example.org", "bob@example.net"])
         #expect(try f.notices().allSatisfy { $0.status == .sent })
     }
 

@@ -118,11 +118,13 @@ final class ClockFleet: @unchecked Sendable {
         let o = f.orchestrator(id)
         defer { o.releaseLease() }
         #expect(try await o.run() == .completed, "\(f.logText)")
-        #expect(f.clock.now.timeIntervalSince(start) >= 2 * (2 * 3600 + 30 * 60), "the rollout's clock moved \(f.clock.now.timeIntervalSince(start)) s")
+        let moved: Double = f.clock.now.timeIntervalSince(start)
+        #expect(moved >= 2 * (2 * 3600 + 30 * 60), "the rollout's clock moved \(moved) s")
 
         let reboots = try f.reboots(id)
         let maintenance = try f.sent(id, .maintenance)
-        #expect(Set(maintenance.map(\.customerID)) == ["A", "B"])
+        let told: Set<String> = Set(maintenance.map(\.customerID))
+        #expect(told == ["A", "B"])
         #expect(try f.sent(id, .rescheduled).isEmpty, "a window broke on a rollout that kept its lead times")
         for host in ["h1", "h2", "h3", "h4"] {
             #expect(reboots[host]?.count == 1, "\(host): \(reboots[host] ?? [])")
@@ -143,7 +145,8 @@ final class ClockFleet: @unchecked Sendable {
             #expect(report.verdict == .pass && report.samples.count == 31, "\(row.host): \(report.verdict) after \(report.samples.count) samples")
             #expect((report.samples.last?.seconds ?? 0) >= 30 * 60 - 1)
         }
-        #expect(f.sink.items().count == maintenance.count + (try f.sent(id, .done)).count)
+        let done: Int = try f.sent(id, .done).count
+        #expect(f.sink.items().count == maintenance.count + done)
     }
 
     /// A leak of 100 MiB/h is invisible to a short soak and obvious to a 30-minute one: the

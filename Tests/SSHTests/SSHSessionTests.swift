@@ -43,8 +43,9 @@ struct SSHSessionTests {
         // 4 MiB on stdout and 4 MiB on stderr, interleaved.
         let r = try await s.exec("head -c 4194304 /dev/zero | tr '\\0' a & head -c 4194304 /dev/zero | tr '\\0' b >&2; wait",
                                  timeout: .seconds(60))
-        #expect(r.stdout.count == 4 * 1024 * 1024)
-        #expect(r.stderr.count == 4 * 1024 * 1024)
+        let size = 4 * 1024 * 1024
+        #expect(r.stdout.count == size)
+        #expect(r.stderr.count == size)
         #expect(r.stdout.allSatisfy { $0 == UInt8(ascii: "a") })
         #expect(r.stderr.allSatisfy { $0 == UInt8(ascii: "b") })
     }
