@@ -82,6 +82,9 @@ public enum RebootProgress: Equatable, Sendable {
 public enum RolloutState: String, Sendable, Codable, CaseIterable {
     /// Being driven (or its driver died: its lease says which).
     case running
+    /// Being driven, and waiting for a maintenance window or a notice's lead time; the note says
+    /// until when. A driver that dies while waiting leaves it so: `rollout resume` waits on.
+    case waiting
     /// Stopped by a signal, a stop request or an unwritable journal: `rollout resume` continues.
     case interrupted
     /// Stopped by a gate, a host or the failure budget (rolled back per policy).

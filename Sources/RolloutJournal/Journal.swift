@@ -318,10 +318,11 @@ public final class Journal: Sendable {
         try pool.read { db in try String.fetchAll(db, sql: "SELECT coalesce(name, host) FROM host_lock WHERE rollout_id = ? ORDER BY 1", arguments: [rolloutID]) }
     }
 
-    public func setRolloutState(_ id: String, _ state: RolloutState, note: String? = nil) throws {
+    /// `note` replaces the rollout's note; nil keeps it, unless `clearingNote` (a wait that ended).
+    public func setRolloutState(_ id: String, _ state: RolloutState, note: String? = nil, clearingNote: Bool = false) throws {
         try pool.write { db in
-            try db.execute(sql: "UPDATE rollout SET state = ?, note = COALESCE(?, note), updated_at = ? WHERE id = ?",
-                           arguments: [state.rawValue, note, self.now(), id])
+            try db.execute(sql: "UPDATE rollout SET state = ?, note = CASE WHEN ? THEN NULL ELSE COALESCE(?, note) END, updated_at = ? WHERE id = ?",
+                           arguments: [state.rawValue, clearingNote, note, self.now(), id])
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
                            arguments: [id, self.now(), "rollout \(state.rawValue)" + (note.map { ": \($0)" } ?? "")])
         }

@@ -13,7 +13,7 @@ import RolloutTesting
 /// `SimHost`s, notices to a real SMTP server (aiosmtpd).
 final class ClockFleet: @unchecked Sendable {
     static let old = "6.1.0-18-hosting", new = "6.1.0-19-hosting"
-    let clock = VirtualClock()
+    let clock: VirtualClock
     let dir: String
     let journal: Journal
     let inventory: Inventory
@@ -26,7 +26,8 @@ final class ClockFleet: @unchecked Sendable {
     var logText: String { log.lines.map { "\($0.host ?? "-") \($0.message)" }.joined(separator: "\n") }
 
     /// Four hosts on two racks; customer A on h1 and h2, B on h3 and h4.
-    init(_ rest: String) throws {
+    init(_ rest: String, start: Date = Date()) throws {
+        clock = VirtualClock(start: start)
         dir = try TestSSHD.makeTempDir()
         sink = try LoopbackSink.smtp()
         journal = try Journal(path: dir + "/journal.sqlite", clock: clock)
@@ -47,9 +48,6 @@ final class ClockFleet: @unchecked Sendable {
             kernel:
               release: \(Self.new)
             inventory: inventory.yaml
-            reboot:
-              timeout: 10m
-              settle: 2m
             notify:
               customers: customers.csv
               channel: {type: smtp, host: 127.0.0.1, port: \(sink.port), from: rollctl@example.test, starttls: false}
@@ -96,6 +94,9 @@ final class ClockFleet: @unchecked Sendable {
 
 @Suite("rollouts on a virtual clock", .serialized) struct VirtualClockRolloutTests {
     static let gate = """
+        reboot:
+          timeout: 10m
+          settle: 2m
         waves:
           sizes: [1, 100%]
           max_parallel: 2
@@ -209,5 +210,91 @@ final class ClockFleet: @unchecked Sendable {
             #expect(r >= window.start.addingTimeInterval(-1) && r <= window.end, "\(n) rebooted at \(r), outside \(window)")
         }
         #expect(f.sink.items().count == (try f.journal.notices(id)).filter { $0.status == .sent }.count)
+    }
+}
+
+/// The plan's `schedule` over days of the rollout's clock: reboots only in windows, a batch only
+/// when it ends before the cutoff, the spacing between batches, the customers told the window
+/// the schedule gives, and a driver stopped while it waits resumed to wait on.
+@Suite("schedules on a virtual clock", .serialized) struct ScheduleRolloutTests {
+    /// 02:00–02:15 Moscow time (23:00–23:15 UTC): a batch may take 6 min and must end 5 min before
+    /// the window does, so one starts at 02:00 and, SimHost rebooting at once, a second 2 min after
+    /// it ended (02:02:20, may end by 02:08:20 + cutoff ≤ 02:15); a third (02:04:40) could not.
+    static let plan = """
+        waves:
+          sizes: [1, 100%]
+          max_parallel: 1
+          failure_domain: rack
+        reboot:
+          timeout: 5m
+          settle: 20s
+        gate:
+          soak: 30m
+          interval: 1m
+          probe_timeout: 2s
+          test_site: none
+        schedule:
+          time_zone: Europe/Moscow
+          windows:
+            - {start: "02:00", end: "02:15"}
+          cutoff: 5m
+          min_batch_interval: 2m
+        """
+
+    @Test func rebootsKeepTheWindowsTheCutoffAndTheSpacingAcrossAResume() async throws {
+        let f = try ClockFleet(Self.plan, start: TimeText.parse("2026-12-01T12:00:00Z")!)  // a Tuesday, 15:00 in Moscow
+        let schedule = try #require(f.plan.schedule)
+        let id = try f.create()
+        let journal = f.journal
+        // The first driver stops while it waits for a window; a second one resumes.
+        let first = f.orchestrator(id, stop: { (try? journal.rollout(id)).flatMap { $0 }.map { $0.state == .waiting && ($0.note ?? "").contains("maintenance window") } ?? false })
+        #expect(try await first.run() == .interrupted, "\(f.logText)")
+        first.releaseLease()
+        #expect(try f.reboots(id).isEmpty)
+        let second = f.orchestrator(id)
+        defer { second.releaseLease() }
+        #expect(try await second.run() == .completed, "\(f.logText)")
+
+        let allowance = MaintenanceWindow.batchAllowance(f.plan).seconds
+        let reboots = try f.reboots(id).flatMap { host, times in times.map { (host, $0) } }.sorted { $0.1 < $1.1 }
+        #expect(reboots.count == 4)
+        for (host, t) in reboots {
+            let w = try #require(schedule.opening(containing: t), "\(host) rebooted at \(t), outside every window")
+            #expect(t.addingTimeInterval(allowance + schedule.cutoff.seconds) <= w.end, "\(host) at \(t): its batch may end past the cutoff of \(w)")
+        }
+        // The canary the first night; wave 2 (told after the canary's soak, 2 h lead time) two the
+        // next night, 2m20s apart, and its third the night after.
+        let days = reboots.map { String(TimeText.iso($0.1).prefix(19)) }
+        #expect(days == ["2026-12-01T23:00:00", "2026-12-02T23:00:00", "2026-12-02T23:02:20", "2026-12-03T23:00:00"], "\(reboots)")
+        // Every customer's notice states a window that holds their reboots.
+        let notices = try f.sent(id, .maintenance)
+        for (host, t) in reboots {
+            let wave = try #require(try f.journal.host(id, host)?.wave)
+            for n in notices where n.wave == wave && n.hosts.contains(host) {
+                let w = try #require(n.window)
+                #expect(w.start <= t && t <= w.end, "\(host) rebooted at \(t), outside \(w) told to \(n.customerID)")
+            }
+        }
+        // The waits are in the journal: the rollout was waiting, its note said for what.
+        let waits = try f.journal.events(id).filter { $0.message.hasPrefix("rollout waiting: ") }.map(\.message)
+        #expect(waits.contains { $0.contains("waiting for the maintenance window (Europe/Moscow: daily 02:00–02:15; cutoff 5m; 2m between batches)") && $0.contains("02:00:00 GMT+3") }, "\(waits)")
+        #expect(try f.journal.rollout(id)?.note == nil || f.journal.rollout(id)?.state == .completed)
+    }
+
+    /// With a short spacing in a long window, batches follow each other `min_batch_interval` apart.
+    @Test func batchesAreSpacedByTheInterval() async throws {
+        let plan = Self.plan.replacingOccurrences(of: "end: \"02:15\"", with: "end: \"04:00\"").replacingOccurrences(of: "min_batch_interval: 2m", with: "min_batch_interval: 10m")
+        let f = try ClockFleet(plan, start: TimeText.parse("2026-12-01T12:00:00Z")!)
+        let id = try f.create()
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        #expect(try await o.run() == .completed, "\(f.logText)")
+        let wave2 = try f.journal.hosts(id, wave: 2).map(\.name)
+        let times = try f.reboots(id).filter { wave2.contains($0.key) }.flatMap(\.value).sorted()
+        #expect(times.count == 3)
+        for (a, b) in zip(times, times.dropFirst()) {
+            // The batch before took its settle (20 s) and the reads; then 10 minutes.
+            #expect(b.timeIntervalSince(a) >= 10 * 60 + 20 && b.timeIntervalSince(a) < 10 * 60 + 60, "\(a) → \(b)")
+        }
     }
 }

@@ -27,11 +27,30 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
     /// Bound on each of the two reads around a reboot (boot id before, release after).
     public static let commandAllowance: Duration = .seconds(20)
 
+    /// When `count` batches would start and end at the latest, the first no earlier than `from`:
+    /// each takes its allowance, and with a schedule each waits for a slot in a window (ending by
+    /// the window's end minus the cutoff) and for the interval after the batch before it.
+    public static func batchTimes(from: Date, count: Int, plan: Plan) -> [DateInterval] {
+        let allowance = batchAllowance(plan)
+        var out: [DateInterval] = []
+        var t = from
+        for _ in 0..<max(0, count) {
+            // A plan's windows are checked to hold a batch each (PlanLoader), so a slot exists.
+            let start = plan.schedule?.slot(notBefore: t, length: allowance) ?? t
+            let end = start.addingTimeInterval(allowance.seconds)
+            out.append(DateInterval(start: start, end: end))
+            t = end.addingTimeInterval(plan.schedule?.minBatchInterval.seconds ?? 0)
+        }
+        return out
+    }
+
     /// The window of a customer whose hosts in this wave are in batches up to `lastBatch` (0-based).
+    /// With a schedule it opens at the wave's first slot and closes after their last batch's slot.
     public static func forCustomer(rebootsFrom: Date, lastBatch: Int, plan: Plan) -> MaintenanceWindow {
+        let times = batchTimes(from: rebootsFrom, count: lastBatch + 1, plan: plan)
         let batch = batchAllowance(plan).seconds
-        let end = rebootsFrom.addingTimeInterval(Double(lastBatch + 1) * batch + plan.gate.soak.seconds + batch)
-        return MaintenanceWindow(start: rebootsFrom, end: end)
+        let end = times[lastBatch].end.addingTimeInterval(plan.gate.soak.seconds + batch)
+        return MaintenanceWindow(start: times[0].start, end: end)
     }
 
     /// Whether a batch starting `now`, with this customer's last host `batchesLeft` batches
@@ -40,8 +59,8 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
     /// delays before the reboots (sending the notices, a slow lead-time wait): only when those
     /// eat into the planned reboots themselves is the window broken.
     public func holds(now: Date, batchesLeft: Int, plan: Plan) -> Bool {
-        let batch = Self.batchAllowance(plan).seconds
-        return now >= start.addingTimeInterval(-1) && now.addingTimeInterval(Double(batchesLeft) * batch + plan.gate.soak.seconds) <= end
+        let times = Self.batchTimes(from: now, count: max(1, batchesLeft), plan: plan)
+        return times[0].start >= start.addingTimeInterval(-1) && times[times.count - 1].end.addingTimeInterval(plan.gate.soak.seconds) <= end
     }
 
     /// `Tue 1 Dec 2026 20:15 UTC` to `20:45 UTC`: minutes, rounded outwards (the start

@@ -20,11 +20,13 @@ public struct Plan: Sendable {
     public var gate: GateSettings
     public var notify: NotifySpec?
     public var failure: FailurePolicy
+    /// When reboots may start (windows, cutoff, spacing); nil: any time.
+    public var schedule: RebootSchedule?
 
     public init(name: String, description: String? = nil, path: String, text: String, kernel: KernelSpec,
                 bootloader: Bootloader = .grub, inventoryPath: String, selection: Selection = Selection(),
                 waves: WaveSpec = WaveSpec(), reboot: RebootSpec = RebootSpec(), gate: GateSettings = GateSettings(),
-                notify: NotifySpec? = nil, failure: FailurePolicy = FailurePolicy()) {
+                notify: NotifySpec? = nil, failure: FailurePolicy = FailurePolicy(), schedule: RebootSchedule? = nil) {
         self.name = name
         self.description = description
         self.path = path
@@ -38,6 +40,7 @@ public struct Plan: Sendable {
         self.gate = gate
         self.notify = notify
         self.failure = failure
+        self.schedule = schedule
     }
 }
 

@@ -39,6 +39,7 @@ struct PlanParser {
         var selection = Selection(), waves = WaveSpec(), reboot = RebootSpec(), gate = GateSettings()
         var notify: NotifySpec?
         var failure = FailurePolicy()
+        var schedule: (RebootSchedule, [Node])?
         for (key, _, v) in top {
             switch key {
             case "name":
@@ -57,6 +58,7 @@ struct PlanParser {
             case "gate": if let g = parseGate(v) { gate = g }
             case "notify": notify = parseNotify(v)
             case "on_failure": if let f = parseFailure(v) { failure = f }
+            case "schedule": schedule = parseSchedule(v)
             default: break
             }
         }
@@ -73,10 +75,11 @@ struct PlanParser {
             r.errors.append(InputError(file: path, line: l, column: c, "waves.separate_customers needs a customers file",
                                        hint: "set notify.customers, or remove separate_customers"))
         }
+        if let (s, nodes) = schedule { checkWindowsHoldABatch(s, nodes, reboot: reboot) }
         guard let name, let kernel, let inventory else { return nil }
         return Plan(name: name, description: description, path: path, text: text, kernel: kernel, bootloader: bootloader,
                     inventoryPath: inventory, selection: selection, waves: waves, reboot: reboot, gate: gate,
-                    notify: notify, failure: failure)
+                    notify: notify, failure: failure, schedule: schedule?.0)
     }
 }
 

@@ -139,7 +139,8 @@ public final class Orchestrator: Sendable {
     /// abort`, the lease lost) ended the wait first. The stop is polled in real time: it is a
     /// flag, not a moment.
     func sleepUnlessStopped(until instant: Date) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
+        if stopping() { return true }
+        return await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 do { try await self.clock.sleep(until: instant); return false } catch { return true }  // cancelled: stop
             }

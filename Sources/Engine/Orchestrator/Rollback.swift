@@ -122,7 +122,7 @@ extension Orchestrator {
         let changedLeft = after.contains { $0.state.staysLocked(releaseBefore: $0.releaseBefore) || $0.state == .committed }
         if !changedLeft && after.contains(where: { $0.state == .rolledBack }) {
             try journal.setRolloutState(rolloutID, .rolledBack, note: "every changed host runs its previous kernel again")
-        } else if before?.state == .running || before?.state == .interrupted {
+        } else if before?.state == .running || before?.state == .waiting || before?.state == .interrupted {
             try journal.setRolloutState(rolloutID, .halted)
         }
     }

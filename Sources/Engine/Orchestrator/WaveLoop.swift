@@ -134,10 +134,18 @@ extension Orchestrator {
         }
         if let stopped = try await waitUntil(rebootsFrom, "wave \(number): lead time") { return stopped }
 
-        // 4. Reboots, batch by batch (a batch never holds two hosts of one failure domain).
+        // 4. Reboots, batch by batch (a batch never holds two hosts of one failure domain), each
+        //    inside the schedule's windows and keeping the customers' windows.
+        var previousEnd = try lastBatchEnd(wave: number)
         for (i, batch) in batches.enumerated() {
+            let rebootsHere = try journal.hosts(rolloutID, wave: number, in: [.staged]).contains { batchOf[$0.name] == i }
+            if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
             if let notices, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf) { return outcome }
+            // A corrected notice's lead time may have moved past the slot.
+            if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
+            if stopping() { return try interrupt() }
             try await forEach(batch.map(\.name), limit: plan.waves.maxParallel) { name in try await self.rebootAndVerify(name) }
+            if rebootsHere { previousEnd = clock.now }
             if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
             if stopping() { return try interrupt() }
         }
@@ -180,13 +188,39 @@ extension Orchestrator {
         return "wave \(wave) gate \(report.verdict.rawValue): " + parts.joined(separator: "; ")
     }
 
-    /// Sleeps until `instant`, ending early on a stop (returns `.interrupted` then).
+    /// Sleeps until `instant`, ending early on a stop (returns `.interrupted` then). The rollout is
+    /// `waiting` meanwhile, its note saying for what and until when.
     func waitUntil(_ instant: Date, _ what: String) async throws -> RolloutOutcome? {
         let wait = instant.timeIntervalSince(clock.now)
         guard wait > 0 else { return nil }
-        say(nil, "\(what) — reboots start at \(TimeText.iso(instant)) (in \(Int(wait.rounded(.up))) s)")
+        let local = plan.schedule.map { " = \($0.local(instant))" } ?? ""
+        say(nil, "\(what) — reboots start at \(TimeText.iso(instant))\(local) (in \(PlanFormat.duration(.seconds(wait.rounded(.up)))))")
+        try journal.setRolloutState(rolloutID, .waiting, note: "\(what): reboots start at \(TimeText.iso(instant))\(local)")
         if await sleepUnlessStopped(until: instant) { return try interrupt() }
+        try journal.setRolloutState(rolloutID, .running, clearingNote: true)
         return nil
+    }
+
+    /// Before a batch that reboots hosts: waits for the schedule's next slot that holds it — inside
+    /// a window, its allowance ending by the window's end minus the cutoff, and `min_batch_interval`
+    /// after the previous batch of the wave ended.
+    func waitForSlot(wave: Int, batch: Int, of total: Int, after previousEnd: Date?) async throws -> RolloutOutcome? {
+        guard let schedule = plan.schedule else { return nil }
+        let now = clock.now
+        let spaced = previousEnd.map { $0.addingTimeInterval(schedule.minBatchInterval.seconds) } ?? now
+        let notBefore = max(now, spaced)
+        guard let start = schedule.slot(notBefore: notBefore, length: MaintenanceWindow.batchAllowance(plan)) else {
+            return try halt(reason: "wave \(wave): no maintenance window in the next two weeks can hold a batch (\(schedule.summary))", wave: wave)
+        }
+        let why = start > notBefore ? "the maintenance window (\(schedule.summary))" : "\(PlanFormat.duration(schedule.minBatchInterval)) between batches"
+        return try await waitUntil(start, "wave \(wave), batch \(batch + 1)/\(total): waiting for \(why)")
+    }
+
+    /// When the wave's last batch that rebooted ended, as the journal knows it (a resumed run keeps
+    /// `min_batch_interval` too): the latest change of a host that came up and waits for the soak.
+    func lastBatchEnd(wave: Int) throws -> Date? {
+        guard let schedule = plan.schedule, schedule.minBatchInterval > .zero else { return nil }
+        return try journal.hosts(rolloutID, wave: wave, in: [.up, .verified]).compactMap { TimeText.parse($0.updatedAt) }.max()
     }
 
     /// Before batch `batch`: every customer of its hosts must still be inside the window

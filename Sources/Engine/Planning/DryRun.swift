@@ -22,6 +22,8 @@ public struct DryRunFacts: Sendable {
     public var customers: Customers?
     /// The maintenance notice templates (subject, body); nil: rollctl's default text.
     public var maintenanceTemplate: (subject: String, body: String)?
+    /// When the rollout would start: windows and notices are planned from here.
+    public var now = Date()
 
     public init(offline: Bool, releases: [String: String] = [:], unreachable: [String: String] = [:],
                 exampleGrubConfig: String? = nil, customers: Customers? = nil,
@@ -127,6 +129,24 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var typicalBootSeconds: Double
         public var perWaveTypicalSeconds: [Double]
     }
+    /// When each wave's batches would run under the plan's schedule, each batch taking its whole
+    /// allowance (the latest it may end), from the moment of the dry-run.
+    public struct Schedule: Sendable, Codable, Equatable {
+        public struct WaveTimes: Sendable, Codable, Equatable {
+            public var wave: Int
+            public var batches: Int
+            public var firstBatchStart: String
+            public var lastBatchEnd: String
+            public var firstBatchStartLocal: String
+            public var lastBatchEndLocal: String
+        }
+        public var summary: String
+        public var timeZone: String
+        public var waves: [WaveTimes]
+        /// The last wave's soak ends by then.
+        public var doneBy: String
+        public var doneByLocal: String
+    }
     public struct Survey: Sendable, Codable, Equatable {
         public var offline: Bool
         public var reached: Int
@@ -149,6 +169,7 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
     public var notify: Notify?
     public var onFailure: Failure
     public var estimate: Estimate
+    public var schedule: Schedule?
     /// Things the admin should know before applying (hosts with unknown release, …).
     public var notes: [String]
 }
@@ -208,7 +229,7 @@ public enum DryRun {
                     // reboots start after the lead time; the customer's last batch, the soak and a
                     // possible rollback reboot bound the end.
                     let last = first.batches.lastIndex { b in b.contains { h in theirs.contains { $0.name == h.name } } } ?? 0
-                    let window = MaintenanceWindow.forCustomer(rebootsFrom: Date().addingTimeInterval(n.leadTime.seconds), lastBatch: last, plan: plan)
+                    let window = MaintenanceWindow.forCustomer(rebootsFrom: facts.now.addingTimeInterval(n.leadTime.seconds), lastBatch: last, plan: plan)
                     exampleNotice = renderNotice(plan: plan, customer: customer, hosts: theirs, previous: previous,
                                                  windowStart: window.humanStart, windowEnd: window.humanEnd,
                                                  template: facts.maintenanceTemplate)
@@ -250,7 +271,7 @@ public enum DryRun {
             exampleHost: example?.name, steps: steps, gate: gate, notify: notify,
             onFailure: .init(rollback: plan.failure.rollback.rawValue, maxFailedHostsPerWave: plan.failure.maxFailedHostsPerWave,
                              maxFailedHosts: plan.failure.maxFailedHostsTotal),
-            estimate: estimate, notes: notes)
+            estimate: estimate, schedule: schedule(plan: plan, layout: layout, from: facts.now), notes: notes)
     }
 
     /// `5 minutes`, `2 hours 30 minutes`: rounded up to 5 minutes, as a person would say it.
@@ -296,6 +317,22 @@ public enum DryRun {
         steps.append(.init(step: "rollback", description: "only on failure (policy: \(plan.failure.rollback.rawValue)): restore \(prev) as the default and reboot into it",
                            commands: rollback))
         return steps
+    }
+
+    /// The waves' batches on the schedule's windows (nil without a schedule): each wave after the
+    /// lead time of its notices, each batch in a slot at its whole allowance, the soak after.
+    public static func schedule(plan: Plan, layout: RolloutLayout, from now: Date) -> DryRunPreview.Schedule? {
+        guard let s = plan.schedule else { return nil }
+        var t = now
+        var waves: [DryRunPreview.Schedule.WaveTimes] = []
+        for w in layout.waves where !w.batches.isEmpty {
+            let times = MaintenanceWindow.batchTimes(from: t.addingTimeInterval(plan.notify?.leadTime.seconds ?? 0), count: w.batches.count, plan: plan)
+            guard let first = times.first, let last = times.last else { continue }
+            waves.append(.init(wave: w.number, batches: times.count, firstBatchStart: TimeText.iso(first.start), lastBatchEnd: TimeText.iso(last.end),
+                               firstBatchStartLocal: s.local(first.start), lastBatchEndLocal: s.local(last.end)))
+            t = last.end.addingTimeInterval(plan.gate.soak.seconds)
+        }
+        return .init(summary: s.summary, timeZone: s.timeZone.identifier, waves: waves, doneBy: TimeText.iso(t), doneByLocal: s.local(t))
     }
 
     /// Minimum (instant boots), typical (boots of `typicalBoot`), maximum (every boot the whole timeout).

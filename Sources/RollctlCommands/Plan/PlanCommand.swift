@@ -227,6 +227,13 @@ enum PlanPreviewRendering {
         out.append("")
         out.append(c.paint("On failure", .bold) + " halt; roll back \(p.onFailure.rollback == "none" ? "nothing" : p.onFailure.rollback == "all" ? "every host changed so far" : "the failed wave"); "
                    + "tolerate \(p.onFailure.maxFailedHostsPerWave) failed host\(p.onFailure.maxFailedHostsPerWave == 1 ? "" : "s") per wave, \(p.onFailure.maxFailedHosts) in all")
+        if let s = p.schedule {
+            out.append(c.paint("Schedule", .bold) + " " + s.summary)
+            for w in s.waves {
+                out.append("  \(w.wave == 1 ? "canary" : "wave \(w.wave)"): \(w.batches) batch\(w.batches == 1 ? "" : "es") from \(w.firstBatchStartLocal), the last ending by \(w.lastBatchEndLocal)")
+            }
+            out.append("  done by \(s.doneByLocal) at the latest (every batch taking its whole allowance, started now)")
+        }
         let e = p.estimate
         out.append(c.paint("Estimated duration", .bold) + " about \(dur(e.typicalSeconds)) with \(dur(e.typicalBootSeconds)) boots (at least \(dur(e.minimumSeconds)), at most \(dur(e.maximumSeconds)) if every boot takes the whole timeout)")
         for n in p.notes { out.append(c.paint("note:", .yellow) + " " + n) }
