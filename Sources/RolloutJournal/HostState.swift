@@ -85,6 +85,9 @@ public enum RolloutState: String, Sendable, Codable, CaseIterable {
     /// Being driven, and waiting for a maintenance window or a notice's lead time; the note says
     /// until when. A driver that dies while waiting leaves it so: `rollout resume` waits on.
     case waiting
+    /// Driven or not, waiting for a person (`rollout promote`): after a wave of the plan's
+    /// `pause_after`, or after a batch when someone ran `rollout pause`. Keeps its locks.
+    case paused
     /// Stopped by a signal, a stop request or an unwritable journal: `rollout resume` continues.
     case interrupted
     /// Stopped by a gate, a host or the failure budget (rolled back per policy).

@@ -138,6 +138,7 @@ public final class Journal: Sendable {
             // The window each maintenance notice stated (what the orchestrator must keep).
             try db.execute(sql: "ALTER TABLE notice ADD COLUMN window_start TEXT; ALTER TABLE notice ADD COLUMN window_end TEXT")
         }
+        m.registerMigration("v6-pauses") { db in try Journal.migratePauses(db) }
         return m
     }
 

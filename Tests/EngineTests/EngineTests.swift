@@ -50,10 +50,11 @@ final class SimFleet: @unchecked Sendable {
         return try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, driver: driver)
     }
 
-    func orchestrator(_ id: String, as identity: DriverIdentity = .current, log: Log = Log()) -> Orchestrator {
+    func orchestrator(_ id: String, as identity: DriverIdentity = .current, log: Log = Log(),
+                      stop: @escaping @Sendable () -> Bool = { false }) -> Orchestrator {
         let sims = hosts
         return Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, transport: { sims[$0.name]! },
-                            identity: identity, logger: log.capture.logger())
+                            stopRequested: stop, identity: identity, logger: log.capture.logger())
     }
 
     func summaries() async -> [String: (release: String, saved: String?, reboots: Int, commands: Int)] {

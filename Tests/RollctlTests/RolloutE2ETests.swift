@@ -595,6 +595,38 @@ struct RolloutE2ETests {
         }
     }
 
+    /// `waves.pause_after: [1]`: the rollout pauses after the canary's gate (status says so, wave 2
+    /// untouched); a driver killed -9 while paused leaves it paused; `rollout promote` from another
+    /// process, then `rollout resume`, finishes it with every host booted once.
+    @Test func aPauseAfterTheCanaryIsPromotedFromAnotherProcessAcrossKillNine() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 18); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let text = try String(contentsOfFile: plan, encoding: .utf8).replacingOccurrences(of: "  failure_domain: rack\n", with: "  failure_domain: rack\n  pause_after: [1]\n")
+        try text.write(toFile: plan, atomically: true, encoding: .utf8)
+        let preview = try CLI.run(["plan", "apply", plan, "--dry-run", "--offline"])
+        #expect(preview.output.contains("then PAUSE for a person"), "\(preview.output)")
+        let pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        #expect(fleet.waitFor("PAUSED after wave 1 passed its gate", in: fleet.dir + "/apply.log", seconds: 90), "\(fleet.log("apply.log"))")
+        let id = try #require(try fleet.lastRollout()["id"] as? String)
+        let status = try CLI.run(["rollout", "status", id, "--journal", fleet.journal, "--json"])
+        let doc = try #require(status.json.first, "\(status.output)")
+        #expect(doc["state"] as? String == "paused" && doc["waiting_for"] as? String == "person", "\(status.output)")
+        #expect((doc["next"] as? String)?.hasPrefix("rollctl rollout promote \(id)") == true, "\(status.output)")
+        kill(pid, SIGKILL)
+        _ = Spawn.wait(pid)
+        #expect(try fleet.lastRollout()["state"] as? String == "paused")
+        let booted = (1...4).filter { fleet.boots(fleet.name($0)).count == 2 }
+        #expect(booted.count == 1, "only the canary rebooted before the pause: \(booted)")
+        let promoted = try CLI.run(["rollout", "promote", id, "--journal", fleet.journal])
+        #expect(promoted.status == 0 && promoted.output.contains("no driver is attached"), "\(promoted.output)")
+        let resumed = try CLI.run(["rollout", "resume", id, "--journal", fleet.journal])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(Set(fleet.hostStates(try fleet.lastRollout()).values) == ["committed"])
+        for i in 1...4 { #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))") }
+        let events = try fleet.show(id)["events"] as? [[String: Any]] ?? []
+        #expect(events.contains { ($0["message"] as? String)?.hasPrefix("promoted by ") == true && ($0["data"] as? [String: String])?["through_wave"] == "1" })
+    }
+
     @Test func killNineRightAfterAWavePassedStillDeliversItsDoneNotices() throws {
         let fleet = try Fleet(hosts: 4, racks: 2, slot: 16); defer { fleet.down() }
         let sink = try Fleet.MailSink(fleet.dir); defer { sink.stop() }

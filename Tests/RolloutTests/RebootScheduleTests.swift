@@ -177,6 +177,9 @@ struct SplitMix {
         #expect(s.windows.map(\.description) == ["mon,tue,wed,thu,fri 02:00–05:00", "sat,sun 00:00–06:00", "fri 23:30–01:00:30"])
         #expect(s.windows[2].crossesMidnight && s.windows[2].nominalLength == .seconds(5430))
         #expect(try PlanLoader.parse(text: Self.base, path: "m.yaml").schedule == nil)
+        // Named as the plan names it (Foundation calls UTC "GMT").
+        let utc = try #require(try PlanLoader.parse(text: Self.base + "schedule: {time_zone: UTC, min_batch_interval: 1m}\n", path: "m.yaml").schedule)
+        #expect(utc.summary == "UTC: any time; 1m between batches")
     }
 
     @Test func mistakesAreNamedWithTheirPlace() {

@@ -105,13 +105,16 @@ public struct WaveSpec: Sendable, Equatable {
     public var failureDomain: String?
     /// With a customers file: no two hosts of one customer in one batch.
     public var separateCustomers: Bool
+    /// Wave numbers after whose gate the rollout waits for a person (`rollout promote`).
+    public var pauseAfter: [Int]
 
     public init(sizes: [WaveSize] = [.count(1), .percent(10), .percent(50), .percent(100)], maxParallel: Int = 5,
-                failureDomain: String? = nil, separateCustomers: Bool = false) {
+                failureDomain: String? = nil, separateCustomers: Bool = false, pauseAfter: [Int] = []) {
         self.sizes = sizes
         self.maxParallel = maxParallel
         self.failureDomain = failureDomain
         self.separateCustomers = separateCustomers
+        self.pauseAfter = pauseAfter
     }
 }
 

@@ -25,6 +25,7 @@ extension PlanParser {
                 guard let name = r.string(v, "schedule.time_zone") else { continue }
                 if let tz = TimeZone(identifier: name), name.contains("/") || name == "UTC" || name == "GMT" {
                     s.timeZone = tz
+                    s.zoneName = name
                 } else {
                     let near = nearest(name, in: TimeZone.knownTimeZoneIdentifiers)
                     r.error(v, "schedule.time_zone '\(Inventory.printable(name))' is not a time zone name" + (near.map { " (did you mean '\($0)'?)" } ?? ""),

@@ -5,7 +5,7 @@ import Basics
 
 extension PlanLoader {
     static let selectKeys = ["labels", "hosts", "exclude"]
-    static let waveKeys = ["sizes", "max_parallel", "failure_domain", "separate_customers"]
+    static let waveKeys = ["sizes", "max_parallel", "failure_domain", "separate_customers", "pause_after"]
     static let failureKeys = ["rollback", "max_failed_hosts_per_wave", "max_failed_hosts"]
 }
 
@@ -37,6 +37,29 @@ extension PlanParser {
         return s
     }
 
+    /// `waves.pause_after`: wave numbers, each before the last wave, in any order, each once.
+    func pausePoints(_ node: Node, waves: Int) -> [Int] {
+        let items: [Node]
+        switch node {
+        case .sequence(let seq): items = Array(seq)
+        case .scalar: items = [node]
+        default:
+            r.error(node, "waves.pause_after must be a list of wave numbers like [1], found \(r.kind(node))")
+            return []
+        }
+        var out: [Int] = []
+        for item in items {
+            guard let n = int(item, "each entry of waves.pause_after", range: 1...10_000) else { continue }
+            if n >= waves {
+                r.error(item, "waves.pause_after: wave \(n) is \(n == waves ? "the last wave" : "not in the plan (it has \(waves) waves)"): nothing comes after it to hold back",
+                        hint: "pause after waves 1 to \(max(1, waves - 1))")
+                continue
+            }
+            if !out.contains(n) { out.append(n) }
+        }
+        return out.sorted()
+    }
+
     func hostNames(_ node: Node, _ what: String) -> [String]? {
         let items: [Node]
         switch node {
@@ -61,6 +84,7 @@ extension PlanParser {
     func parseWaves(_ node: Node) -> WaveSpec? {
         guard let pairs = r.mapping(node, "waves", allowed: PlanLoader.waveKeys) else { return nil }
         var w = WaveSpec()
+        var pauseNode: Node?
         for (k, _, v) in pairs {
             switch k {
             case "sizes": if let s = waveSizes(v) { w.sizes = s }
@@ -72,9 +96,12 @@ extension PlanParser {
                     }
                 }
             case "separate_customers": if let b = r.bool(v, "waves.separate_customers") { w.separateCustomers = b }
+            case "pause_after": pauseNode = v
             default: break
             }
         }
+        // After the sizes (in any key order): a pause after the last wave has nothing to hold back.
+        if let v = pauseNode { w.pauseAfter = pausePoints(v, waves: w.sizes.count) }
         return w
     }
 

@@ -13,6 +13,8 @@ import Basics
 /// already covers that one reboot.
 public struct RebootSchedule: Sendable, Equatable {
     public var timeZone: TimeZone
+    /// The zone's name as the plan wrote it (Foundation calls `UTC` `GMT`).
+    public var zoneName: String
     /// Empty: reboots may start at any time (only `minBatchInterval` applies).
     public var windows: [Window]
     /// No batch starts if its allowance would end later than this before its window's end.
@@ -20,9 +22,10 @@ public struct RebootSchedule: Sendable, Equatable {
     /// Time between the end of one batch and the start of the next (storage, caches settle).
     public var minBatchInterval: Duration
 
-    public init(timeZone: TimeZone = TimeZone(identifier: "UTC")!, windows: [Window] = [], cutoff: Duration = .zero,
+    public init(timeZone: TimeZone = TimeZone(identifier: "UTC")!, zoneName: String? = nil, windows: [Window] = [], cutoff: Duration = .zero,
                 minBatchInterval: Duration = .zero) {
         self.timeZone = timeZone
+        self.zoneName = zoneName ?? (timeZone.identifier == "GMT" ? "UTC" : timeZone.identifier)
         self.windows = windows
         self.cutoff = cutoff
         self.minBatchInterval = minBatchInterval
@@ -133,7 +136,7 @@ public struct RebootSchedule: Sendable, Equatable {
 
     /// `Europe/Moscow: mon,tue,wed,thu,fri 02:00–05:00; sat,sun 00:00–06:00; cutoff 20m`.
     public var summary: String {
-        var parts = ["\(timeZone.identifier): " + (windows.isEmpty ? "any time" : windows.map(\.description).joined(separator: "; "))]
+        var parts = ["\(zoneName): " + (windows.isEmpty ? "any time" : windows.map(\.description).joined(separator: "; "))]
         if cutoff > .zero { parts.append("cutoff \(PlanFormat.duration(cutoff))") }
         if minBatchInterval > .zero { parts.append("\(PlanFormat.duration(minBatchInterval)) between batches") }
         return parts.joined(separator: "; ")

@@ -39,7 +39,7 @@ extension Orchestrator {
     }
 
     func runWaves() async throws -> RolloutOutcome {
-        try journal.setRolloutState(rolloutID, .running)
+        try journal.setRolloutState(rolloutID, .running, clearingNote: true)
         let waves = try journal.waves(rolloutID)
         if let notices {
             // Templates, channel settings, the password's source: fail before any host is touched.
@@ -56,6 +56,7 @@ extension Orchestrator {
                 return try halt(reason: "wave \(wave.number) failed earlier; start a new rollout after fixing the cause", rollback: false)
             }
             if stopping() { return try interrupt() }
+            if let outcome = try await pauseBefore(wave: wave.number, state: wave.state) { return outcome }
             try journal.setWave(rolloutID, wave.number, state: .running)
             say(nil, "wave \(wave.number)/\(waves.count): starting")
             let outcome = try await runWave(wave.number, of: waves.count)
@@ -148,6 +149,7 @@ extension Orchestrator {
             if rebootsHere { previousEnd = clock.now }
             if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
             if stopping() { return try interrupt() }
+            if let outcome = try await pauseAfterBatch(wave: number, batch: i, of: batches.count) { return outcome }
         }
 
         // 5. Soak and gate.

@@ -75,6 +75,8 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var customers: Int?
         /// Cumulative share of the hosts to roll done after this wave, 0...1.
         public var doneShare: Double
+        /// After its gate the rollout waits for a person (`waves.pause_after`).
+        public var pauseAfter: Bool
     }
     public struct Skip: Sendable, Codable, Equatable {
         public var host: String
@@ -198,7 +200,8 @@ public enum DryRun {
             return .init(number: w.number, name: w.number == 1 ? "canary" : "wave \(w.number)", hostCount: hosts.count,
                          batches: w.batches.map { $0.map(ref) }, failureDomains: domains,
                          customers: customers.map { $0.customers(onHosts: hosts.map(\.name)).count },
-                         doneShare: total == 0 ? 1 : Double(done) / Double(total))
+                         doneShare: total == 0 ? 1 : Double(done) / Double(total),
+                         pauseAfter: plan.waves.pauseAfter.contains(w.number) && w.number < layout.waves.count)
         }
         let example = layout.waves.first?.hosts.first
         let previous = example.flatMap { facts.releases[$0.name] }
@@ -332,7 +335,7 @@ public enum DryRun {
                                firstBatchStartLocal: s.local(first.start), lastBatchEndLocal: s.local(last.end)))
             t = last.end.addingTimeInterval(plan.gate.soak.seconds)
         }
-        return .init(summary: s.summary, timeZone: s.timeZone.identifier, waves: waves, doneBy: TimeText.iso(t), doneByLocal: s.local(t))
+        return .init(summary: s.summary, timeZone: s.zoneName, waves: waves, doneBy: TimeText.iso(t), doneByLocal: s.local(t))
     }
 
     /// Minimum (instant boots), typical (boots of `typicalBoot`), maximum (every boot the whole timeout).

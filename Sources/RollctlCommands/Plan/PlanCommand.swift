@@ -188,6 +188,7 @@ enum PlanPreviewRendering {
             if w.batches.count > maxBatchesShown {
                 out.append("    … \(w.batches.count - maxBatchesShown) more batches (--json lists all)")
             }
+            if w.pauseAfter { out.append("    then PAUSE for a person: `rollctl rollout promote ID` continues (waves.pause_after)") }
         }
         if !p.skipped.isEmpty {
             out.append("")

@@ -31,7 +31,8 @@ struct JournalOption: ParsableArguments {
 struct RolloutGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout",
-        abstract: "Inspect, resume, abort or roll back rollouts recorded in the journal.",
-        subcommands: [RolloutList.self, RolloutShow.self, RolloutResume.self, RolloutAbort.self, RolloutRollback.self, RolloutNotices.self]
+        abstract: "Inspect, resume, pause, promote, abort or roll back rollouts recorded in the journal.",
+        subcommands: [RolloutList.self, RolloutShow.self, RolloutStatus.self, RolloutResume.self, RolloutPause.self, RolloutPromote.self,
+                      RolloutAbort.self, RolloutRollback.self, RolloutNotices.self]
     )
 }

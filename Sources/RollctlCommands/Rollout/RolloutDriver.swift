@@ -30,7 +30,9 @@ enum RolloutDriver {
                     for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
                     let parts = HostState.allCases.compactMap { st in counts[st].map { "\(st.rawValue) \($0)" } }
                     let secs = (ContinuousClock.now - start).components.seconds
-                    console.progress("wave \(current)/\(waves.count) · \(parts.joined(separator: " · ")) · \(secs / 60)m\(String(format: "%02d", secs % 60))s")
+                    let r = try? orchestrator.journal.rollout(orchestrator.rolloutID)
+                    let waits = r.flatMap { $0.state == .paused || $0.state == .waiting ? " · \($0.state.rawValue)" : nil } ?? ""
+                    console.progress("wave \(current)/\(waves.count) · \(parts.joined(separator: " · ")) · \(secs / 60)m\(String(format: "%02d", secs % 60))s\(waits)")
                 }
                 try? await Task.sleep(for: .seconds(1))
             }

@@ -1,0 +1,50 @@
+import Foundation
+import Basics
+import Configuration
+import RolloutJournal
+
+/// Waiting for a person: at the plan's pause points (`waves.pause_after`) and when someone ran
+/// `rollout pause`. The pause lives in the journal, not in this process: a driver stopped while
+/// paused leaves the rollout paused (its locks kept), and `rollout promote` releases it whether a
+/// driver polls for it now or a later `rollout resume` finds it released.
+extension Orchestrator {
+    /// How often a paused driver looks for a promote (real time: a person answers).
+    static let promotePoll: Duration = .milliseconds(250)
+
+    /// Before wave `number` starts: the plan's pause point after the wave before it (only before
+    /// the wave's first step, never again once it runs), or a pause someone asked for.
+    func pauseBefore(wave number: Int, state: WaveState) async throws -> RolloutOutcome? {
+        let p = try journal.pauseState(rolloutID)
+        let previous = number - 1
+        if state == .pending, previous >= 1, plan.waves.pauseAfter.contains(previous), !p.released(after: previous) {
+            return try await waitForPerson("after wave \(previous) passed its gate (waves.pause_after)") { $0.released(after: previous) }
+        }
+        if let who = p.requested {
+            return try await waitForPerson("before wave \(number), as \(who) asked") { $0.requested == nil }
+        }
+        return nil
+    }
+
+    /// After a batch of reboots: a pause someone asked for (`rollout pause`).
+    func pauseAfterBatch(wave: Int, batch: Int, of total: Int) async throws -> RolloutOutcome? {
+        guard let who = try journal.pauseState(rolloutID).requested else { return nil }
+        return try await waitForPerson("after batch \(batch + 1)/\(total) of wave \(wave), as \(who) asked") { $0.requested == nil }
+    }
+
+    /// Marks the rollout paused and waits until `released` holds (a promote) or the driver must
+    /// stop; a stopped driver leaves the rollout paused and returns `.interrupted`.
+    func waitForPerson(_ why: String, until released: (PauseState) -> Bool) async throws -> RolloutOutcome? {
+        try journal.setRolloutState(rolloutID, .paused, note: "paused \(why); `rollctl rollout promote \(rolloutID)` continues it")
+        say(nil, "PAUSED \(why) — `rollctl rollout promote \(rolloutID)` (from any terminal) continues; the hosts stay locked")
+        while !released(try journal.pauseState(rolloutID)) {
+            if stopping() {
+                say(nil, "stopped while paused: the rollout stays paused; `rollctl rollout promote \(rolloutID)`, then `rollctl rollout resume \(rolloutID)`")
+                return .interrupted
+            }
+            try? await Task.sleep(for: Self.promotePoll)
+        }
+        try journal.setRolloutState(rolloutID, .running, clearingNote: true)
+        say(nil, "promoted: continuing")
+        return nil
+    }
+}
