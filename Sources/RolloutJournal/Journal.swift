@@ -404,12 +404,14 @@ public final class Journal: Sendable {
 
     /// A wave's gate verdicts in one transaction: every host's report, and its move
     /// to `healthy` or `failed` (one transaction per host was most of a large wave's gate time).
-    public func saveGateResults(_ rolloutID: String, wave: Int, _ results: [(host: String, verdict: String, report: String, state: HostState, reason: String?)]) throws {
+    /// Each host's verdict and evidence, and its move (`state` nil: it stays where it is — soaking,
+    /// for a person to decide on an inconclusive gate).
+    public func saveGateResults(_ rolloutID: String, wave: Int, _ results: [(host: String, verdict: String, report: String, state: HostState?, reason: String?)]) throws {
         try pool.write { db in
             let save = try db.cachedStatement(sql: "INSERT OR REPLACE INTO gate_report (rollout_id, wave, host, verdict, report, at) VALUES (?, ?, ?, ?, ?, ?)")
             for r in results {
                 try save.execute(arguments: [rolloutID, wave, r.host, r.verdict, r.report, self.now()])
-                try self.move(db, rolloutID, host: r.host, to: r.state, reason: r.reason)
+                if let state = r.state { try self.move(db, rolloutID, host: r.host, to: state, reason: r.reason) }
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import RolloutTesting
+import HealthGate
 @testable import Basics
 @testable import Configuration
 @testable import RolloutJournal
@@ -91,5 +92,53 @@ import RolloutTesting
         try Journal(path: f.journal.path, clock: f.clock).promote(id, throughWave: 0, fully: false, by: "carol@admin")
         #expect(try await run.value == .completed)
         #expect(await Self.rebooted(f).count == 4)
+    }
+}
+
+/// `gate.on_inconclusive: pause`: a gate with no evidence neither passes nor halts; a person decides.
+@Suite("an inconclusive gate waits for a person", .serialized) struct InconclusivePauseTests {
+    @Test func aPromoteAcceptsTheWaveAndAResumeDoesNotSoakAgain() async throws {
+        let f = try SimFleet(count: 3, racks: 3, waves: [.count(1), .percent(100)])
+        f.plan.failure.onInconclusive = .pause
+        f.plan.gate.soak = .seconds(10)
+        let id = try f.create()
+        let canary = try #require(try f.names(id, wave: 1).first)
+        // After its reboot the canary's facts cannot be read: every gate sample is empty.
+        let sim = f.hosts[canary]!
+        await sim.setOnReboot { _ in Task { await sim.setFailing([HealthGate.HostFacts.command]) } }
+        let journal = f.journal
+        let first = f.orchestrator(id, stop: { (try? journal.rollout(id))?.state == .paused })
+        #expect(try await first.run() == .interrupted)
+        first.releaseLease()
+        let r = try #require(try f.journal.rollout(id))
+        #expect(r.state == .paused && r.note?.contains("inconclusive gate") == true, "\(r.state) \(r.note ?? "")")
+        #expect(try f.journal.host(id, canary)?.state == .soaking)
+        // Resumed: it waits for the person again, without a second soak.
+        let log = SimFleet.Log()
+        let second = f.orchestrator(id, as: otherDriver(), log: log)
+        defer { second.releaseLease() }
+        let run = Task { try await second.run() }
+        #expect(try await PauseTests.until(f, id, is: .paused))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!log.all.contains { $0.contains("soaking") }, "\(log.all)")
+        try Journal(path: f.journal.path, clock: f.clock).promote(id, throughWave: 1, fully: false, by: "dana@admin")
+        #expect(try await run.value == .completed)
+        #expect(try f.journal.host(id, canary)?.state == .committed)
+        #expect(try f.journal.events(id).contains { $0.message.contains("the inconclusive gate was accepted by a person") })
+        try f.legalPaths(id)
+    }
+
+    @Test func withoutThePolicyAnInconclusiveGateHalts() async throws {
+        let f = try SimFleet(count: 2, racks: 2, waves: [.count(1), .percent(100)])
+        f.plan.gate.soak = .seconds(10)
+        let id = try f.create()
+        let canary = try #require(try f.names(id, wave: 1).first)
+        let sim = f.hosts[canary]!
+        await sim.setOnReboot { _ in Task { await sim.setFailing([HealthGate.HostFacts.command]) } }
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        guard case .halted(let reason) = try await o.run() else { Issue.record("not halted"); return }
+        #expect(reason.contains("wave 1 gate inconclusive"), "\(reason)")
+        #expect(try f.journal.host(id, canary)?.state == .failed)
     }
 }

@@ -199,3 +199,30 @@ struct SplitMix {
         #expect(typo?.errors.first?.hint?.contains("did you mean 'cutoff'?") == true, "\(String(describing: typo?.errors))")
     }
 }
+
+/// `waves.pause_after` and `gate.on_inconclusive` as a plan writes them.
+@Suite struct PlanPauseTests {
+    static let base = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n"
+
+    static func errors(_ extra: String) -> [String] {
+        do { _ = try PlanLoader.parse(text: base + extra, path: "m.yaml"); return [] } catch let e as InputErrors {
+            return e.errors.map { "\($0.line ?? 0):\($0.column ?? 0) \($0.message)" + ($0.hint.map { " (\($0))" } ?? "") }
+        } catch { return ["\(error)"] }
+    }
+
+    @Test func pausePointsAndTheInconclusivePolicyLoad() throws {
+        let p = try PlanLoader.parse(text: Self.base + "waves: {sizes: [1, 10%, 100%], pause_after: [2, 1, 1]}\ngate: {on_inconclusive: pause}\n", path: "m.yaml")
+        #expect(p.waves.pauseAfter == [1, 2])
+        #expect(p.failure.onInconclusive == .pause)
+        let d = try PlanLoader.parse(text: Self.base, path: "m.yaml")
+        #expect(d.waves.pauseAfter.isEmpty && d.failure.onInconclusive == .halt)
+    }
+
+    @Test func mistakesAreNamed() {
+        #expect(Self.errors("waves: {sizes: [1, 100%], pause_after: [2]}\n")
+                == ["4:41 waves.pause_after: wave 2 is the last wave: nothing comes after it to hold back (pause after waves 1 to 1)"])
+        #expect(Self.errors("waves: {pause_after: [7]}\n").first?.contains("wave 7 is not in the plan (it has 4 waves)") == true)
+        #expect(Self.errors("waves: {sizes: [1, 100%], pause_after: [0]}\n").first?.contains("must be between 1 and 10000") == true)
+        #expect(Self.errors("gate: {on_inconclusive: pasue}\n") == ["4:25 gate.on_inconclusive must be halt or pause, found 'pasue' (did you mean 'pause'?)"])
+    }
+}

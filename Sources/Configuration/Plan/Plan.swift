@@ -169,6 +169,10 @@ public struct FailurePolicy: Sendable, Equatable {
         case none
     }
     public var rollback: Rollback
+    /// What an inconclusive gate (no failure, but not enough evidence to pass) does: halt, or pause
+    /// for a person to decide (`gate.on_inconclusive`).
+    public enum Inconclusive: String, Sendable, Equatable, CaseIterable { case halt, pause }
+    public var onInconclusive: Inconclusive = .halt
     /// Host failures a wave tolerates before the rollout halts (0: the first failure halts).
     public var maxFailedHostsPerWave: Int
     /// Host failures tolerated across the whole rollout.

@@ -8,7 +8,8 @@ import HealthGate
 extension PlanLoader {
     static let rebootKeys = ["command", "timeout", "settle"]
     static let gateKeys = ["soak", "interval", "probe_timeout", "sunreclaim_max", "sunreclaim_max_share", "sunreclaim_growth_max",
-                           "min_slope_points", "max_new_oom_kills", "oom_kills_since", "min_good_samples", "test_site", "checks"]
+                           "min_slope_points", "max_new_oom_kills", "oom_kills_since", "min_good_samples", "test_site", "checks",
+                           "on_inconclusive"]
     static let siteKeys = ["url", "min_success", "min_requests", "requests_per_sample", "timeout"]
     static let checkKeys = ["name", "command", "max_failures"]
 }
@@ -26,6 +27,16 @@ extension PlanParser {
             }
         }
         return rb
+    }
+
+    /// `gate.on_inconclusive` (`halt` | `pause`): orchestration policy, kept in `FailurePolicy`.
+    func parseOnInconclusive(_ gate: Node) -> FailurePolicy.Inconclusive? {
+        guard case let .mapping(m) = gate, let v = m.first(where: { $0.key.scalar?.string == "on_inconclusive" })?.value else { return nil }
+        guard let s = r.string(v, "gate.on_inconclusive") else { return nil }
+        if let p = FailurePolicy.Inconclusive(rawValue: s) { return p }
+        r.error(v, "gate.on_inconclusive must be halt or pause, found '\(Inventory.printable(s))'",
+                hint: nearest(s, in: FailurePolicy.Inconclusive.allCases.map(\.rawValue)).map { "did you mean '\($0)'?" })
+        return nil
     }
 
     func parseGate(_ node: Node) -> GateSettings? {

@@ -40,6 +40,7 @@ struct PlanParser {
         var notify: NotifySpec?
         var failure = FailurePolicy()
         var schedule: (RebootSchedule, [Node])?
+        var onInconclusive: FailurePolicy.Inconclusive?
         for (key, _, v) in top {
             switch key {
             case "name":
@@ -55,7 +56,9 @@ struct PlanParser {
             case "select": if let s = parseSelection(v) { selection = s }
             case "waves": if let w = parseWaves(v) { waves = w }
             case "reboot": if let rb = parseReboot(v) { reboot = rb }
-            case "gate": if let g = parseGate(v) { gate = g }
+            case "gate":
+                if let g = parseGate(v) { gate = g }
+                onInconclusive = parseOnInconclusive(v)
             case "notify": notify = parseNotify(v)
             case "on_failure": if let f = parseFailure(v) { failure = f }
             case "schedule": schedule = parseSchedule(v)
@@ -76,6 +79,7 @@ struct PlanParser {
                                        hint: "set notify.customers, or remove separate_customers"))
         }
         if let (s, nodes) = schedule { checkWindowsHoldABatch(s, nodes, reboot: reboot) }
+        if let onInconclusive { failure.onInconclusive = onInconclusive }
         guard let name, let kernel, let inventory else { return nil }
         return Plan(name: name, description: description, path: path, text: text, kernel: kernel, bootloader: bootloader,
                     inventoryPath: inventory, selection: selection, waves: waves, reboot: reboot, gate: gate,

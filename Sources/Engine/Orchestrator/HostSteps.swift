@@ -363,7 +363,10 @@ extension Orchestrator {
             let json = String(decoding: try encoder.encode(r), as: UTF8.self)
             let why = r.reasons.map(\.summary).joined(separator: "; ")
             let cut = r.verdict == .inconclusive && r.end == .stoppedWithWave
-            return (r.host, r.verdict.rawValue, json, r.verdict == .pass ? .healthy : .failed,
+            // An inconclusive wave under `on_inconclusive: pause` keeps its hosts soaking: a person decides.
+            let awaitsPerson = report.verdict == .inconclusive && plan.failure.onInconclusive == .pause
+            let state: HostState? = r.verdict == .pass ? .healthy : awaitsPerson ? nil : .failed
+            return (r.host, r.verdict.rawValue, json, state,
                     r.verdict == .pass ? nil : cut ? "gate inconclusive: soak cut short when another host of the wave failed (this host did not fail)"
                                               : "gate \(r.verdict.rawValue): \(why.isEmpty ? r.end.rawValue : why)")
         })

@@ -31,6 +31,21 @@ extension Orchestrator {
         return try await waitForPerson("after batch \(batch + 1)/\(total) of wave \(wave), as \(who) asked") { $0.requested == nil }
     }
 
+    /// `gate.on_inconclusive: pause`: the wave's gate neither passed nor failed. A person decides:
+    /// a promote accepts it (the hosts still soaking become healthy and are committed, journaled as
+    /// that person's decision); `rollout abort` and `rollout rollback` refuse it.
+    func acceptInconclusive(wave: Int, _ why: String) async throws -> RolloutOutcome? {
+        if let outcome = try await waitForPerson("on an inconclusive gate — \(why); a promote accepts the wave") { $0.released(after: wave) } {
+            return outcome
+        }
+        let soaking = try journal.hosts(rolloutID, wave: wave, in: [.soaking]).map(\.name)
+        for name in soaking {
+            try await journal.move(rolloutID, host: name, to: .healthy, reason: "gate inconclusive, accepted by a person (rollout promote)")
+        }
+        try await journal.event(rolloutID, kind: .info, "wave \(wave): the inconclusive gate was accepted by a person; \(soaking.count) host\(soaking.count == 1 ? "" : "s") treated as healthy")
+        return nil
+    }
+
     /// Marks the rollout paused and waits until `released` holds (a promote) or the driver must
     /// stop; a stopped driver leaves the rollout paused and returns `.interrupted`.
     func waitForPerson(_ why: String, until released: (PauseState) -> Bool) async throws -> RolloutOutcome? {

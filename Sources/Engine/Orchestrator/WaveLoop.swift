@@ -152,13 +152,23 @@ extension Orchestrator {
             if let outcome = try await pauseAfterBatch(wave: number, batch: i, of: batches.count) { return outcome }
         }
 
-        // 5. Soak and gate.
+        // 5. Soak and gate. An inconclusive gate under `on_inconclusive: pause` waits for a person
+        //    (also when a resume finds the wave waiting for one: the soak is not run again).
         let ready = try journal.hosts(rolloutID, wave: number, in: [.verified, .soaking])
         if !ready.isEmpty {
-            guard let report = try await gate(ready.map(\.name), wave: number) else { return try interrupt() }
-            if !report.verdict.allowsProgress {
-                return try halt(reason: Self.gateHaltReason(report, wave: number), wave: number)
+            var undecided: String?
+            if plan.failure.onInconclusive == .pause, let w = try journal.waves(rolloutID).first(where: { $0.number == number }),
+               w.verdict == GateVerdict.inconclusive.rawValue, ready.allSatisfy({ $0.state == .soaking }) {
+                undecided = "wave \(number) gate inconclusive (before this run)"
+            } else {
+                guard let report = try await gate(ready.map(\.name), wave: number) else { return try interrupt() }
+                if report.verdict == .inconclusive && plan.failure.onInconclusive == .pause {
+                    undecided = Self.gateHaltReason(report, wave: number)
+                } else if !report.verdict.allowsProgress {
+                    return try halt(reason: Self.gateHaltReason(report, wave: number), wave: number)
+                }
             }
+            if let undecided, let outcome = try await acceptInconclusive(wave: number, undecided) { return outcome }
         }
         if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
 

@@ -31,7 +31,10 @@ struct RolloutPromote: AsyncParsableCommand {
             throw InputError(file: j.path, "rollout \(id) is \(r.state.rawValue), not paused: there is nothing to promote",
                              hint: "--full releases the plan's pause points still ahead")
         }
-        let passed = try j.waves(id).filter { $0.state == .passed }.count
+        let waves = try j.waves(id)
+        // A wave waiting for a decision on its inconclusive gate is the one released; else the
+        // pause point after the last wave that passed.
+        let passed = waves.first { $0.state == .running && $0.verdict == "inconclusive" }?.number ?? waves.filter { $0.state == .passed }.count
         let who = decider()
         try j.promote(id, throughWave: passed, fully: full, by: who)
         let driver = r.lease.flatMap { $0.isLive() ? $0.holder : nil }
