@@ -41,10 +41,19 @@ run "$BIN/rollctl" plan apply plans/fleetsim-leaky.yaml
 echo "(exit code $?: 3 means halted by a gate)"
 LEAKY=$("$BIN/rollctl" rollout list --json | head -n 1 | sed -E 's/.*"id":"([^"]+)".*/\1/')
 
-bold "4. Roll out the real fix (6.1.0-19): every wave passes its gate and is committed"
-run "$BIN/rollctl" plan apply plans/fleetsim-fixed.yaml
-echo "(exit code $?)"
+bold "4. Roll out the real fix (6.1.0-19). The plan pauses after the canary for a person to look"
+printf '$ %s\n' "$BIN/rollctl plan apply plans/fleetsim-promote.yaml &"
+"$BIN/rollctl" plan apply plans/fleetsim-promote.yaml >"$STATE/apply.log" 2>&1 &
+APPLY=$!
+for _ in $(seq 1 600); do grep -q "PAUSED" "$STATE/apply.log" && break; kill -0 "$APPLY" 2>/dev/null || break; sleep 0.5; done
+shown=$(wc -l <"$STATE/apply.log"); cat "$STATE/apply.log"
 FIXED=$("$BIN/rollctl" rollout list --json | head -n 1 | sed -E 's/.*"id":"([^"]+)".*/\1/')
+run "$BIN/rollctl" rollout status "$FIXED"
+echo "(a person would look at the canary now — rollout show, fleet facts; the demo promotes it)"
+run "$BIN/rollctl" rollout promote "$FIXED"
+wait "$APPLY"; status=$?
+tail -n +"$((shown + 1))" "$STATE/apply.log"
+echo "(exit code $status: every wave passed its gate and was committed)"
 
 bold "5. The customers were told: maintenance before each wave's reboots, done after each wave"
 echo "$(ls "$STATE/mail/box/new" 2>/dev/null | wc -l) messages in the local SMTP sink; the first one:"

@@ -39,7 +39,7 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(p.text.contains("socket.c"))
     }
 
-    @Test(arguments: ["fleetsim-fixed", "fleetsim-leaky", "fleetsim-panic"])
+    @Test(arguments: ["fleetsim-fixed", "fleetsim-leaky", "fleetsim-panic", "fleetsim-promote"])
     func fleetsimPlansAreValid(name: String) throws {
         // Their inventory is written by `fleetsim up`; here the plan alone must load.
         let p = try PlanLoader.load(path: repoRoot + "/plans/\(name).yaml")
@@ -50,7 +50,7 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         // fleetsim's leaky kernels grow ~38-40 MiB/min: far over the limit; the flat one's noise under it.
         let limit = try #require(p.gate.sUnreclaimGrowthMaxPerHour)
         #expect(limit < 38 * 60 << 20)
-        let expected = ["fleetsim-fixed": "6.1.0-19-hosting", "fleetsim-leaky": "6.1.0-18-hosting", "fleetsim-panic": "6.1.0-20-hosting"]
+        let expected = ["fleetsim-fixed": "6.1.0-19-hosting", "fleetsim-promote": "6.1.0-19-hosting", "fleetsim-leaky": "6.1.0-18-hosting", "fleetsim-panic": "6.1.0-20-hosting"]
         #expect(p.kernel.release == expected[name])
     }
 

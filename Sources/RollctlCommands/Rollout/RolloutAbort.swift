@@ -29,10 +29,9 @@ struct RolloutAbort: AsyncParsableCommand {
         let (j, _) = try journal.rollout(id)
         let c = Console.shared
         guard let limit = DurationText.parse(wait) else { throw InputError(file: "--wait", "'\(wait)' is not a duration like 90s") }
-        let who = ProcessInfo.processInfo.environment["USER"] ?? "admin"
         let result: RolloutService.Abort
         do {
-            result = try await RolloutDriver.service(j, json: false, log: log).abort(id, wait: limit, by: "\(who)@\(ProcessInfo.processInfo.hostName)") { signalled in
+            result = try await RolloutDriver.service(j, json: false, log: log).abort(id, wait: limit, by: decider()) { signalled in
                 switch signalled {
                 case .sigterm(let holder): c.out("asked \(holder) to stop after its in-flight steps (SIGTERM)")
                 case .journal(let holder): c.out("asked \(holder) to stop through the journal (it reads it at its next heartbeat)")

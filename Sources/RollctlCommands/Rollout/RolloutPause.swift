@@ -4,9 +4,11 @@ import Basics
 import Configuration
 import RolloutJournal
 
-/// Who a person's decision is journaled as: `user@machine`.
+/// Who a person's decision (a promote, a pause, an abort) is journaled as: `user@machine`.
 func decider() -> String {
-    "\(ProcessInfo.processInfo.environment["USER"] ?? "admin")@\(ProcessInfo.processInfo.hostName)"
+    let user = ProcessInfo.processInfo.environment["USER"].flatMap { $0.isEmpty ? nil : $0 }
+        ?? getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "admin"
+    return "\(user)@\(ProcessInfo.processInfo.hostName)"
 }
 
 struct RolloutPause: AsyncParsableCommand {

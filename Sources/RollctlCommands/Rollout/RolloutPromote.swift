@@ -10,8 +10,9 @@ struct RolloutPromote: AsyncParsableCommand {
         abstract: "Let a paused rollout continue (a person's decision, journaled with who and when).",
         discussion: """
         Releases the pause the rollout is in: the plan's pause point after the wave that passed last \
-        (`waves.pause_after`), or one asked for with `rollctl rollout pause`. With --full it also releases every later \
-        pause point of the plan. A driver that waits for it continues within a second; with no driver attached, \
+        (`waves.pause_after`), one asked for with `rollctl rollout pause`, or a wave whose gate was inconclusive under \
+        `gate.on_inconclusive: pause` (a promote accepts that wave: its hosts are committed). With --full it also \
+        releases every later pause point of the plan. A driver that waits for it continues within a second; with no driver attached, \
         `rollctl rollout resume ID` continues the rollout.
         """
     )

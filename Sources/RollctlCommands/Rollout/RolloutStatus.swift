@@ -33,7 +33,7 @@ struct RolloutStatus: AsyncParsableCommand {
         let waves = try j.waves(id), hosts = try j.hosts(id), pause = try j.pauseState(id)
         let plan = try? PlanLoader.parse(text: r.planText, path: r.planPath)
         let passed = waves.filter { $0.state == .passed }.count
-        let ahead = (plan?.waves.pauseAfter ?? []).filter { $0 > passed - (r.state == .paused ? 1 : 0) && !pause.released(after: $0) && $0 < waves.count }
+        let ahead = (plan?.waves.pauseAfter ?? []).filter { $0 > passed && !pause.released(after: $0) && $0 < waves.count }
         var counts: [String: Int] = [:]
         for h in hosts { counts[h.state.rawValue, default: 0] += 1 }
         let driver = r.lease.flatMap { $0.isLive() ? $0.holder : nil }
