@@ -38,8 +38,8 @@ final class SimFleet: @unchecked Sendable {
         plan = Plan(name: "engine", path: dir + "/plan.yaml", text: "engine test plan\n", kernel: KernelSpec(release: Self.new),
                     inventoryPath: inventory.path, waves: WaveSpec(sizes: waves, maxParallel: maxParallel, failureDomain: "rack"),
                     reboot: RebootSpec(timeout: .seconds(5), settle: .zero), gate: gate)
-        plan.failure.maxFailedHostsPerWave = maxFailedPerWave
-        plan.failure.maxFailedHostsTotal = maxFailedPerWave
+        plan.failure.maxFailedHostsPerWave = .count(maxFailedPerWave)
+        plan.failure.maxFailedHostsTotal = .count(maxFailedPerWave)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }

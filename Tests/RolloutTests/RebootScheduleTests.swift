@@ -226,3 +226,18 @@ struct SplitMix {
         #expect(Self.errors("gate: {on_inconclusive: pasue}\n") == ["4:25 gate.on_inconclusive must be halt or pause, found 'pasue' (did you mean 'pause'?)"])
     }
 }
+
+/// Failure budgets as a plan writes them: counts or shares.
+@Suite struct PlanBudgetTests {
+    @Test func countsAndSharesLoadAndMistakesAreNamed() throws {
+        let p = try PlanLoader.parse(text: PlanPauseTests.base + "on_failure: {max_failed_hosts_per_wave: 10%, max_failed_hosts: 2.5%, max_unhealthy_hosts: 3}\n", path: "m.yaml")
+        #expect(p.failure.maxFailedHostsPerWave == .share(0.1) && p.failure.maxFailedHostsTotal == .share(0.025) && p.failure.maxUnhealthyHosts == .count(3))
+        #expect(try PlanLoader.parse(text: PlanPauseTests.base, path: "m.yaml").failure.maxUnhealthyHosts == nil)
+        #expect(PlanPauseTests.errors("on_failure: {max_failed_hosts: 0.02}\n")
+                == ["4:32 on_failure.max_failed_hosts must be a whole number of hosts or a share with %, found 0.02 (write 2% for a share)"])
+        #expect(PlanPauseTests.errors("on_failure: {max_failed_hosts: 150%}\n") == ["4:32 on_failure.max_failed_hosts 150% is impossible: a share is between 0% and 100%"])
+        #expect(PlanPauseTests.errors("on_failure: {max_failed_hosts_per_wave: 3, max_failed_hosts: 2}\n").first?.contains("is below max_failed_hosts_per_wave (3)") == true)
+        // A share of the rollout and a count per wave are not compared.
+        #expect(PlanPauseTests.errors("on_failure: {max_failed_hosts_per_wave: 3, max_failed_hosts: 1%}\n").isEmpty)
+    }
+}

@@ -1,3 +1,4 @@
+import Foundation
 import Basics
 import HealthGate
 
@@ -173,14 +174,49 @@ public struct FailurePolicy: Sendable, Equatable {
     /// for a person to decide (`gate.on_inconclusive`).
     public enum Inconclusive: String, Sendable, Equatable, CaseIterable { case halt, pause }
     public var onInconclusive: Inconclusive = .halt
-    /// Host failures a wave tolerates before the rollout halts (0: the first failure halts).
-    public var maxFailedHostsPerWave: Int
-    /// Host failures tolerated across the whole rollout.
-    public var maxFailedHostsTotal: Int
+    /// Host failures a wave tolerates (of its hosts, for a share); one more halts the rollout.
+    public var maxFailedHostsPerWave: FailureBudget
+    /// Host failures tolerated across the whole rollout (of the hosts it rolls, for a share).
+    public var maxFailedHostsTotal: FailureBudget
+    /// Hosts failed or rolling back at the same moment, across waves (rolled-back hosts are
+    /// healthy again); nil: no such limit.
+    public var maxUnhealthyHosts: FailureBudget?
 
-    public init(rollback: Rollback = .wave, maxFailedHostsPerWave: Int = 0, maxFailedHostsTotal: Int = 0) {
+    public init(rollback: Rollback = .wave, maxFailedHostsPerWave: FailureBudget = 0, maxFailedHostsTotal: FailureBudget = 0,
+                maxUnhealthyHosts: FailureBudget? = nil) {
         self.rollback = rollback
         self.maxFailedHostsPerWave = maxFailedHostsPerWave
         self.maxFailedHostsTotal = maxFailedHostsTotal
+        self.maxUnhealthyHosts = maxUnhealthyHosts
+    }
+}
+
+/// How many failed hosts a budget tolerates: a count, or a share of a number of hosts. A budget
+/// tolerates `limit(of:)` failures; the rollout halts at one more ("more than the budget", as
+/// Argo Rollouts' `failureLimit`; Azure's percentages are read the same way here).
+public enum FailureBudget: Sendable, Equatable, ExpressibleByIntegerLiteral, CustomStringConvertible {
+    case count(Int)
+    /// 0...1.
+    case share(Double)
+
+    public init(integerLiteral value: Int) { self = .count(value) }
+
+    /// Failures tolerated among `hosts`: the count, or the share of them rounded down (2% of 120
+    /// hosts tolerates 2; of 49 hosts, none).
+    public func limit(of hosts: Int) -> Int {
+        switch self {
+        case .count(let n): return n
+        case .share(let s): return Int((s * Double(hosts) + 1e-9).rounded(.down))
+        }
+    }
+
+    /// `2`, or `2%`.
+    public var description: String {
+        switch self {
+        case .count(let n): return "\(n)"
+        case .share(let s):
+            let p = s * 100
+            return p == p.rounded() ? "\(Int(p))%" : String(format: "%g%%", p)
+        }
     }
 }

@@ -6,7 +6,7 @@ import Basics
 extension PlanLoader {
     static let selectKeys = ["labels", "hosts", "exclude"]
     static let waveKeys = ["sizes", "max_parallel", "failure_domain", "separate_customers", "pause_after"]
-    static let failureKeys = ["rollback", "max_failed_hosts_per_wave", "max_failed_hosts"]
+    static let failureKeys = ["rollback", "max_failed_hosts_per_wave", "max_failed_hosts", "max_unhealthy_hosts"]
 }
 
 extension PlanParser {
@@ -189,15 +189,42 @@ extension PlanParser {
                                 hint: nearest(s, in: FailurePolicy.Rollback.allCases.map(\.rawValue)).map { "did you mean '\($0)'?" })
                     }
                 }
-            case "max_failed_hosts_per_wave": if let n = int(v, "on_failure.max_failed_hosts_per_wave", range: 0...1_000_000) { f.maxFailedHostsPerWave = n }
-            case "max_failed_hosts": if let n = int(v, "on_failure.max_failed_hosts", range: 0...1_000_000) { f.maxFailedHostsTotal = n }
+            case "max_failed_hosts_per_wave": if let b = budget(v, "on_failure.max_failed_hosts_per_wave") { f.maxFailedHostsPerWave = b }
+            case "max_failed_hosts": if let b = budget(v, "on_failure.max_failed_hosts") { f.maxFailedHostsTotal = b }
+            case "max_unhealthy_hosts": if let b = optional(v, { budget($0, "on_failure.max_unhealthy_hosts") }) { f.maxUnhealthyHosts = b }
             default: break
             }
         }
-        if f.maxFailedHostsTotal < f.maxFailedHostsPerWave, let n = pairs.first(where: { $0.key == "max_failed_hosts" })?.value {
+        // Comparable only as counts: a share of a wave and a share of the rollout are of different numbers.
+        var below = false
+        if case let (.count(t), .count(w)) = (f.maxFailedHostsTotal, f.maxFailedHostsPerWave) { below = t < w }
+        if below, let n = pairs.first(where: { $0.key == "max_failed_hosts" })?.value {
             r.error(n, "on_failure.max_failed_hosts (\(f.maxFailedHostsTotal)) is below max_failed_hosts_per_wave (\(f.maxFailedHostsPerWave))",
                     hint: "the fleet-wide budget must be at least the per-wave budget")
         }
         return f
+    }
+
+    /// A failure budget: a whole number of hosts (`2`) or a share of them (`2%`).
+    func budget(_ node: Node, _ what: String) -> FailureBudget? {
+        guard case let .scalar(s) = node else {
+            r.error(node, "\(what) must be a number of hosts like 2 or a share like 2%, found \(r.kind(node))")
+            return nil
+        }
+        let t = s.string.trimmed
+        if t.hasSuffix("%") {
+            guard let x = Quantity.ratio(t) else {
+                r.error(node, "\(what) \(Inventory.printable(t)) is impossible: a share is between 0% and 100%")
+                return nil
+            }
+            return .share(x)
+        }
+        if let n = Int(t), n >= 0, n <= 1_000_000 { return .count(n) }
+        if let x = Double(t), x.isFinite, x >= 0, x < 1 {
+            r.error(node, "\(what) must be a whole number of hosts or a share with %, found \(Inventory.printable(t))", hint: "write \(String(format: "%g", x * 100))% for a share")
+            return nil
+        }
+        r.error(node, "\(what) must be a number of hosts like 2 or a share like 2%, found \(r.kind(node))")
+        return nil
     }
 }

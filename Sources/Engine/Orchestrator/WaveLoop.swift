@@ -280,18 +280,33 @@ extension Orchestrator {
         return try await waitUntil(start, "wave \(wave): lead time of the corrected notices")
     }
 
-    /// Failures of this wave and of the whole rollout against the plan's budget.
+    /// Failures of this wave and of the whole rollout against the plan's budgets: more failed hosts
+    /// than a budget tolerates halts. Shares are of the wave's hosts, of the rollout's hosts.
     func budgetExceeded(wave: Int) throws -> String? {
+        let f = plan.failure
         // Counted in SQL: this runs after every batch, and a batch is a few hosts of many.
         let failedStates: [HostState] = [.failed, .rollingBack, .rolledBack, .rollbackFailed]
         let failed = try journal.count(rolloutID, in: failedStates, wave: wave)
-        if failed.wave > plan.failure.maxFailedHostsPerWave {
+        // Host counts only for shares (a scan of the rollout's hosts).
+        let sizes: (wave: Int, all: Int)? = [f.maxFailedHostsPerWave, f.maxFailedHostsTotal, f.maxUnhealthyHosts].contains(where: {
+            if case .share = $0 { return true } else { return false }
+        }) ? try journal.count(rolloutID, in: HostState.allCases.filter { $0 != .skipped }, wave: wave) : nil
+        let perWave = f.maxFailedHostsPerWave.limit(of: sizes?.wave ?? 0), total = f.maxFailedHostsTotal.limit(of: sizes?.all ?? 0)
+        func budget(_ b: FailureBudget, _ limit: Int) -> String { if case .share = b { return "\(b) = \(limit)" } else { return "\(limit)" } }
+        if failed.wave > perWave {
             let failedHere = try journal.hosts(rolloutID, wave: wave, in: failedStates)
             let detail = failedHere.map { "\($0.name): \($0.reason ?? "failed")" }.joined(separator: "; ")
-            return "wave \(wave): \(failedHere.count) host\(failedHere.count == 1 ? "" : "s") failed (budget \(plan.failure.maxFailedHostsPerWave)) — \(detail)"
+            return "wave \(wave): \(failedHere.count) host\(failedHere.count == 1 ? "" : "s") failed (budget \(budget(f.maxFailedHostsPerWave, perWave))) — \(detail)"
         }
-        if failed.all > plan.failure.maxFailedHostsTotal && failed.all > failed.wave {
-            return "\(failed.all) hosts failed across the rollout (budget \(plan.failure.maxFailedHostsTotal))"
+        if failed.all > total && failed.all > failed.wave {
+            return "\(failed.all) hosts failed across the rollout (budget \(budget(f.maxFailedHostsTotal, total)))"
+        }
+        if let u = f.maxUnhealthyHosts {
+            let limit = u.limit(of: sizes?.all ?? 0)
+            let unhealthy = try journal.count(rolloutID, in: [.failed, .rollingBack, .rollbackFailed], wave: wave).all
+            if unhealthy > limit {
+                return "\(unhealthy) hosts failed or rolling back at once (max_unhealthy_hosts \(budget(u, limit)))"
+            }
         }
         return nil
     }

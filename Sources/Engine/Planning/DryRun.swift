@@ -118,8 +118,14 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
     }
     public struct Failure: Sendable, Codable, Equatable {
         public var rollback: String
-        public var maxFailedHostsPerWave: Int
-        public var maxFailedHosts: Int
+        /// The budgets as the plan gives them: `2` or `2%`.
+        public var maxFailedHostsPerWave: String
+        public var maxFailedHosts: String
+        public var maxUnhealthyHosts: String?
+        /// What they tolerate for this layout: failed hosts per wave (in wave order), in all, at once.
+        public var toleratedPerWave: [Int]
+        public var toleratedTotal: Int
+        public var toleratedUnhealthy: Int?
     }
     public struct Estimate: Sendable, Codable, Equatable {
         /// Boots take no time: notice lead times, soaks and settles only.
@@ -272,8 +278,11 @@ public enum DryRun {
                           unreachable: facts.unreachable.count, releases: releases),
             waves: waves, skipped: layout.skipped.map { .init(host: $0.host.name, reason: $0.reason) },
             exampleHost: example?.name, steps: steps, gate: gate, notify: notify,
-            onFailure: .init(rollback: plan.failure.rollback.rawValue, maxFailedHostsPerWave: plan.failure.maxFailedHostsPerWave,
-                             maxFailedHosts: plan.failure.maxFailedHostsTotal),
+            onFailure: .init(rollback: plan.failure.rollback.rawValue, maxFailedHostsPerWave: plan.failure.maxFailedHostsPerWave.description,
+                             maxFailedHosts: plan.failure.maxFailedHostsTotal.description, maxUnhealthyHosts: plan.failure.maxUnhealthyHosts?.description,
+                             toleratedPerWave: layout.waves.map { plan.failure.maxFailedHostsPerWave.limit(of: $0.hosts.count) },
+                             toleratedTotal: plan.failure.maxFailedHostsTotal.limit(of: total),
+                             toleratedUnhealthy: plan.failure.maxUnhealthyHosts?.limit(of: total)),
             estimate: estimate, schedule: schedule(plan: plan, layout: layout, from: facts.now), notes: notes)
     }
 

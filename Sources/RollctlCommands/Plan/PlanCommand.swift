@@ -227,7 +227,7 @@ enum PlanPreviewRendering {
         }
         out.append("")
         out.append(c.paint("On failure", .bold) + " halt; roll back \(p.onFailure.rollback == "none" ? "nothing" : p.onFailure.rollback == "all" ? "every host changed so far" : "the failed wave"); "
-                   + "tolerate \(p.onFailure.maxFailedHostsPerWave) failed host\(p.onFailure.maxFailedHostsPerWave == 1 ? "" : "s") per wave, \(p.onFailure.maxFailedHosts) in all")
+                   + "tolerate " + Self.tolerated(p.onFailure))
         if let s = p.schedule {
             out.append(c.paint("Schedule", .bold) + " " + s.summary)
             for w in s.waves {
@@ -240,6 +240,17 @@ enum PlanPreviewRendering {
         for n in p.notes { out.append(c.paint("note:", .yellow) + " " + n) }
         out.append("Dry run: nothing was changed on any host.")
         return out
+    }
+
+    /// "0 failed hosts per wave, 2 in all" or, for shares, "10% per wave (0, 1, 5), 2% in all (2), 5% at once (6)".
+    static func tolerated(_ f: DryRunPreview.Failure) -> String {
+        func hosts(_ n: Int) -> String { "\(n) failed host\(n == 1 ? "" : "s")" }
+        let perWave = f.maxFailedHostsPerWave.hasSuffix("%")
+            ? "\(f.maxFailedHostsPerWave) of each wave's hosts (\(f.toleratedPerWave.map(String.init).joined(separator: ", ")) failed hosts)"
+            : "\(hosts(f.toleratedPerWave.first ?? 0)) per wave"
+        let total = f.maxFailedHosts.hasSuffix("%") ? "\(f.maxFailedHosts) in all (\(f.toleratedTotal))" : "\(f.toleratedTotal) in all"
+        let unhealthy = f.maxUnhealthyHosts.map { "; at most \($0)\($0.hasSuffix("%") ? " (\(f.toleratedUnhealthy ?? 0))" : "") failed or rolling back at once" } ?? ""
+        return "\(perWave), \(total)\(unhealthy); one more halts"
     }
 
     static func dur(_ seconds: Double) -> String { PlanFormat.duration(.seconds(Int64(seconds.rounded()))) }
