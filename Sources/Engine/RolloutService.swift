@@ -63,14 +63,15 @@ public struct RolloutService: Sendable {
     /// kernels and reachability decide the layout), the waves, and one transaction that
     /// journals the rollout, takes its hosts' locks and the driver lease. Throws
     /// `Journal.LockConflict` when another rollout holds a host; nothing is journaled then.
-    public func create(_ loaded: LoadedPlan, parallel: Int) async throws -> Created {
+    /// `startAt`: `plan apply --at` (the survey and the locks now, the first step then).
+    public func create(_ loaded: LoadedPlan, parallel: Int, startAt: Date? = nil) async throws -> Created {
         let (plan, inventory, customers) = (loaded.plan, loaded.inventory, loaded.customers)
         let excluded = Set(plan.selection.exclude)
         let selected = PlanLoader.selectedHosts(plan, inventory: inventory).filter { !excluded.contains($0.name) }
         let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig, transport: transport).run(hosts: selected)
         let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: survey.releases, unreachable: survey.unreachable,
                                       customers: customers)
-        let id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal)
+        let id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, startAt: startAt)
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
                              customers: customers, transport: transport, stopRequested: stopRequested, logger: logger)
         return Created(orchestrator: o, layout: layout)

@@ -139,6 +139,10 @@ public final class Journal: Sendable {
             try db.execute(sql: "ALTER TABLE notice ADD COLUMN window_start TEXT; ALTER TABLE notice ADD COLUMN window_end TEXT")
         }
         m.registerMigration("v6-pauses") { db in try Journal.migratePauses(db) }
+        m.registerMigration("v7-start-at") { db in
+            // `plan apply --at`: no step before this moment (the locks and the lease are held from creation).
+            try db.execute(sql: "ALTER TABLE rollout ADD COLUMN start_at TEXT")
+        }
         return m
     }
 
@@ -164,6 +168,8 @@ public final class Journal: Sendable {
         public var updatedAt: String
         public var pid: Int32?
         public var note: String?
+        /// `plan apply --at`: no step before then.
+        public var startAt: String?
         /// Who drives it now (or last did, if that process died without releasing).
         public var lease: LeaseRow?
 
@@ -174,7 +180,7 @@ public final class Journal: Sendable {
             guard let st = RolloutState(rawValue: raw) else { throw JournalError("rollout \(row["id"] as String? ?? "?"): unknown state '\(raw)' in the journal") }
             state = st
             startedBy = row["started_by"]; startedAt = row["started_at"]; updatedAt = row["updated_at"]
-            pid = row["pid"]; note = row["note"]
+            pid = row["pid"]; note = row["note"]; startAt = row["start_at"]
             lease = Journal.lease(from: row)
         }
     }
@@ -224,16 +230,17 @@ public final class Journal: Sendable {
     /// Creates a rollout with its waves and hosts and takes the hosts' locks, all
     /// in one transaction: either everything is journaled, or nothing.
     public func createRollout(id: String, plan: Plan, planHash: String, hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)],
-                              waves: Int, driver: DriverIdentity = .current, ttl: Duration = .seconds(60)) throws {
+                              waves: Int, driver: DriverIdentity = .current, ttl: Duration = .seconds(60), startAt: Date? = nil) throws {
         try pool.write { db in
             let now = self.now()
             let locked = hosts.filter { $0.wave != nil }
             let lockKeys = locked.map(\.lockKey)
             try Self.checkLocks(db, keys: lockKeys, except: nil)
             try db.execute(sql: """
-                INSERT INTO rollout (id, plan_name, plan_path, plan_text, plan_hash, target_release, state, started_by, started_at, updated_at, pid)
-                VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)
-                """, arguments: [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, driver.pid])
+                INSERT INTO rollout (id, plan_name, plan_path, plan_text, plan_hash, target_release, state, started_by, started_at, updated_at, pid, start_at)
+                VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
+                """, arguments: [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, driver.pid,
+                                 startAt.map { Self.timestampStyle.format($0) }])
             try self.acquireLease(db, id, as: driver, ttl: ttl)
             for w in 0..<waves {
                 try db.execute(sql: "INSERT INTO wave (rollout_id, number, state) VALUES (?, ?, 'pending')", arguments: [id, w + 1])
@@ -247,7 +254,8 @@ public final class Journal: Sendable {
                 try db.execute(sql: "INSERT INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)", arguments: [h.lockKey, id, now, h.name])
             }
             try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
-                           arguments: [id, now, "rollout created: plan '\(plan.name)' → \(plan.kernel.release), \(waves) waves, \(lockKeys.count) hosts"])
+                           arguments: [id, now, "rollout created: plan '\(plan.name)' → \(plan.kernel.release), \(waves) waves, \(lockKeys.count) hosts"
+                                       + (startAt.map { ", to start at \(Self.timestampStyle.format($0))" } ?? "")])
         }
     }
 

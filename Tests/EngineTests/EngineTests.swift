@@ -44,10 +44,10 @@ final class SimFleet: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
 
-    func create(as driver: DriverIdentity = .current) throws -> String {
+    func create(as driver: DriverIdentity = .current, startAt: Date? = nil) throws -> String {
         let current = Dictionary(uniqueKeysWithValues: inventory.hosts.map { ($0.name, Self.old) })
         let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: [:], customers: nil)
-        return try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, driver: driver)
+        return try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, driver: driver, startAt: startAt)
     }
 
     func orchestrator(_ id: String, as identity: DriverIdentity = .current, log: Log = Log(),

@@ -142,3 +142,27 @@ import HealthGate
         #expect(try f.journal.host(id, canary)?.state == .failed)
     }
 }
+
+/// `plan apply --at`: the rollout is journaled (and its hosts locked) now, its first step waits.
+@Suite("a scheduled start", .serialized) struct ScheduledStartTests {
+    @Test func nothingTouchesAHostBeforeTheStartAlsoAcrossAResume() async throws {
+        let f = try SimFleet(count: 3, racks: 3, waves: [.count(1), .percent(100)])
+        let start = f.clock.now.addingTimeInterval(3 * 3600)
+        let id = try f.create(startAt: start)
+        #expect(try f.journal.lockedHosts(id).count == 3, "the hosts are held from creation")
+        let journal = f.journal
+        // The first driver stops while it waits; a resume waits on.
+        let first = f.orchestrator(id, stop: { (try? journal.rollout(id))?.state == .waiting })
+        #expect(try await first.run() == .interrupted)
+        first.releaseLease()
+        #expect(await f.summaries().values.allSatisfy { $0.commands == 0 }, "a host was touched before the start")
+        let second = f.orchestrator(id, as: otherDriver())
+        defer { second.releaseLease() }
+        #expect(try await second.run() == .completed)
+        // Journal times have milliseconds (and a double's rounding): compared to 10 ms.
+        let firstStep = try #require(try f.journal.events(id).first { $0.kind == .state && $0.host != nil })
+        let at = try #require(TimeText.parse(firstStep.at))
+        #expect(at >= start.addingTimeInterval(-0.01), "first step at \(firstStep.at), before the start \(TimeText.iso(start))")
+        #expect(try f.journal.events(id).contains { $0.message.hasPrefix("rollout waiting: scheduled start (plan apply --at): until ") })
+    }
+}

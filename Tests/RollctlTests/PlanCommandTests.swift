@@ -75,6 +75,25 @@ struct PlanCommandTests {
         #expect(again.output == json.output)
     }
 
+    /// `--at`: read on the plan's zone (UTC here), shown by the dry-run; a past or unreadable time is bad input.
+    @Test func aScheduledStartIsShownAndABadOneRefused() throws {
+        let plan = Self.root + "/plans/socket-bind-fix.yaml"
+        let later = try CLI.run(["plan", "apply", plan, "--dry-run", "--offline", "--at", "2099-01-02 03:04"])
+        #expect(later.status != 0 && later.output.contains("is more than a year away"), "\(later.output)")
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX"); f.timeZone = TimeZone(identifier: "UTC"); f.dateFormat = "yyyy-MM-dd HH:mm"
+        let soon = Date().addingTimeInterval(2 * 86400)
+        let ok = try CLI.run(["plan", "apply", plan, "--dry-run", "--offline", "--at", f.string(from: soon)])
+        f.dateFormat = "yyyy-MM-dd'T'HH:mm"
+        #expect(ok.status == 0 && ok.output.contains("Starts at \(f.string(from: soon)):00Z (plan apply --at)"), "\(ok.output)")
+        for (at, text) in [("2020-01-01 00:00", "has passed"), ("next tuesday", "is not a time rollctl can read")] {
+            let r = try CLI.run(["plan", "apply", plan, "--dry-run", "--offline", "--at", at])
+            #expect(r.status == 2 && r.output.contains(text), "\(at): \(r.output)")
+            let applied = try CLI.run(["plan", "apply", plan, "--at", at, "--journal", "/nonexistent/j.sqlite"])
+            #expect(applied.status == 2 && applied.output.contains(text), "\(at): \(applied.output)")
+        }
+    }
+
     func writePlan(in d: TestSSHD, release: String, extra: String = "") throws -> String {
         let path = d.dir + "/plan.yaml"
         try """

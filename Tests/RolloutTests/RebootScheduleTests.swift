@@ -241,3 +241,19 @@ struct SplitMix {
         #expect(PlanPauseTests.errors("on_failure: {max_failed_hosts_per_wave: 3, max_failed_hosts: 1%}\n").isEmpty)
     }
 }
+
+@Suite struct StartMomentTests {
+    @Test func momentsAPersonWrites() {
+        let moscow = TimeZone(identifier: "Europe/Moscow")!, berlin = TimeZone(identifier: "Europe/Berlin")!
+        func iso(_ d: Date?) -> String? { d.map(TimeText.iso) }
+        #expect(iso(RebootSchedule.parseMoment("2026-12-02 02:00", in: moscow)) == "2026-12-01T23:00:00Z")
+        #expect(iso(RebootSchedule.parseMoment("2026-12-02T02:00:30", in: moscow)) == "2026-12-01T23:00:30Z")
+        #expect(iso(RebootSchedule.parseMoment("2026-12-02T02:00:00+01:00", in: moscow)) == "2026-12-02T01:00:00Z")
+        #expect(iso(RebootSchedule.parseMoment("2026-12-02T02:00:00Z", in: moscow)) == "2026-12-02T02:00:00Z")
+        // A time the clock skips does not exist; nonsense is nothing.
+        #expect(RebootSchedule.parseMoment("2027-03-28 02:30", in: berlin) == nil)
+        for bad in ["tomorrow", "2026-13-01 02:00", "2026-12-02 25:00", "2026-12-02", "02:00", ""] {
+            #expect(RebootSchedule.parseMoment(bad, in: moscow) == nil, "\(bad)")
+        }
+    }
+}

@@ -142,6 +142,22 @@ public struct RebootSchedule: Sendable, Equatable {
         return parts.joined(separator: "; ")
     }
 
+    /// A moment a person writes (`plan apply --at`): RFC 3339 with an offset (`2026-12-02T02:00:00+03:00`,
+    /// `…Z`), or `YYYY-MM-DD HH:MM[:SS]` (a `T` may stand for the space) on `zone`'s wall clock.
+    public static func parseMoment(_ text: String, in zone: TimeZone) -> Date? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if let d = TimeText.parse(t) { return d }
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = zone
+        f.isLenient = false
+        for format in ["yyyy-MM-dd HH:mm", "yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm", "yyyy-MM-dd'T'HH:mm:ss"] {
+            f.dateFormat = format
+            if let d = f.date(from: t), f.string(from: d) == t { return d }
+        }
+        return nil
+    }
+
     /// `Mon 7 Dec 02:00 MSK`: a moment on the schedule's wall clock, for people.
     public func local(_ moment: Date) -> String {
         let f = DateFormatter()

@@ -81,7 +81,7 @@ public final class Orchestrator: Sendable {
     /// driver lease, in one transaction.
     /// Throws `Journal.LockConflict` when another rollout holds any of them.
     public static func create(plan: Plan, inventory: Inventory, layout: RolloutLayout, journal: Journal,
-                              driver: DriverIdentity = .current) throws -> String {
+                              driver: DriverIdentity = .current, startAt: Date? = nil) throws -> String {
         let id = newRolloutID()
         var rows: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] = []
         for wave in layout.waves {
@@ -94,7 +94,8 @@ public final class Orchestrator: Sendable {
         for s in layout.skipped {
             rows.append((s.host.name, s.host.address, lockKey(s.host, inventory), nil, nil, .skipped, s.reason))
         }
-        try journal.createRollout(id: id, plan: plan, planHash: sha256Hex(plan.text), hosts: rows, waves: layout.waves.count, driver: driver)
+        try journal.createRollout(id: id, plan: plan, planHash: sha256Hex(plan.text), hosts: rows, waves: layout.waves.count, driver: driver,
+                                  startAt: startAt)
         return id
     }
 

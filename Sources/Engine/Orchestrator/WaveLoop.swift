@@ -49,6 +49,10 @@ extension Orchestrator {
             await catchUpNotices(notices)
         }
         try await releaseFinishedHosts()
+        // `plan apply --at`: nothing touches a host before then (across a resume too).
+        if let at = try journal.rollout(rolloutID)?.startAt.flatMap(TimeText.parse), at > clock.now {
+            if let outcome = try await waitUntil(at, "scheduled start (plan apply --at)") { return outcome }
+        }
         for wave in waves {
             if wave.state == .passed { continue }
             if wave.state == .failed || wave.state == .rolledBack {
@@ -133,7 +137,7 @@ extension Orchestrator {
                 return try halt(reason: "wave \(number): customer notices could not be delivered and the plan blocks on that: \(e)", wave: number)
             }
         }
-        if let stopped = try await waitUntil(rebootsFrom, "wave \(number): lead time") { return stopped }
+        if let stopped = try await waitUntil(rebootsFrom, "wave \(number): the lead time of its notices") { return stopped }
 
         // 4. Reboots, batch by batch (a batch never holds two hosts of one failure domain), each
         //    inside the schedule's windows and keeping the customers' windows.
@@ -206,8 +210,8 @@ extension Orchestrator {
         let wait = instant.timeIntervalSince(clock.now)
         guard wait > 0 else { return nil }
         let local = plan.schedule.map { " = \($0.local(instant))" } ?? ""
-        say(nil, "\(what) — reboots start at \(TimeText.iso(instant))\(local) (in \(PlanFormat.duration(.seconds(wait.rounded(.up)))))")
-        try journal.setRolloutState(rolloutID, .waiting, note: "\(what): reboots start at \(TimeText.iso(instant))\(local)")
+        say(nil, "\(what) — until \(TimeText.iso(instant))\(local) (in \(PlanFormat.duration(.seconds(wait.rounded(.up)))))")
+        try journal.setRolloutState(rolloutID, .waiting, note: "\(what): until \(TimeText.iso(instant))\(local)")
         if await sleepUnlessStopped(until: instant) { return try interrupt() }
         try journal.setRolloutState(rolloutID, .running, clearingNote: true)
         return nil

@@ -24,6 +24,8 @@ public struct DryRunFacts: Sendable {
     public var maintenanceTemplate: (subject: String, body: String)?
     /// When the rollout would start: windows and notices are planned from here.
     public var now = Date()
+    /// `plan apply --at`, when given.
+    public var scheduledStart: Date?
 
     public init(offline: Bool, releases: [String: String] = [:], unreachable: [String: String] = [:],
                 exampleGrubConfig: String? = nil, customers: Customers? = nil,
@@ -178,6 +180,8 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
     public var onFailure: Failure
     public var estimate: Estimate
     public var schedule: Schedule?
+    /// `plan apply --at` (RFC 3339), when given.
+    public var scheduledStart: String?
     /// Things the admin should know before applying (hosts with unknown release, …).
     public var notes: [String]
 }
@@ -283,7 +287,8 @@ public enum DryRun {
                              toleratedPerWave: layout.waves.map { plan.failure.maxFailedHostsPerWave.limit(of: $0.hosts.count) },
                              toleratedTotal: plan.failure.maxFailedHostsTotal.limit(of: total),
                              toleratedUnhealthy: plan.failure.maxUnhealthyHosts?.limit(of: total)),
-            estimate: estimate, schedule: schedule(plan: plan, layout: layout, from: facts.now), notes: notes)
+            estimate: estimate, schedule: schedule(plan: plan, layout: layout, from: facts.now),
+            scheduledStart: facts.scheduledStart.map(TimeText.iso), notes: notes)
     }
 
     /// `5 minutes`, `2 hours 30 minutes`: rounded up to 5 minutes, as a person would say it.

@@ -78,6 +78,25 @@ struct PlanApply: AsyncParsableCommand {
     @Option(help: ArgumentHelp("OpenSSH client config to read for values the inventory leaves open.", valueName: "file"))
     var sshConfig: String?
 
+    @Option(help: ArgumentHelp("Start later: the survey, the waves and the hosts' locks now, the first step at this moment — "
+                               + "\"2026-12-02 02:00\" on the plan's schedule.time_zone (UTC without one), or RFC 3339 with an offset. "
+                               + "Journaled: a resume waits for it too.", valueName: "time"))
+    var at: String?
+
+    /// `--at` as a moment: bad input (exit 2) when it cannot be read, has passed, or is more than a year away.
+    static func startAt(_ text: String?, plan: Configuration.Plan, now: Date = Date()) throws -> Date? {
+        guard let text else { return nil }
+        let zone = plan.schedule?.timeZone ?? TimeZone(identifier: "UTC")!
+        let zoneName = plan.schedule?.zoneName ?? "UTC"
+        guard let at = RebootSchedule.parseMoment(text, in: zone) else {
+            throw InputError(file: "--at", "'\(text)' is not a time rollctl can read (or does not exist in \(zoneName))",
+                             hint: "write \"2026-12-02 02:00\" (on \(zoneName), the plan's schedule.time_zone) or 2026-12-02T02:00:00+03:00")
+        }
+        if at < now.addingTimeInterval(-60) { throw InputError(file: "--at", "\(TimeText.iso(at)) has passed (it is \(TimeText.iso(now)))") }
+        if at > now.addingTimeInterval(366 * 86400) { throw InputError(file: "--at", "\(TimeText.iso(at)) is more than a year away") }
+        return at
+    }
+
     func validate() throws {
         guard (1...4096).contains(parallel) else { throw ValidationError("--parallel must be between 1 and 4096, got \(parallel)") }
         if !dryRun && offline { throw ValidationError("--offline goes with --dry-run") }
@@ -86,13 +105,15 @@ struct PlanApply: AsyncParsableCommand {
     func run() async throws {
         guard dryRun else {
             // The real thing: journal, waves, gates, halt and rollback (RolloutCommands.swift).
-            return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json, log: log)
+            return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json, log: log,
+                                          at: at)
         }
         let cfg = SSHConfig.load(path: sshConfig)
         let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory, sshConfig: cfg)
         let p = loaded.plan
         let template = try Self.maintenanceTemplate(p)
         var facts = DryRunFacts(offline: offline, customers: loaded.customers, maintenanceTemplate: template)
+        if let start = try Self.startAt(at, plan: p) { facts.now = start; facts.scheduledStart = start }
         if !offline {
             let excluded = Set(p.selection.exclude)
             let targets = PlanLoader.selectedHosts(p, inventory: loaded.inventory).filter { !excluded.contains($0.name) }
@@ -233,8 +254,9 @@ enum PlanPreviewRendering {
             for w in s.waves {
                 out.append("  \(w.wave == 1 ? "canary" : "wave \(w.wave)"): \(w.batches) batch\(w.batches == 1 ? "" : "es") from \(w.firstBatchStartLocal), the last ending by \(w.lastBatchEndLocal)")
             }
-            out.append("  done by \(s.doneByLocal) at the latest (every batch taking its whole allowance, started now)")
+            out.append("  done by \(s.doneByLocal) at the latest (every batch taking its whole allowance, from the start)")
         }
+        if let start = p.scheduledStart { out.append(c.paint("Starts", .bold) + " at \(start) (plan apply --at); the hosts are locked from now") }
         let e = p.estimate
         out.append(c.paint("Estimated duration", .bold) + " about \(dur(e.typicalSeconds)) with \(dur(e.typicalBootSeconds)) boots (at least \(dur(e.minimumSeconds)), at most \(dur(e.maximumSeconds)) if every boot takes the whole timeout)")
         for n in p.notes { out.append(c.paint("note:", .yellow) + " " + n) }

@@ -100,10 +100,12 @@ final class StopFlag: @unchecked Sendable {
 
 /// `plan apply` without --dry-run: plan, journal, run.
 enum ApplyRun {
-    static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool, log: LogOptions) async throws {
+    static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool, log: LogOptions,
+                    at: String? = nil) async throws {
         let console = Console.shared
         let sshConfig = SSHConfig.load()
         let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
+        let startAt = try PlanApply.startAt(at, plan: loaded.plan)
         if loaded.inventory.defaults.hostKeyPolicy == .off {
             console.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
         }
@@ -112,7 +114,7 @@ enum ApplyRun {
                                      logger: log.logger(json: json))
         let created: RolloutService.Created
         do {
-            created = try await service.create(loaded, parallel: parallel)
+            created = try await service.create(loaded, parallel: parallel, startAt: startAt)
         } catch let e as Journal.LockConflict {
             console.error("refused: \(e)")
             console.err("  hint: wait for it, or `rollctl rollout resume \(e.holder.id)` / `rollctl rollout abort \(e.holder.id)`")
@@ -121,7 +123,8 @@ enum ApplyRun {
         let (plan, layout, id, path) = (loaded.plan, created.layout, created.id, service.journal.path)
         let hostsInWaves = layout.waves.reduce(0) { $0 + $1.hosts.count }
         if !json {
-            console.out("rollout \(id): plan '\(plan.name)' → \(plan.kernel.release); \(layout.waves.count) waves, \(hostsInWaves) hosts, \(layout.skipped.count) skipped; journal \(path)")
+            console.out("rollout \(id): plan '\(plan.name)' → \(plan.kernel.release); \(layout.waves.count) waves, \(hostsInWaves) hosts, \(layout.skipped.count) skipped; journal \(path)"
+                        + (startAt.map { "; starts at \(TimeText.iso($0))" } ?? ""))
             for s in layout.skipped { console.out("  skipped \(s.host.name): \(s.reason)") }
         } else {
             console.out(JSONLine.encode(["type": "rollout", "rollout": id, "plan": plan.name, "release": plan.kernel.release,
