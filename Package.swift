@@ -62,6 +62,8 @@ let package = Package(
         .target(name: "Engine", dependencies: [
             "Basics", "NetIO", "SSH", "HealthGate", "Configuration", "RolloutJournal", "Notices",
             .product(name: "Logging", package: "swift-log"),
+            // Local hooks (built for fleetsim anyway: no build cost).
+            .product(name: "Subprocess", package: "swift-subprocess"),
         ]),
         // The CLI's commands: parsing and rendering only.
         .target(name: "RollctlCommands", dependencies: [

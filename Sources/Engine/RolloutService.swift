@@ -84,7 +84,10 @@ public struct RolloutService: Sendable {
         defer { o.releaseLease() }
         try o.takeLease()
         let outcome = try await o.run()
-        if case .halted = outcome { try await o.rollbackAfterHalt() }
+        if case .halted(let reason) = outcome {
+            await o.haltHooks(reason: reason)
+            try await o.rollbackAfterHalt()
+        }
         return outcome
     }
 

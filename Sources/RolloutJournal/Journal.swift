@@ -143,6 +143,7 @@ public final class Journal: Sendable {
             // `plan apply --at`: no step before this moment (the locks and the lease are held from creation).
             try db.execute(sql: "ALTER TABLE rollout ADD COLUMN start_at TEXT")
         }
+        m.registerMigration("v8-hooks") { db in try Journal.migrateHooks(db) }
         return m
     }
 

@@ -42,6 +42,10 @@ public actor SimHost: RemoteHost {
     public private(set) var boots: [String]
     /// Commands starting with any of these exit 1 (a read-only grubenv, a full /boot).
     public private(set) var failing: [String] = []
+    /// The plan hooks run on this host (`export ROLLCTL_…; sh -c …`), each with the number of
+    /// reboots it had had by then. A hook whose command contains `FAIL`, or on a host `failing`
+    /// `export ROLLCTL_`, exits 1.
+    public private(set) var hooks: [(command: String, rebootsBefore: Int)] = []
     private var bootedAt: Date
     /// Its time: the leak grows and refused logins end by it (the rollout's clock, so a virtual one moves both).
     public nonisolated let clock: any RolloutClock
@@ -115,6 +119,11 @@ public actor SimHost: RemoteHost {
         }
         if rekeyed { throw SSHError(.hostKeyMismatch, host: hostName, "the host key changed (ssh-ed25519 SHA256:simhost-new)") }
         func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
+        if command.hasPrefix("export ROLLCTL_") {
+            hooks.append((command, reboots))
+            let fails = command.contains("FAIL") || failing.contains { command.hasPrefix($0) }
+            return fails ? HostCommandResult(stdout: "draining\n", stderr: "hook: simulated failure\n", exitStatus: 1) : ok("done\n")
+        }
         if failing.contains(where: { command.hasPrefix($0) }) {
             return HostCommandResult(stdout: "", stderr: "\(command.prefix(40)): simulated failure\n", exitStatus: 1)
         }

@@ -257,3 +257,32 @@ struct SplitMix {
         }
     }
 }
+
+/// The `hooks` section: commands or {run, on, timeout, on_error}.
+@Suite struct PlanHookTests {
+    @Test func bothFormsLoadWithTheirDefaults() throws {
+        let p = try PlanLoader.parse(text: PlanPauseTests.base + """
+            hooks:
+              pre_reboot:
+                - lb-drain
+                - {run: notify-ops, on: local, timeout: 2m, on_error: warn}
+              post_boot: lb-enable
+              on_halt: [page-oncall]
+            """, path: "m.yaml")
+        #expect(p.hooks.preReboot == [Hook(run: "lb-drain"), Hook(run: "notify-ops", on: .local, timeout: .seconds(120), onError: .warn)])
+        #expect(p.hooks.postBoot == [Hook(run: "lb-enable")])
+        #expect(p.hooks.afterCommit.isEmpty)
+        #expect(p.hooks.onHalt == [Hook(run: "page-oncall", on: .local)], "on_halt runs locally by default")
+        #expect(try PlanLoader.parse(text: PlanPauseTests.base, path: "m.yaml").hooks.isEmpty)
+    }
+
+    @Test func mistakesAreNamed() {
+        #expect(PlanPauseTests.errors("hooks: {on_halt: [{run: page, on: host}]}\n")
+                == ["4:35 hooks.on_halt run on rollctl's machine (on: local): a halt concerns the rollout, not one host"])
+        #expect(PlanPauseTests.errors("hooks: {pre_reboot: [{run: x, on: remote}]}\n").first?.contains("on must be host or local, found 'remote'") == true)
+        #expect(PlanPauseTests.errors("hooks: {pre_reboot: [{run: x, on_error: ignore}]}\n").first?.contains("on_error must be fail or warn") == true)
+        #expect(PlanPauseTests.errors("hooks: {pre_reboot: [{on: local}]}\n").first?.contains("needs a 'run' command") == true)
+        #expect(PlanPauseTests.errors("hooks: {pre_boot: [x]}\n").first?.contains("did you mean 'pre_reboot'?") == true)
+        #expect(PlanPauseTests.errors("hooks: {post_boot: [{run: x, timeout: 2h}]}\n").first?.contains("at most 1h makes sense here") == true)
+    }
+}

@@ -23,6 +23,8 @@ public struct Plan: Sendable {
     public var failure: FailurePolicy
     /// When reboots may start (windows, cutoff, spacing); nil: any time.
     public var schedule: RebootSchedule?
+    /// Commands around each host's reboot and on a halt.
+    public var hooks = HookSpec()
 
     public init(name: String, description: String? = nil, path: String, text: String, kernel: KernelSpec,
                 bootloader: Bootloader = .grub, inventoryPath: String, selection: Selection = Selection(),

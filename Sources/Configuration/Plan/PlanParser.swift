@@ -41,6 +41,7 @@ struct PlanParser {
         var failure = FailurePolicy()
         var schedule: (RebootSchedule, [Node])?
         var onInconclusive: FailurePolicy.Inconclusive?
+        var hooks = HookSpec()
         for (key, _, v) in top {
             switch key {
             case "name":
@@ -62,6 +63,7 @@ struct PlanParser {
             case "notify": notify = parseNotify(v)
             case "on_failure": if let f = parseFailure(v) { failure = f }
             case "schedule": schedule = parseSchedule(v)
+            case "hooks": if let h = parseHooks(v) { hooks = h }
             default: break
             }
         }
@@ -81,9 +83,11 @@ struct PlanParser {
         if let (s, nodes) = schedule { checkWindowsHoldABatch(s, nodes, reboot: reboot) }
         if let onInconclusive { failure.onInconclusive = onInconclusive }
         guard let name, let kernel, let inventory else { return nil }
-        return Plan(name: name, description: description, path: path, text: text, kernel: kernel, bootloader: bootloader,
+        var plan = Plan(name: name, description: description, path: path, text: text, kernel: kernel, bootloader: bootloader,
                     inventoryPath: inventory, selection: selection, waves: waves, reboot: reboot, gate: gate,
                     notify: notify, failure: failure, schedule: schedule?.0)
+        plan.hooks = hooks
+        return plan
     }
 }
 

@@ -160,8 +160,15 @@ extension Orchestrator {
             if h.state == .staged {
                 // The last moment to stop before something a customer notices.
                 guard leaseHeld(), !stopping() else { return }
+                guard try await takeHostLease(name, await connections.host(name)) else { return }
+                // Drain it (the plan's pre_reboot hooks): a failure fails the host, not rebooted.
+                switch try await runHooks(.preReboot, host: name, wave: h.wave) {
+                case .done: break
+                case .failed(let why): return try await fail(name, why)
+                case .stopped: return
+                }
+                guard leaseHeld(), !stopping() else { return }
                 let host = await connections.host(name)
-                guard try await takeHostLease(name, host) else { return }
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id", timeout: MaintenanceWindow.commandAllowance).trimmed
                 // Intent first: if we die after this line, resume compares boot ids.
                 try await journal.move(rolloutID, host: name, to: .rebooting, message: "staged → rebooting (intent: \(plan.reboot.command))",
@@ -214,7 +221,19 @@ extension Orchestrator {
                 }
                 try await journal.move(rolloutID, host: name, to: .verified, set: ["release_after": release])
                 say(name, "up on \(release) (new boot id)")
+                try await postBootHooks(name, wave: h.wave)
             }
+        } catch where !Self.isJournalFailure(error) {
+            try await fail(name, describe(error))
+        }
+    }
+
+    /// verified → (the plan's post_boot hooks: put it back) → the soak; a failure fails the host.
+    /// Also run before the soak for hosts a resume finds verified (the hooks that ran are skipped).
+    func postBootHooks(_ name: String, wave: Int?) async throws {
+        guard !plan.hooks.postBoot.isEmpty else { return }
+        do {
+            if case .failed(let why) = try await runHooks(.postBoot, host: name, wave: wave) { try await fail(name, why) }
         } catch where !Self.isJournalFailure(error) {
             try await fail(name, describe(error))
         }
@@ -397,6 +416,7 @@ extension Orchestrator {
             }
             try await journal.move(rolloutID, host: name, to: .committed)
             say(name, "committed: \(plan.kernel.release) is the default")
+            try await afterCommitHooks(name, wave: h.wave)
         } catch where !Self.isJournalFailure(error) {
             return try await fail(name, describe(error))
         }

@@ -156,8 +156,14 @@ extension Orchestrator {
             if let outcome = try await pauseAfterBatch(wave: number, batch: i, of: batches.count) { return outcome }
         }
 
-        // 5. Soak and gate. An inconclusive gate under `on_inconclusive: pause` waits for a person
+        // 5. Soak and gate (hosts a resume finds verified get their post_boot hooks first). An inconclusive gate under `on_inconclusive: pause` waits for a person
         //    (also when a resume finds the wave waiting for one: the soak is not run again).
+        if !plan.hooks.postBoot.isEmpty {
+            try await forEach(try journal.hosts(rolloutID, wave: number, in: [.verified]).map(\.name), limit: 32) { name in
+                try await self.postBootHooks(name, wave: number)
+            }
+            if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        }
         let ready = try journal.hosts(rolloutID, wave: number, in: [.verified, .soaking])
         if !ready.isEmpty {
             var undecided: String?
@@ -183,6 +189,10 @@ extension Orchestrator {
         // The wave passes and its "done" notices are owed in one transaction: a crash right
         // after cannot lose them (resume delivers what is queued).
         let committed = try journal.hosts(rolloutID, wave: number, in: [.committed]).map(\.name)
+        if !plan.hooks.afterCommit.isEmpty {
+            try await forEach(committed, limit: 32) { name in try await self.afterCommitHooks(name, wave: number) }
+            if stopping() { return try interrupt() }
+        }
         try journal.setWave(rolloutID, number, state: .passed, queueing: try notices?.owed(.done, wave: number, hosts: committed) ?? [])
         say(nil, "wave \(number)/\(total): passed, \(healthy.count) host\(healthy.count == 1 ? "" : "s") committed")
         if let notices {

@@ -320,9 +320,19 @@ public enum DryRun {
             steps.append(.init(step: "notify", description: "once the wave is staged, send the maintenance notice to \(customers.map { "\($0)" } ?? "the") customer\(customers == 1 ? "" : "s") of this host (once per customer per wave), stating the window from the lead time, the customer's last batch, the reboot timeout, the soak and a possible rollback reboot; then wait the lead time \(PlanFormat.duration(n.leadTime)) before the wave's first reboot",
                                commands: []))
         }
+        func hooks(_ phase: HookSpec.Phase, _ when: String) {
+            let list = plan.hooks[phase]
+            guard !list.isEmpty else { return }
+            let places = Set(list.map(\.on.rawValue)).sorted().joined(separator: " and ")
+            steps.append(.init(step: phase.rawValue, description: "\(when): \(list.count) hook\(list.count == 1 ? "" : "s") on \(places) (ROLLCTL_HOST, ROLLCTL_ADDRESS, ROLLCTL_WAVE, ROLLCTL_ROLLOUT, ROLLCTL_RELEASE in the environment); "
+                               + list.map { "\($0.on.rawValue), \(PlanFormat.duration($0.timeout)), on error \($0.onError.rawValue)" }.joined(separator: "; "),
+                               commands: list.map(\.run)))
+        }
+        hooks(.preReboot, "right before this host's reboot; a failure fails it, unrebooted")
         steps.append(.init(step: "reboot", description: "reboot (at most \(plan.waves.maxParallel) at once, one per failure domain), wait \(PlanFormat.duration(plan.reboot.settle)), then up to \(PlanFormat.duration(plan.reboot.timeout)) for a new boot id",
                            commands: [plan.reboot.command]))
         steps.append(.init(step: "verify", description: "the boot id changed and the release is \(release)", commands: [HostCommands.verify]))
+        hooks(.postBoot, "after verify, before the soak; a failure fails the host")
         let g = plan.gate
         var gateDesc = "soak \(PlanFormat.duration(g.soak)), a sample every \(PlanFormat.duration(g.interval)) (\(g.plannedSamples) samples)"
         if let site = g.testSite, let h = example, let url = try? HTTPURL.expand(template: site.urlTemplate, address: h.address, name: h.name) {
@@ -330,9 +340,11 @@ public enum DryRun {
         }
         steps.append(.init(step: "gate", description: gateDesc, commands: [HealthGate.HostFacts.command] + g.customChecks.map(\.command)))
         steps.append(.init(step: "commit", description: "after the wave's gate passed: make \(release) the default", commands: bootloader.commit(plan, entry: newEntry)))
+        hooks(.afterCommit, "after the commit; a failure is reported")
         let rollback = bootloader.clearOneShot + bootloader.restoreDefault(plan, previousRelease: prev, previousEntry: oldEntry) + [plan.reboot.command]
         steps.append(.init(step: "rollback", description: "only on failure (policy: \(plan.failure.rollback.rawValue)): restore \(prev) as the default and reboot into it",
                            commands: rollback))
+        hooks(.onHalt, "if the rollout halts, on rollctl's machine (ROLLCTL_REASON too); a failure is reported")
         return steps
     }
 

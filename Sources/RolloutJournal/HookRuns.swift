@@ -1,0 +1,90 @@
+import Foundation
+import GRDB
+import Basics
+
+/// One run of a plan hook: journaled as `running` before it starts (the intent) and with its
+/// outcome after. A resume skips hooks whose outcome is journaled and runs again a hook left
+/// `running` (its outcome is unknown): hooks must be safe to run twice.
+public struct HookRunRow: Sendable, Equatable {
+    public enum Status: String, Sendable { case running, ok, warned, failed }
+    public var host: String
+    public var phase: String
+    public var wave: Int
+    public var index: Int
+    public var status: Status
+    public var exitStatus: Int?
+    /// The end of what it printed (stdout and stderr), at most `HookRunRow.outputCap` bytes.
+    public var output: String?
+    public var error: String?
+    public var startedAt: String
+    public var endedAt: String?
+
+    public static let outputCap = 4096
+}
+
+extension Journal {
+    static func migrateHooks(_ db: Database) throws {
+        try db.execute(sql: """
+        CREATE TABLE hook_run (
+          rollout_id TEXT NOT NULL REFERENCES rollout(id),
+          host TEXT NOT NULL,          -- inventory name; '' for on_halt (the rollout's)
+          phase TEXT NOT NULL,         -- pre_reboot | post_boot | after_commit | on_halt
+          wave INTEGER NOT NULL,
+          idx INTEGER NOT NULL,        -- the hook's place in its list
+          status TEXT NOT NULL,        -- running | ok | warned | failed
+          exit_status INTEGER,
+          output TEXT,                 -- the end of its output, capped
+          error TEXT,
+          started_at TEXT NOT NULL,
+          ended_at TEXT,
+          PRIMARY KEY (rollout_id, host, phase, wave, idx)
+        );
+        """)
+    }
+
+    public func hookRun(_ rolloutID: String, host: String, phase: String, wave: Int, index: Int) throws -> HookRunRow? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM hook_run WHERE rollout_id = ? AND host = ? AND phase = ? AND wave = ? AND idx = ?",
+                             arguments: [rolloutID, host, phase, wave, index]).map(Self.hookRun(from:))
+        }
+    }
+
+    public func hookRuns(_ rolloutID: String) throws -> [HookRunRow] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM hook_run WHERE rollout_id = ? ORDER BY started_at, host, phase, idx", arguments: [rolloutID])
+                .map(Self.hookRun(from:))
+        }
+    }
+
+    static func hookRun(from row: Row) -> HookRunRow {
+        HookRunRow(host: row["host"], phase: row["phase"], wave: row["wave"], index: row["idx"],
+                   status: HookRunRow.Status(rawValue: row["status"]) ?? .failed, exitStatus: row["exit_status"],
+                   output: row["output"], error: row["error"], startedAt: row["started_at"], endedAt: row["ended_at"])
+    }
+
+    /// The intent: the hook is about to run (again, when a resume found its outcome unknown).
+    public func hookStarting(_ rolloutID: String, host: String, phase: String, wave: Int, index: Int, command: String) async throws {
+        try await group.submit { db in
+            try db.execute(sql: """
+                INSERT OR REPLACE INTO hook_run (rollout_id, host, phase, wave, idx, status, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)
+                """, arguments: [rolloutID, host, phase, wave, index, self.now()])
+            try self.insertEvent(db, rolloutID, host: host.isEmpty ? nil : host, kind: .intent, "hook \(phase)[\(index)]: run `\(command.prefix(200))`",
+                                 data: Self.jsonObject(["phase": phase, "index": "\(index)"]))
+        }
+    }
+
+    /// The outcome.
+    public func hookEnded(_ rolloutID: String, host: String, phase: String, wave: Int, index: Int, status: HookRunRow.Status,
+                          exitStatus: Int?, output: String, error: String?) async throws {
+        let tail = String(decoding: output.utf8.suffix(HookRunRow.outputCap), as: UTF8.self)
+        try await group.submit { db in
+            try db.execute(sql: """
+                UPDATE hook_run SET status = ?, exit_status = ?, output = ?, error = ?, ended_at = ?
+                WHERE rollout_id = ? AND host = ? AND phase = ? AND wave = ? AND idx = ?
+                """, arguments: [status.rawValue, exitStatus, tail, error, self.now(), rolloutID, host, phase, wave, index])
+            let what = error ?? exitStatus.map { "exit \($0)" } ?? "done"
+            try self.insertEvent(db, rolloutID, host: host.isEmpty ? nil : host, kind: .outcome, "hook \(phase)[\(index)]: \(status.rawValue) (\(what))",
+                                 data: Self.jsonObject(["phase": phase, "index": "\(index)", "status": status.rawValue, "exit": exitStatus.map(String.init) ?? ""]))
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Testing
+import RolloutTesting
+@testable import Basics
+@testable import Configuration
+@testable import RolloutJournal
+@testable import Engine
+
+/// The plan's hooks over SimHost (host hooks) and /bin/sh on this machine (local hooks).
+@Suite("hooks", .serialized) struct HookTests {
+    static func fleet(_ hooks: String, count: Int = 3, budget: Int = 0) throws -> SimFleet {
+        let f = try SimFleet(count: count, racks: count, waves: [.count(1), .percent(100)], maxFailedPerWave: budget)
+        var plan = try PlanLoader.parse(text: "name: h\nkernel: {release: \(SimFleet.new)}\ninventory: i.yaml\nhooks:\n" + hooks, path: f.dir + "/p.yaml")
+        plan.hooks.onHalt = plan.hooks.onHalt  // (parsed like any plan)
+        f.plan.hooks = plan.hooks
+        return f
+    }
+
+    @Test func hooksRunInOrderWithTheirEnvironmentAndNeverTwiceAcrossAResume() async throws {
+        let out = try TestDir()
+        let f = try Self.fleet("""
+              pre_reboot:
+                - drain-from-lb
+                - {run: 'printf "%s %s %s" "$ROLLCTL_WAVE" "$ROLLCTL_ADDRESS" "$ROLLCTL_RELEASE" > \(out.path)/"$ROLLCTL_HOST".pre', on: local}
+              post_boot:
+                - {run: put-back, timeout: 30s}
+              after_commit:
+                - {run: 'echo "$ROLLCTL_HOST" >> \(out.path)/committed', on: local}
+            """)
+        let id = try f.create()
+        let journal = f.journal
+        // The first driver stops once the first hook has run; the second finishes.
+        let first = f.orchestrator(id, stop: { (try? journal.hookRuns(id))?.contains { $0.status == .ok } ?? false })
+        #expect(try await first.run() == .interrupted)
+        first.releaseLease()
+        let second = f.orchestrator(id, as: otherDriver())
+        defer { second.releaseLease() }
+        #expect(try await second.run() == .completed)
+        for (name, sim) in f.hosts {
+            let hooks = await sim.hooks
+            // Once each: drain before the reboot, put back after it.
+            #expect(hooks.count == 2, "\(name): \(hooks.map(\.command))")
+            #expect(hooks.first?.command.hasSuffix("sh -c drain-from-lb") == true && hooks.first?.rebootsBefore == 0, "\(name)")
+            #expect(hooks.last?.command.hasSuffix("sh -c put-back") == true && hooks.last?.rebootsBefore == 1, "\(name)")
+            #expect(hooks.first?.command.contains("export ROLLCTL_HOST=\(name);") == true)
+            let wave = try #require(try f.journal.host(id, name)?.wave)
+            let address = try #require(f.inventory.hosts.first { $0.name == name }?.address)
+            #expect(try String(contentsOfFile: "\(out.path)/\(name).pre", encoding: .utf8) == "\(wave) \(address) \(SimFleet.new)")
+        }
+        let committed = try String(contentsOfFile: "\(out.path)/committed", encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(committed.sorted() == f.hosts.keys.sorted(), "after_commit once per host: \(committed)")
+        #expect(try f.journal.hookRuns(id).allSatisfy { $0.status == .ok })
+        try f.legalPaths(id)
+    }
+
+    @Test func aFailingPreRebootHookFailsOnlyThatHostUnrebooted() async throws {
+        let f = try Self.fleet("""
+              pre_reboot: [drain-from-lb]
+            """, budget: 1)
+        await f.hosts["h02"]!.setFailing(["export ROLLCTL_"])
+        let id = try f.create()
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        #expect(try await o.run() == .completed)
+        let failed = try #require(try f.journal.host(id, "h02"))
+        #expect(failed.state == .failed && failed.reason?.hasPrefix("hook pre_reboot[0] failed: exit 1") == true, "\(failed)")
+        #expect(await f.hosts["h02"]!.summary().reboots == 0)
+        for name in ["h01", "h03"] { #expect(try f.journal.host(id, name)?.state == .committed) }
+        let run = try #require(try f.journal.hookRuns(id).first { $0.host == "h02" })
+        #expect(run.status == .failed && run.exitStatus == 1 && run.output?.contains("simulated failure") == true, "\(run)")
+    }
+
+    @Test func aFailingPostBootHookHaltsRollsBackAndTheHaltHookRunsOnce() async throws {
+        let out = try TestDir()
+        let f = try Self.fleet("""
+              post_boot: [put-back-FAIL]
+              on_halt:
+                - 'printf "%s|%s" "$ROLLCTL_WAVE" "$ROLLCTL_REASON" >> \(out.path)/halt'
+                - {run: 'exit 3', on_error: warn}
+            """)
+        let id = try f.create()
+        let service = RolloutService(journal: f.journal, transport: { [hosts = f.hosts] in hosts[$0.name]! })
+        let o = f.orchestrator(id)
+        guard case .halted(let reason) = try await service.drive(o) else { Issue.record("not halted"); return }
+        let canary = try #require(try f.names(id, wave: 1).first)
+        #expect(reason.contains("hook post_boot[0] failed: exit 1"), "\(reason)")
+        #expect(try f.journal.host(id, canary)?.state == .rolledBack)
+        let halt = try String(contentsOfFile: "\(out.path)/halt", encoding: .utf8)
+        #expect(halt == "1|\(reason)", "\(halt)")
+        let runs = try f.journal.hookRuns(id).filter { $0.phase == "on_halt" }
+        #expect(runs.map(\.status) == [.ok, .warned])
+    }
+}
+
+/// A temporary folder, removed at deinit.
+final class TestDir: @unchecked Sendable {
+    let path: String
+    init() throws {
+        path = NSTemporaryDirectory() + "rollctl-hooks-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
