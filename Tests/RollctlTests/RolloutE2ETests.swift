@@ -627,6 +627,55 @@ struct RolloutE2ETests {
         #expect(events.contains { ($0["message"] as? String)?.hasPrefix("promoted by ") == true && ($0["data"] as? [String: String])?["through_wave"] == "1" })
     }
 
+    /// Hooks on fleetsim: a host hook runs on the host before its reboot (it sees the old kernel)
+    /// and after it (the new one), a local hook writes a file per host from its environment, and
+    /// a host hook that fails on one host fails only that host, which is never rebooted.
+    @Test func hooksRunOnTheHostAndLocallyInOrderAndAFailingOneFailsOnlyItsHost() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 19); defer { fleet.down() }
+        let out = fleet.dir + "/hook-out"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let hooks = """
+            hooks:
+              pre_reboot:
+                - 'echo "pre $ROLLCTL_HOST $(cat /proc/sys/kernel/osrelease)"; [ "$ROLLCTL_HOST" != web-003 ]'
+                - {run: 'printf "%s %s %s" "$ROLLCTL_WAVE" "$ROLLCTL_ADDRESS" "$ROLLCTL_RELEASE" > \(out)/"$ROLLCTL_HOST"', on: local}
+              post_boot:
+                - 'echo "post $(cat /proc/sys/kernel/osrelease)"'
+            """
+        let text = try String(contentsOfFile: plan, encoding: .utf8)
+            .replacingOccurrences(of: "  rollback: wave", with: "  rollback: wave\n  max_failed_hosts_per_wave: 1\n  max_failed_hosts: 1") + "\n" + hooks + "\n"
+        try text.write(toFile: plan, atomically: true, encoding: .utf8)
+        let r = try fleet.apply(plan)
+        #expect(r.status == 0, "\(r.output)")
+        let doc = try fleet.lastRollout()
+        let id = try #require(doc["id"] as? String)
+        let states = fleet.hostStates(doc)
+        #expect(states["web-003"] == "failed", "\(states)")
+        #expect(fleet.boots("web-003") == ["6.1.0-17-hosting"], "the failed drain must keep web-003 from rebooting")
+        let shown = try fleet.show(id)
+        let runs = shown["hooks"] as? [[String: Any]] ?? []
+        let addresses = Dictionary(uniqueKeysWithValues: (doc["hosts"] as? [[String: Any]] ?? []).compactMap { h -> (String, (String, Int))? in
+            guard let n = h["name"] as? String, let a = h["address"] as? String, let w = h["wave"] as? Int else { return nil }
+            return (n, (a, w))
+        })
+        for i in [1, 2, 4] {
+            let host = fleet.name(i)
+            #expect(states[host] == "committed", "\(host): \(states)")
+            #expect(fleet.boots(host) == ["6.1.0-17-hosting", "6.1.0-19-hosting"])
+            let mine = runs.filter { $0["host"] as? String == host }
+            let pre = mine.first { $0["phase"] as? String == "pre_reboot" && $0["index"] as? Int == 0 }
+            let post = mine.first { $0["phase"] as? String == "post_boot" }
+            #expect((pre?["output"] as? String)?.hasPrefix("pre \(host) 6.1.0-17-hosting") == true, "\(mine)")
+            #expect((post?["output"] as? String)?.hasPrefix("post 6.1.0-19-hosting") == true, "\(mine)")
+            let (address, wave) = try #require(addresses[host])
+            #expect(try String(contentsOfFile: "\(out)/\(host)", encoding: .utf8) == "\(wave) \(address) 6.1.0-19-hosting")
+        }
+        #expect(!FileManager.default.fileExists(atPath: "\(out)/web-003"), "the local hook after the failed one must not run")
+        let failed = runs.first { $0["host"] as? String == "web-003" }
+        #expect(failed?["status"] as? String == "failed" && failed?["exit_status"] as? Int == 1, "\(String(describing: failed))")
+    }
+
     @Test func killNineRightAfterAWavePassedStillDeliversItsDoneNotices() throws {
         let fleet = try Fleet(hosts: 4, racks: 2, slot: 16); defer { fleet.down() }
         let sink = try Fleet.MailSink(fleet.dir); defer { sink.stop() }

@@ -27,6 +27,12 @@ struct RolloutShow: AsyncParsableCommand {
                 "windows": try Self.windows(j, id).map { ["wave": $0.0, "start": TimeText.iso($0.1.start), "end": TimeText.iso($0.1.end)] },
                 "driver": r.lease.map { ["host": $0.holder.host, "pid": Int($0.holder.pid), "since": $0.since, "heartbeat": $0.heartbeat, "live": $0.isLive()] as [String: Any] },
                 "locked": try j.lockedHosts(id),
+                "hooks": try j.hookRuns(id).map { h -> [String: Any] in
+                    var o: [String: Any] = ["host": h.host, "phase": h.phase, "wave": h.wave, "index": h.index, "status": h.status.rawValue,
+                                            "started_at": h.startedAt]
+                    o["exit_status"] = h.exitStatus; o["output"] = h.output; o["error"] = h.error; o["ended_at"] = h.endedAt
+                    return o.compactMapValues { $0 }
+                },
                 "hosts": hosts.map { h -> [String: Any] in
                     var o: [String: Any] = ["name": h.name, "address": h.address, "state": h.state.rawValue, "reboots": h.reboots]
                     o["wave"] = h.wave; o["batch"] = h.batch; o["reason"] = h.reason
@@ -65,6 +71,19 @@ struct RolloutShow: AsyncParsableCommand {
         c.out("")
         Self.renderHosts(hosts)
         Self.renderAdvice(r, hosts, locked: try j.lockedHosts(id))
+        let hookRuns = try j.hookRuns(id)
+        if !hookRuns.isEmpty {
+            var counts: [String: [String: Int]] = [:]
+            for h in hookRuns { counts[h.phase, default: [:]][h.status.rawValue, default: 0] += 1 }
+            c.out("")
+            c.out("hooks: " + counts.sorted { $0.key < $1.key }.map { phase, s in
+                "\(phase) " + s.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            }.joined(separator: "; "))
+            for h in hookRuns where h.status != .ok {
+                let last = (h.output ?? "").split(separator: "\n").last.map { ": \($0.prefix(160))" } ?? ""
+                c.out("  \(h.host.isEmpty ? "rollout" : h.host) \(h.phase)[\(h.index)] \(h.status.rawValue) (\(h.error ?? h.exitStatus.map { "exit \($0)" } ?? "no outcome yet"))\(last)")
+            }
+        }
         let failedGates = gates.filter { $0.verdict != "pass" }
         for g in failedGates {
             if let data = g.report.data(using: .utf8), let report = try? JSONDecoder().decode(HostGateReport.self, from: data) {
