@@ -85,6 +85,7 @@ public struct RolloutService: Sendable {
         try o.takeLease()
         let outcome = try await o.run()
         if case .halted(let reason) = outcome {
+            try o.recordKnownBad(reason: reason)
             await o.haltHooks(reason: reason)
             try await o.rollbackAfterHalt()
         }

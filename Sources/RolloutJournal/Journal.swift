@@ -144,6 +144,7 @@ public final class Journal: Sendable {
             try db.execute(sql: "ALTER TABLE rollout ADD COLUMN start_at TEXT")
         }
         m.registerMigration("v8-hooks") { db in try Journal.migrateHooks(db) }
+        m.registerMigration("v9-known-bad") { db in try Journal.migrateKnownBad(db) }
         return m
     }
 

@@ -58,3 +58,42 @@ import RolloutTesting
         #expect(try await p.run() == .completed)
     }
 }
+
+/// A halt on a failed gate or on hosts that did not boot the kernel records the release as known bad.
+@Suite("known-bad kernels", .serialized) struct KnownBadTests {
+    static func drive(_ f: SimFleet, _ id: String) async throws -> RolloutOutcome {
+        let service = RolloutService(journal: f.journal, transport: { [hosts = f.hosts] in hosts[$0.name]! })
+        return try await service.drive(f.orchestrator(id))
+    }
+
+    @Test func aFailedGateRecordsTheReleaseWithItsHostsAndReason() async throws {
+        let f = try SimFleet(count: 3, racks: 3)
+        f.plan.gate.soak = .seconds(10)
+        f.plan.gate.sUnreclaimMax = 310_000 * 1024
+        let id = try f.create()
+        let canary = try #require(try f.names(id, wave: 1).first)
+        await f.hosts[canary]!.setLeak(on: SimFleet.new, bytesPerSecond: 1_073_741_824)
+        let outcome = try await Self.drive(f, id)
+        guard case .halted(let reason) = outcome else { Issue.record("not halted: \(outcome) \(try f.journal.hosts(id).map { "\($0.name) \($0.state) \($0.reason ?? "")" })"); return }
+        let bad = try #require(try f.journal.knownBad(SimFleet.new))
+        #expect(bad.source == .gate && bad.hosts == [canary] && bad.rolloutID == id && bad.evidence == reason, "\(bad)")
+        #expect(try f.journal.events(id).contains { $0.message == "kernel \(SimFleet.new) recorded as known bad (gate)" })
+    }
+
+    @Test func hostsThatDidNotBootItRecordItAndAHookFailureDoesNot() async throws {
+        let f = try SimFleet(count: 3, racks: 3)
+        let id = try f.create()
+        let canary = try #require(try f.names(id, wave: 1).first)
+        await f.hosts[canary]!.setIgnoresOneShot(true)
+        guard case .halted = try await Self.drive(f, id) else { Issue.record("not halted"); return }
+        let bad = try #require(try f.journal.knownBad(SimFleet.new))
+        #expect(bad.source == .boot && bad.hosts == [canary], "\(bad)")
+
+        // A halt that says nothing of the kernel (a drain that failed before any reboot) records nothing.
+        let g = try SimFleet(count: 3, racks: 3)
+        g.plan.hooks.preReboot = [Hook(run: "drain-FAIL")]
+        let gid = try g.create()
+        guard case .halted = try await Self.drive(g, gid) else { Issue.record("not halted"); return }
+        #expect(try g.journal.knownBad(SimFleet.new) == nil)
+    }
+}

@@ -75,6 +75,29 @@ struct PlanCommandTests {
         #expect(again.output == json.output)
     }
 
+    /// A known-bad release: `plan validate` (and apply) refuse it with the evidence, at its line;
+    /// --allow-known-bad lets it through; `kernel unblock` forgets it.
+    @Test func aKnownBadKernelIsRefusedUntilAllowedOrUnblocked() throws {
+        let d = try TestSSHD.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let plan = Self.root + "/plans/socket-bind-fix.yaml", journal = d + "/j.sqlite"
+        let block = try CLI.run(["kernel", "block", "6.1.0-19-hosting", "--reason", "panics on Xeon E5 v2", "--journal", journal])
+        #expect(block.status == 0, "\(block.output)")
+        let refused = try CLI.run(["plan", "validate", plan, "--journal", journal])
+        #expect(refused.status == 2, "\(refused.output)")
+        #expect(refused.output.contains("socket-bind-fix.yaml:15:3: error: kernel 6.1.0-19-hosting is known bad: blocked by hand ("), "\(refused.output)")
+        #expect(refused.output.contains("panics on Xeon E5 v2"))
+        let dry = try CLI.run(["plan", "apply", plan, "--dry-run", "--offline", "--journal", journal])
+        #expect(dry.status == 2 && dry.output.contains("is known bad"))
+        let allowed = try CLI.run(["plan", "validate", plan, "--journal", journal, "--allow-known-bad"])
+        #expect(allowed.status == 0 && allowed.output.contains("going on: --allow-known-bad"), "\(allowed.output)")
+        let list = try CLI.run(["kernel", "list", "--journal", journal, "--json"])
+        #expect(list.json.first?["release"] as? String == "6.1.0-19-hosting" && list.json.first?["source"] as? String == "manual", "\(list.output)")
+        #expect(try CLI.run(["kernel", "unblock", "6.1.0-19-hosting", "--journal", journal]).status == 0)
+        #expect(try CLI.run(["plan", "validate", plan, "--journal", journal]).status == 0)
+        #expect(try CLI.run(["kernel", "unblock", "6.1.0-19-hosting", "--journal", journal]).status == 2)
+    }
+
     /// `--at`: read on the plan's zone (UTC here), shown by the dry-run; a past or unreadable time is bad input.
     @Test func aScheduledStartIsShownAndABadOneRefused() throws {
         let plan = Self.root + "/plans/socket-bind-fix.yaml"

@@ -203,6 +203,13 @@ struct RolloutE2ETests {
         }
         let gate = (doc["gate"] as? [[String: Any]])?.first
         #expect(gate?["verdict"] as? String == "fail")
+        // 6.1.0-18 is now known bad: rolling it again is refused (exit 2, no host touched).
+        let bad = try CLI.run(["kernel", "list", "--journal", fleet.journal, "--json"]).json.first
+        #expect(bad?["release"] as? String == "6.1.0-18-hosting" && bad?["source"] as? String == "gate" && bad?["hosts"] as? [String] == ["web-001"],
+                "\(String(describing: bad))")
+        let retry = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "14s"))
+        #expect(retry.status == 2 && retry.output.contains("kernel 6.1.0-18-hosting is known bad: its gate failed in rollout"), "\(retry.output)")
+        #expect(fleet.boots("web-002") == ["6.1.0-17-hosting"])
         // Locks are released after a clean rollback: a new rollout may start.
         let again = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s"))
         #expect(again.status == 0, "\(again.output)")

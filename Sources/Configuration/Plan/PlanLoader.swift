@@ -153,10 +153,11 @@ public enum PlanLoader {
 
 /// Finds where a dotted key (`waves.failure_domain`) is written in the plan text,
 /// so cross-checks made after loading still point at a line and column.
-struct PlanLines {
-    var text: String
+public struct PlanLines {
+    public var text: String
+    public init(text: String) { self.text = text }
 
-    func position(of dotted: String) -> (Int?, Int?) {
+    public func position(of dotted: String) -> (Int?, Int?) {
         guard let root = try? Yams.compose(yaml: text) else { return (nil, nil) }
         var node = root
         var best: (Int?, Int?) = (nil, nil)

@@ -20,6 +20,24 @@ extension Orchestrator {
         return .halted(reason: reason)
     }
 
+    /// After a halt: when the failed wave's gate failed on a host, or hosts did not boot the new
+    /// kernel (another kernel came up, or none within the reboot timeout), the release is recorded
+    /// as known bad with the halt's reason and those hosts. Judged from the journal's fields (gate
+    /// verdicts, releases and boot ids after the reboot), not from the words of the reasons.
+    public func recordKnownBad(reason: String) throws {
+        guard let wave = try journal.waves(rolloutID).first(where: { $0.state == .failed })?.number else { return }
+        let gateFailed = try journal.gateReports(rolloutID).filter { $0.wave == wave && $0.verdict == GateVerdict.fail.rawValue }.map(\.host)
+        let release = plan.kernel.release
+        let notBooted = try journal.hosts(rolloutID, wave: wave, in: [.failed]).filter { h in
+            h.reboots > 0 && ((h.releaseAfter.map { $0 != release } ?? false) || h.bootIDAfter == nil)
+        }.map(\.name)
+        let (source, hosts): (KnownBadKernel.Source, [String]) = !gateFailed.isEmpty ? (.gate, gateFailed) : (.boot, notBooted)
+        guard !hosts.isEmpty else { return }
+        if try journal.recordKnownBad(release, source: source, rolloutID: rolloutID, hosts: hosts.sorted(), evidence: reason) {
+            say(nil, "kernel \(release) recorded as known bad: a plan targeting it is refused unless --allow-known-bad (`rollctl kernel list`)", problem: true)
+        }
+    }
+
     /// Which hosts a rollback touches.
     public enum RollbackSelection: Sendable, Equatable {
         /// The plan's policy after a halt (`wave`, `all`, `none`).

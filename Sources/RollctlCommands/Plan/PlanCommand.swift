@@ -28,9 +28,15 @@ struct PlanValidate: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Use this inventory instead of the plan's.", valueName: "file"))
     var inventory: String?
 
+    @OptionGroup var journalOption: JournalOption
+
+    @Flag(help: "Accept a plan whose kernel release is known bad (`rollctl kernel list`).")
+    var allowKnownBad = false
+
     func run() async throws {
         let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory)
         let p = loaded.plan
+        try KnownBadCheck.refuse(p, journal: journalOption, allowed: allowKnownBad, existingOnly: true)
         let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: [:], unreachable: [:], customers: loaded.customers)
         let rolled = layout.waves.reduce(0) { $0 + $1.hosts.count }
         let sizes = layout.waves.map { "\($0.hosts.count)" }.joined(separator: ", ")
@@ -83,6 +89,9 @@ struct PlanApply: AsyncParsableCommand {
                                + "Journaled: a resume waits for it too.", valueName: "time"))
     var at: String?
 
+    @Flag(help: "Roll the plan's kernel even when it is known bad (`rollctl kernel list`).")
+    var allowKnownBad = false
+
     /// `--at` as a moment: bad input (exit 2) when it cannot be read, has passed, or is more than a year away.
     static func startAt(_ text: String?, plan: Configuration.Plan, now: Date = Date()) throws -> Date? {
         guard let text else { return nil }
@@ -106,11 +115,12 @@ struct PlanApply: AsyncParsableCommand {
         guard dryRun else {
             // The real thing: journal, waves, gates, halt and rollback (RolloutCommands.swift).
             return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json, log: log,
-                                          at: at)
+                                          at: at, allowKnownBad: allowKnownBad)
         }
         let cfg = SSHConfig.load(path: sshConfig)
         let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory, sshConfig: cfg)
         let p = loaded.plan
+        try KnownBadCheck.refuse(p, journal: journalOption, allowed: allowKnownBad, existingOnly: true)
         let template = try Self.maintenanceTemplate(p)
         var facts = DryRunFacts(offline: offline, customers: loaded.customers, maintenanceTemplate: template)
         if let start = try Self.startAt(at, plan: p) { facts.now = start; facts.scheduledStart = start }

@@ -101,11 +101,12 @@ final class StopFlag: @unchecked Sendable {
 /// `plan apply` without --dry-run: plan, journal, run.
 enum ApplyRun {
     static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool, log: LogOptions,
-                    at: String? = nil) async throws {
+                    at: String? = nil, allowKnownBad: Bool = false) async throws {
         let console = Console.shared
         let sshConfig = SSHConfig.load()
         let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
         let startAt = try PlanApply.startAt(at, plan: loaded.plan)
+        try KnownBadCheck.refuse(loaded.plan, journal: journal, allowed: allowKnownBad, existingOnly: false)
         if loaded.inventory.defaults.hostKeyPolicy == .off {
             console.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
         }
