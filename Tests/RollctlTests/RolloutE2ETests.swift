@@ -651,7 +651,8 @@ struct RolloutE2ETests {
                 - 'echo "post $(cat /proc/sys/kernel/osrelease)"'
             """
         let text = try String(contentsOfFile: plan, encoding: .utf8)
-            .replacingOccurrences(of: "  rollback: wave", with: "  rollback: wave\n  max_failed_hosts_per_wave: 1\n  max_failed_hosts: 1") + "\n" + hooks + "\n"
+            // Shares: 34% of wave 2's three hosts and 25% of the four tolerate one failed host each.
+            .replacingOccurrences(of: "  rollback: wave", with: "  rollback: wave\n  max_failed_hosts_per_wave: 34%\n  max_failed_hosts: 25%") + "\n" + hooks + "\n"
         try text.write(toFile: plan, atomically: true, encoding: .utf8)
         let r = try fleet.apply(plan)
         #expect(r.status == 0, "\(r.output)")
@@ -681,6 +682,36 @@ struct RolloutE2ETests {
         #expect(!FileManager.default.fileExists(atPath: "\(out)/web-003"), "the local hook after the failed one must not run")
         let failed = runs.first { $0["host"] as? String == "web-003" }
         #expect(failed?["status"] as? String == "failed" && failed?["exit_status"] as? Int == 1, "\(String(describing: failed))")
+    }
+
+    /// `gate.on_inconclusive: pause`: the canary's soak sees nothing (its packets dropped), so the
+    /// gate is inconclusive; the rollout pauses instead of halting, and a promote from another
+    /// process accepts the wave (journaled) and the rollout completes.
+    @Test func anInconclusiveGatePausesAndAPromoteAcceptsIt() throws {
+        let fleet = try Fleet(hosts: 3, racks: 3, slot: 20); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        // No test site: its requests would time out too and fail the gate; without evidence it is inconclusive.
+        var text = try String(contentsOfFile: plan, encoding: .utf8).replacingOccurrences(of: "  soak: 10s\n", with: "  soak: 10s\n  on_inconclusive: pause\n")
+        let site = try #require(text.range(of: "  test_site:\n")), end = try #require(text.range(of: "    timeout: 900ms\n"))
+        text.replaceSubrange(site.lowerBound..<end.upperBound, with: "  test_site: none\n")
+        try text.write(toFile: plan, atomically: true, encoding: .utf8)
+        let pid = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        defer { kill(pid, SIGKILL); _ = Spawn.wait(pid) }
+        #expect(fleet.waitFor("soaking 1 host", in: fleet.dir + "/apply.log", seconds: 90), "\(fleet.log("apply.log"))")
+        try fleet.set("web-001", "drop=20s")
+        #expect(fleet.waitFor("PAUSED on an inconclusive gate", in: fleet.dir + "/apply.log", seconds: 90), "\(fleet.log("apply.log"))")
+        let id = try #require(try fleet.lastRollout()["id"] as? String)
+        let status = try CLI.run(["rollout", "status", id, "--journal", fleet.journal, "--json"]).json.first
+        #expect(status?["state"] as? String == "paused" && status?["waiting_for"] as? String == "person", "\(String(describing: status))")
+        #expect(fleet.hostStates(try fleet.lastRollout())["web-001"] == "soaking")
+        // Once the canary answers again, a person accepts the wave.
+        usleep(20_000_000)
+        let promoted = try CLI.run(["rollout", "promote", id, "--journal", fleet.journal])
+        #expect(promoted.status == 0, "\(promoted.output)")
+        #expect(Spawn.wait(pid) == 0, "\(fleet.log("apply.log"))")
+        #expect(Set(fleet.hostStates(try fleet.lastRollout()).values) == ["committed"])
+        let events = try fleet.show(id)["events"] as? [[String: Any]] ?? []
+        #expect(events.contains { ($0["message"] as? String)?.contains("the inconclusive gate was accepted by a person") == true })
     }
 
     @Test func killNineRightAfterAWavePassedStillDeliversItsDoneNotices() throws {
