@@ -21,7 +21,7 @@ struct GateCheckE2ETests {
           6.1.0-19-hosting: {sunreclaim_base: 250MiB}
         hosts:
           web-002: {initial_kernel: 6.1.0-19-hosting}
-          web-003: {initial_kernel: 6.1.0-19-hosting, site_fail_fraction: 0.3, site_fail_as: reset}
+          web-003: {initial_kernel: 6.1.0-19-hosting, site_fail_fraction: 0.5, site_fail_as: reset}
         """.write(toFile: scenario, atomically: true, encoding: .utf8)
         let fleetsim = RolloutE2ETests.Fleet.fleetsim
         let base = "127.\(100 + Int(getpid()) % 100).179.1"
@@ -30,6 +30,8 @@ struct GateCheckE2ETests {
         #expect(s == 0, "\(out)")
         defer { _ = try? Spawn.run(fleetsim, ["down", "--dir", dir + "/fleet"]) }
 
+        // web-003 resets at random (fleetsim's site draws from the system generator): at 30% its 18
+        // requests all succeeded once in a CI run (0.7^18 ≈ 0.2%); at 50% that is 0.5^18 ≈ 4e-6.
         let r = try CLI.run(["gate", "check", "-i", dir + "/fleet/inventory.yaml", "--soak", "8s", "--interval", "1s", "--json"])
         #expect(r.status == 3, "\(r.output)")
         var verdicts: [String: [String: Any]] = [:]

@@ -89,7 +89,7 @@ import HealthGate
     /// inside it, and no earlier minute would do.
     @Test(arguments: 1...40 as ClosedRange<UInt64>)
     func slotsAreTheEarliestThatFit(seed: UInt64) {
-        var rng = SplitMix(seed: seed)
+        var rng = SeededRNG(seed: seed)  // WavePlannerTests' SplitMix64
         let zones = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/Moscow", "America/Santiago"]
         var windows: [S.Window] = []
         for _ in 0..<(1 + Int(rng.next() % 3)) {
@@ -138,18 +138,6 @@ import HealthGate
     }
 }
 
-/// A small deterministic generator for the property tests.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// The `schedule` section as a plan writes it, and what a person gets for each mistake.
 @Suite struct PlanScheduleTests {
