@@ -535,7 +535,8 @@ public final class Journal: Sendable {
         }
     }
 
-    static func whoami() -> String {
+    /// `user@machine` (the sudoer's name under sudo): who started a rollout, or made a decision on one.
+    public static func whoami() -> String {
         let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? ProcessInfo.processInfo.environment["USER"] ?? String(cString: getpwuid(geteuid()).pointee.pw_name)
         return "\(user)@\(ProcessInfo.processInfo.hostName)"
     }

@@ -10,9 +10,7 @@ import RolloutTesting
 @Suite("hooks", .serialized) struct HookTests {
     static func fleet(_ hooks: String, count: Int = 3, budget: Int = 0) throws -> SimFleet {
         let f = try SimFleet(count: count, racks: count, waves: [.count(1), .percent(100)], maxFailedPerWave: budget)
-        var plan = try PlanLoader.parse(text: "name: h\nkernel: {release: \(SimFleet.new)}\ninventory: i.yaml\nhooks:\n" + hooks, path: f.dir + "/p.yaml")
-        plan.hooks.onHalt = plan.hooks.onHalt  // (parsed like any plan)
-        f.plan.hooks = plan.hooks
+        f.plan.hooks = try PlanLoader.parse(text: "name: h\nkernel: {release: \(SimFleet.new)}\ninventory: i.yaml\nhooks:\n" + hooks, path: f.dir + "/p.yaml").hooks
         return f
     }
 

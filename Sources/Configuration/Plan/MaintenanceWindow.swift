@@ -47,9 +47,13 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
     /// The window of a customer whose hosts in this wave are in batches up to `lastBatch` (0-based).
     /// With a schedule it opens at the wave's first slot and closes after their last batch's slot.
     public static func forCustomer(rebootsFrom: Date, lastBatch: Int, plan: Plan) -> MaintenanceWindow {
-        let times = batchTimes(from: rebootsFrom, count: lastBatch + 1, plan: plan)
-        let batch = batchAllowance(plan).seconds
-        let end = times[lastBatch].end.addingTimeInterval(plan.gate.soak.seconds + batch)
+        forCustomer(batchTimes: batchTimes(from: rebootsFrom, count: lastBatch + 1, plan: plan), lastBatch: lastBatch, plan: plan)
+    }
+
+    /// The same from the wave's `batchTimes`, computed once for all its customers (a wave of
+    /// thousands of batches would otherwise lay them out again for every customer).
+    public static func forCustomer(batchTimes times: [DateInterval], lastBatch: Int, plan: Plan) -> MaintenanceWindow {
+        let end = times[min(lastBatch, times.count - 1)].end.addingTimeInterval(plan.gate.soak.seconds + batchAllowance(plan).seconds)
         return MaintenanceWindow(start: times[0].start, end: end)
     }
 
@@ -59,8 +63,13 @@ public struct MaintenanceWindow: Sendable, Equatable, Codable {
     /// delays before the reboots (sending the notices, a slow lead-time wait): only when those
     /// eat into the planned reboots themselves is the window broken.
     public func holds(now: Date, batchesLeft: Int, plan: Plan) -> Bool {
-        let times = Self.batchTimes(from: now, count: max(1, batchesLeft), plan: plan)
-        return times[0].start >= start.addingTimeInterval(-1) && times[times.count - 1].end.addingTimeInterval(plan.gate.soak.seconds) <= end
+        holds(batchTimes: Self.batchTimes(from: now, count: max(1, batchesLeft), plan: plan), batchesLeft: batchesLeft, plan: plan)
+    }
+
+    /// The same from the remaining batches' `batchTimes` (from now), computed once per check.
+    public func holds(batchTimes times: [DateInterval], batchesLeft: Int, plan: Plan) -> Bool {
+        let last = times[min(max(1, batchesLeft), times.count) - 1]
+        return times[0].start >= start.addingTimeInterval(-1) && last.end.addingTimeInterval(plan.gate.soak.seconds) <= end
     }
 
     /// `Tue 1 Dec 2026 20:15 UTC` to `20:45 UTC`: minutes, rounded outwards (the start

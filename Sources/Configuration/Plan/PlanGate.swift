@@ -32,11 +32,7 @@ extension PlanParser {
     /// `gate.on_inconclusive` (`halt` | `pause`): orchestration policy, kept in `FailurePolicy`.
     func parseOnInconclusive(_ gate: Node) -> FailurePolicy.Inconclusive? {
         guard case let .mapping(m) = gate, let v = m.first(where: { $0.key.scalar?.string == "on_inconclusive" })?.value else { return nil }
-        guard let s = r.string(v, "gate.on_inconclusive") else { return nil }
-        if let p = FailurePolicy.Inconclusive(rawValue: s) { return p }
-        r.error(v, "gate.on_inconclusive must be halt or pause, found '\(Inventory.printable(s))'",
-                hint: nearest(s, in: FailurePolicy.Inconclusive.allCases.map(\.rawValue)).map { "did you mean '\($0)'?" })
-        return nil
+        return choice(v, "gate.on_inconclusive")
     }
 
     func parseGate(_ node: Node) -> GateSettings? {

@@ -100,22 +100,9 @@ extension PlanParser {
                 case "run": if let s = r.string(v, "\(what): run") { hook.run = s } else { ok = false }
                 case "on":
                     onNode = v
-                    if let s = r.string(v, "\(what): on") {
-                        if let p = Hook.Place(rawValue: s) { hook.on = p } else {
-                            r.error(v, "\(what): on must be host or local, found '\(Inventory.printable(s))'",
-                                    hint: nearest(s, in: Hook.Place.allCases.map(\.rawValue)).map { "did you mean '\($0)'?" })
-                            ok = false
-                        }
-                    } else { ok = false }
+                    if let p: Hook.Place = choice(v, "\(what): on") { hook.on = p } else { ok = false }
                 case "timeout": if let d = duration(v, "\(what): timeout", min: .seconds(1), max: .seconds(3600)) { hook.timeout = d } else { ok = false }
-                case "on_error":
-                    if let s = r.string(v, "\(what): on_error") {
-                        if let e = Hook.OnError(rawValue: s) { hook.onError = e } else {
-                            r.error(v, "\(what): on_error must be fail or warn, found '\(Inventory.printable(s))'",
-                                    hint: nearest(s, in: Hook.OnError.allCases.map(\.rawValue)).map { "did you mean '\($0)'?" })
-                            ok = false
-                        }
-                    } else { ok = false }
+                case "on_error": if let e: Hook.OnError = choice(v, "\(what): on_error") { hook.onError = e } else { ok = false }
                 default: break
                 }
             }

@@ -105,6 +105,16 @@ extension PlanParser {
         return .some(v)
     }
 
+    /// One of `E`'s raw values: "`what` must be a, b or c, found 'x'", with a did-you-mean.
+    func choice<E: RawRepresentable & CaseIterable>(_ node: Node, _ what: String) -> E? where E.RawValue == String {
+        guard let s = r.string(node, what) else { return nil }
+        if let e = E(rawValue: s) { return e }
+        let names = E.allCases.map(\.rawValue)
+        let list = names.dropLast().joined(separator: ", ") + " or " + (names.last ?? "")
+        r.error(node, "\(what) must be \(list), found '\(Inventory.printable(s))'", hint: nearest(s, in: names).map { "did you mean '\($0)'?" })
+        return nil
+    }
+
     func duration(_ node: Node, _ what: String, min: Duration = .zero, max: Duration) -> Duration? {
         if case let .scalar(s) = node {
             let t = s.string.trimmed

@@ -182,13 +182,7 @@ extension PlanParser {
         var f = FailurePolicy()
         for (k, _, v) in pairs {
             switch k {
-            case "rollback":
-                if let s = r.string(v, "on_failure.rollback") {
-                    if let x = FailurePolicy.Rollback(rawValue: s) { f.rollback = x } else {
-                        r.error(v, "on_failure.rollback must be wave, all or none, found '\(Inventory.printable(s))'",
-                                hint: nearest(s, in: FailurePolicy.Rollback.allCases.map(\.rawValue)).map { "did you mean '\($0)'?" })
-                    }
-                }
+            case "rollback": if let x: FailurePolicy.Rollback = choice(v, "on_failure.rollback") { f.rollback = x }
             case "max_failed_hosts_per_wave": if let b = budget(v, "on_failure.max_failed_hosts_per_wave") { f.maxFailedHostsPerWave = b }
             case "max_failed_hosts": if let b = budget(v, "on_failure.max_failed_hosts") { f.maxFailedHostsTotal = b }
             case "max_unhealthy_hosts": if let b = optional(v, { budget($0, "on_failure.max_unhealthy_hosts") }) { f.maxUnhealthyHosts = b }

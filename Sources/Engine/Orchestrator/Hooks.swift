@@ -106,20 +106,7 @@ extension Orchestrator {
     /// On rollctl's machine: `/bin/sh -c COMMAND` with the variables in its environment (never in
     /// the command's text), stdout and stderr together, killed at the timeout.
     static func runLocal(_ hook: Hook, environment: [String: String]) async -> HookResult {
-        var updates: [Environment.Key: String?] = [:]
-        for (k, v) in environment {
-            switch k {
-            case "ROLLCTL_ROLLOUT": updates["ROLLCTL_ROLLOUT"] = v
-            case "ROLLCTL_RELEASE": updates["ROLLCTL_RELEASE"] = v
-            case "ROLLCTL_WAVE": updates["ROLLCTL_WAVE"] = v
-            case "ROLLCTL_PHASE": updates["ROLLCTL_PHASE"] = v
-            case "ROLLCTL_HOST": updates["ROLLCTL_HOST"] = v
-            case "ROLLCTL_ADDRESS": updates["ROLLCTL_ADDRESS"] = v
-            case "ROLLCTL_REASON": updates["ROLLCTL_REASON"] = v
-            default: break
-            }
-        }
-        let env = Environment.inherit.updating(updates)
+        let env = Environment.inherit.updating(Dictionary(uniqueKeysWithValues: environment.map { (Environment.Key(stringLiteral: $0.key), $0.value as String?) }))
         return await withTaskGroup(of: HookResult?.self) { group in
             group.addTask {
                 do {

@@ -231,12 +231,8 @@ extension Orchestrator {
     /// verified → (the plan's post_boot hooks: put it back) → the soak; a failure fails the host.
     /// Also run before the soak for hosts a resume finds verified (the hooks that ran are skipped).
     func postBootHooks(_ name: String, wave: Int?) async throws {
-        guard !plan.hooks.postBoot.isEmpty else { return }
-        do {
-            if case .failed(let why) = try await runHooks(.postBoot, host: name, wave: wave) { try await fail(name, why) }
-        } catch where !Self.isJournalFailure(error) {
-            try await fail(name, describe(error))
-        }
+        // A hook's own failures (exit, timeout, SSH) come back as `.failed`; what throws is the journal.
+        if case .failed(let why) = try await runHooks(.postBoot, host: name, wave: wave) { try await fail(name, why) }
     }
 
     func sendReboot(_ host: any RemoteHost, _ name: String) async throws {
@@ -355,24 +351,12 @@ extension Orchestrator {
         let gateHosts = hosts
         // A stop request ends the soak at once: the hosts stay `soaking` and a resume
         // runs the gate again from the start (a cut-short soak is no evidence).
-        let finished: WaveGateReport? = await withTaskGroup(of: WaveGateReport?.self) { group in
-            group.addTask {
-                await runner.run(gateHosts) { event in
-                    if case .hostDecided(let r) = event {
-                        self.say(r.host, "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), problem: r.verdict != .pass)
-                    }
+        let finished: WaveGateReport? = await unlessStopped {
+            await runner.run(gateHosts) { event in
+                if case .hostDecided(let r) = event {
+                    self.say(r.host, "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), problem: r.verdict != .pass)
                 }
             }
-            group.addTask {
-                while !Task.isCancelled {
-                    if self.stopping() { return nil }
-                    try? await Task.sleep(for: .milliseconds(200))
-                }
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
         }
         // A driver that lost its lease during the soak (another took the rollout over) writes nothing.
         guard let report = finished, !leaseLost else { return nil }

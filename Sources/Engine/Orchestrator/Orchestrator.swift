@@ -141,20 +141,25 @@ public final class Orchestrator: Sendable {
     /// flag, not a moment.
     func sleepUnlessStopped(until instant: Date) async -> Bool {
         if stopping() { return true }
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                do { try await self.clock.sleep(until: instant); return false } catch { return true }  // cancelled: stop
-            }
+        let slept: Bool? = await unlessStopped { (try? await self.clock.sleep(until: instant)) != nil }
+        return slept != true
+    }
+
+    /// Runs `work` until it ends or a stop is requested (polled every 200 ms, real time), whichever
+    /// comes first; nil when the stop came first (`work` is cancelled then).
+    func unlessStopped<T: Sendable>(_ work: @escaping @Sendable () async -> T) async -> T? {
+        await withTaskGroup(of: T?.self) { group in
+            group.addTask { await work() }
             group.addTask {
                 while !Task.isCancelled {
-                    if self.stopping() { return true }
+                    if self.stopping() { return nil }
                     try? await Task.sleep(for: .milliseconds(200))
                 }
-                return false
+                return nil
             }
-            let stopped = await group.next() ?? false
+            let first = await group.next() ?? nil
             group.cancelAll()
-            return stopped
+            return first
         }
     }
 

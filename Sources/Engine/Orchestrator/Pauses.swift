@@ -33,7 +33,7 @@ extension Orchestrator {
 
     /// `gate.on_inconclusive: pause`: the wave's gate neither passed nor failed. A person decides:
     /// a promote accepts it (the hosts still soaking become healthy and are committed, journaled as
-    /// that person's decision); `rollout abort` and `rollout rollback` refuse it.
+    /// that person's decision); to refuse it, a person runs `rollout abort`, then `rollout rollback`.
     func acceptInconclusive(wave: Int, _ why: String) async throws -> RolloutOutcome? {
         if let outcome = try await waitForPerson("on an inconclusive gate — \(why); a promote accepts the wave") { $0.released(after: wave) } {
             return outcome

@@ -102,20 +102,21 @@ extension Orchestrator {
 
     func runWave(_ number: Int, of total: Int) async throws -> RolloutOutcome {
         let all = try journal.hosts(rolloutID, wave: number)
+        let sizes = try budgetSizes(wave: number)
         let batches = Dictionary(grouping: all, by: { $0.batch ?? 1 }).sorted { $0.key < $1.key }.map(\.value)
         var batchOf: [String: Int] = [:]
         for (i, b) in batches.enumerated() { for h in b { batchOf[h.name] = i } }
 
         // 1. Pre-checks for the whole wave (no disruption yet).
         try await forEach(all.filter { $0.state == .pending }, limit: 32) { h in try await self.check(h.name) }
-        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
         if stopping() { return try interrupt() }
 
         // 2. Install and stage boot-once (nothing restarts yet: customers are told next,
         //    so the window they are given starts from the end of the staging).
         try await forEach(try journal.hosts(rolloutID, wave: number, in: [.checked, .notified]),
                           limit: 32) { h in try await self.stage(h.name) }
-        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
         if stopping() { return try interrupt() }
 
         // 3. Tell the customers of the staged hosts; honour the lead time (across resume too).
@@ -124,11 +125,11 @@ extension Orchestrator {
             let toTell = try journal.hosts(rolloutID, wave: number, in: [.staged]).map(\.name)
             do {
                 if !toTell.isEmpty {
-                    let from = clock.after(notices.spec.leadTime)
                     let plan = self.plan
                     let batchIndex = batchOf
+                    let times = MaintenanceWindow.batchTimes(from: clock.after(notices.spec.leadTime), count: batches.count, plan: plan)
                     rebootsFrom = try await notices.maintenance(wave: number, hosts: toTell, window: { theirs in
-                        MaintenanceWindow.forCustomer(rebootsFrom: from, lastBatch: theirs.compactMap { batchIndex[$0] }.max() ?? 0, plan: plan)
+                        MaintenanceWindow.forCustomer(batchTimes: times, lastBatch: theirs.compactMap { batchIndex[$0] }.max() ?? 0, plan: plan)
                     })
                 } else {
                     rebootsFrom = try notices.earliestReboot(wave: number)
@@ -143,7 +144,8 @@ extension Orchestrator {
         //    inside the schedule's windows and keeping the customers' windows.
         var previousEnd = try lastBatchEnd(wave: number)
         for (i, batch) in batches.enumerated() {
-            let rebootsHere = try journal.hosts(rolloutID, wave: number, in: [.staged]).contains { batchOf[$0.name] == i }
+            // Only a schedule waits for a slot, and only for a batch that still reboots a host.
+            let rebootsHere = try plan.schedule != nil && batch.contains { try journal.host(rolloutID, $0.name)?.state == .staged }
             if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
             if let notices, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf) { return outcome }
             // A corrected notice's lead time may have moved past the slot.
@@ -151,7 +153,7 @@ extension Orchestrator {
             if stopping() { return try interrupt() }
             try await forEach(batch.map(\.name), limit: plan.waves.maxParallel) { name in try await self.rebootAndVerify(name) }
             if rebootsHere { previousEnd = clock.now }
-            if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+            if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
             if stopping() { return try interrupt() }
             if let outcome = try await pauseAfterBatch(wave: number, batch: i, of: batches.count) { return outcome }
         }
@@ -162,7 +164,7 @@ extension Orchestrator {
             try await forEach(try journal.hosts(rolloutID, wave: number, in: [.verified]).map(\.name), limit: 32) { name in
                 try await self.postBootHooks(name, wave: number)
             }
-            if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+            if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
         }
         let ready = try journal.hosts(rolloutID, wave: number, in: [.verified, .soaking])
         if !ready.isEmpty {
@@ -180,12 +182,12 @@ extension Orchestrator {
             }
             if let undecided, let outcome = try await acceptInconclusive(wave: number, undecided) { return outcome }
         }
-        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
 
         // 6. Commit: the new kernel becomes the default, only after the gate passed.
         let healthy = try journal.hosts(rolloutID, wave: number, in: [.healthy])
         try await forEach(healthy.map(\.name), limit: 32) { name in try await self.commit(name) }
-        if let stop = try budgetExceeded(wave: number) { return try halt(reason: stop, wave: number) }
+        if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
         // The wave passes and its "done" notices are owed in one transaction: a crash right
         // after cannot lose them (resume delivers what is queued).
         let committed = try journal.hosts(rolloutID, wave: number, in: [.committed]).map(\.name)
@@ -266,9 +268,13 @@ extension Orchestrator {
             for c in notices.customers.customers(onHost: h.name) { lastBatch[c.id] = max(lastBatch[c.id] ?? b, b) }
         }
         var broken: Set<String> = []
-        for c in notices.customers.customers(onHosts: here) {
+        let customersHere = notices.customers.customers(onHosts: here)
+        // The remaining batches laid out once, as far as the furthest customer of this batch needs.
+        let furthest = customersHere.map { (lastBatch[$0.id] ?? batch) - batch + 1 }.max() ?? 1
+        let remainingTimes = MaintenanceWindow.batchTimes(from: now, count: furthest, plan: plan)
+        for c in customersHere {
             guard let w = promised[c.id] else { continue }  // never told (skipped by on_failure: skip)
-            if !w.holds(now: now, batchesLeft: (lastBatch[c.id] ?? batch) - batch + 1, plan: plan) { broken.insert(c.id) }
+            if !w.holds(batchTimes: remainingTimes, batchesLeft: (lastBatch[c.id] ?? batch) - batch + 1, plan: plan) { broken.insert(c.id) }
         }
         guard !broken.isEmpty else { return nil }
         let already = try notices.rescheduledCustomers(wave: wave)
@@ -281,12 +287,13 @@ extension Orchestrator {
         let correct = broken.subtracting(already)
         guard !correct.isEmpty else { return nil }
         say(nil, "wave \(wave): the window told to \(correct.count) customer\(correct.count == 1 ? "" : "s") cannot hold any more; sending one corrected notice")
-        let from = clock.after(notices.spec.leadTime)
         let plan = self.plan
+        let remaining = (staged.compactMap { batchOf[$0.name] }.max() ?? batch) - batch + 1
+        let times = MaintenanceWindow.batchTimes(from: clock.after(notices.spec.leadTime), count: remaining, plan: plan)
         let start: Date
         do {
             start = try await notices.reschedule(wave: wave, hosts: staged.map(\.name), only: correct, window: { theirs in
-                MaintenanceWindow.forCustomer(rebootsFrom: from, lastBatch: (theirs.compactMap { batchOf[$0] }.max() ?? batch) - batch, plan: plan)
+                MaintenanceWindow.forCustomer(batchTimes: times, lastBatch: (theirs.compactMap { batchOf[$0] }.max() ?? batch) - batch, plan: plan)
             })
         } catch let e as NoticeError {
             return try halt(reason: "wave \(wave): corrected notices could not be delivered and the plan blocks on that: \(e)", wave: wave)
@@ -294,17 +301,21 @@ extension Orchestrator {
         return try await waitUntil(start, "wave \(wave): lead time of the corrected notices")
     }
 
+    /// The wave's and the rollout's numbers of hosts to roll, which share budgets are of: counted
+    /// once per wave (they never change), and only when a budget is a share.
+    func budgetSizes(wave: Int) throws -> (wave: Int, all: Int)? {
+        let f = plan.failure
+        let shares = [f.maxFailedHostsPerWave, f.maxFailedHostsTotal, f.maxUnhealthyHosts].contains { if case .share = $0 { true } else { false } }
+        return shares ? try journal.count(rolloutID, in: HostState.allCases.filter { $0 != .skipped }, wave: wave) : nil
+    }
+
     /// Failures of this wave and of the whole rollout against the plan's budgets: more failed hosts
-    /// than a budget tolerates halts. Shares are of the wave's hosts, of the rollout's hosts.
-    func budgetExceeded(wave: Int) throws -> String? {
+    /// than a budget tolerates halts. Shares are of the wave's hosts, of the rollout's hosts (`sizes`).
+    func budgetExceeded(wave: Int, sizes: (wave: Int, all: Int)?) throws -> String? {
         let f = plan.failure
         // Counted in SQL: this runs after every batch, and a batch is a few hosts of many.
         let failedStates: [HostState] = [.failed, .rollingBack, .rolledBack, .rollbackFailed]
         let failed = try journal.count(rolloutID, in: failedStates, wave: wave)
-        // Host counts only for shares (a scan of the rollout's hosts).
-        let sizes: (wave: Int, all: Int)? = [f.maxFailedHostsPerWave, f.maxFailedHostsTotal, f.maxUnhealthyHosts].contains(where: {
-            if case .share = $0 { return true } else { return false }
-        }) ? try journal.count(rolloutID, in: HostState.allCases.filter { $0 != .skipped }, wave: wave) : nil
         let perWave = f.maxFailedHostsPerWave.limit(of: sizes?.wave ?? 0), total = f.maxFailedHostsTotal.limit(of: sizes?.all ?? 0)
         func budget(_ b: FailureBudget, _ limit: Int) -> String { if case .share = b { return "\(b) = \(limit)" } else { return "\(limit)" } }
         if failed.wave > perWave {

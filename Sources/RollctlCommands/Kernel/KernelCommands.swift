@@ -50,7 +50,7 @@ struct KernelBlock: AsyncParsableCommand {
             throw InputError(file: "RELEASE", "'\(release.prefix(80).filter { $0.isASCII && !$0.isNewline })' is not a kernel release")
         }
         guard !reason.trimmed.isEmpty else { throw InputError(file: "--reason", "say why it is blocked") }
-        if try j.recordKnownBad(release, source: .manual, rolloutID: nil, hosts: [], evidence: reason, by: decider()) {
+        if try j.recordKnownBad(release, source: .manual, rolloutID: nil, hosts: [], evidence: reason, by: Journal.whoami()) {
             Console.shared.out("kernel \(release) blocked: a plan targeting it is refused unless --allow-known-bad")
         } else {
             Console.shared.out("kernel \(release) is already known bad: \(try j.knownBad(release)?.summary ?? "")")

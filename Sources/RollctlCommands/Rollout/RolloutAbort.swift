@@ -31,7 +31,7 @@ struct RolloutAbort: AsyncParsableCommand {
         guard let limit = DurationText.parse(wait) else { throw InputError(file: "--wait", "'\(wait)' is not a duration like 90s") }
         let result: RolloutService.Abort
         do {
-            result = try await RolloutDriver.service(j, json: false, log: log).abort(id, wait: limit, by: decider()) { signalled in
+            result = try await RolloutDriver.service(j, json: false, log: log).abort(id, wait: limit, by: Journal.whoami()) { signalled in
                 switch signalled {
                 case .sigterm(let holder): c.out("asked \(holder) to stop after its in-flight steps (SIGTERM)")
                 case .journal(let holder): c.out("asked \(holder) to stop through the journal (it reads it at its next heartbeat)")

@@ -20,6 +20,15 @@ struct JournalOption: ParsableArguments {
         }
     }
 
+    /// `rollout id`, refused (bad input) when it is over or halted: there is nothing to `verb`.
+    func goingRollout(_ id: String, toBe verb: String) throws -> (Journal, Journal.RolloutRow) {
+        let (j, r) = try rollout(id)
+        if r.state.isOver || r.state == .halted {
+            throw InputError(file: j.path, "rollout \(id) is \(r.state.rawValue): there is nothing to \(verb)", hint: "rollctl rollout status \(id)")
+        }
+        return (j, r)
+    }
+
     /// The journal and the rollout `id` in it; an unknown id is bad input (exit 2).
     func rollout(_ id: String) throws -> (Journal, Journal.RolloutRow) {
         let j = try open()

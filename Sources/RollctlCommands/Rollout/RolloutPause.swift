@@ -4,13 +4,6 @@ import Basics
 import Configuration
 import RolloutJournal
 
-/// Who a person's decision (a promote, a pause, an abort) is journaled as: `user@machine`.
-func decider() -> String {
-    let user = ProcessInfo.processInfo.environment["USER"].flatMap { $0.isEmpty ? nil : $0 }
-        ?? getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "admin"
-    return "\(user)@\(ProcessInfo.processInfo.hostName)"
-}
-
 struct RolloutPause: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pause",
@@ -27,16 +20,13 @@ struct RolloutPause: AsyncParsableCommand {
     @Flag(help: "One JSON line.") var json = false
 
     func run() async throws {
-        let (j, r) = try journal.rollout(id)
+        let (j, r) = try journal.goingRollout(id, toBe: "pause")
         let c = Console.shared
-        if r.state.isOver || r.state == .halted {
-            throw InputError(file: j.path, "rollout \(id) is \(r.state.rawValue): there is nothing to pause", hint: "rollctl rollout status \(id)")
-        }
         if r.state == .paused {
             if json { c.out(JSONLine.encode(["rollout": id, "state": "paused", "requested": false])) } else { c.out("rollout \(id) is already paused: \(r.note ?? "")") }
             return
         }
-        try j.requestPause(id, by: decider())
+        try j.requestPause(id, by: Journal.whoami())
         let driver = r.lease.flatMap { $0.isLive() ? $0.holder : nil }
         if json {
             c.out(JSONLine.encode(["rollout": id, "state": r.state.rawValue, "requested": true, "driver_attached": driver != nil]))

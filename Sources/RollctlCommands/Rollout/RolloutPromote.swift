@@ -22,11 +22,8 @@ struct RolloutPromote: AsyncParsableCommand {
     @Flag(help: "One JSON line.") var json = false
 
     func run() async throws {
-        let (j, r) = try journal.rollout(id)
+        let (j, r) = try journal.goingRollout(id, toBe: "promote")
         let c = Console.shared
-        if r.state.isOver || r.state == .halted {
-            throw InputError(file: j.path, "rollout \(id) is \(r.state.rawValue): there is nothing to promote", hint: "rollctl rollout status \(id)")
-        }
         let pause = try j.pauseState(id)
         if r.state != .paused && pause.requested == nil && !full {
             throw InputError(file: j.path, "rollout \(id) is \(r.state.rawValue), not paused: there is nothing to promote",
@@ -36,7 +33,7 @@ struct RolloutPromote: AsyncParsableCommand {
         // A wave waiting for a decision on its inconclusive gate is the one released; else the
         // pause point after the last wave that passed.
         let passed = waves.first { $0.state == .running && $0.verdict == "inconclusive" }?.number ?? waves.filter { $0.state == .passed }.count
-        let who = decider()
+        let who = Journal.whoami()
         try j.promote(id, throughWave: passed, fully: full, by: who)
         let driver = r.lease.flatMap { $0.isLive() ? $0.holder : nil }
         if json {
