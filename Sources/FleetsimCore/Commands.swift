@@ -56,7 +56,7 @@ struct Up: ParsableCommand {
     func run() throws {
         try requireRoot("up")
         guard (1...5000).contains(hosts) else { throw fail(FleetsimError("--hosts must be 1...5000", exitCode: 2)) }
-        guard (1...65535).contains(sshPort), sshPort != 80 else { throw fail(FleetsimError("--ssh-port must be a port other than 80", exitCode: 2)) }
+        guard (1...65535).contains(sshPort), sshPort != 80, sshPort != Int(NodeMetrics.port) else { throw fail(FleetsimError("--ssh-port must be a port other than 80 and 9100", exitCode: 2)) }
         let dir = dirOption.absolute
         let t0 = monotonic()
         do {
@@ -70,7 +70,7 @@ struct Up: ParsableCommand {
             }
             let addrs = try hostAddresses(base: baseAddress, count: hosts)
             for a in addrs {
-                for port in [sshPort, 80] {
+                for port in [sshPort, 80, Int(NodeMetrics.port)] {
                     let (fd, err) = SiteServer.listen(address: a, port: UInt16(port))
                     if let fd { close(fd) } else {
                         throw FleetsimError("\(a):\(port) is taken (\(err ?? "")); another fleet on these addresses? use --base-address or --ssh-port", exitCode: 2)

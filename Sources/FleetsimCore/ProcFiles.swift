@@ -15,6 +15,12 @@ public struct ProcSnapshot: Sendable {
 public enum ProcFiles {
     static func kb(_ bytes: Double) -> Int { max(0, Int(bytes / 1024)) }
 
+    /// MemTotal and SUnreclaim as meminfo prints them (kB). The node metrics export these same
+    /// numbers (times 1024, as node_exporter does), so both views of a snapshot agree exactly.
+    public static func memTotalKB(_ s: ProcSnapshot) -> Int { kb(memTotalBytes(s)) }
+    public static func sunreclaimKB(_ s: ProcSnapshot) -> Int { kb(s.sunreclaim) }
+    static func memTotalBytes(_ s: ProcSnapshot) -> Double { (s.memTotal * 0.976).rounded() }
+
     /// One meminfo line as the kernel prints it: label padded to 16 columns, value right-aligned in 8, " kB".
     static func line(_ label: String, _ valueKB: Int, unit: Bool = true) -> String {
         var out = label
@@ -30,7 +36,7 @@ public enum ProcFiles {
     public static func meminfo(_ s: ProcSnapshot) -> String {
         var rng = SeededRandom(seed: s.seed)
         let MiB = 1024.0 * 1024
-        let total = (s.memTotal * 0.976).rounded()
+        let total = memTotalBytes(s)
         let jitter = { (base: Double, spread: Double, r: inout SeededRandom) -> Double in
             base + Double.random(in: -spread...spread, using: &r)
         }
@@ -54,7 +60,7 @@ public enum ProcFiles {
         let activeFile = cached * 0.55, inactiveFile = cached * 0.45 + buffers
         let committed = anon * 1.9 + shmem
         var out = ""
-        out += line("MemTotal", kb(total))
+        out += line("MemTotal", memTotalKB(s))
         out += line("MemFree", kb(free))
         out += line("MemAvailable", kb(available))
         out += line("Buffers", kb(buffers))
@@ -80,7 +86,7 @@ public enum ProcFiles {
         out += line("KReclaimable", kb(sreclaimable))
         out += line("Slab", kb(slab))
         out += line("SReclaimable", kb(sreclaimable))
-        out += line("SUnreclaim", kb(s.sunreclaim))
+        out += line("SUnreclaim", sunreclaimKB(s))
         out += line("KernelStack", kb(kernelStack))
         out += line("PageTables", kb(pageTables))
         out += line("NFS_Unstable", 0)

@@ -5,6 +5,7 @@ import Glibc
 
 /// Test-site sockets of all hosts, served from the supervisor's poll loop (one process for the fleet).
 /// A host's listener exists only while the host runs and its site mode is not `refuse`.
+/// (Its node metrics, port 9100, are MetricsServer's, driven by the same loop.)
 final class SiteServer {
     struct Conn {
         var fd: Int32
@@ -69,8 +70,10 @@ final class SiteServer {
         listeners.first { $0.value == fd }?.key
     }
 
-    /// Handles readiness on one fd. `behaviour(host)` gives the site mode and failure fraction now.
-    func handle(fd: Int32, revents: Int16, name: (Int) -> String, behaviour: (Int) -> Behaviour) {
+    /// Handles readiness on one fd. `behaviour(host)` gives the site mode and failure fraction now;
+    /// `answered(host, status)` is told of every request answered (status nil: reset).
+    func handle(fd: Int32, revents: Int16, name: (Int) -> String, behaviour: (Int) -> Behaviour,
+                answered: (Int, Int?) -> Void) {
         if let host = hostForListener(fd) {
             while true {
                 let c = accept(fd, nil, nil)
@@ -92,7 +95,7 @@ final class SiteServer {
         }
         if conn.holding { return }  // read and ignore
         conn.buffer.append(contentsOf: buf[0..<n])
-        let complete = conn.buffer.count > 16384 || containsHeaderEnd(conn.buffer)
+        let complete = conn.buffer.count > 16384 || SiteServer.containsHeaderEnd(conn.buffer)
         guard complete else { conns[fd] = conn; return }
         let b = behaviour(conn.host)
         var mode = b.site ?? .ok
@@ -103,13 +106,16 @@ final class SiteServer {
         case .ok:
             respond(fd, status: "200 OK", body: page(name(conn.host)))
             conns.removeValue(forKey: fd)
+            answered(conn.host, 200)
         case .http500:
             respond(fd, status: "500 Internal Server Error",
                     body: "<html><head><title>500 Internal Server Error</title></head><body><h1>Error establishing a database connection</h1></body></html>\n")
             conns.removeValue(forKey: fd)
+            answered(conn.host, 500)
         case .reset, .refuse:
             resetAndClose(fd)
             conns.removeValue(forKey: fd)
+            answered(conn.host, nil)
         case .timeout:
             conn.holding = true
             conns[fd] = conn
@@ -125,7 +131,7 @@ final class SiteServer {
         }
     }
 
-    func containsHeaderEnd(_ b: [UInt8]) -> Bool {
+    static func containsHeaderEnd(_ b: [UInt8]) -> Bool {
         guard b.count >= 4 else { return false }
         for i in 0...(b.count - 4) where b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return true }
         // Tolerate bare-LF clients.

@@ -62,6 +62,8 @@ final class HostRuntime {
     var sunreclaim = 0.0
     var oom = 0.0
     var noise = 0.0
+    var snapshot: ProcSnapshot?  // what the fake /proc files show now (the node metrics read it too)
+    var siteCounts = SiteCounters()
     var live = LiveOverrides()
     var sshdStopped = false
     var sshdStartAt: Double? = nil
@@ -106,6 +108,7 @@ public final class Supervisor {
     let L: Layout
     var hosts: [HostRuntime] = []
     let site = SiteServer()
+    let metrics = MetricsServer()
     var lastTick = 0.0
     var lastStatus = 0.0
     var lastRequests = 0.0
@@ -158,12 +161,17 @@ public final class Supervisor {
             chooseAndLoad(h, at: t0, firstBoot: true)
         }
         while supervisorStopRequested == 0 {
-            var fds = site.pollFDs()
+            var fds = site.pollFDs() + metrics.pollFDs()
             let rc = poll(&fds, nfds_t(fds.count), 200)
             if rc > 0 {
                 for p in fds where p.revents != 0 {
-                    site.handle(fd: p.fd, revents: p.revents, name: { self.hosts[$0].cfg.name },
-                                behaviour: { self.behaviour(self.hosts[$0]) })
+                    if metrics.owns(p.fd) {
+                        metrics.handle(fd: p.fd, page: { self.metricsPage(self.hosts[$0]) })
+                    } else {
+                        site.handle(fd: p.fd, revents: p.revents, name: { self.hosts[$0].cfg.name },
+                                    behaviour: { self.behaviour(self.hosts[$0]) },
+                                    answered: { self.hosts[$0].siteCounts.count(status: $1) })
+                    }
                 }
             }
             let t = monotonic()
@@ -175,6 +183,7 @@ public final class Supervisor {
                 lastTick = t
                 evolve(dt: dt)
                 site.expire()
+                metrics.expire()
             }
             if t - lastStatus >= 1.0 { lastStatus = t; writeStatus() }
         }
@@ -186,7 +195,7 @@ public final class Supervisor {
     func shutdownAll() {
         for h in hosts {
             killNamespace(h)
-            site.closeAll(host: h.index)
+            closeListeners(h)
             if h.dropped { setDrop(h, on: false) }
             h.phase = .off
         }
@@ -211,7 +220,7 @@ public final class Supervisor {
             if h.running {
                 if case .rebootPending = h.phase {} else {
                     log("\(h.cfg.name): host init exited unexpectedly (status \(status)); host is down")
-                    site.closeAll(host: h.index)
+                    closeListeners(h)
                     h.phase = .off
                 }
             }
@@ -274,7 +283,7 @@ public final class Supervisor {
             switch h.phase {
             case .rebootPending(let at) where t >= at:
                 killNamespace(h)
-                site.closeAll(host: h.index)
+                closeListeners(h)
                 chooseAndLoad(h, at: t)
             case .panicking(let until, _) where t >= until:
                 chooseAndLoad(h, at: t)
@@ -324,6 +333,7 @@ public final class Supervisor {
         let b = behaviour(h)
         h.sunreclaim = (b.sunreclaimBase ?? 0) + (b.sunreclaimGrowthPerMin ?? 0) * h.uptimeOffset / 60
         h.oom = (b.oomPerMin ?? 0) * h.uptimeOffset / 60
+        h.siteCounts = SiteCounters()
         h.sshdStopped = false
         h.sshdStartAt = nil
         rewriteInPlace(h.paths.osrelease, kernel + "\n")
@@ -376,8 +386,26 @@ public final class Supervisor {
         unlink(h.paths.nsPid)
     }
 
-    /// Opens or closes the host's test-site listener to match its state and site mode.
+    /// Closes the host's test-site and node-metrics listeners and connections (it went down).
+    func closeListeners(_ h: HostRuntime) {
+        site.closeAll(host: h.index)
+        metrics.closeAll(host: h.index)
+    }
+
+    /// The host's node-metrics page now: the snapshot its /proc files show, its boot time
+    /// (wall clock minus uptime, whole seconds like /proc/stat's btime) and its site counters.
+    func metricsPage(_ h: HostRuntime) -> String? {
+        guard h.running, let snap = h.snapshot else { return nil }
+        return NodeMetrics.render(NodeMetricsSample(host: h.cfg.name, snapshot: snap, bootTime: now() - uptime(h),
+                                                    requests: h.siteCounts.byStatus, resets: h.siteCounts.resets))
+    }
+
+    /// Opens or closes the host's test-site listener to match its state and site mode, and its
+    /// node-metrics listener to match its state alone.
     func syncSite(_ h: HostRuntime) {
+        if h.running, let err = metrics.open(host: h.index, address: h.cfg.address) {
+            log("\(h.cfg.name): node metrics: \(err)")
+        }
         let want = h.running && (behaviour(h).site ?? .ok) != .refuse
         if want && site.listeners[h.index] == nil {
             let (fd, err) = SiteServer.listen(address: h.cfg.address, port: 80)
@@ -441,6 +469,7 @@ public final class Supervisor {
     func writeProc(_ h: HostRuntime) {
         let snap = ProcSnapshot(memTotal: fleet.scenario.memTotal, sunreclaim: max(0, h.sunreclaim + h.noise),
                                 oomKill: Int(h.oom), uptime: uptime(h), seed: h.seed)
+        h.snapshot = snap
         rewriteInPlace(h.paths.uptime, ProcFiles.uptime(snap))
         rewriteInPlace(h.paths.meminfo, ProcFiles.meminfo(snap))
         rewriteInPlace(h.paths.vmstat, ProcFiles.vmstat(snap))
@@ -534,14 +563,14 @@ public final class Supervisor {
             switch value {
             case "off":
                 killNamespace(h)
-                site.closeAll(host: h.index)
+                closeListeners(h)
                 h.phase = .off
             case "on":
                 if case .off = h.phase { chooseAndLoad(h, at: t) }
                 if case .hung = h.phase { chooseAndLoad(h, at: t) }
             default:  // cycle: a hard reset
                 killNamespace(h)
-                site.closeAll(host: h.index)
+                closeListeners(h)
                 chooseAndLoad(h, at: t)
             }
         default:

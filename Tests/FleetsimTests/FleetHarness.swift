@@ -228,3 +228,45 @@ func httpGet(_ address: String, port: UInt16 = 80, timeout: Double = 2) -> HTTPO
     if parts.count >= 2, let code = Int(parts[1]) { return .status(code) }
     return .other("bad response: \(text.prefix(40))")
 }
+
+/// One HTTP/1.1 request on a raw socket: the status, the header block and the body, or the
+/// failure class (refused / reset / timeout / other) as `httpGet` tells it.
+func httpRequest(_ address: String, port: UInt16, method: String = "GET", path: String,
+                 timeout: Double = 2) -> Result<(status: Int, headers: String, body: String), HTTPFailure> {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return .failure(HTTPFailure(outcome: .other("socket"))) }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    inet_pton(AF_INET, address, &sa.sin_addr)
+    let rc = withUnsafePointer(to: &sa) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    if rc != 0 {
+        return .failure(HTTPFailure(outcome: errno == ECONNREFUSED ? .refused : .other("connect errno \(errno)")))
+    }
+    let req = Array("\(method) \(path) HTTP/1.1\r\nHost: \(address):\(port)\r\nAccept: text/plain\r\nConnection: close\r\n\r\n".utf8)
+    _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var buf = [UInt8](repeating: 0, count: 4096)
+    var got: [UInt8] = []
+    while true {
+        let n = recv(fd, &buf, buf.count, 0)
+        if n > 0 { got += buf[0..<n]; continue }
+        if n == 0 { break }
+        if errno == ECONNRESET { return .failure(HTTPFailure(outcome: .reset)) }
+        if errno == EAGAIN || errno == EWOULDBLOCK { return .failure(HTTPFailure(outcome: .timeout)) }
+        return .failure(HTTPFailure(outcome: .other("recv errno \(errno)")))
+    }
+    let text = String(decoding: got, as: UTF8.self)
+    guard let split = text.range(of: "\r\n\r\n") else { return .failure(HTTPFailure(outcome: .other("no header end: \(text.prefix(60))"))) }
+    let head = String(text[..<split.lowerBound])
+    let parts = head.split(separator: " ", maxSplits: 2)
+    guard parts.count >= 2, let code = Int(parts[1]) else { return .failure(HTTPFailure(outcome: .other("bad status line: \(head.prefix(40))"))) }
+    return .success((code, head, String(text[split.upperBound...])))
+}
+
+struct HTTPFailure: Error { var outcome: HTTPOutcome }

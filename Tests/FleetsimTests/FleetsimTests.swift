@@ -226,6 +226,104 @@ struct FleetsimEndToEndTests {
             #expect(await f.sshOut(2, "echo back") == "back")
         }
     }
+    /// Every running host serves node_exporter-like metrics on :9100 (Prometheus text 0.0.4),
+    /// whatever its site mode: the numbers its fake /proc shows at that moment (SUnreclaim grows
+    /// 10 MiB/s here and has ±0.5 MiB noise, so only the same snapshot matches to the kB), its boot
+    /// time, and its test site's answers per status, counted from its boot; down, it refuses.
+    @Test func nodeMetricsMatchProcAndCountSiteRequestsPerBoot() async throws {
+        #expect(NodeMetrics.escapeLabel("a\\b\"c\nd") == #"a\\b\"c\nd"#)
+        try await withFleet(hosts: 2, third: 70) { f in
+            let a = f.address(1)
+            let name = try #require(f.status(1)?.name)
+            let proc = f.dir + "/hosts/\(name)/proc/"
+            func scrape(_ i: Int) throws -> [String: Double] {
+                let r = httpRequest(f.address(i), port: 9100, path: "/metrics")
+                guard case .success(let resp) = r else { throw FleetsimError("scrape of host \(i): \(r)") }
+                #expect(resp.status == 200)
+                #expect(resp.headers.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8"), "\(resp.headers)")
+                let (samples, problems) = parseExposition(resp.body)
+                #expect(problems.isEmpty, "\(problems)\n\(resp.body)")
+                return samples
+            }
+            func requests(_ m: [String: Double], _ host: String, _ status: Int) -> Double? {
+                m["nginx_http_requests_total{host=\"\(host)\",status=\"\(status)\"}"]
+            }
+            #expect(await f.fleetsim(["set", name, "oom_per_min=600"]).status == 0)
+            await pause(1.5)
+
+            // The same snapshot as /proc/meminfo and /proc/vmstat: read the files before and after
+            // the scrape; when they did not change in between, the numbers must be equal exactly.
+            var seen: [Double] = []
+            var first: [String: Double] = [:]
+            for _ in 0..<40 where seen.count < 2 {
+                let before = (readFile(proc + "meminfo") ?? "") + (readFile(proc + "vmstat") ?? "")
+                let m = try scrape(1)
+                let after = (readFile(proc + "meminfo") ?? "") + (readFile(proc + "vmstat") ?? "")
+                guard before == after, let sunr = procValue(before, "SUnreclaim:"),
+                      let total = procValue(before, "MemTotal:"), let oom = procValue(before, "oom_kill") else { continue }
+                #expect(m["node_memory_SUnreclaim_bytes"] == sunr * 1024)
+                #expect(m["node_memory_MemTotal_bytes"] == total * 1024)
+                #expect(m["node_vmstat_oom_kill"] == oom)
+                if seen.isEmpty { first = m }
+                if seen.last != m["node_memory_SUnreclaim_bytes"] { seen.append(m["node_memory_SUnreclaim_bytes"] ?? -1) }
+                await pause(0.6)
+            }
+            #expect(seen.count == 2, "SUnreclaim never matched twice or never moved: \(seen)")
+            let memTotal = try #require(first["node_memory_MemTotal_bytes"])
+            #expect(memTotal > 15 * 1_073_741_824 && memTotal < 16 * 1_073_741_824)
+            let sunr = try #require(first["node_memory_SUnreclaim_bytes"])
+            #expect(sunr > 290 * 1_048_576 && sunr < 2000 * 1_048_576)
+            #expect((first["node_vmstat_oom_kill"] ?? 0) >= 1)
+            let up = try #require(Double(readFile(proc + "uptime")?.split(separator: " ").first ?? ""))
+            let boot1 = try #require(first["node_boot_time_seconds"])
+            #expect(abs(boot1 - (now() - up)) <= 3, "boot time \(boot1), now \(now()), uptime \(up)")
+
+            // Only GET /metrics is served.
+            if case .success(let r) = httpRequest(a, port: 9100, path: "/") { #expect(r.status == 404) } else { Issue.record("GET / on :9100 failed") }
+            if case .success(let r) = httpRequest(a, port: 9100, method: "POST", path: "/metrics") { #expect(r.status == 404) } else { Issue.record("POST failed") }
+
+            // The site counters follow the answers: 5 × 200, 3 × 500, 2 resets; host 2 untouched.
+            let base = try scrape(1)
+            let ok0 = try #require(requests(base, name, 200)), err0 = try #require(requests(base, name, 500))
+            let resets0 = try #require(base["fleetsim_site_resets_total{host=\"\(name)\"}"])
+            for _ in 0..<5 { #expect(httpGet(a) == .status(200)) }
+            #expect(await f.fleetsim(["set", name, "site=http500"]).status == 0)
+            for _ in 0..<3 { #expect(httpGet(a) == .status(500)) }
+            #expect(await f.fleetsim(["set", name, "site=reset"]).status == 0)
+            for _ in 0..<2 { #expect(httpGet(a) == .reset) }
+            #expect(await f.fleetsim(["set", name, "site=refuse"]).status == 0)
+            #expect(httpGet(a) == .refused)
+            let counted = try scrape(1)   // a refused site still exports metrics
+            #expect(requests(counted, name, 200) == ok0 + 5)
+            #expect(requests(counted, name, 500) == err0 + 3)
+            #expect(counted["fleetsim_site_resets_total{host=\"\(name)\"}"] == resets0 + 2)
+            let other = try #require(f.status(2)?.name)
+            let host2 = try scrape(2)
+            #expect(requests(host2, other, 200) == 0)
+            #expect(await f.fleetsim(["set", name, "site=ok"]).status == 0)
+
+            // Powered off: the scrape is refused like the site. Back on: counters from zero.
+            #expect(await f.fleetsim(["set", name, "power=off"]).status == 0)
+            if case .failure(let e) = httpRequest(a, port: 9100, path: "/metrics") { #expect(e.outcome == .refused) } else { Issue.record("a host that is off served its metrics") }
+            #expect(await f.fleetsim(["set", name, "power=on"]).status == 0)
+            _ = try #require(await f.waitUp(1, boots: 2))
+            let fresh = try scrape(1)
+            #expect(requests(fresh, name, 200) == 0 && requests(fresh, name, 500) == 0)
+            #expect(fresh["fleetsim_site_resets_total{host=\"\(name)\"}"] == 0)
+            #expect((fresh["node_boot_time_seconds"] ?? 0) > boot1)
+            for _ in 0..<3 { #expect(httpGet(a) == .status(200)) }
+            let three = try scrape(1)
+            #expect(requests(three, name, 200) == 3)
+
+            // A reboot from inside the host restarts the count too.
+            let r = await f.ssh(1, "reboot")
+            #expect(r.status == 0 || r.status == 255, "\(r.out)\(r.err)")
+            _ = try #require(await f.waitUp(1, boots: 3))
+            let rebooted = try scrape(1)
+            #expect(requests(rebooted, name, 200) == 0)
+        }
+    }
+
     /// `down` signals what fleetsim started and recorded (pid and start time), and nothing that
     /// only looks like it: here three processes with the fleet's DIR in their command lines,
     /// named like its `unshare`, its sshd (comm `sshd`) and a `sleep`, which the name-matching
@@ -457,4 +555,39 @@ func waitUntil(_ seconds: Double, _ ok: () -> Bool) async -> Bool {
         #expect(r.status == 2)
         #expect(r.err.contains("needs root"))
     }
+}
+
+/// The number after `key` on a /proc line (`SUnreclaim:   307200 kB`, `oom_kill 3`).
+func procValue(_ text: String, _ key: String) -> Double? {
+    for line in text.split(separator: "\n") {
+        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        if f.count >= 2, f[0] == key { return Double(f[1]) }
+    }
+    return nil
+}
+
+/// The samples of a text exposition (0.0.4), keyed by name and labels as written, and what is
+/// wrong with it: a sample without a `# HELP` and `# TYPE` of its family before it, a bad value,
+/// a sample given twice.
+func parseExposition(_ body: String) -> (samples: [String: Double], problems: [String]) {
+    var samples: [String: Double] = [:], problems: [String] = []
+    var helped = Set<String>(), typed = Set<String>()
+    if !body.hasSuffix("\n") { problems.append("no final newline") }
+    for line in body.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {
+        let l = String(line)
+        if l.hasPrefix("# HELP ") { helped.insert(String(l.dropFirst(7).split(separator: " ")[0])); continue }
+        if l.hasPrefix("# TYPE ") {
+            let f = l.dropFirst(7).split(separator: " ")
+            if f.count != 2 || !["counter", "gauge", "untyped", "summary", "histogram"].contains(String(f[1])) { problems.append(l) }
+            typed.insert(String(f[0]))
+            continue
+        }
+        guard let sp = l.lastIndex(of: " "), let v = Double(l[l.index(after: sp)...]) else { problems.append("bad sample: \(l)"); continue }
+        let key = String(l[..<sp])
+        let name = String(key.prefix { $0 != "{" })
+        if !helped.contains(name) || !typed.contains(name) { problems.append("no HELP/TYPE before \(l)") }
+        if samples[key] != nil { problems.append("twice: \(key)") }
+        samples[key] = v
+    }
+    return (samples, problems)
 }
