@@ -18,6 +18,12 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // The one HTTP client (Prometheus, Alertmanager, webhooks) and the /metrics listener (NIO's HTTP/1).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // rollctl's own metrics in the Prometheus text format.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Dependencies point one way, down this list (docs/architecture.md has the map).
@@ -40,34 +46,47 @@ let package = Package(
         .target(name: "NetIO", dependencies: ["Basics", "COpenSSL"]),
         // Swift face of libssh2. Blocking C calls run on dedicated threads.
         .target(name: "SSH", dependencies: ["Basics", "NetIO", "CLibSSH2", .product(name: "Logging", package: "swift-log")]),
+        // HTTP APIs over AsyncHTTPClient: the one client (deadlines, bounded bodies, no redirects),
+        // Prometheus queries (PromQL with escaped placeholders), Alertmanager alerts and silences,
+        // and a small /metrics listener on NIO's HTTP/1 server.
+        .target(name: "WebAPI", dependencies: [
+            "Basics", "NetIO",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Probes and the health gate. Knows nothing of SSH: reads hosts through `HostReader`.
-        .target(name: "HealthGate", dependencies: ["Basics", "NetIO", .product(name: "Logging", package: "swift-log")]),
-        // Configuration: inventory, plan model and loader, customers, the YAML reader, input errors.
-        .target(name: "Configuration", dependencies: [
-            "Basics", "NetIO", "SSH", "HealthGate",
+        .target(name: "HealthGate", dependencies: ["Basics", "NetIO", "WebAPI", .product(name: "Logging", package: "swift-log")]),
+        // RolloutConfig: inventory, plan model and loader, customers, the YAML reader, input errors.
+        .target(name: "RolloutConfig", dependencies: [
+            "Basics", "NetIO", "SSH", "HealthGate", "WebAPI",
             .product(name: "Yams", package: "Yams"),
         ]),
         // The journal: storage, migrations, the outbox, typed states, the driver lease.
         .target(name: "RolloutJournal", dependencies: [
-            "Basics", "Configuration",
+            "Basics", "RolloutConfig",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         // Customer notices: sender, templates, mail message, SMTP, webhook.
         .target(name: "Notices", dependencies: [
-            "Basics", "NetIO", "Configuration", "RolloutJournal",
+            "Basics", "NetIO", "RolloutConfig", "RolloutJournal",
             .product(name: "Mustache", package: "swift-mustache"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The engine: planner, dry-run, survey, orchestrator, bootloaders, RolloutService.
         .target(name: "Engine", dependencies: [
-            "Basics", "NetIO", "SSH", "HealthGate", "Configuration", "RolloutJournal", "Notices",
+            "Basics", "NetIO", "SSH", "HealthGate", "RolloutConfig", "RolloutJournal", "Notices", "WebAPI",
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
             // Local hooks (built for fleetsim anyway: no build cost).
             .product(name: "Subprocess", package: "swift-subprocess"),
         ]),
         // The CLI's commands: parsing and rendering only.
         .target(name: "RollctlCommands", dependencies: [
-            "Basics", "SSH", "HealthGate", "Configuration", "RolloutJournal", "Notices", "Engine",
+            "Basics", "SSH", "HealthGate", "RolloutConfig", "RolloutJournal", "Notices", "Engine", "WebAPI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -86,14 +105,14 @@ let package = Package(
         ]),
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore", "Basics"]),
         // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).
-        .target(name: "RolloutTesting", dependencies: ["Basics", "Engine", "Configuration", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore", .product(name: "Logging", package: "swift-log")], path: "Tests/RolloutTesting"),
-        .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "Configuration", "RolloutJournal", "Notices", "HealthGate", "SSHTesting"]),
+        .target(name: "RolloutTesting", dependencies: ["Basics", "Engine", "RolloutConfig", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore", .product(name: "Logging", package: "swift-log")], path: "Tests/RolloutTesting"),
+        .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "HealthGate", "SSHTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics"]),
-        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "Configuration", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting"], exclude: ["corpus", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
-        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "Configuration", "RolloutJournal", "Engine"]),
+        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting"], exclude: ["corpus", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
+        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "RolloutConfig", "RolloutJournal", "Engine"]),
         // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.
         .testTarget(name: "RollctlCommandsTests", dependencies: ["RollctlCommands"]),
     ],
@@ -104,7 +123,7 @@ let package = Package(
 // the default build: `make bench` sets ROLLCTL_BENCH=1.
 if Context.environment["ROLLCTL_BENCH"] != nil {
     package.targets.append(.executableTarget(name: "bench-core", dependencies: [
-        "Engine", "Configuration", "RolloutJournal", "HealthGate", "FleetsimCore", "RolloutTesting",
+        "Engine", "RolloutConfig", "RolloutJournal", "HealthGate", "FleetsimCore", "RolloutTesting",
         .product(name: "Logging", package: "swift-log"),
     ]))
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Configuration
+import RolloutConfig
 import RolloutJournal
 import SSH
 

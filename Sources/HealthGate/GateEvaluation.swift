@@ -1,4 +1,5 @@
 import Basics
+import WebAPI
 /// The gate's judgement: a pure function of the samples and the settings, so
 /// the same evidence always gives the same verdict (the journal can re-judge a
 /// stored soak) and tests need no host.
@@ -77,6 +78,7 @@ struct Judgement {
         judgeOOM()
         if let site = settings.testSite { judgeSite(site) }
         for check in settings.customChecks { judgeCheck(check) }
+        for check in settings.prometheus?.checks ?? [] { judgePrometheus(check) }
     }
 
     func report(host: String, verdict: GateVerdict, end: GateEnd, findings: [GateFinding]) -> HostGateReport {
@@ -284,6 +286,45 @@ struct Judgement {
         } else {
             add(id, complete ? .pass : .notJudged, Double(failed.count), Double(check.maxFailures),
                 "\(check.name): \(runs.count - failed.count - errors.count)/\(runs.count) runs passed")
+        }
+    }
+
+    /// A Prometheus check: every series of every answer within max/min (hard: the first one
+    /// beyond ends the soak); answers that are errors, empty or NaN count as unreadable samples.
+    private mutating func judgePrometheus(_ check: PrometheusCheck) {
+        let readings = samples.compactMap { s in s.metrics.first { $0.name == check.name }.map { (s, $0) } }
+        let id = "prometheus:\(check.name)"
+        func show(_ v: Double) -> String {
+            check.unit == .bytes && v >= 0 && v < 1.8e19 ? Format.bytes(UInt64(v)) : Format.number(v)
+        }
+        let limits = [check.max.map { "max \(show($0))" }, check.min.map { "min \(show($0))" }].compactMap { $0 }.joined(separator: ", ")
+        for (sample, reading) in readings where reading.error == nil {
+            for series in reading.series where !series.value.isNaN {
+                var broken: String?
+                if let max = check.max, series.value > max { broken = "> max \(show(max))" }
+                if let min = check.min, series.value < min { broken = "< min \(show(min))" }
+                if let broken {
+                    add(id, .fail, series.value, check.max ?? check.min,
+                        "\(check.name): \(show(series.value)) \(broken) at sample \(sample.index) (\(Format.duration(sample.seconds))), series \(series.labelText); query \(check.query)")
+                    return
+                }
+            }
+        }
+        let bad = readings.filter { !$0.1.conclusive }
+        let answered = readings.count - bad.count
+        let firstProblem = bad.first.map { "sample \($0.0.index): \($0.1.problem ?? "")" } ?? ""
+        let values = readings.flatMap { $0.1.series.map(\.value) }.filter { !$0.isNaN }
+        let peak = check.max != nil ? values.max() : values.min()
+        if bad.count > planned - neededGood {
+            add(id, .inconclusive, peak, check.max ?? check.min,
+                "\(check.name): no usable answer in \(bad.count) of \(planned) samples (\(firstProblem)); query \(check.query)")
+        } else if complete && answered < neededGood {
+            add(id, .inconclusive, peak, check.max ?? check.min,
+                "\(check.name): usable answers in only \(answered) of \(planned) samples (need \(neededGood)); \(firstProblem)")
+        } else {
+            let seen = peak.map { "\(check.max != nil ? "peak" : "lowest") \(show($0))" } ?? "no value yet"
+            add(id, complete ? .pass : .notJudged, peak, check.max ?? check.min,
+                "\(check.name): \(seen) within \(limits) over \(answered) answers" + (bad.isEmpty ? "" : "; \(firstProblem)"))
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Basics
 import NetIO
+import WebAPI
 
 /// A host the gate watches.
 public struct GateHost: Sendable {
@@ -51,6 +52,8 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     public let settings: GateSettings
     public let clock: C
     public let siteProbe: any SiteProbing
+    /// Where the Prometheus checks are asked (the plan's server in production).
+    public var metricSource: any MetricQuerying = PrometheusQuerier()
     /// End the other hosts' soaks as soon as one host fails (default). Turn it
     /// off to collect full evidence from every host of a failed wave.
     public var stopWaveOnFailure: Bool
@@ -159,6 +162,7 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
         }()
         async let site = probeSite(url)
         async let checks = runChecks(reader)
+        async let metrics = queryMetrics(host)
         var sample = GateSample(index: index, seconds: seconds)
         switch await facts {
         case .success(let f): sample.facts = f
@@ -166,7 +170,34 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
         }
         sample.site = await site
         sample.checks = await checks
+        sample.metrics = await metrics
         return sample
+    }
+
+    /// Every Prometheus check once, concurrently, each within the probe timeout.
+    private func queryMetrics(_ host: GateHost) async -> [MetricReading] {
+        guard let prom = settings.prometheus else { return [] }
+        let timeout = settings.probeTimeout
+        let source = metricSource
+        return await withTaskGroup(of: (Int, MetricReading).self) { group in
+            for (i, check) in prom.checks.enumerated() {
+                group.addTask {
+                    let query: String
+                    do { query = try check.query(name: host.name, address: host.address) } catch {
+                        return (i, MetricReading(name: check.name, error: "query: \(error)"))
+                    }
+                    do {
+                        let series = try await withWatchdog(timeout) { try await source.query(query, in: prom, timeout: timeout) }
+                        return (i, MetricReading(name: check.name, series: series))
+                    } catch {
+                        return (i, MetricReading(name: check.name, error: "\(error)"))
+                    }
+                }
+            }
+            var out: [(Int, MetricReading)] = []
+            for await r in group { out.append(r) }
+            return out.sorted { $0.0 < $1.0 }.map(\.1)
+        }
     }
 
     private func probeSite(_ url: Result<HTTPURL, HTTPURLError>?) async -> [SiteAttempt] {
@@ -210,6 +241,19 @@ extension GateRunner where C == ContinuousClock {
     public init(settings: GateSettings, siteProbe: any SiteProbing = SiteProbe(), stopWaveOnFailure: Bool = true,
                 logger: Logger = Logger(label: "rollctl.gate", factory: { _ in SwiftLogNoOpLogHandler() })) throws(GateSettingsError) {
         try self.init(settings: settings, clock: ContinuousClock(), siteProbe: siteProbe, stopWaveOnFailure: stopWaveOnFailure, logger: logger)
+    }
+}
+
+/// Answers the gate's PromQL queries (Prometheus's HTTP API in production; tests may fake it).
+public protocol MetricQuerying: Sendable {
+    func query(_ promql: String, in settings: PrometheusChecks, timeout: Duration) async throws -> [PromSeries]
+}
+
+/// The plan's Prometheus, over `WebAPI.PrometheusAPI`.
+public struct PrometheusQuerier: MetricQuerying {
+    public init() {}
+    public func query(_ promql: String, in settings: PrometheusChecks, timeout: Duration) async throws -> [PromSeries] {
+        try await PrometheusAPI(url: settings.url, timeout: timeout, caFile: settings.caFile).query(promql)
     }
 }
 

@@ -1,5 +1,6 @@
 import Basics
 import NetIO
+import WebAPI
 /// What the health gate measures and the thresholds it judges by. Every field
 /// has a default chosen for a shared-hosting web server just rebooted into a
 /// new kernel; `docs/health-gate.md` explains each one.
@@ -45,12 +46,15 @@ public struct GateSettings: Sendable, Equatable, Codable {
     public var testSite: TestSiteSettings?
     /// Commands run on the host at every sample; exit status 0 passes.
     public var customChecks: [CustomCheck]
+    /// PromQL queries asked of the fleet's Prometheus at every sample; `nil`: none.
+    public var prometheus: PrometheusChecks?
 
     public init(soak: Duration = .seconds(600), interval: Duration = .seconds(30), probeTimeout: Duration = .seconds(10),
                 sUnreclaimMax: UInt64? = nil, sUnreclaimMaxShare: Double? = 0.10,
                 sUnreclaimGrowthMaxPerHour: UInt64? = 32 << 20, minSlopePoints: Int = 6,
                 maxNewOOMKills: UInt64 = 0, oomKillsSince: OOMCountOrigin = .boot, minGoodSampleShare: Double = 0.8,
-                testSite: TestSiteSettings? = TestSiteSettings(), customChecks: [CustomCheck] = []) {
+                testSite: TestSiteSettings? = TestSiteSettings(), customChecks: [CustomCheck] = [],
+                prometheus: PrometheusChecks? = nil) {
         self.soak = soak
         self.interval = interval
         self.probeTimeout = probeTimeout
@@ -63,6 +67,7 @@ public struct GateSettings: Sendable, Equatable, Codable {
         self.minGoodSampleShare = minGoodSampleShare
         self.testSite = testSite
         self.customChecks = customChecks
+        self.prometheus = prometheus
     }
 
     /// Samples the soak takes: one at the start and one after every interval.
@@ -112,11 +117,24 @@ public struct GateSettings: Sendable, Equatable, Codable {
             guard !check.name.isEmpty, !check.command.trimmed.isEmpty else { throw bad("customChecks", "a check needs a name and a command") }
             guard names.insert(check.name).inserted else { throw bad("customChecks", "duplicate check name \"\(check.name)\"") }
         }
+        if let p = prometheus {
+            do { _ = try WebClient.check(p.url) } catch { throw bad("prometheus.url", error.message) }
+            guard !p.checks.isEmpty else { throw bad("prometheus.checks", "list at least one check (name, query, max or min)") }
+            var promNames = Set<String>()
+            for check in p.checks {
+                guard !check.name.isEmpty else { throw bad("prometheus.checks", "a check needs a name") }
+                guard promNames.insert(check.name).inserted else { throw bad("prometheus.checks", "duplicate check name \"\(check.name)\"") }
+                guard check.max != nil || check.min != nil else {
+                    throw bad("prometheus.checks", "\(check.name): give max, min or both (a value with no limit judges nothing)")
+                }
+                do { try Placeholders.checkPromQL(check.query) } catch { throw bad("prometheus.checks", "\(check.name): \(error.reason)") }
+            }
+        }
     }
 
     private enum CodingKeys: String, CodingKey {
         case soak, interval, probeTimeout, sUnreclaimMax, sUnreclaimMaxShare, sUnreclaimGrowthMaxPerHour, minSlopePoints
-        case maxNewOOMKills, oomKillsSince, minGoodSampleShare, testSite, customChecks
+        case maxNewOOMKills, oomKillsSince, minGoodSampleShare, testSite, customChecks, prometheus
     }
 
     public init(from decoder: any Decoder) throws {
@@ -136,6 +154,7 @@ public struct GateSettings: Sendable, Equatable, Codable {
         minGoodSampleShare = try c.decodeIfPresent(Double.self, forKey: .minGoodSampleShare) ?? d.minGoodSampleShare
         testSite = c.contains(.testSite) ? try c.decodeIfPresent(TestSiteSettings.self, forKey: .testSite) : d.testSite
         customChecks = try c.decodeIfPresent([CustomCheck].self, forKey: .customChecks) ?? []
+        prometheus = try c.decodeIfPresent(PrometheusChecks.self, forKey: .prometheus)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -152,6 +171,7 @@ public struct GateSettings: Sendable, Equatable, Codable {
         try c.encode(minGoodSampleShare, forKey: .minGoodSampleShare)
         try c.encode(testSite, forKey: .testSite)
         try c.encode(customChecks, forKey: .customChecks)
+        try c.encodeIfPresent(prometheus, forKey: .prometheus)
     }
 }
 
@@ -229,6 +249,48 @@ public struct CustomCheck: Sendable, Equatable, Codable {
         name = try c.decode(String.self, forKey: .name)
         command = try c.decode(String.self, forKey: .command)
         maxFailures = try c.decodeIfPresent(Int.self, forKey: .maxFailures) ?? 0
+    }
+}
+
+/// The fleet's Prometheus, and the queries the gate asks it at every sample.
+public struct PrometheusChecks: Sendable, Equatable, Codable {
+    /// The server's base URL (`http://prometheus.internal:9090`).
+    public var url: String
+    /// A CA file for an https server with a private CA; nil: the system's trust store.
+    public var caFile: String?
+    public var checks: [PrometheusCheck]
+
+    public init(url: String, caFile: String? = nil, checks: [PrometheusCheck]) {
+        self.url = url
+        self.caFile = caFile
+        self.checks = checks
+    }
+}
+
+/// One PromQL check: an instant query with `{name}`/`{address}` placeholders, judged against
+/// `max` and/or `min` at every sample. Every series of the answer must keep within them; an
+/// error, an empty answer or NaN makes the sample's reading *inconclusive*, never a pass.
+public struct PrometheusCheck: Sendable, Equatable, Codable {
+    public var name: String
+    public var query: String
+    public var max: Double?
+    public var min: Double?
+    /// How the values print: `bytes` (from a size limit such as 2GiB) or plain numbers.
+    public var unit: Unit
+
+    public enum Unit: String, Sendable, Codable { case number, bytes }
+
+    public init(name: String, query: String, max: Double? = nil, min: Double? = nil, unit: Unit = .number) {
+        self.name = name
+        self.query = query
+        self.max = max
+        self.min = min
+        self.unit = unit
+    }
+
+    /// The query for one host.
+    public func query(name host: String, address: String) throws(Placeholders.Problem) -> String {
+        try Placeholders.expandPromQL(query, values: ["name": host, "address": address])
     }
 }
 

@@ -184,6 +184,14 @@ enum Format {
 
     static func bytes(_ value: UInt64) -> String { bytes(Double(value)) }
 
+    /// A measured number as a person reads it: `0.25`, `1234`, `1.5e+09`, `+Inf`.
+    static func number(_ value: Double) -> String {
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+        if value.isNaN { return "NaN" }
+        if value == value.rounded() && abs(value) < 1e15 { return String(Int64(value)) }
+        return String(format: "%.4g", value)
+    }
+
     static func rate(_ perHour: Double) -> String { bytes(perHour) + "/h" }
 
     static func percent(_ value: Double) -> String {

@@ -1,6 +1,6 @@
 import Foundation
 import Mustache
-import Configuration
+import RolloutConfig
 
 /// Rendering of the notice templates the plan loader checked, with swift-mustache
 /// (hummingbird-project/swift-mustache).

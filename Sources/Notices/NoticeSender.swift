@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Basics
 import NetIO
-import Configuration
+import RolloutConfig
 import RolloutJournal
 
 /// Sends the customer notices of a rollout through the journal's outbox, so

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import SSH
-import Configuration
+import RolloutConfig
 
 /// Exit codes (documented in the README):
 /// 0 ok, 1 failure on some host, 2 bad input (nothing run), 3 halted by a gate

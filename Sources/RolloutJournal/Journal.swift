@@ -1,7 +1,7 @@
 import Foundation
 import GRDB
 import Basics
-import Configuration
+import RolloutConfig
 
 /// The durable record of every rollout: SQLite (WAL) through GRDB, one file,
 /// mode 0600. Every transition is written before the side effect it announces
@@ -145,6 +145,7 @@ public final class Journal: Sendable {
         }
         m.registerMigration("v8-hooks") { db in try Journal.migrateHooks(db) }
         m.registerMigration("v9-known-bad") { db in try Journal.migrateKnownBad(db) }
+        m.registerMigration("v10-silences") { db in try Journal.migrateSilences(db) }
         return m
     }
 

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import Configuration
+import RolloutConfig
 
 /// Where a notice stands in the outbox.
 public enum NoticeStatus: String, Sendable, Codable, CaseIterable {

@@ -20,7 +20,7 @@
 import Foundation
 import FleetsimCore
 import HealthGate
-import Configuration
+import RolloutConfig
 import Engine
 import RolloutJournal
 import RolloutTesting

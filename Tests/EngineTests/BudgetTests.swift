@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import RolloutTesting
-@testable import Configuration
+@testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
 

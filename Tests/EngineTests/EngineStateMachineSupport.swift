@@ -2,7 +2,7 @@ import Foundation
 import HealthGate
 import Testing
 @testable import Basics
-@testable import Configuration
+@testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
 import RolloutTesting

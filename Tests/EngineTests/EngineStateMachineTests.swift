@@ -3,7 +3,7 @@ import HealthGate
 import Testing
 @testable import Basics
 import NetIO
-@testable import Configuration
+@testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
 import RolloutTesting

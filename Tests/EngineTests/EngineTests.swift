@@ -4,7 +4,7 @@ import RolloutTesting
 import SSHTesting
 @testable import Basics
 @testable import HealthGate
-@testable import Configuration
+@testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
 

@@ -3,7 +3,7 @@ import Testing
 import RolloutTesting
 import HealthGate
 @testable import Basics
-@testable import Configuration
+@testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
 

@@ -1,5 +1,5 @@
 import Testing
-@testable import Configuration
+@testable import RolloutConfig
 @testable import Engine
 
 /// The bootloader drivers render exactly the commands the host gets (and the dry-run shows).

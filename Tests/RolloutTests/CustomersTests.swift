@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Configuration
+@testable import RolloutConfig
 @testable import Notices
 
 @Suite struct CustomersTests {

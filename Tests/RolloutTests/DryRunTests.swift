@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import HealthGate
-@testable import Configuration
+@testable import RolloutConfig
 @testable import Engine
 
 @Suite struct DryRunTests {

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import Basics
 @testable import SSH
-@testable import Configuration
+@testable import RolloutConfig
 @testable import Engine
 
 @Suite struct InventoryTests {

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import SSHTesting
 @testable import Basics
-@testable import Configuration
+@testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
 @testable import NetIO

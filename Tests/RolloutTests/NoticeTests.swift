@@ -5,7 +5,7 @@ import RolloutTesting
 import SSHTesting
 @testable import Basics
 @testable import NetIO
-@testable import Configuration
+@testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Notices
 

@@ -3,7 +3,7 @@ import Testing
 @testable import Basics
 @testable import SSH
 @testable import HealthGate
-@testable import Configuration
+@testable import RolloutConfig
 
 /// The repository root, from this file's path.
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path

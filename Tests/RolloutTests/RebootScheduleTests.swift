@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import Basics
-@testable import Configuration
+@testable import RolloutConfig
 import HealthGate
 
 /// The schedule's arithmetic: windows on a time zone's wall clock (across midnight and

@@ -1,5 +1,5 @@
 import Testing
-@testable import Configuration
+@testable import RolloutConfig
 @testable import Engine
 
 /// SplitMix64: a small seeded generator, so every random fleet can be rebuilt from its seed.

@@ -1,5 +1,5 @@
 import Basics
-import Configuration
+import RolloutConfig
 
 /// What the engine asks of a bootloader: boot a release once, make it the default after
 /// the gate, and go back to the previous kernel. A driver renders shell commands (every

@@ -1,6 +1,6 @@
 import Foundation
 import Basics
-import Configuration
+import RolloutConfig
 
 /// The shell commands a rollout runs on a host besides the bootloader's (see
 /// `BootloaderDriver`), rendered from the plan with every substituted value

@@ -1,7 +1,7 @@
 import Foundation
 import HealthGate
 import SSH
-import Configuration
+import RolloutConfig
 
 /// A host the orchestrator drives: commands through its shell (`HostReader`) and a
 /// connection it can drop (after a reboot). `SSHHost` in production.

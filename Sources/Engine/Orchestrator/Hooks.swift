@@ -1,7 +1,7 @@
 import Foundation
 import Subprocess
 import Basics
-import Configuration
+import RolloutConfig
 import RolloutJournal
 
 /// The plan's hooks: commands around each host's reboot (drain it from the load balancer, put it

@@ -4,7 +4,7 @@ import Basics
 import NetIO
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 import RolloutJournal
 import Notices
 
@@ -168,6 +168,8 @@ extension Orchestrator {
                 case .stopped: return
                 }
                 guard leaseHeld(), !stopping() else { return }
+                // Its alerts silenced from here to its gate's verdict (plan `silence`).
+                try await silence(name)
                 let host = await connections.host(name)
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id", timeout: MaintenanceWindow.commandAllowance).trimmed
                 // Intent first: if we die after this line, resume compares boot ids.
@@ -378,6 +380,7 @@ extension Orchestrator {
         let summary = Summary(verdict: report.verdict.rawValue, passed: report.passed.count, failed: report.failed, inconclusive: report.inconclusive)
         let waveJSON = String(decoding: try encoder.encode(summary), as: UTF8.self)
         try journal.setWave(rolloutID, wave, state: .running, verdict: report.verdict.rawValue, report: waveJSON)
+        try await expireSilences(names)
         if report.verdict != .pass {
             for r in report.hosts where r.verdict != .pass {
                 say(r.host, "gate evidence:\n" + r.render().split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"), problem: true)

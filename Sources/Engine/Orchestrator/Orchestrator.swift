@@ -5,9 +5,10 @@ import Basics
 import NetIO
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 import RolloutJournal
 import Notices
+import WebAPI
 
 /// How a run of `plan apply` / `rollout resume` ended.
 public enum RolloutOutcome: Sendable, Equatable {
@@ -174,6 +175,7 @@ public final class Orchestrator: Sendable {
         guard let h = try journal.host(rolloutID, name), h.state.canMove(to: .failed), h.state != .failed else { return }
         try await journal.move(rolloutID, host: name, to: .failed, reason: reason, set: ["last_error": reason])
         say(name, "FAILED: \(reason)", problem: true)
+        try await expireSilences([name])
     }
 
     @discardableResult

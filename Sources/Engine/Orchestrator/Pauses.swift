@@ -1,6 +1,6 @@
 import Foundation
 import Basics
-import Configuration
+import RolloutConfig
 import RolloutJournal
 
 /// Waiting for a person: at the plan's pause points (`waves.pause_after`) and when someone ran

@@ -4,7 +4,7 @@ import Basics
 import NetIO
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 import RolloutJournal
 import Notices
 

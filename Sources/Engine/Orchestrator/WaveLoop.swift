@@ -4,7 +4,7 @@ import Basics
 import NetIO
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 import RolloutJournal
 import Notices
 
@@ -20,6 +20,8 @@ extension Orchestrator {
         try takeLease()
         do {
             let outcome = try await runWaves()
+            // A rollout that ended (or halted: rollback reboots are not silenced) leaves no silence open.
+            if outcome != .interrupted && !leaseLost { try await expireSilences() }
             await connections.closeAll()
             return outcome
         } catch {
@@ -49,6 +51,7 @@ extension Orchestrator {
             await catchUpNotices(notices)
         }
         try await releaseFinishedHosts()
+        try await expireSettledSilences()
         // `plan apply --at`: nothing touches a host before then (across a resume too).
         if let at = try journal.rollout(rolloutID)?.startAt.flatMap(TimeText.parse), at > clock.now {
             if let outcome = try await waitUntil(at, "scheduled start (plan apply --at)") { return outcome }
@@ -150,6 +153,13 @@ extension Orchestrator {
             if let notices, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf) { return outcome }
             // A corrected notice's lead time may have moved past the slot.
             if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
+            if plan.alertBlock != nil {
+                var toReboot: [(name: String, address: String)] = []
+                for h in try journal.hosts(rolloutID, wave: number, in: [.staged]) where batchOf[h.name] == i {
+                    toReboot.append((h.name, await connections.address(h.name)))
+                }
+                if let outcome = try await holdForAlerts(wave: number, batch: i, of: batches.count, hosts: toReboot) { return outcome }
+            }
             if stopping() { return try interrupt() }
             try await forEach(batch.map(\.name), limit: plan.waves.maxParallel) { name in try await self.rebootAndVerify(name) }
             if rebootsHere { previousEnd = clock.now }

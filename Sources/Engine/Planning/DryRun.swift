@@ -2,7 +2,7 @@ import Foundation
 import Basics
 import NetIO
 import HealthGate
-import Configuration
+import RolloutConfig
 import Notices
 
 /// What the dry-run learned from the fleet (or, offline, did not).

@@ -1,7 +1,7 @@
 import Basics
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 
 /// What `fleet facts` learned about one host, or why it could not.
 public struct HostSurvey: Sendable {

@@ -2,7 +2,7 @@ import Foundation
 import Basics
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 
 /// What `plan apply --dry-run` reads from each host, in one read-only SSH
 /// round trip: the `HostFacts` files (release, boot id, uptime, memory, OOM

@@ -1,4 +1,4 @@
-import Configuration
+import RolloutConfig
 /// A selected host the rollout will not touch, and why.
 public struct SkippedHost: Sendable, Equatable {
     public var host: InventoryHost

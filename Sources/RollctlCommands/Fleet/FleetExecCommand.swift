@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Basics
-import Configuration
+import RolloutConfig
 import Engine
 
 struct FleetExecCommand: AsyncParsableCommand {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Basics
-import Configuration
+import RolloutConfig
 import Engine
 
 /// `fleet locks`: the host leases (`/var/lib/rollctl/lease`) across the fleet, from any journal.

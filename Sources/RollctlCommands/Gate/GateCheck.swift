@@ -3,7 +3,7 @@ import Foundation
 import Basics
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 import Engine
 
 struct GateGroup: AsyncParsableCommand {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Basics
-import Configuration
+import RolloutConfig
 import RolloutJournal
 
 struct KernelGroup: AsyncParsableCommand {
@@ -75,7 +75,7 @@ struct KernelUnblock: AsyncParsableCommand {
 /// `plan validate` and `plan apply`: a plan targeting a known-bad release is bad input, with the
 /// evidence. `existingOnly`: look only when the journal exists (validate and the dry-run create none).
 enum KnownBadCheck {
-    static func refuse(_ plan: Configuration.Plan, journal: JournalOption, allowed: Bool, existingOnly: Bool) throws {
+    static func refuse(_ plan: RolloutConfig.Plan, journal: JournalOption, allowed: Bool, existingOnly: Bool) throws {
         let path = journal.journal ?? Journal.defaultPath()
         if existingOnly && !FileManager.default.fileExists(atPath: path) { return }
         guard let bad = try journal.open().knownBad(plan.kernel.release) else { return }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Basics
 import SSH
-import Configuration
+import RolloutConfig
 import Engine
 
 struct PlanCommand: AsyncParsableCommand {
@@ -93,7 +93,7 @@ struct PlanApply: AsyncParsableCommand {
     var allowKnownBad = false
 
     /// `--at` as a moment: bad input (exit 2) when it cannot be read, has passed, or is more than a year away.
-    static func startAt(_ text: String?, plan: Configuration.Plan, now: Date = Date()) throws -> Date? {
+    static func startAt(_ text: String?, plan: RolloutConfig.Plan, now: Date = Date()) throws -> Date? {
         guard let text else { return nil }
         let zone = plan.schedule?.timeZone ?? TimeZone(identifier: "UTC")!
         let zoneName = plan.schedule?.zoneName ?? "UTC"
@@ -164,7 +164,7 @@ struct PlanApply: AsyncParsableCommand {
     }
 
     /// The plan's maintenance templates, when it names a folder (validated already).
-    static func maintenanceTemplate(_ plan: Configuration.Plan) throws -> (subject: String, body: String)? {
+    static func maintenanceTemplate(_ plan: RolloutConfig.Plan) throws -> (subject: String, body: String)? {
         guard let dir = plan.notify?.templateDir else { return nil }
         guard let s = FileManager.default.contents(atPath: dir + "/maintenance.subject"),
               let b = FileManager.default.contents(atPath: dir + "/maintenance.body") else { return nil }

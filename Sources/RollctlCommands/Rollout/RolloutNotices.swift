@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Configuration
+import RolloutConfig
 import RolloutJournal
 
 /// `rollctl rollout notices ID`: what was sent to whom and when, from the journal's outbox.

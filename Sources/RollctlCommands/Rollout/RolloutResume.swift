@@ -4,7 +4,7 @@ import Foundation
 import Basics
 import SSH
 import HealthGate
-import Configuration
+import RolloutConfig
 import RolloutJournal
 import Engine
 

@@ -42,6 +42,7 @@ struct PlanParser {
         var schedule: (RebootSchedule, [Node])?
         var onInconclusive: FailurePolicy.Inconclusive?
         var hooks = HookSpec()
+        var alertBlock: AlertBlock?, silence: SilenceSpec?
         for (key, _, v) in top {
             switch key {
             case "name":
@@ -60,10 +61,12 @@ struct PlanParser {
             case "gate":
                 if let g = parseGate(v) { gate = g }
                 onInconclusive = parseOnInconclusive(v)
+                alertBlock = parseAlertBlock(v)
             case "notify": notify = parseNotify(v)
             case "on_failure": if let f = parseFailure(v) { failure = f }
             case "schedule": schedule = parseSchedule(v)
             case "hooks": if let h = parseHooks(v) { hooks = h }
+            case "silence": silence = parseSilence(v)
             default: break
             }
         }
@@ -87,6 +90,8 @@ struct PlanParser {
                     inventoryPath: inventory, selection: selection, waves: waves, reboot: reboot, gate: gate,
                     notify: notify, failure: failure, schedule: schedule?.0)
         plan.hooks = hooks
+        plan.alertBlock = alertBlock
+        plan.silence = silence
         return plan
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Basics
 import HealthGate
+import WebAPI
 
 /// A rollout plan: everything rollctl needs to roll one kernel across a fleet.
 /// Loaded from YAML by `PlanLoader` (strict, every error with file:line:col);
@@ -25,6 +26,10 @@ public struct Plan: Sendable {
     public var schedule: RebootSchedule?
     /// Commands around each host's reboot and on a halt.
     public var hooks = HookSpec()
+    /// Firing alerts that hold a batch (`gate.block_on_alerts`); nil: none.
+    public var alertBlock: AlertBlock?
+    /// A silence per host during its reboot and soak (`silence`); nil: none.
+    public var silence: SilenceSpec?
 
     public init(name: String, description: String? = nil, path: String, text: String, kernel: KernelSpec,
                 bootloader: Bootloader = .grub, inventoryPath: String, selection: Selection = Selection(),
@@ -220,5 +225,46 @@ public enum FailureBudget: Sendable, Equatable, ExpressibleByIntegerLiteral, Cus
             let p = s * 100
             return p == p.rounded() ? "\(Int(p))%" : String(format: "%g%%", p)
         }
+    }
+}
+
+/// `gate.block_on_alerts`: before each batch, Alertmanager's firing alerts that match every
+/// matcher hold it. Matchers naming `{name}`/`{address}` are asked per host of the batch (an
+/// alert about one of them holds it); matchers without are fleet-wide. An Alertmanager that
+/// cannot be asked holds the batch too (an error blocks, as in Kured). After `maxWait` the
+/// rollout halts.
+public struct AlertBlock: Sendable, Equatable, Codable {
+    public var url: String
+    public var matchers: [AlertMatcher]
+    public var maxWait: Duration
+    /// Time between two looks while held.
+    public var interval: Duration
+    public var caFile: String?
+
+    public init(url: String, matchers: [AlertMatcher], maxWait: Duration = .seconds(3600), interval: Duration = .seconds(30),
+                caFile: String? = nil) {
+        self.url = url
+        self.matchers = matchers
+        self.maxWait = maxWait
+        self.interval = interval
+        self.caFile = caFile
+    }
+
+    public var perHost: Bool { matchers.contains { $0.perHost } }
+}
+
+/// `silence`: before a host reboots, a silence in Alertmanager for that host (its matchers with
+/// the host's `{name}`/`{address}`), journaled, and expired once the host's gate has decided.
+public struct SilenceSpec: Sendable, Equatable, Codable {
+    public var url: String
+    public var matchers: [AlertMatcher]
+    public var comment: String
+    public var caFile: String?
+
+    public init(url: String, matchers: [AlertMatcher], comment: String = "kernel rollout", caFile: String? = nil) {
+        self.url = url
+        self.matchers = matchers
+        self.comment = comment
+        self.caFile = caFile
     }
 }

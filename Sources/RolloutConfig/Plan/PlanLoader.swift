@@ -11,7 +11,7 @@ import SSH
 /// (inventory, customers, templates) are relative to the plan file's folder.
 public enum PlanLoader {
     static let topKeys = ["name", "description", "kernel", "bootloader", "inventory", "select", "waves", "reboot", "gate",
-                          "notify", "on_failure", "schedule", "hooks"]
+                          "notify", "on_failure", "schedule", "hooks", "silence"]
 
     /// Loads and validates a plan. Throws `InputErrors` with every problem found.
     /// Cross-checks against the inventory and the customers file are `check(_:inventory:)`.
