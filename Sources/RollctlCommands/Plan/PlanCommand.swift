@@ -92,6 +92,8 @@ struct PlanApply: AsyncParsableCommand {
     @Flag(help: "Roll the plan's kernel even when it is known bad (`rollctl kernel list`).")
     var allowKnownBad = false
 
+    @OptionGroup var metrics: MetricsOption
+
     /// `--at` as a moment: bad input (exit 2) when it cannot be read, has passed, or is more than a year away.
     static func startAt(_ text: String?, plan: RolloutConfig.Plan, now: Date = Date()) throws -> Date? {
         guard let text else { return nil }
@@ -115,7 +117,7 @@ struct PlanApply: AsyncParsableCommand {
         guard dryRun else {
             // The real thing: journal, waves, gates, halt and rollback (RolloutCommands.swift).
             return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json, log: log,
-                                          at: at, allowKnownBad: allowKnownBad)
+                                          at: at, allowKnownBad: allowKnownBad, metrics: metrics)
         }
         let cfg = SSHConfig.load(path: sshConfig)
         let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory, sshConfig: cfg)

@@ -101,7 +101,7 @@ final class StopFlag: @unchecked Sendable {
 /// `plan apply` without --dry-run: plan, journal, run.
 enum ApplyRun {
     static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool, log: LogOptions,
-                    at: String? = nil, allowKnownBad: Bool = false) async throws {
+                    at: String? = nil, allowKnownBad: Bool = false, metrics: MetricsOption = MetricsOption()) async throws {
         let console = Console.shared
         let sshConfig = SSHConfig.load()
         let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
@@ -113,6 +113,8 @@ enum ApplyRun {
         let stop = StopFlag()
         let service = RolloutService(journal: try journal.open(), sshConfig: sshConfig, stopRequested: { stop.isSet },
                                      logger: log.logger(json: json))
+        let createdID = OnceBox<String>()
+        let endpoint = try await metrics.start(journal: service.journal, rolloutID: { createdID.get() })
         let created: RolloutService.Created
         do {
             created = try await service.create(loaded, parallel: parallel, startAt: startAt)
@@ -121,6 +123,7 @@ enum ApplyRun {
             console.err("  hint: wait for it, or `rollctl rollout resume \(e.holder.id)` / `rollctl rollout abort \(e.holder.id)`")
             throw ExitCode(ExitStatus.hostFailure)
         }
+        createdID.set(created.id)
         let (plan, layout, id, path) = (loaded.plan, created.layout, created.id, service.journal.path)
         let hostsInWaves = layout.waves.reduce(0) { $0 + $1.hosts.count }
         if !json {
@@ -132,6 +135,12 @@ enum ApplyRun {
                                          "waves": layout.waves.count, "hosts": hostsInWaves, "skipped": layout.skipped.count, "journal": path]))
         }
         stop.install()
-        try await RolloutDriver.drive(created.orchestrator, with: service, json: json)
+        do {
+            try await RolloutDriver.drive(created.orchestrator, with: service, json: json)
+        } catch {
+            await endpoint?.close()
+            throw error
+        }
+        await endpoint?.close()
     }
 }

@@ -18,6 +18,7 @@ struct RolloutResume: AsyncParsableCommand {
     @OptionGroup var log: LogOptions
     @Argument(help: "Rollout id.") var id: String
     @Flag(help: "JSON lines.") var json = false
+    @OptionGroup var metrics: MetricsOption
 
     func run() async throws {
         let (j, r) = try journal.rollout(id)
@@ -37,7 +38,13 @@ struct RolloutResume: AsyncParsableCommand {
         case let .ready(o, previous):
             stop.install()
             if !json { Console.shared.out("resuming rollout \(id) (was \(previous.state.rawValue)\(previous.lease.map { ", driven by \($0.holder) which is gone" } ?? ""))") }
-            try await RolloutDriver.drive(o, with: service, json: json)
+            let rolloutID = id
+            let endpoint = try await metrics.start(journal: j, rolloutID: { rolloutID })
+            do { try await RolloutDriver.drive(o, with: service, json: json) } catch {
+                await endpoint?.close()
+                throw error
+            }
+            await endpoint?.close()
         }
     }
 }
