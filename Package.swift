@@ -110,7 +110,7 @@ let package = Package(
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
-        .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics"]),
+        .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics", "WebAPI"]),
         .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting"], exclude: ["corpus", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
         .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "RolloutConfig", "RolloutJournal", "Engine"]),
         // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.

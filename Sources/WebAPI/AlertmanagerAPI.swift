@@ -64,7 +64,7 @@ public struct AlertMatcher: Sendable, Equatable, Codable, CustomStringConvertibl
                 throw Placeholders.Problem(reason: "the value's quotes are not closed, or text follows them")
             }
         } else {
-            guard !raw.contains("\""), !raw.contains(",") else {
+            guard !raw.isEmpty, raw.allSatisfy({ $0.isLetter || $0.isNumber || "_.:/-@".contains($0) }) else {
                 throw Placeholders.Problem(reason: "quote the value: \(label)\(op.rawValue)\"...\"")
             }
             value = raw

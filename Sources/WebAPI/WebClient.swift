@@ -69,6 +69,9 @@ public enum WebClient {
         var config = HTTPClient.Configuration(redirectConfiguration: .disallow,
                                               timeout: .init(connect: .seconds(10), read: .seconds(60)))
         config.connectionPool = .init(idleTimeout: .seconds(30))
+        // Every caller has its own retry policy (the next gate sample, the next look for alerts,
+        // the notices' backoff): a refused connection is reported at once, not retried until the deadline.
+        config.connectionPool.retryConnectionEstablishment = false
         config.decompression = .disabled
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
     }()
