@@ -20,8 +20,10 @@ build: deps
 
 # Suites that run whole processes (rollctl, fleetsim fleets) block a thread while they
 # wait; they run one at a time after the rest, so they neither starve the unit tests'
-# cooperative thread pool nor fight each other for the 2 cores.
-PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests
+# cooperative thread pool nor fight each other for the 2 cores. The HTTP client's hostile-peer
+# suites join them: they check that a deadline holds, and on 2 cores a pool busy with other
+# suites' blocking work delays the wake-up itself (seen: a 1 s deadline observed at 3.6 s).
+PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests|NoticeHostileWebhookTests|PrometheusCheckTests
 
 ## test: everything, against real sshd on loopback and fleetsim hosts.
 test: deps

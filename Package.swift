@@ -72,7 +72,7 @@ let package = Package(
         ]),
         // Customer notices: sender, templates, mail message, SMTP, webhook.
         .target(name: "Notices", dependencies: [
-            "Basics", "NetIO", "RolloutConfig", "RolloutJournal",
+            "Basics", "NetIO", "RolloutConfig", "RolloutJournal", "WebAPI",
             .product(name: "Mustache", package: "swift-mustache"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -395,14 +395,14 @@ final class ChannelSession: @unchecked Sendable {
     }
 
     func deliver(_ row: Journal.NoticeRow) async -> Result<String, NoticeDeliveryError> {
-        await Blocking.run { self.deliverBlocking(row) }
+        if let webhook {
+            do { return .success(try await webhook.post(Array(row.payload.utf8), messageID: row.messageID)) } catch { return .failure(error) }
+        }
+        return await Blocking.run { self.deliverBlocking(row) }
     }
 
     private func deliverBlocking(_ row: Journal.NoticeRow) -> Result<String, NoticeDeliveryError> {
         do throws(NoticeDeliveryError) {
-            if let webhook {
-                return .success(try webhook.post(Array(row.payload.utf8), messageID: row.messageID))
-            }
             guard let smtp else { return .failure(NoticeDeliveryError(stage: .config, "no channel", permanent: true)) }
             if session == nil || !(session?.isUsable ?? false) { session = try smtp.open() }
             return .success(try session!.send(from: from, to: [row.recipient], message: row.payload))

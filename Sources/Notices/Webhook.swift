@@ -1,15 +1,13 @@
 import Foundation
 import Basics
 import NetIO
+import WebAPI
 
-/// The webhook channel: one HTTP/1.1 POST of a JSON notice (schema
-/// `rollctl.notice/v1`, docs/notifications.md) per customer, wave and kind.
-///
-/// Written on POSIX sockets like the SMTP dialogue rather than with
-/// AsyncHTTPClient: a notice is one small POST, and AsyncHTTPClient (with
-/// swift-nio) would add minutes to every build on the 2-core CI. `https://`
-/// uses the system's OpenSSL like SMTP STARTTLS (`TLSSession`): certificate
-/// verified against the system trust store and the URL's host.
+/// The webhook channel: one HTTP POST of a JSON notice (schema `rollctl.notice/v1`,
+/// docs/notifications.md) per customer, wave and kind, through rollctl's one HTTP client
+/// (`WebClient`, on AsyncHTTPClient): `https://` verified against the system's trust store (or
+/// `tls_ca_file`) and the URL's host, one deadline for the whole POST, the answer read only
+/// up to a small bound, redirects refused.
 public struct Webhook: Sendable {
     public var url: String
     public var timeout: Duration
@@ -22,92 +20,53 @@ public struct Webhook: Sendable {
         self.tlsCAFile = tlsCAFile
     }
 
-    /// The endpoint `url` names (`HTTPURL`, http or https), or why it cannot be
-    /// posted to: a permanent `config` failure.
-    static func endpoint(_ url: String) throws(NoticeDeliveryError) -> HTTPURL {
+    /// The endpoint `url` names, or why it cannot be posted to: a permanent `config` failure.
+    static func endpoint(_ url: String) throws(NoticeDeliveryError) -> String {
         do {
-            return try HTTPURL.parse(url, allowHTTPS: true)
+            _ = try WebClient.check(url)
+            return url
         } catch {
-            let message = switch error.part {
-            case .scheme: "webhook url must start with http:// or https://"
-            case .host, .substitution: "webhook url needs a host (and no user:password@)"
-            case .port: "bad port in webhook url"
-            case .path: "webhook url path must be ASCII without spaces (percent-encode it)"
-            }
-            throw NoticeDeliveryError(stage: .config, message, permanent: true)
+            throw NoticeDeliveryError(stage: .config, "webhook url: \(error.message)", permanent: true)
         }
     }
 
-    /// POSTs `body` (blocking: call from a dedicated thread). Returns the status
-    /// line (`HTTP/1.1 200 OK`). A 2xx is delivered; 408, 429 and 5xx are worth
-    /// a retry; other statuses are permanent.
+    /// The most of an answer read: a receiver says yes or no, it sends no pages.
+    static let maxAnswer = 64 << 10
+
+    /// POSTs `body`. Returns the status line (`HTTP/1.1 200 OK`). A 2xx is delivered; 408, 429
+    /// and 5xx are worth a retry; other statuses (and redirects) are permanent.
     ///
-    /// The endpoint is hostile (issue 14): `timeout` is one deadline for the
-    /// whole POST, connect to response, and the response is read by the site
-    /// probe's `HTTPResponseParser` under `HTTPResponseLimits.standard` (one
-    /// parser for both, no second hand-rolled reader). The status decides once
-    /// the head is in; the body is then read to its end for a clean close, for
-    /// at most `drainTime` more, its failures ignored.
-    func post(_ body: [UInt8], messageID: String) throws(NoticeDeliveryError) -> String {
-        let deadline = ContinuousClock.now.advanced(by: timeout)
+    /// The endpoint is hostile (issue 14): `timeout` is one deadline for the whole POST; the status
+    /// decides once the head is in, and the rest is read (at most `maxAnswer`, within the deadline)
+    /// only for a clean connection. A failure once the request may have been sent (no
+    /// answer in time, the connection broken) says the notice may have been accepted: the retry
+    /// carries the same `Idempotency-Key`.
+    func post(_ body: [UInt8], messageID: String) async throws(NoticeDeliveryError) -> String {
         let target = try Self.endpoint(url)
-        let conn: LineConnection
-        do { conn = try LineConnection.connect(host: target.host, port: Int(target.port), deadline: deadline) } catch {
-            throw NoticeDeliveryError(stage: .connecting, error.description)
-        }
-        if target.tls {
-            do { try conn.startTLS(caFile: tlsCAFile, deadline: deadline) } catch {
-                throw NoticeDeliveryError(stage: .tls, error.description, permanent: error.description.contains("certificate verify failed"))
-            }
-        }
-        let head = "POST \(target.path) HTTP/1.1\r\nHost: \(target.authority)\r\nUser-Agent: rollctl-notices\r\n"
-            + "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
-            + "Idempotency-Key: \(messageID)\r\nX-Rollctl-Message-Id: \(messageID)\r\nConnection: close\r\n\r\n"
+        let response: WebResponse
         do {
-            try conn.send(Array(head.utf8) + body, deadline: deadline, phase: "sending the POST")
+            response = try await WebClient.send(.POST, target, headers: [
+                ("Content-Type", "application/json"), ("Idempotency-Key", messageID), ("X-Rollctl-Message-Id", messageID),
+                ("User-Agent", "rollctl-notices"),
+            ], body: body, timeout: timeout, maxBody: Self.maxAnswer, caFile: tlsCAFile, readBody: false)
         } catch {
-            throw NoticeDeliveryError(stage: .http, error.description)
-        }
-        var response = HTTPResponseParser()
-        while response.head == nil {
-            let progress: HTTPResponseParser.Progress
-            do {
-                if let bytes = try conn.receive(deadline: deadline, phase: "waiting for the response") {
-                    progress = response.feed(bytes)
-                } else {
-                    progress = response.finish()
-                }
-            } catch {
-                throw NoticeDeliveryError(stage: .http, error.description, mayHaveBeenAccepted: true)
-            }
-            if case .malformed(let reason) = progress, response.head == nil {
-                throw NoticeDeliveryError(stage: .http, "bad response: \(reason)", mayHaveBeenAccepted: true)
+            switch error.kind {
+            case .badURL: throw NoticeDeliveryError(stage: .config, error.message, permanent: true)
+            case .connect: throw NoticeDeliveryError(stage: .connecting, error.message)
+            case .tls: throw NoticeDeliveryError(stage: .tls, error.message, permanent: error.message.contains("certificate"))
+            case .redirect: throw NoticeDeliveryError(stage: .http, error.message, permanent: true)
+            case .timeout, .tooLarge, .transport: throw NoticeDeliveryError(stage: .http, error.message, mayHaveBeenAccepted: true)
             }
         }
-        let status = response.head?.statusLine ?? ""
-        let code = response.head?.status ?? 0
-        // Drain the rest (headers and a small body) so the server's close is clean.
-        let drainUntil = min(deadline, ContinuousClock.now.advanced(by: Self.drainTime))
-        while response.progress == .needMore {
-            do {
-                if let bytes = try conn.receive(deadline: drainUntil, phase: "reading the response") {
-                    response.feed(bytes)
-                } else {
-                    response.finish()
-                }
-            } catch { break }
-        }
-        switch code {
+        let status = "HTTP/1.1 \(response.status) \(response.reason)"
+        switch response.status {
         case 200..<300: return status
         case 408, 429, 500..<600:
-            throw NoticeDeliveryError(stage: .http, "the webhook answered \(code)", reply: status)
+            throw NoticeDeliveryError(stage: .http, "the webhook answered \(response.status)", reply: status)
         default:
             throw NoticeDeliveryError(stage: .http, "the webhook refused the notice", reply: status, permanent: true)
         }
     }
-
-    /// The longest the body of the response is read after its head.
-    static let drainTime = Duration.seconds(2)
 }
 
 /// The JSON body of a webhook notice (schema `rollctl.notice/v1`).

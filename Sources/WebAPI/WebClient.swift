@@ -22,6 +22,8 @@ public enum WebMethod: String, Sendable {
 /// An HTTP response, its body read whole (within the request's bound).
 public struct WebResponse: Sendable {
     public var status: Int
+    /// The status line's reason phrase (`OK`, `Service Unavailable`).
+    public var reason: String = ""
     public var headers: [(String, String)]
     public var body: [UInt8]
 
@@ -94,10 +96,12 @@ public enum WebClient {
         return String(url[..<scheme.upperBound]) + "…@" + String(url[url.index(after: at)...])
     }
 
-    /// Sends one request and reads its response; `timeout` bounds all of it.
+    /// Sends one request and reads its response; `timeout` bounds all of it. With `readBody`
+    /// false the answer's status decides alone: a broken or endless body after the head is
+    /// no error (a webhook's receiver says yes in its status line).
     public static func send(_ method: WebMethod = .GET, _ url: String, headers: [(String, String)] = [],
                             body: [UInt8]? = nil, timeout: Duration, maxBody: Int = 1 << 20,
-                            caFile: String? = nil) async throws(WebError) -> WebResponse {
+                            caFile: String? = nil, readBody: Bool = true) async throws(WebError) -> WebResponse {
         _ = try check(url)
         var request = HTTPClientRequest(url: url)
         request.method = method.nio
@@ -110,20 +114,39 @@ public enum WebClient {
             request.tlsConfiguration = tls
         }
         let deadline = NIODeadline.now() + .nanoseconds(Int64(clamping: timeout.nanoseconds))
+        let ends = ContinuousClock.now.advanced(by: timeout)
+        let shown = redacted(url)
+        let prepared = request
         do {
-            let response = try await shared.execute(request, deadline: deadline)
-            let status = Int(response.status.code)
-            if (300..<400).contains(status) {
-                let to = response.headers.first(name: "Location").map { " to \(redacted($0))" } ?? ""
-                throw WebError(.redirect, "\(redacted(url)) answered \(status), a redirect\(to); rollctl follows none: give the final URL")
+            // AsyncHTTPClient's deadline covers the request up to the answer's head; the race
+            // bounds the body too (a body that drips a byte a minute ends at the deadline).
+            return try await withThrowingTaskGroup(of: WebResponse?.self) { group in
+                group.addTask {
+                    let response = try await shared.execute(prepared, deadline: deadline)
+                    let status = Int(response.status.code)
+                    if (300..<400).contains(status) {
+                        let to = response.headers.first(name: "Location").map { " to \(redacted($0))" } ?? ""
+                        throw WebError(.redirect, "\(shown) answered \(status), a redirect\(to); rollctl follows none: give the final URL")
+                    }
+                    let headers = response.headers.map { ($0.name, $0.value) }
+                    // Only the status matters: the body is left unread (the client drops the connection).
+                    guard readBody else { return WebResponse(status: status, reason: response.status.reasonPhrase, headers: headers, body: []) }
+                    let bytes = try await response.body.collect(upTo: maxBody)
+                    return WebResponse(status: status, reason: response.status.reasonPhrase, headers: headers, body: Array(buffer: bytes))
+                }
+                group.addTask {
+                    try? await Task.sleep(until: ends, clock: .continuous)
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                guard let first else { throw WebError(.timeout, "\(shown): no complete answer in time") }
+                return first
             }
-            let bytes = try await response.body.collect(upTo: maxBody)
-            return WebResponse(status: status, headers: response.headers.map { ($0.name, $0.value) },
-                               body: Array(buffer: bytes))
         } catch let e as WebError {
             throw e
         } catch {
-            throw classify(error, url: redacted(url), maxBody: maxBody)
+            throw classify(error, url: shown, maxBody: maxBody)
         }
     }
 
@@ -151,10 +174,13 @@ public enum WebClient {
             return WebError(.connect, "\(url): cannot connect (\(why))")
         }
         if let e = error as? IOError { return WebError(.connect, "\(url): \(describe(e))") }
-        if error is NIOSSLError || error is BoringSSLError || "\(type(of: error))".contains("SSL") {
-            return WebError(.tls, "\(url): TLS failed (\(error))")
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError || "\(type(of: error))".contains("SSL") {
+            let text = "\(error)"
+            let verify = text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificate verify failed") || error is NIOSSLExtraError
+            return WebError(.tls, "\(url): TLS failed: " + (verify ? "certificate verify failed (\(text))" : text))
         }
         if error is ChannelError { return WebError(.transport, "\(url): \(error)") }
+        if let e = error as? HTTPParserError { return WebError(.transport, "\(url): not a valid HTTP response (\(e))") }
         return WebError(.transport, "\(url): \(error)")
     }
 

@@ -72,15 +72,12 @@ import Testing
         let peer = try HostilePeer([.awaitRequest] + script)
         defer { peer.stop() }
         let hook = Webhook(url: "http://127.0.0.1:\(peer.port)/hook", timeout: timeout)
-        // Timed on the worker thread: a busy cooperative pool delays the resumption, not the POST.
-        return await Blocking.run {
-            let start = ContinuousClock.now
-            let result: Result<String, NoticeDeliveryError>
-            do throws(NoticeDeliveryError) { result = .success(try hook.post(Array("{}".utf8), messageID: "<m@test>")) } catch {
-                result = .failure(error)
-            }
-            return (result, (ContinuousClock.now - start).seconds)
+        let start = ContinuousClock.now
+        let result: Result<String, NoticeDeliveryError>
+        do throws(NoticeDeliveryError) { result = .success(try await hook.post(Array("{}".utf8), messageID: "<m@test>")) } catch {
+            result = .failure(error)
         }
+        return (result, (ContinuousClock.now - start).seconds)
     }
 
     func expectError(_ script: [HostilePeer.Step], _ message: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
@@ -93,27 +90,27 @@ import Testing
         #expect(seconds < 2.5, sourceLocation: sourceLocation)
     }
 
-    @Test func theResponseGoesThroughTheProbesParserAndItsCaps() async throws {
-        try await expectError([.send("HTTP/1.1 "), .endless("2")], "status line longer than 8 KiB")
-        try await expectError([.send("HTTP/1.1 200 OK\r\n"), .endless("X: 1\r\n")], "more than 100 header lines")
-        try await expectError([.send("HTTP/1.1 200 OK\r\nX: "), .endless("y")], "header line longer than 8 KiB")
-        try await expectError([.send("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n")], "over the 1 MiB body cap")
-        try await expectError([.send("SMTP? 220 hello\r\n\r\n"), .close], "not an HTTP response")
-        try await expectError([.close], "connection closed without a response")
+    /// The response is read by NIO's HTTP parser (AsyncHTTPClient) under its header caps.
+    @Test func aHostileHeadIsAnErrorNotACrashOrAHang() async throws {
+        try await expectError([.send("HTTP/1.1 "), .endless("2")], "not a valid HTTP response")
+        try await expectError([.send("HTTP/1.1 200 OK\r\n"), .endless("X: 1\r\n")], "not a valid HTTP response")
+        try await expectError([.send("HTTP/1.1 200 OK\r\nX: "), .endless("y")], "not a valid HTTP response")
+        try await expectError([.send("SMTP? 220 hello\r\n\r\n"), .close], "not a valid HTTP response")
+        try await expectError([.close], "closed the connection")
     }
 
     /// The status decides once the head is in: a hostile body after a 200
     /// (an overflowing chunk size, an endless stream) neither crashes nor holds the notice.
     @Test func aHostileBodyAfterTheHeadIsCutNotFatal() async throws {
         let (chunk, s1) = try await post([.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nhello\r\n")])
-        #expect(try chunk.get() == "HTTP/1.1 200 OK")
+        #expect(try chunk.get() == "HTTP/1.1 200 OK", "\(chunk)")
         #expect(s1 < 1.5)
         let (endless, s2) = try await post([.send("HTTP/1.1 204 No Content\r\nX: 1\r\n\r\n"), .endless("junk")])
-        #expect(try endless.get() == "HTTP/1.1 204 No Content")
+        #expect(try endless.get() == "HTTP/1.1 204 No Content", "\(endless)")
         #expect(s2 < 1.5)
         let (busy, _) = try await post([.send("HTTP/1.1 503 Busy\r\n\r\n"), .endless("busy")])
         guard case .failure(let e) = busy else { Issue.record("delivered"); return }
-        #expect(e.message == "the webhook answered 503" && e.reply == "HTTP/1.1 503 Busy" && !e.permanent)
+        #expect(e.message == "the webhook answered 503" && e.reply == "HTTP/1.1 503 Service Unavailable" && !e.permanent)
     }
 
     /// One byte every 200 ms: each read is in time, the POST is not. It ends at
@@ -122,7 +119,7 @@ import Testing
         let (result, seconds) = try await post([.drip("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", interval: .milliseconds(200))],
                                                timeout: .seconds(1))
         guard case .failure(let error) = result else { Issue.record("delivered: \(result)"); return }
-        #expect(error.message.contains("timed out waiting for the response"), "\(error)")
+        #expect(error.message.contains("no complete answer in time"), "\(error)")
         #expect(error.mayHaveBeenAccepted)
         #expect(seconds >= 0.95 && seconds < 1.7, "\(seconds)")
     }

@@ -58,24 +58,17 @@ import SSHTesting
     }
 
     @Test func webhookURLs() throws {
-        // The webhook posts to an `HTTPURL` (NetIO, the probe's type), http or https.
-        let a = try Webhook.endpoint("http://127.0.0.1:8080/hook?x=1")
-        #expect(a == HTTPURL(host: "127.0.0.1", port: 8080, path: "/hook?x=1") && a.authority == "127.0.0.1:8080")
-        let b = try Webhook.endpoint("http://[::1]/")
-        #expect(b == HTTPURL(host: "::1", port: 80, path: "/") && b.authority == "[::1]")
-        let c = try Webhook.endpoint("http://status.example.org")
-        #expect(c == HTTPURL(host: "status.example.org", port: 80, path: "/") && c.authority == "status.example.org")
-        let d = try Webhook.endpoint("https://status.example.org/x")
-        #expect(d == HTTPURL(host: "status.example.org", port: 443, path: "/x", tls: true) && d.authority == "status.example.org")
-        // Refusals are permanent config failures, worded for the webhook.
-        for (bad, message) in [("ftp://status.example.org/", "webhook url must start with http:// or https://"),
-                               ("http://u:p@status.example.org/", "webhook url needs a host (and no user:password@)"),
-                               ("http:///x", "webhook url needs a host (and no user:password@)"),
-                               ("http://h:99999/", "bad port in webhook url"),
-                               ("http://h/a b", "webhook url path must be ASCII without spaces (percent-encode it)"),
-                               ("http://h/caf\u{e9}", "webhook url path must be ASCII without spaces (percent-encode it)")] {
+        // http or https with a host; the one client (WebAPI.WebClient) checks them.
+        for good in ["http://127.0.0.1:8080/hook?x=1", "http://[::1]/", "http://status.example.org", "https://status.example.org/x"] {
+            #expect(try Webhook.endpoint(good) == good)
+        }
+        // Refusals are permanent config failures; credentials never reach a message.
+        for (bad, message) in [("ftp://status.example.org/", "is not an http:// or https:// URL"),
+                               ("http://u:p@status.example.org/", "\"http://…@status.example.org/\" carries credentials"),
+                               ("http:///x", "has no host")] {
             let e = #expect(throws: NoticeDeliveryError.self, "\(bad)") { try Webhook.endpoint(bad) }
-            #expect(e?.stage == .config && e?.permanent == true && e?.message == message, "\(bad): \(String(describing: e))")
+            #expect(e?.stage == .config && e?.permanent == true && e?.message.contains(message) == true, "\(bad): \(String(describing: e))")
+            #expect(e?.message.contains("u:p") != true)
         }
     }
 
