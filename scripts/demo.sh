@@ -17,6 +17,7 @@ export ROLLCTL_JOURNAL=$STATE/journal.sqlite
 
 cleanup() {
   [ -n "${SMTP_PID:-}" ] && kill "$SMTP_PID" 2>/dev/null
+  [ -n "${PROM_PID:-}" ] && kill "$PROM_PID" 2>/dev/null
   bold "6. Tearing the fleet down"
   "$BIN/fleetsim" down --dir .fleetsim >/dev/null 2>&1 && echo "fleet removed (namespaces, processes, mounts, rules)"
   rm -rf "$STATE"
@@ -33,10 +34,25 @@ bold "1. A fleet of 12 hosts in 3 racks, on the in-house kernel whose bind() pat
 run "$BIN/fleetsim" up --hosts 12 --racks 3 --dir .fleetsim --scenario scripts/demo-scenario.yaml || exit 1
 run "$BIN/rollctl" fleet facts -i .fleetsim/inventory.yaml
 
+# The fleet's monitoring: Debian's Prometheus scrapes every host's node metrics (fleetsim serves
+# them on <address>:9100); the leaky plan's gate asks it for each host's slab growth.
+targets=$(sed -n 's/^ *address: *//p' .fleetsim/inventory.yaml | sed 's/$/:9100/' | paste -sd, | sed 's/,/", "/g')
+cat >"$STATE/prometheus.yml" <<YML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: fleet
+    static_configs: [{targets: ["$targets"]}]
+YML
+/usr/bin/prometheus --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/tsdb" \
+  --web.listen-address=127.0.0.1:9490 >"$STATE/prometheus.log" 2>&1 &
+PROM_PID=$!
+for _ in $(seq 1 60); do curl -fsS http://127.0.0.1:9490/-/ready >/dev/null 2>&1 && break; sleep 0.5; done
+echo "Prometheus scrapes the fleet's node metrics: http://127.0.0.1:9490 (the leaky plan's gate asks it)"
+
 bold "2. Preview: what a rollout of the first fix (6.1.0-18) would do — touches nothing"
 run "$BIN/rollctl" plan apply plans/fleetsim-leaky.yaml --dry-run
 
-bold "3. Roll out the first fix. It still leaks: the canary's gate sees the SUnreclaim trend, rollctl halts and rolls back"
+bold "3. Roll out the first fix. It still leaks: the canary's gate sees the slab trend in Prometheus, rollctl halts and rolls back"
 run "$BIN/rollctl" plan apply plans/fleetsim-leaky.yaml
 echo "(exit code $?: 3 means halted by a gate)"
 LEAKY=$("$BIN/rollctl" rollout list --json | head -n 1 | sed -E 's/.*"id":"([^"]+)".*/\1/')

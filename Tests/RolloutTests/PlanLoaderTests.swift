@@ -224,6 +224,43 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(e.errors.first?.file.hasSuffix("i-hostile-name-semicolon.yaml") == true)
         #expect(e.errors.first?.line == 2)
     }
+
+    @Test func monitoringKeys() throws {
+        let base = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n"
+        func errors(_ extra: String) -> [String] {
+            do { _ = try PlanLoader.parse(text: base + extra, path: "m.yaml"); return [] } catch let e as InputErrors {
+                return e.errors.map { "\($0.line ?? 0):\($0.column ?? 0) \($0.message)" }
+            } catch { return ["\(error)"] }
+        }
+        let plan = try PlanLoader.parse(text: base + """
+        gate:
+          prometheus:
+            url: http://prom:9090
+            checks:
+              - {name: slab, query: 'node_memory_SUnreclaim_bytes{instance="{address}:9100"}', max: 2GiB}
+              - {name: five, query: 'sum(rate(x{host="{name}"}[5m]))', max: 0.5, min: 0}
+          block_on_alerts: {url: http://am:9093, matchers: ['severity="critical"', 'instance=~"{address}:.*"'], max_wait: 10m}
+        silence: {url: http://am:9093, matchers: ['instance=~"{address}:.*"'], comment: kernel}
+        """, path: "m.yaml")
+        let prom = try #require(plan.gate.prometheus)
+        #expect(prom.checks.map(\.name) == ["slab", "five"])
+        #expect(prom.checks[0].max == 2 * 1024 * 1024 * 1024 && prom.checks[0].unit == .bytes)
+        #expect(prom.checks[1].max == 0.5 && prom.checks[1].min == 0 && prom.checks[1].unit == .number)
+        let block = try #require(plan.alertBlock)
+        #expect(block.matchers.count == 2 && block.perHost && block.maxWait == .seconds(600) && block.interval == .seconds(30))
+        #expect(plan.silence?.comment == "kernel")
+        // Bad input: where, what, and nothing half-loaded.
+        #expect(errors("gate:\n  prometheus: {url: http://p, checks: [{name: a, query: 'up{h={name}}', max: 1}]}\n")
+                == ["5:57 gate.prometheus check query: {name} must be inside a quoted label value, e.g. instance=\"{address}:9100\""])
+        #expect(errors("gate:\n  prometheus: {url: http://p, checks: [{name: a, query: up}]}\n")
+                == ["5:40 a Prometheus check needs 'max', 'min' or both"])
+        #expect(errors("gate:\n  prometheus: {url: 'http://u:pw@p', checks: [{name: a, query: up, max: 1}]}\n").first?.contains("carries credentials") == true)
+        #expect(errors("gate:\n  prometheus: {url: http://p, checks: [{name: a, query: up, max: lots}]}\n")
+                == ["5:66 gate.prometheus check max must be a number or a size like 2GiB, found 'lots'"])
+        #expect(errors("gate:\n  block_on_alerts: {url: http://am, matchers: ['severity']}\n").first?.contains("after 'severity' comes =, !=, =~ or !~") == true)
+        #expect(errors("silence: {url: http://am, matchers: ['severity=\"critical\"']}\n").first?.contains("must name the host") == true)
+        #expect(errors("silence: {url: ftp://am, matchers: ['instance=\"{name}\"']}\n").first?.contains("is not an http:// or https:// URL") == true)
+    }
 }
 
 /// Every file of the bad-input corpus gives a clear error at the right place.

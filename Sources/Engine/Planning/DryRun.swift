@@ -2,6 +2,7 @@ import Foundation
 import Basics
 import NetIO
 import HealthGate
+import WebAPI
 import RolloutConfig
 import Notices
 
@@ -300,6 +301,10 @@ public enum DryRun {
         return [hs, ms].filter { !$0.isEmpty }.joined(separator: " ")
     }
 
+    static func limitText(_ v: Double, _ unit: PrometheusCheck.Unit) -> String {
+        unit == .bytes && v >= 0 && v < 1.8e19 ? Quantity.formatBytes(UInt64(v)) : (v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : "\(v)")
+    }
+
     /// The steps for one host with the exact commands.
     public static func steps(plan: Plan, example: InventoryHost?, previousRelease: String?, grubConfig: String?,
                              customers: Int?) -> [DryRunPreview.Step] {
@@ -329,6 +334,16 @@ public enum DryRun {
                                commands: list.map(\.run)))
         }
         hooks(.preReboot, "right before this host's reboot; a failure fails it, unrebooted")
+        if let block = plan.alertBlock {
+            let matchers = block.matchers.map { m in example.map { m.forHost(name: $0.name, address: $0.address) } ?? m }
+            steps.append(.init(step: "alerts", description: "before each batch: wait while Alertmanager \(block.url) has firing alerts matching \(matchers.map(\.description).joined(separator: ", "))\(block.perHost ? " (asked per host of the batch)" : " (fleet-wide)"), or cannot be asked; look every \(PlanFormat.duration(block.interval)), halt after \(PlanFormat.duration(block.maxWait))",
+                               commands: []))
+        }
+        if let silence = plan.silence {
+            let matchers = silence.matchers.map { m in example.map { m.forHost(name: $0.name, address: $0.address) } ?? m }
+            steps.append(.init(step: "silence", description: "right before the reboot: a silence in Alertmanager \(silence.url) for \(matchers.map(\.description).joined(separator: ", ")) (\"\(silence.comment)\"), journaled; expired after the wave's gate verdict",
+                               commands: []))
+        }
         steps.append(.init(step: "reboot", description: "reboot (at most \(plan.waves.maxParallel) at once, one per failure domain), wait \(PlanFormat.duration(plan.reboot.settle)), then up to \(PlanFormat.duration(plan.reboot.timeout)) for a new boot id",
                            commands: [plan.reboot.command]))
         steps.append(.init(step: "verify", description: "the boot id changed and the release is \(release)", commands: [HostCommands.verify]))
@@ -338,7 +353,15 @@ public enum DryRun {
         if let site = g.testSite, let h = example, let url = try? HTTPURL.expand(template: site.urlTemplate, address: h.address, name: h.name) {
             gateDesc += "; test site \(url) from rollctl, \(site.requestsPerSample) request\(site.requestsPerSample == 1 ? "" : "s") per sample"
         }
-        steps.append(.init(step: "gate", description: gateDesc, commands: [HealthGate.HostFacts.command] + g.customChecks.map(\.command)))
+        var queries: [String] = []
+        if let prom = g.prometheus {
+            queries = prom.checks.map { c in
+                let q = example.flatMap { try? c.query(name: $0.name, address: $0.address) } ?? c.query
+                return "prometheus \(c.name): \(q)" + (c.max.map { " ≤ \(Self.limitText($0, c.unit))" } ?? "") + (c.min.map { " ≥ \(Self.limitText($0, c.unit))" } ?? "")
+            }
+            gateDesc += "; \(prom.checks.count) Prometheus check\(prom.checks.count == 1 ? "" : "s") at \(prom.url) per sample (no answer, an empty one or NaN: inconclusive)"
+        }
+        steps.append(.init(step: "gate", description: gateDesc, commands: [HealthGate.HostFacts.command] + g.customChecks.map(\.command) + queries))
         steps.append(.init(step: "commit", description: "after the wave's gate passed: make \(release) the default", commands: bootloader.commit(plan, entry: newEntry)))
         hooks(.afterCommit, "after the commit; a failure is reported")
         let rollback = bootloader.clearOneShot + bootloader.restoreDefault(plan, previousRelease: prev, previousEntry: oldEntry) + [plan.reboot.command]
