@@ -88,6 +88,17 @@ func otherDriver() -> DriverIdentity {
         }
         #expect(try f.journal.lockedHosts(id).isEmpty)
         #expect(try f.journal.rollout(id)?.state == .completed)
+        // The metrics page (plan apply --metrics-listen, rollout metrics) is the journal's account.
+        let page = try RolloutMetrics.page(journal: f.journal, rolloutID: id)
+        let r = "rollout=\"\(id)\""
+        #expect(page.contains("rollctl_hosts{\(r),state=\"committed\"} 12.0"), "\(page)")
+        #expect(page.contains("rollctl_hosts{\(r),state=\"failed\"} 0.0"))
+        #expect(page.contains("rollctl_rollout_state{\(r),state=\"completed\"} 1.0"))
+        #expect(page.contains("rollctl_reboots_total{\(r)} 12"))
+        #expect(page.contains("rollctl_gate_verdicts_total{\(r),verdict=\"pass\"} 12"))
+        #expect(page.contains("rollctl_reboot_duration_seconds_count{\(r)} 12"))
+        #expect(page.contains("rollctl_waves_passed{\(r)} 3.0"))
+        #expect(page.contains("# TYPE rollctl_reboot_duration_seconds histogram"))
     }
 
     /// Two drivers of one rollout started at the same moment: exactly one drives.
