@@ -68,12 +68,24 @@ public struct RolloutService: Sendable {
         let (plan, inventory, customers) = (loaded.plan, loaded.inventory, loaded.customers)
         let excluded = Set(plan.selection.exclude)
         let selected = PlanLoader.selectedHosts(plan, inventory: inventory).filter { !excluded.contains($0.name) }
-        let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig, transport: transport).run(hosts: selected)
+        // One connection per host from the survey to the pre-check (issue 19: one handshake per
+        // host per boot): the survey reads each host over the pool the orchestrator then uses.
+        let pool = Connections(inventory: inventory, transport: transport ?? Orchestrator.sshTransport(inventory, sshConfig, logger))
+        let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig, transport: transport)
+            .run(hosts: selected, keepingIn: pool)
         let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: survey.releases, unreachable: survey.unreachable,
                                       customers: customers)
-        let id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, startAt: startAt)
+        await pool.keepOnly(layout.waves.flatMap { $0.hosts.map(\.name) })
+        let id: String
+        do {
+            id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, startAt: startAt)
+        } catch {
+            await pool.closeAll()
+            throw error
+        }
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                             customers: customers, transport: transport, stopRequested: stopRequested, logger: logger)
+                             customers: customers, transport: transport, stopRequested: stopRequested, logger: logger,
+                             connections: pool)
         return Created(orchestrator: o, layout: layout)
     }
 

@@ -50,6 +50,12 @@ struct RolloutE2ETests {
 
         func name(_ i: Int) -> String { String(format: "web-%03d", i) }
 
+        /// SSH handshakes the host's sshd accepted (each is one connection + authentication).
+        func handshakes(_ host: String) -> Int {
+            let text = (try? String(contentsOfFile: dir + "/fleet/hosts/\(host)/sshd.log", encoding: .utf8)) ?? ""
+            return text.components(separatedBy: "Accepted publickey").count - 1
+        }
+
         /// Writes a plan for this fleet and returns its path. Growth limit 1 GiB/h: fleetsim's
         /// ±1 MiB SUnreclaim noise gives a 10 s soak (6 samples) a slope spread of ~250 MiB/h,
         /// so 512 MiB/h failed a fixed kernel ~2 sd out — once in a few suite runs over ~60 host
@@ -168,6 +174,7 @@ struct RolloutE2ETests {
 
     @Test func happyPathEveryHostBootsOnceAndIsCommitted() throws {
         let fleet = try Fleet(hosts: 12, racks: 3, slot: 1); defer { fleet.down() }
+        let before = (1...12).map { fleet.handshakes(fleet.name($0)) }
         let start = Date()
         let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting"))
         let wall = Date().timeIntervalSince(start)
@@ -179,6 +186,9 @@ struct RolloutE2ETests {
         for i in 1...12 {
             // The first boot is fleetsim's start on the old kernel, then exactly one reboot.
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))")
+            // One SSH handshake per host per boot: the survey's connection serves the check, the
+            // staging and the reboot; one more after the reboot (issue 19; it was 3).
+            #expect(fleet.handshakes(fleet.name(i)) - before[i - 1] == 2, "\(fleet.name(i)): \(fleet.handshakes(fleet.name(i)) - before[i - 1]) handshakes")
         }
         // Committed means the new kernel is GRUB's saved default: a plain reboot stays on it.
         let env = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--hosts", "web-001", "--json", "--", "grub-editenv list"])

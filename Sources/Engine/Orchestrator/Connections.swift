@@ -11,8 +11,9 @@ public protocol RemoteHost: HostReader {
 
 extension SSHHost: RemoteHost {}
 
-/// One reusable connection per host for the whole run; dropped after a reboot.
-actor Connections {
+/// One reusable connection per host for the whole run; dropped after a reboot. `plan apply`
+/// makes it before the survey, so the survey's connections serve the pre-checks too.
+public actor Connections {
     let byName: [String: InventoryHost]
     let transport: @Sendable (InventoryHost) -> any RemoteHost
     var hosts: [String: any RemoteHost] = [:]
@@ -42,5 +43,18 @@ actor Connections {
     func closeAll() async {
         for h in hosts.values { await h.close() }
         hosts = [:]
+    }
+
+    /// The survey's connections kept for the pre-checks: at most this many, the first waves'
+    /// hosts first (file descriptors and the hosts' sshd slots are not free).
+    public static let keepLimit = 1024
+
+    /// Keeps open the connections of `names` (in order, at most `limit`); closes the others.
+    func keepOnly(_ names: [String], limit: Int = Connections.keepLimit) async {
+        let keep = Set(names.prefix(limit))
+        for (name, h) in hosts where !keep.contains(name) {
+            hosts.removeValue(forKey: name)
+            await h.close()
+        }
     }
 }

@@ -22,8 +22,17 @@ extension Orchestrator {
     func check(_ name: String) async throws {
         guard let h = try journal.host(rolloutID, name), h.state == .pending else { return }
         do {
-            let host = await connections.host(name)
-            let facts = try await HostFacts.read(from: host, timeout: .seconds(20))
+            var host = await connections.host(name)
+            let facts: HostFacts
+            do {
+                facts = try await HostFacts.read(from: host, timeout: .seconds(20))
+            } catch let e as SSHError where e.code == .connectionLost || e.code == .sessionClosed {
+                // The survey's connection, kept since `plan apply` began, died while idle: the
+                // facts are read-only, so one new connection and one more try are safe.
+                await connections.drop(name)
+                host = await connections.host(name)
+                facts = try await HostFacts.read(from: host, timeout: .seconds(20))
+            }
             guard let release = facts.release, let bootID = facts.bootID else {
                 return try await fail(name, "cannot read the kernel release or boot id")
             }
@@ -244,14 +253,18 @@ extension Orchestrator {
             // Expected: the connection drops as the host goes down.
         } catch {
             say(name, "reboot command: \(describe(error)) — waiting for a new boot id anyway", problem: true)
+            await connections.drop(name)
         }
-        await connections.drop(name)
+        // The session stays open: the first boot-id probes ride it while the old boot winds
+        // down, so no handshake is spent on a host about to go down (one per boot, issue 19).
         try await journal.event(rolloutID, host: name, kind: .outcome, "reboot command sent")
         say(name, "rebooting")
     }
 
+    /// The host's boot id, over its open session if it still has one (the old boot, right after
+    /// the reboot command), else over a new connection.
     func probeBootID(_ name: String, timeout: Duration) async throws -> String {
-        let host = await connections.fresh(name)
+        let host = await connections.host(name)
         return try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id", timeout: timeout).trimmed
     }
 

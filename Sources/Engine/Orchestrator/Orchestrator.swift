@@ -52,7 +52,8 @@ public final class Orchestrator: Sendable {
                 stopRequested: @escaping @Sendable () -> Bool = { false },
                 leaseTTL: Duration = .seconds(60),
                 identity: DriverIdentity = .current,
-                logger: Logger = Logger(label: "rollctl", factory: { _ in SwiftLogNoOpLogHandler() })) {
+                logger: Logger = Logger(label: "rollctl", factory: { _ in SwiftLogNoOpLogHandler() }),
+                connections: Connections? = nil) {
         self.leaseTTL = leaseTTL
         self.identity = identity
         var tagged = logger
@@ -71,11 +72,16 @@ public final class Orchestrator: Sendable {
         self.inventory = inventory
         self.journal = journal
         self.stopRequested = stopRequested
-        self.connections = Connections(inventory: inventory, transport: transport ?? { h in
+        self.connections = connections ?? Connections(inventory: inventory, transport: transport ?? Self.sshTransport(inventory, sshConfig, logger))
+    }
+
+    /// SSH to the inventory's hosts (the default transport), logging through `logger`.
+    static func sshTransport(_ inventory: Inventory, _ sshConfig: SSHConfig, _ logger: Logger) -> @Sendable (InventoryHost) -> any RemoteHost {
+        { h in
             var (endpoint, options) = inventory.sshTarget(for: h, sshConfig: sshConfig)
             options.logger = logger
             return SSHHost(endpoint: endpoint, options: options)
-        })
+        }
     }
 
     /// Journals a new rollout for `layout`, takes the hosts' locks and this process's

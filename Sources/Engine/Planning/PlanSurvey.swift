@@ -44,11 +44,25 @@ public struct PlanSurvey: Sendable {
         self.transport = transport
     }
 
-    /// Reads `hosts`; `progress` is called once per finished host.
-    public func run(hosts: [InventoryHost], progress: (@Sendable () -> Void)? = nil) async -> Result {
+    /// Reads `hosts`; `progress` is called once per finished host. With `keepingIn`, each host
+    /// is read over that pool's connection, left open for the rollout's pre-check (a host that
+    /// could not be read is dropped from it).
+    public func run(hosts: [InventoryHost], keepingIn pool: Connections? = nil, progress: (@Sendable () -> Void)? = nil) async -> Result {
         // Per host: its output and exit status, or why it could not be read.
         let outcomes: [(name: String, read: Swift.Result<HostCommandResult, any Error>)]
-        if let transport {
+        if let pool {
+            let (command, timeout) = (Self.command, timeout)
+            outcomes = await concurrentMap(hosts, limit: parallelism) { _, h in
+                let host = await pool.host(h.name)
+                defer { progress?() }
+                do {
+                    return (h.name, .success(try await host.run(command, timeout: timeout)))
+                } catch {
+                    await pool.drop(h.name)
+                    return (h.name, .failure(error))
+                }
+            }
+        } else if let transport {
             let (command, timeout) = (Self.command, timeout)
             outcomes = await concurrentMap(hosts, limit: parallelism) { _, h in
                 let host = transport(h)
