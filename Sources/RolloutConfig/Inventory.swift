@@ -72,6 +72,11 @@ public struct Inventory: Sendable {
 
     /// Loads and validates an inventory. Throws `InputErrors` with every problem found.
     public static func load(path: String) throws -> Inventory {
+        // An Ansible inventory (INI or YAML) is read as one (AnsibleInventory).
+        if let data = FileManager.default.contents(atPath: path), data.count < 64 << 20 {
+            let text = String(decoding: data, as: UTF8.self)
+            if AnsibleInventory.looksLikeAnsible(path: path, text: text) { return try AnsibleInventory.load(path: path, text: text) }
+        }
         let reader = YAMLReader(file: path)
         guard let root = reader.load(path: path) else { throw InputErrors(reader.errors) }
         let inv = parse(root, path: path, reader: reader)

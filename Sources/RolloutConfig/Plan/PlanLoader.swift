@@ -90,7 +90,7 @@ public enum PlanLoader {
             }
         }
         for (label, value) in plan.selection.labels.sorted(by: { $0.key < $1.key }) {
-            let values = Set(inventory.hosts.compactMap { $0.labels[label] })
+            let values = Set(inventory.hosts.compactMap { $0.labels[label] }.flatMap { $0.split(separator: ",").map(String.init) })
             if values.isEmpty {
                 err("select.labels", "no host in the inventory has the label '\(label)'",
                     hint: nearest(label, in: Array(Set(inventory.hosts.flatMap(\.labels.keys)))).map { "did you mean '\($0)'?" })
@@ -143,10 +143,17 @@ public enum PlanLoader {
     }
 
     /// The inventory hosts the plan's `select` picks (labels and hosts), before `exclude`.
+    /// A label matches a wanted value when it is that value or lists it (`group` of an Ansible
+    /// inventory: `webservers,atlanta`; label values never hold a comma otherwise).
+    public static func label(_ value: String?, has wanted: String) -> Bool {
+        guard let value else { return false }
+        return value == wanted || (value.contains(",") && value.split(separator: ",").contains { $0 == wanted })
+    }
+
     public static func selectedHosts(_ plan: Plan, inventory: Inventory) -> [InventoryHost] {
         let wanted = Set(plan.selection.hosts)
         return inventory.hosts.filter { h in
-            (wanted.isEmpty || wanted.contains(h.name)) && plan.selection.labels.allSatisfy { h.labels[$0.key] == $0.value }
+            (wanted.isEmpty || wanted.contains(h.name)) && plan.selection.labels.allSatisfy { Self.label(h.labels[$0.key], has: $0.value) }
         }
     }
 }
