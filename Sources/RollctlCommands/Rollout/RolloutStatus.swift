@@ -22,6 +22,7 @@ struct RolloutStatus: AsyncParsableCommand {
             if n.contains("maintenance window") { return "window" }
             if n.contains("between batches") { return "batch_interval" }
             if n.contains("lead time") { return "lead_time" }
+            if n.contains("held by alerts") { return "alerts" }
             return "time"
         default: return nil
         }
