@@ -1,17 +1,31 @@
 # rollctl — the README's commands.
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
-APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl
+# The monitoring e2e tests start their own Prometheus and Alertmanager (Debian's binaries).
+MONITORING_APT := prometheus prometheus-alertmanager
+APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl $(MONITORING_APT)
 SWIFT_TEST_FLAGS ?=
 
 .PHONY: deps build test demo bench test-vm clean
 
 ## deps: install the Debian packages the build and tests need (root), make sshd's run dir.
+## prometheus recommends prometheus-node-exporter, whose service listens on :9100 on every address:
+## fleetsim then refuses its hosts' <address>:9100. So the monitoring packages come without their
+## recommends, and a node_exporter already running on *:9100 is stopped and disabled (systemd).
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	@missing=""; bare=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 && continue; \
+	  case " $(MONITORING_APT) " in *" $$p "*) bare="$$bare $$p";; *) missing="$$missing $$p";; esac; done; \
+	if [ -n "$$missing$$bare" ]; then \
+	  echo "installing:$$missing$$bare"; \
+	  apt-get update -qq || exit 1; \
+	  if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; fi; \
+	  if [ -n "$$bare" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$bare >/dev/null || exit 1; fi; \
+	fi
+	@if ss -Hltn 'sport = :9100' 2>/dev/null | grep -Eq '(\*|0\.0\.0\.0|\[::\]):9100'; then \
+	  if [ -d /run/systemd/system ] && systemctl is-active -q prometheus-node-exporter 2>/dev/null; then \
+	    echo "stopping and disabling prometheus-node-exporter: it holds *:9100, which fleetsim's hosts need"; \
+	    systemctl disable --now prometheus-node-exporter; \
+	  else echo "warning: something listens on *:9100; fleetsim will refuse its hosts (bind it to one address or stop it)" >&2; fi; \
 	fi
 	@mkdir -p /run/sshd
 

@@ -185,6 +185,9 @@ public struct RolloutService: Sendable {
         let locked = Set(try journal.lockedHosts(id))
         let leased = hosts.filter { $0.wave != nil && (locked.contains($0.name) || ![.pending, .committed, .rolledBack, .skipped].contains($0.state)) }
         result.keptHostLeases = await o.releaseHostLeases(leased.map(\.name))
+        // The stopped driver left its hosts' silences open (an interrupted run keeps them for a resume):
+        // an aborted rollout watches no host any more, so none of them stays muted.
+        try await o.expireSilences()
         try journal.setRolloutState(id, .aborted, note: "aborted by \(who)")
         try journal.releaseLocks(rolloutID: id)
         result.changed = hosts.filter { $0.state.staysLocked(releaseBefore: $0.releaseBefore) }.map(\.name)

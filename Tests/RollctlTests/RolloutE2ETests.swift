@@ -17,14 +17,20 @@ struct RolloutE2ETests {
         let journal: String
         let hosts: Int
 
-        init(hosts: Int, racks: Int, slot: Int) throws {
+        /// `scenario`: a fleetsim scenario file's text (fleetsim's built-in one without it).
+        init(hosts: Int, racks: Int, slot: Int, scenario: String? = nil) throws {
             dir = try TestSSHD.makeTempDir()
             journal = dir + "/journal.sqlite"
             self.hosts = hosts
             // 127.<100 + pid%100>.<slot>.N: clear of other suites' ranges and of parallel runs.
             let base = "127.\(100 + Int(getpid()) % 100).\(180 + slot).1"
+            var extra: [String] = []
+            if let scenario {
+                try scenario.write(toFile: dir + "/scenario.yaml", atomically: true, encoding: .utf8)
+                extra = ["--scenario", dir + "/scenario.yaml"]
+            }
             let (status, out) = try Spawn.run(Self.fleetsim, ["up", "--hosts", "\(hosts)", "--racks", "\(racks)", "--dir", dir + "/fleet",
-                                                               "--base-address", base, "--ssh-port", "2298", "--seed", "7"])
+                                                               "--base-address", base, "--ssh-port", "2298", "--seed", "7"] + extra)
             guard status == 0 else { throw TestSSHDError("fleetsim up failed: \(out)") }
         }
 
