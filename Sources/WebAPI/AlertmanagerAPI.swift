@@ -105,23 +105,31 @@ public struct AlertmanagerAPI: Sendable {
 
     static let maxBody = 4 << 20
 
-    /// Alerts firing now (active: not silenced, not inhibited) that match every matcher.
-    public func firing(_ matchers: [AlertMatcher]) async throws(AlertmanagerError) -> [FiringAlert] {
+    /// Alerts firing now that match every matcher: active, or muted only by silences in
+    /// `ownSilences` (rollctl's own, made so the on-call is not paged for a reboot: they must not
+    /// hide a problem from rollctl itself). Alerts a person silenced or an inhibition hides are
+    /// left out.
+    public func firing(_ matchers: [AlertMatcher], ownSilences: Set<String> = []) async throws(AlertmanagerError) -> [FiringAlert] {
         struct Alert: Decodable {
             var labels: [String: String]
             var startsAt: String?
             var status: Status?
-            struct Status: Decodable { var state: String? }
+            struct Status: Decodable { var state: String?; var silencedBy: [String]?; var inhibitedBy: [String]? }
         }
-        var q: [(String, String)] = [("active", "true"), ("silenced", "false"), ("inhibited", "false"), ("unprocessed", "true")]
+        var q: [(String, String)] = [("active", "true"), ("silenced", ownSilences.isEmpty ? "false" : "true"), ("inhibited", "false"), ("unprocessed", "true")]
         q += matchers.map { ("filter", $0.description) }
         let body = try await call(.GET, "/api/v2/alerts?" + queryString(q), what: "listing alerts")
         guard let alerts = try? JSONDecoder().decode([Alert].self, from: Data(body)) else {
             throw AlertmanagerError("alertmanager: the alert list is not the v2 API's JSON")
         }
-        return alerts.filter { ($0.status?.state ?? "active") == "active" }
-            .prefix(1000)
-            .map { FiringAlert(name: $0.labels["alertname"] ?? "?", labels: $0.labels, startsAt: $0.startsAt) }
+        return alerts.filter { a in
+            let state = a.status?.state ?? "active"
+            if state == "active" { return true }
+            let by = a.status?.silencedBy ?? []
+            return state == "suppressed" && !by.isEmpty && (a.status?.inhibitedBy ?? []).isEmpty && by.allSatisfy { ownSilences.contains($0) }
+        }
+        .prefix(1000)
+        .map { FiringAlert(name: $0.labels["alertname"] ?? "?", labels: $0.labels, startsAt: $0.startsAt) }
     }
 
     /// Creates a silence; its id.

@@ -389,6 +389,50 @@ struct MonitoringE2ETests {
         #expect(rows.split(separator: "\n").map(String.init) == expected, "\(rows)")
     }
 
+    /// rollctl's own silences spare the on-call, not rollctl: a critical alert on a host this rollout
+    /// rebooted (muted by its silence) still holds the next batch. One wave, one host per batch: the
+    /// alert fires while web-001's silence is active and web-002's batch waits for it to resolve.
+    @Test func anAlertMutedOnlyByOurOwnSilenceStillHoldsTheNextBatch() throws {
+        let fleet = try Fleet(hosts: 2, racks: 2, slot: 38); defer { fleet.down() }
+        let am = try MonitoringServer.alertmanager(in: fleet.dir); defer { am.stop() }
+        let addresses = try Self.addresses(fleet)
+        let gate = ["block_on_alerts:", "  url: \(am.url)", "  matchers: ['severity=\"critical\"']", "  max_wait: 5m", "  interval: 1s"]
+        let top = """
+            silence:
+              url: \(am.url)
+              matchers: ['instance=~"{address}:.*"']
+            """
+        let path = try Self.plan(fleet, release: "6.1.0-19-hosting", name: "own-silence", gate: gate, top: top)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+            .replacingOccurrences(of: "sizes: [1, 100%]", with: "sizes: [100%]").replacingOccurrences(of: "max_parallel: 4", with: "max_parallel: 1")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let pid = try Spawn.start(CLI.binary, ["plan", "apply", path, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        defer { if Spawn.isRunning(pid) { kill(pid, SIGKILL); _ = Spawn.wait(pid) } }
+        let id = try #require(Self.rolloutID(fleet), "\(fleet.log("apply.log"))")
+        // The first batch's host is silenced (right before its reboot): its alert fires now.
+        var first: String?
+        let silenced = Self.until(60) {
+            first = (try? am.silences())?.first { $0.state == "active" }.flatMap { Self.silencedHost($0, rollout: id) }
+            return first != nil
+        }
+        #expect(silenced, "\(fleet.log("apply.log"))")
+        let host = try #require(first)
+        let other = addresses.keys.first { $0 != host }!
+        let alert = ["alertname": "KernelOops", "severity": "critical", "instance": "\(addresses[host]!):9100"]
+        try am.fire(alert)
+        var status: [String: Any] = [:]
+        let held = Self.until(60) {
+            status = Self.status(fleet, id)
+            return status["state"] as? String == "waiting" && (status["note"] as? String)?.contains("KernelOops") == true
+        }
+        #expect(held, "\(status)\n\(fleet.log("apply.log"))")
+        #expect(try am.alerts().first { $0.labels["alertname"] == "KernelOops" }?.silencedBy.isEmpty == false, "the alert is muted by our silence")
+        #expect(fleet.boots(other).count == 1, "\(other) rebooted while \(host)'s alert fired")
+        try am.resolve(alert)
+        #expect(Spawn.wait(pid) == 0, "\(fleet.log("apply.log"))")
+        #expect(fleet.boots(other) == ["6.1.0-17-hosting", "6.1.0-19-hosting"])
+    }
+
     /// `rollout abort` while the canary soaks (its driver is stopped, then the rollout is over):
     /// the canary's silence does not outlive the rollout.
     @Test func anAbortEndsTheSilencesOfTheRollout() throws {

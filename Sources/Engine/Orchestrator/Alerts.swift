@@ -28,7 +28,7 @@ extension Orchestrator {
             }
             let waited = clock.now.timeIntervalSince(started)
             if waited >= block.maxWait.seconds {
-                return try halt(reason: "wave \(wave), batch \(batch + 1): held by Alertmanager for \(PlanFormat.duration(block.maxWait)) (gate.block_on_alerts.max_wait): \(reason)", wave: wave, rollback: false)
+                return try halt(reason: "wave \(wave), batch \(batch + 1): held by Alertmanager for \(PlanFormat.duration(block.maxWait)) (gate.block_on_alerts.max_wait): \(reason)", wave: wave)
             }
             if reason != lastReason {
                 let until = started.addingTimeInterval(block.maxWait.seconds)
@@ -45,16 +45,18 @@ extension Orchestrator {
     /// Why the batch must wait (the alerts that fire, or why Alertmanager could not say), or nil.
     func firingAlerts(_ block: AlertBlock, hosts: [(name: String, address: String)]) async -> String? {
         let api = AlertmanagerAPI(url: block.url, timeout: .seconds(10), caFile: block.caFile)
+        // This rollout's own silences spare the on-call, not rollctl: what they mute still holds.
+        let own = Set((try? journal.silences(rolloutID).filter(\.open).compactMap(\.silenceID)) ?? [])
         var found: [String] = []
         do {
             if block.perHost {
                 for h in hosts {
-                    let alerts = try await api.firing(block.matchers.map { $0.forHost(name: h.name, address: h.address) })
+                    let alerts = try await api.firing(block.matchers.map { $0.forHost(name: h.name, address: h.address) }, ownSilences: own)
                     found += alerts.map { "\($0.summary) (\(h.name))" }
                     if found.count >= 5 { break }
                 }
             } else {
-                found = try await api.firing(block.matchers).map(\.summary)
+                found = try await api.firing(block.matchers, ownSilences: own).map(\.summary)
             }
         } catch {
             return "Alertmanager cannot be asked (\(error)); an unanswered question holds the batch"

@@ -12,7 +12,7 @@ import Notices
 extension Orchestrator {
     // MARK: - halt, interrupt, rollback
 
-    func halt(reason: String, wave: Int? = nil, rollback: Bool = true) throws -> RolloutOutcome {
+    func halt(reason: String, wave: Int? = nil) throws -> RolloutOutcome {
         say(nil, "HALT: \(reason)", problem: true)
         try journal.event(rolloutID, kind: .halt, reason)
         if let wave { try journal.setWave(rolloutID, wave, state: .failed) }

@@ -46,7 +46,7 @@ extension Orchestrator {
         if let notices {
             // Templates, channel settings, the password's source: fail before any host is touched.
             do { try notices.preflight() } catch {
-                return try halt(reason: "customer notices cannot be sent: \(error)", rollback: false)
+                return try halt(reason: "customer notices cannot be sent: \(error)")
             }
             await catchUpNotices(notices)
         }
@@ -60,7 +60,7 @@ extension Orchestrator {
             if wave.state == .passed { continue }
             if wave.state == .failed || wave.state == .rolledBack {
                 // A halted rollout resumed: the failed wave's hosts were rolled back; halt stays explicit.
-                return try halt(reason: "wave \(wave.number) failed earlier; start a new rollout after fixing the cause", rollback: false)
+                return try halt(reason: "wave \(wave.number) failed earlier; start a new rollout after fixing the cause")
             }
             if stopping() { return try interrupt() }
             if let outcome = try await pauseBefore(wave: wave.number, state: wave.state) { return outcome }
