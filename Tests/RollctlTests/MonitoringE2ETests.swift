@@ -120,7 +120,9 @@ struct MonitoringE2ETests {
     @Test func aPrometheusSlabCheckAloneHaltsALeakyKernelAndPassesTheFixedOne() throws {
         let fleet = try Fleet(hosts: 2, racks: 2, slot: 31, scenario: Self.leakScenario); defer { fleet.down() }
         let addresses = try Self.addresses(fleet)
-        let prom = try MonitoringServer.prometheus(in: fleet.dir, targets: addresses.values.sorted().map { "\($0):9100" })
+        // rollctl's own /metrics (plan apply --metrics-listen) is a target of the same Prometheus.
+        let metricsPort = (0..<50).map { UInt16(29000 + (Int(getpid()) * 7 + $0) % 1000) }.first(where: MonitoringServer.portIsFree) ?? 29999
+        let prom = try MonitoringServer.prometheus(in: fleet.dir, targets: addresses.values.sorted().map { "\($0):9100" } + ["127.0.0.1:\(metricsPort)"])
         defer { prom.stop() }
         #expect(prom.waitForTargets(2), "Prometheus never scraped both hosts:\n\(prom.log.suffix(2000))")
         let gate = [
@@ -154,10 +156,18 @@ struct MonitoringE2ETests {
         #expect(!series.isEmpty && series.allSatisfy { ($0["labels"] as? [String: String])?["instance"] == "\(addresses["web-001"]!):9100" }, "\(series.prefix(3))")
 
         // The fixed kernel: the same check passes on every host, with real values in it.
-        let fixed = try fleet.apply(try Self.plan(fleet, release: "6.1.0-19-hosting", name: "fixed", gate: gate))
+        let fixed = try fleet.apply(try Self.plan(fleet, release: "6.1.0-19-hosting", name: "fixed", gate: gate),
+                                    ["--metrics-listen", "127.0.0.1:\(metricsPort)"])
         #expect(fixed.status == 0, "\(fixed.output)")
         let done = try fleet.lastRollout()
         #expect(done["state"] as? String == "completed")
+        // The real Prometheus scraped rollctl's /metrics during the run: hosts soaking, reboots counted.
+        let doneID = try #require(done["id"] as? String)
+        let soaking = try prom.query("max_over_time(rollctl_hosts{state=\"soaking\",rollout=\"\(doneID)\"}[10m])")
+        #expect(soaking.first.map { $0.value >= 1 } == true, "\(soaking)\n\(prom.log.suffix(1000))")
+        let reboots = try prom.query("max_over_time(rollctl_reboots_total{rollout=\"\(doneID)\"}[10m])")
+        #expect(reboots.first.map { $0.value >= 1 && $0.value <= 2 } == true, "\(reboots)")
+        #expect(try prom.query("count(rollctl_reboot_duration_seconds_bucket)").first.map { $0.value > 0 } == true)
         for (host, report) in Self.gateReports(done) {
             let f = Self.finding(report, "prometheus:slab")
             #expect(f?["status"] as? String == "pass", "\(host): \(String(describing: f))")
@@ -174,7 +184,9 @@ struct MonitoringE2ETests {
     @Test func anEmptyQueryResultMakesTheGateInconclusive() throws {
         let fleet = try Fleet(hosts: 2, racks: 2, slot: 32); defer { fleet.down() }
         let addresses = try Self.addresses(fleet)
-        let prom = try MonitoringServer.prometheus(in: fleet.dir, targets: addresses.values.sorted().map { "\($0):9100" })
+        // rollctl's own /metrics (plan apply --metrics-listen) is a target of the same Prometheus.
+        let metricsPort = (0..<50).map { UInt16(29000 + (Int(getpid()) * 7 + $0) % 1000) }.first(where: MonitoringServer.portIsFree) ?? 29999
+        let prom = try MonitoringServer.prometheus(in: fleet.dir, targets: addresses.values.sorted().map { "\($0):9100" } + ["127.0.0.1:\(metricsPort)"])
         defer { prom.stop() }
         #expect(prom.waitForTargets(2), "Prometheus never scraped both hosts:\n\(prom.log.suffix(2000))")
         let gate = [
