@@ -88,6 +88,10 @@ bold "5b. The journal, and the fleet afterwards"
 run "$BIN/rollctl" rollout list
 run "$BIN/rollctl" rollout show "$LEAKY"
 run "$BIN/rollctl" rollout show "$FIXED"
+REPORT="$PWD/rollctl-demo-report.html"
+run "$BIN/rollctl" rollout report "$LEAKY" "$FIXED" --html "$REPORT"
+echo "Open $REPORT in a browser: the leaky canary's slab climbing past its growth limit, the fixed kernel's flat line below it."
+
 echo "Waiting 20 s so a trend can show ..."
 sleep 20
 run "$BIN/rollctl" fleet facts -i .fleetsim/inventory.yaml

@@ -54,6 +54,11 @@ extension Orchestrator {
             if let bytes = UInt64(free.trimmed), bytes < plan.kernel.minBootFreeBytes {
                 return try await fail(name, "/boot has \(Quantity.formatBytes(bytes)) free, the plan needs \(Quantity.formatBytes(plan.kernel.minBootFreeBytes))")
             }
+            // The old kernel's slab, for the report's baseline (its average growth since boot).
+            if let slab = facts.memory.sUnreclaim, let up = facts.uptimeSeconds {
+                try await journal.event(rolloutID, host: name, kind: .info, "before: SUnreclaim \(Quantity.formatBytes(slab)) after \(PlanFormat.duration(.seconds(up.rounded()))) up on \(release)",
+                                        data: "{\"sunreclaim\":\(slab),\"uptime\":\(up),\"mem_total\":\(facts.memory.memTotal ?? 0),\"release\":\"\(release.filter { $0.isASCII && $0 != "\"" && $0 != "\\" })\"}")
+            }
             try await journal.move(rolloutID, host: name, to: .checked,
                                    set: ["release_before": release, "boot_id_before": bootID, "grub_entry_before": oldEntry])
         } catch where !Self.isJournalFailure(error) {
