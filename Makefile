@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 # The monitoring e2e tests start their own Prometheus and Alertmanager (Debian's binaries); the
 # report's test renders it in headless Chromium. All three come without their recommends.
-MONITORING_APT := prometheus prometheus-alertmanager chromium
+MONITORING_APT := prometheus prometheus-alertmanager chromium tmux
 APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl curl $(MONITORING_APT)
 SWIFT_TEST_FLAGS ?=
 

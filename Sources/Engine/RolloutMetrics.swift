@@ -15,8 +15,18 @@ public enum RolloutMetrics {
     public static let rebootBuckets: [Double] = [5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200]
 
     public static func page(journal: Journal, rolloutID: String) throws -> String {
-        guard let rollout = try journal.rollout(rolloutID) else { throw JournalError("no rollout \(rolloutID) in this journal") }
+        try page(journal: journal, rolloutIDs: [rolloutID])
+    }
+
+    /// One page for several rollouts (`rollctl serve`), each series labelled with its rollout.
+    public static func page(journal: Journal, rolloutIDs: [String]) throws -> String {
         let registry = PrometheusCollectorRegistry()
+        for id in rolloutIDs { try add(id, journal: journal, to: registry) }
+        return registry.emitToString()
+    }
+
+    static func add(_ rolloutID: String, journal: Journal, to registry: PrometheusCollectorRegistry) throws {
+        guard let rollout = try journal.rollout(rolloutID) else { throw JournalError("no rollout \(rolloutID) in this journal") }
         let id = ("rollout", rolloutID)
 
         for state in RolloutState.allCases {
@@ -69,7 +79,6 @@ public enum RolloutMetrics {
             registry.makeCounter(name: "rollctl_notices_failed_total", labels: [id, ("kind", kind.rawValue)], help: "Customer notices given up on")
                 .increment(by: Int64(failed[kind.rawValue] ?? 0))
         }
-        return registry.emitToString()
     }
 
     /// Each reboot's seconds, from a host's move to `rebooting` to its next move to `up`

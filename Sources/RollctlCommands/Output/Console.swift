@@ -11,6 +11,8 @@ public final class Console: @unchecked Sendable {
     public static let shared = Console()
     private let lock = NSLock()
     private var progressShown = false
+    /// Lines of the live view on the terminal now (0: none), below everything printed.
+    private var liveLines = 0
     public let stdoutIsTTY: Bool
     public let stderrIsTTY: Bool
     public let color: Bool
@@ -57,6 +59,39 @@ public final class Console: @unchecked Sendable {
             rawWrite(2, "\r\u{1B}[K")
             progressShown = false
         }
+        if liveLines > 0 {
+            // Up to the view's first line, then clear to the end of the screen.
+            rawWrite(2, "\r" + (liveLines > 1 ? "\u{1B}[\(liveLines - 1)A" : "") + "\u{1B}[J")
+            liveLines = 0
+        }
+    }
+
+    /// Draws the live view (stderr, TTY only) in place of the previous one, in one write: each
+    /// line overwritten then cleared to its end, leftover lines cleared — no blank frame between
+    /// two views (no flicker). Lines printed meanwhile go above it.
+    public func live(_ lines: [String]) {
+        guard stderrIsTTY, !lines.isEmpty else { return }
+        lock.lock(); defer { lock.unlock() }
+        if progressShown { rawWrite(2, "\r\u{1B}[K"); progressShown = false }
+        var frame = "\r" + (liveLines > 1 ? "\u{1B}[\(liveLines - 1)A" : "")
+        frame += lines.map { Self.terminalSafe($0) + "\u{1B}[K" }.joined(separator: "\n")
+        frame += "\u{1B}[J"
+        rawWrite(2, frame)
+        liveLines = lines.count
+    }
+
+    /// Leaves the live view on the screen as it is (its last frame stays) and ends its line.
+    public func endLive() {
+        lock.lock(); defer { lock.unlock() }
+        if liveLines > 0 { rawWrite(2, "\n"); liveLines = 0 }
+    }
+
+    /// The terminal's size (stderr), or nil when it is not a terminal.
+    public var terminalSize: (columns: Int, rows: Int)? {
+        guard stderrIsTTY else { return nil }
+        var w = winsize()
+        guard ioctl(2, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0, w.ws_row > 0 else { return (80, 24) }
+        return (Int(w.ws_col), Int(w.ws_row))
     }
 
     private func write(_ fd: Int32, _ text: String) {

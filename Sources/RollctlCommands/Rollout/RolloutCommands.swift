@@ -41,7 +41,7 @@ struct RolloutGroup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout",
         abstract: "Inspect, resume, pause, promote, abort or roll back rollouts recorded in the journal.",
-        subcommands: [RolloutList.self, RolloutShow.self, RolloutStatus.self, RolloutMetricsCommand.self, RolloutReportCommand.self, RolloutResume.self, RolloutPause.self, RolloutPromote.self,
+        subcommands: [RolloutList.self, RolloutShow.self, RolloutStatus.self, RolloutWatch.self, RolloutMetricsCommand.self, RolloutReportCommand.self, RolloutResume.self, RolloutPause.self, RolloutPromote.self,
                       RolloutAbort.self, RolloutRollback.self, RolloutNotices.self]
     )
 }

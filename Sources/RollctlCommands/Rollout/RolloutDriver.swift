@@ -18,22 +18,15 @@ enum RolloutDriver {
     /// Drives the rollout; maps the outcome to the documented exit code.
     static func drive(_ orchestrator: Orchestrator, with service: RolloutService, json: Bool) async throws {
         let console = Console.shared
-        // Live status line on a terminal (stderr): wave, hosts per state, elapsed.
+        // The live view on a terminal (stderr), redrawn every second from the journal; log lines
+        // go above it. Not on a pipe, with TERM=dumb or --json (the log lines alone then).
         let ticker = Task {
-            guard console.stderrIsTTY, !json else { return }
-            let start = ContinuousClock.now
+            guard console.stderrIsTTY, !json, ProcessInfo.processInfo.environment["TERM"] != "dumb" else { return }
+            let view = LiveView(journal: orchestrator.journal, rolloutID: orchestrator.rolloutID, console: console)
             while !Task.isCancelled {
-                if let hosts = try? orchestrator.journal.hosts(orchestrator.rolloutID),
-                   let waves = try? orchestrator.journal.waves(orchestrator.rolloutID) {
-                    let current = waves.first { $0.state == .running }?.number ?? waves.filter { $0.state == .passed }.count
-                    var counts: [HostState: Int] = [:]
-                    for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
-                    let parts = HostState.allCases.compactMap { st in counts[st].map { "\(st.rawValue) \($0)" } }
-                    let secs = (ContinuousClock.now - start).components.seconds
-                    let r = try? orchestrator.journal.rollout(orchestrator.rolloutID)
-                    let waits = r.flatMap { $0.state == .paused || $0.state == .waiting ? " · \($0.state.rawValue)" : nil } ?? ""
-                    console.progress("wave \(current)/\(waves.count) · \(parts.joined(separator: " · ")) · \(secs / 60)m\(String(format: "%02d", secs % 60))s\(waits)")
-                }
+                let size = console.terminalSize ?? (80, 24)
+                // Half the terminal at most: the log scrolls above it.
+                console.live(view.frame(columns: size.columns, rows: max(6, size.rows / 2)))
                 try? await Task.sleep(for: .seconds(1))
             }
         }

@@ -36,7 +36,7 @@ struct MetricsOption: ParsableArguments {
 
     /// Binds the listener before any host is touched: a port in use is bad input (exit 2).
     /// `rolloutID()` names the rollout once it exists (plan apply creates it after the bind).
-    func start(journal: Journal, rolloutID: @escaping @Sendable () -> String?) async throws -> MetricsEndpoint? {
+    func start(journal: Journal, rolloutID: @escaping @Sendable () -> String?) async throws -> HTTPEndpoint? {
         guard let l = listen, let (host, port) = MetricsEndpoint.parseListen(l) else { return nil }
         do {
             let endpoint = try await MetricsEndpoint.start(host: host, port: port) {

@@ -1,0 +1,126 @@
+import Foundation
+import Basics
+import RolloutConfig
+import RolloutJournal
+
+/// The live view of a rollout on a terminal (`plan apply`, `rollout resume`, `rollout watch`),
+/// read from the journal: where it is, every host of the current wave with its state and for
+/// how long, what it waits for and until when, failures with their reasons, elapsed and an
+/// estimate. It fits the terminal: a wave too big for it collapses to counts per state with
+/// the hosts that need attention listed.
+struct LiveView {
+    let journal: Journal
+    let rolloutID: String
+    let console: Console
+    /// The plan's soak (parsed once from the journal's plan text), for "soaking 12s of 20s".
+    let soak: Double?
+
+    init(journal: Journal, rolloutID: String, console: Console = .shared) {
+        self.journal = journal
+        self.rolloutID = rolloutID
+        self.console = console
+        let plan = (try? journal.rollout(rolloutID)).flatMap { $0 }.flatMap { try? PlanLoader.parse(text: $0.planText, path: $0.planPath) }
+        soak = plan?.gate.soak.seconds
+    }
+
+    static let attention: Set<HostState> = [.failed, .rollingBack, .rollbackFailed]
+    static let moving: Set<HostState> = [.rebooting, .up, .verified, .soaking, .staged, .notified, .checked]
+
+    /// The view's lines for a terminal of `columns` × `rows` (at most `rows - 1` lines, each at
+    /// most `columns - 1` characters wide), coloured when the console colours.
+    func frame(columns: Int, rows: Int, now: Date = Date()) -> [String] {
+        guard let r = try? journal.rollout(rolloutID), let hosts = try? journal.hosts(rolloutID), let waves = try? journal.waves(rolloutID) else {
+            return ["rollout \(rolloutID): the journal cannot be read"]
+        }
+        let width = max(20, columns - 1)
+        func fit(_ s: String) -> String { s.count <= width ? s : String(s.prefix(width - 1)) + "…" }
+        func paint(_ s: String, _ c: Console.Color) -> String { console.paint(s, c, tty: console.stderrIsTTY) }
+        let started = TimeText.parse(r.startedAt) ?? now
+        let elapsed = now.timeIntervalSince(started)
+        let total = hosts.filter { $0.wave != nil }.count
+        let done = hosts.filter { $0.wave != nil && ($0.state.isTerminal) }.count
+        // What matters first: a narrow terminal cuts the end of the line.
+        var head = "rollout \(r.id) · \(r.state.rawValue) · \(Self.duration(elapsed)) elapsed"
+        if done > 0 && done < total && !Self.over(r.state) {
+            head += " · about \(Self.duration(elapsed / Double(done) * Double(total - done))) left"
+        }
+        head += " · \(r.planName) → \(r.targetRelease)"
+        var lines = [paint(fit(head), .bold)]
+
+        let current = waves.first { $0.state != .passed } ?? waves.last
+        let waveText = waves.map { w -> String in
+            let mark = w.state == .passed ? "✔" : w.state == .running ? "▶" : (w.state == .failed || w.state == .rolledBack) ? "✘" : "·"
+            return "\(mark)\(w.number)"
+        }.joined(separator: " ")
+        var counts: [HostState: Int] = [:]
+        for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
+        let countText = HostState.allCases.compactMap { s in counts[s].map { "\(s.rawValue) \($0)" } }.joined(separator: " · ")
+        lines.append(fit("waves \(waveText) · hosts \(done)/\(total) done · \(countText)"))
+        if let note = r.note, r.state == .waiting || r.state == .paused || r.state == .halted || r.state == .interrupted {
+            var text = "\(r.state == .paused ? "paused" : r.state == .waiting ? "waiting" : "note"): \(note)"
+            if let until = Self.until(note), until > now { text += " — in \(Self.duration(until.timeIntervalSince(now)))" }
+            lines.append(paint(fit(text), r.state == .halted ? .red : .yellow))
+        }
+
+        // The current wave's hosts, or (too many for the terminal) the ones that need attention.
+        let inWave = hosts.filter { $0.wave == current?.number }
+        let room = max(1, rows - 1 - lines.count - 2)
+        func row(_ h: Journal.HostRow) -> String {
+            let since = TimeText.parse(h.updatedAt).map { now.timeIntervalSince($0) } ?? 0
+            var state = h.state.rawValue
+            if h.state == .soaking, let soak { state += " \(Self.duration(min(since, soak)))/\(Self.duration(soak))" }
+            let name = h.name.count > 24 ? String(h.name.prefix(23)) + "…" : h.name
+            var text = name.padding(toLength: max(12, min(24, inWave.map(\.name.count).max() ?? 12)), withPad: " ", startingAt: 0)
+            text += "  " + state.padding(toLength: 18, withPad: " ", startingAt: 0) + "  " + Self.duration(since).padding(toLength: 7, withPad: " ", startingAt: 0)
+            if let reason = h.reason, Self.attention.contains(h.state) || h.state == .rolledBack || h.state == .skipped { text += "  " + reason }
+            let line = fit(text)
+            return Self.attention.contains(h.state) ? paint(line, .red) : h.state == .committed ? paint(line, .green) : line
+        }
+        if let w = current {
+            lines.append(paint(fit("wave \(w.number)/\(waves.count) — \(w.state.rawValue)\(w.verdict.map { ", gate \($0)" } ?? ""): \(inWave.count) host\(inWave.count == 1 ? "" : "s")"), .dim))
+        }
+        if inWave.count <= room {
+            lines += inWave.map(row)
+        } else {
+            var waveCounts: [HostState: Int] = [:]
+            for h in inWave { waveCounts[h.state, default: 0] += 1 }
+            lines.append(fit("  " + HostState.allCases.compactMap { s in waveCounts[s].map { "\(s.rawValue) \($0)" } }.joined(separator: " · ")))
+            let shown = inWave.filter { Self.attention.contains($0.state) } + inWave.filter { [.rebooting, .up].contains($0.state) }
+            lines += shown.prefix(max(0, room - 1)).map(row)
+            if shown.count > room - 1 { lines.append(fit("  … \(shown.count - (room - 1)) more that need attention or are rebooting")) }
+        }
+        // Failures of earlier waves stay visible.
+        let earlier = hosts.filter { $0.wave != current?.number && Self.attention.contains($0.state) }
+        if !earlier.isEmpty && lines.count < rows - 1 {
+            lines.append(paint(fit("failed in earlier waves: " + earlier.map { "\($0.name) (\($0.reason ?? $0.state.rawValue))" }.joined(separator: ", ")), .red))
+        }
+        return Array(lines.prefix(max(1, rows - 1)))
+    }
+
+    /// Plain lines for a log (not a terminal): one line when something changed.
+    func plainLine(now: Date = Date()) -> String? {
+        guard let r = try? journal.rollout(rolloutID), let hosts = try? journal.hosts(rolloutID) else { return nil }
+        var counts: [HostState: Int] = [:]
+        for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
+        let countText = HostState.allCases.compactMap { s in counts[s].map { "\(s.rawValue) \($0)" } }.joined(separator: " · ")
+        return "\(r.id) \(r.state.rawValue) · \(countText)" + (r.note.map { " · \($0)" } ?? "")
+    }
+
+    static func over(_ s: RolloutState) -> Bool { [.completed, .aborted, .rolledBack, .halted].contains(s) }
+
+    /// The first "until <ISO time>" in a note (waits say until when).
+    static func until(_ note: String) -> Date? {
+        guard let r = note.range(of: "until ") else { return nil }
+        let rest = note[r.upperBound...].prefix(40)
+        let token = rest.prefix { !$0.isWhitespace && $0 != ")" && $0 != "," }
+        return TimeText.parse(String(token))
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(max(0, seconds).rounded())
+        if s < 60 { return "\(s)s" }
+        if s < 3600 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
+        if s < 86400 { return "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" }
+        return "\(s / 86400)d\(s % 86400 / 3600)h"
+    }
+}
