@@ -85,4 +85,53 @@ struct ReportBrowserE2ETests {
         _ = try Self.chromium(["--print-to-pdf=\(pdf)", "--no-pdf-header-footer", "file://" + html], dir: fleet.dir)
         #expect((try? Data(contentsOf: URL(fileURLWithPath: pdf)))?.starts(with: Array("%PDF".utf8)) == true)
     }
+
+    /// `rollctl serve`: the live page of a running rollout in Chromium (it reloads; the finished
+    /// wave's chart is there with its series), the index, /metrics; nothing but GET answered.
+    @Test func theDashboardsLivePageUpdatesWhileTheRolloutRuns() throws {
+        let fleet = try Fleet(hosts: 3, racks: 3, slot: 41); defer { fleet.down() }
+        let port = (0..<50).map { UInt16(30000 + (Int(getpid()) * 11 + $0) % 1000) }.first(where: MonitoringServer.portIsFree) ?? 30999
+        let serve = try Spawn.start(CLI.binary, ["serve", "--journal", fleet.journal, "--listen", "127.0.0.1:\(port)"], outputPath: fleet.dir + "/serve.log")
+        defer { kill(serve, SIGTERM); _ = Spawn.wait(serve) }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "12s", name: "live-page")
+        let apply = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal], outputPath: fleet.dir + "/apply.log")
+        defer { if Spawn.isRunning(apply) { kill(apply, SIGKILL); _ = Spawn.wait(apply) } }
+        func get(_ path: String) -> (Int, String) {
+            switch MonitoringServer.http("127.0.0.1", port, "GET", path, timeout: 10) {
+            case .success(let r): return (r.status, r.body)
+            case .failure: return (0, "")
+            }
+        }
+        var id: String?
+        for _ in 0..<300 where id == nil {
+            usleep(100_000)
+            id = try? CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.first?["id"] as? String
+        }
+        let rollout = try #require(id)
+        // Wait until the canary's wave passed and wave 2 soaks: the live page has wave 1's chart.
+        var page = ""
+        for _ in 0..<600 {
+            usleep(200_000)
+            let (status, body) = get("/rollouts/\(rollout)")
+            if status == 200 && body.contains("<svg class=\"chart slab\"") && body.contains("soaking") { page = body; break }
+        }
+        #expect(page.contains("http-equiv=\"refresh\" content=\"5\"") && page.contains("live: this page reloads"), "\(fleet.log("serve.log"))")
+        let html = fleet.dir + "/live.html"
+        try page.write(toFile: html, atomically: true, encoding: .utf8)
+        let dom = try Self.chromium(["--dump-dom", "file://" + html], dir: fleet.dir)
+        #expect(dom.out.components(separatedBy: "<svg class=\"chart slab\"").count - 1 == 1)
+        #expect(dom.out.contains("data-host=\"web-001\"") && dom.out.contains("<svg class=\"chart timeline\""))
+        #expect(!dom.log.contains("CONSOLE"), "\(dom.log.suffix(1000))")
+        let (indexStatus, index) = get("/")
+        #expect(indexStatus == 200 && index.contains("/rollouts/\(rollout)"))
+        #expect(get("/metrics").1.contains("rollctl_hosts{rollout=\"\(rollout)\""))
+        #expect(get("/rollouts/nope").0 == 404)
+        if case .success(let r) = MonitoringServer.http("127.0.0.1", port, "POST", "/", timeout: 5) { #expect(r.status == 405) }
+        #expect(Spawn.wait(apply) == 0, "\(fleet.log("apply.log"))")
+        // Over: the page stops reloading and has both waves' charts.
+        let (_, done) = get("/rollouts/\(rollout)")
+        #expect(!done.contains("http-equiv=\"refresh\"") && done.components(separatedBy: "<svg class=\"chart slab\"").count - 1 == 2)
+        let json = get("/rollouts/\(rollout).json")
+        #expect(json.0 == 200 && json.1.contains("\"state\":\"completed\""))
+    }
 }
