@@ -18,6 +18,7 @@ export ROLLCTL_JOURNAL=$STATE/journal.sqlite
 cleanup() {
   [ -n "${SMTP_PID:-}" ] && kill "$SMTP_PID" 2>/dev/null
   [ -n "${PROM_PID:-}" ] && kill "$PROM_PID" 2>/dev/null
+  [ -n "${SERVE_PID:-}" ] && kill "$SERVE_PID" 2>/dev/null
   bold "6. Tearing the fleet down"
   "$BIN/fleetsim" down --dir .fleetsim >/dev/null 2>&1 && echo "fleet removed (namespaces, processes, mounts, rules)"
   rm -rf "$STATE"
@@ -29,6 +30,14 @@ trap 'exit 130' INT TERM
 mkdir -p "$STATE/mail"
 /usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:2525 -c aiosmtpd.handlers.Mailbox "$STATE/mail/box" >"$STATE/smtp.log" 2>&1 &
 SMTP_PID=$!
+
+# DEMO_SERVE=1: the read-only dashboard over the demo's journal while it runs.
+if [ "${DEMO_SERVE:-0}" = 1 ]; then
+  "$BIN/rollctl" serve --listen "${DEMO_SERVE_LISTEN:-127.0.0.1:8080}" >"$STATE/serve.log" 2>&1 &
+  SERVE_PID=$!
+  sleep 1
+  echo "Dashboard: http://${DEMO_SERVE_LISTEN:-127.0.0.1:8080}/ (rollctl serve; live pages reload every 5 s)"
+fi
 
 bold "1. A fleet of 12 hosts in 3 racks, on the in-house kernel whose bind() patch leaks slab memory"
 run "$BIN/fleetsim" up --hosts 12 --racks 3 --dir .fleetsim --scenario scripts/demo-scenario.yaml || exit 1
