@@ -110,6 +110,9 @@ public final class SSHSession: @unchecked Sendable {
     /// Set before the session is opened; ended by `teardown`.
     var tunnel: SSHTunnel?
     private let alive = LockedFlag()
+    /// With a bastion: set when the tunnel ended (the bastion's connection failed, or the host
+    /// closed it). Assigned once in `connect`, before the session is shared.
+    private var tunnelEnded: LockedFlag?
 
     /// Set once by `connect`, before the session is shared.
     private(set) var logger: Logger?
@@ -144,7 +147,9 @@ public final class SSHSession: @unchecked Sendable {
         do {
             try await withTaskCancellationHandler {
                 if let jump = options.jump {
-                    s.tunnel = try await SSHTunnel.open(through: jump, to: endpoint, options: options, cancel: cancel)
+                    let tunnel = try await SSHTunnel.open(through: jump, to: endpoint, options: options, cancel: cancel)
+                    s.tunnel = tunnel
+                    s.tunnelEnded = tunnel.endedFlag
                 }
                 try await s.onQueue { try s.open(options: options, cancel: cancel) }
             } onCancel: {
@@ -201,8 +206,9 @@ public final class SSHSession: @unchecked Sendable {
     /// thread of Swift's cooperative pool for as long as a command runs on a
     /// slow host): it reads a flag the queue keeps up to date. While a command
     /// runs the session counts as alive; a connection that drops during it
-    /// turns false when the command fails.
-    public var isAlive: Bool { alive.value }
+    /// turns false when the command fails. Through a bastion it also turns
+    /// false as soon as the tunnel ends, idle or not (the bastion went away).
+    public var isAlive: Bool { alive.value && !(tunnelEnded?.value ?? false) }
 
     private func publishAlive() { alive.set(session != nil && !dead) }
 

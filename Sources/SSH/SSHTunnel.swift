@@ -58,7 +58,8 @@ final class SSHTunnel: @unchecked Sendable {
     private let pumpFD: Int32
     private let stopFlag = LockedFlag()
     private let ended = DispatchSemaphore(value: 0)
-    private let endedFlag = LockedFlag()
+    /// Set when the pump has ended (read by the session's `isAlive`).
+    let endedFlag = LockedFlag()
 
     static let bufferSize = 64 * 1024
 

@@ -178,6 +178,28 @@ struct BastionTests {
         #expect(try Self.waitForBastionConnections(lab, 0) == 0)
     }
 
+    @Test func theBastionGoingAwayWhileIdleEndsTheSession() async throws {
+        let lab = try BastionLab(); defer { lab.cleanUp() }
+        let s = try await SSHSession.connect(to: Self.target(lab), options: Self.options(lab, jump: Self.jump(lab)))
+        #expect(try await s.exec("true").succeeded)
+        #expect(s.isAlive)
+        // Kill the bastion's sshd process that serves this connection: its TCP connection closes.
+        let ss = try TestSSHD.run("/usr/sbin/ip", ["netns", "exec", lab.bastionNS, "ss", "-Htnp", "state", "established", "( sport = :22 )"])
+        let pids = ss.split(separator: "pid=").dropFirst().compactMap { Int32($0.prefix { $0.isNumber }) }
+        try #require(!pids.isEmpty, "\(ss)")
+        for p in Set(pids) { kill(p, SIGKILL) }
+        // SSHHost asks isAlive before each command: it must turn false without a command.
+        var alive = true
+        for _ in 0..<40 where alive { usleep(50_000); alive = s.isAlive }
+        #expect(!alive, "the session still counts as alive after its bastion went away")
+        do {
+            _ = try await s.exec("true", timeout: .seconds(5))
+            Issue.record("a command ran through a dead bastion")
+        } catch let e as SSHError {
+            #expect(e.code == .connectionLost || e.code == .sessionClosed, "\(e)")
+        }
+    }
+
     @Test func cancellingACommandThroughTheBastion() async throws {
         let lab = try BastionLab(); defer { lab.cleanUp() }
         let s = try await SSHSession.connect(to: Self.target(lab), options: Self.options(lab, jump: Self.jump(lab)))
