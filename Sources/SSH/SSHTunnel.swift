@@ -55,7 +55,8 @@ final class SSHTunnel: @unchecked Sendable {
     private let logger: Logger?
     private let lock = NSLock()
     private var localFD: Int32
-    private let pumpFD: Int32
+    /// The pump's end of the socketpair (tests look at it).
+    let pumpFD: Int32
     private let stopFlag = LockedFlag()
     private let ended = DispatchSemaphore(value: 0)
     /// Set when the pump has ended (read by the session's `isAlive`).
@@ -86,7 +87,11 @@ final class SSHTunnel: @unchecked Sendable {
                            hint: "reach the bastion directly (jump: none for it), or jump through the outer bastion straight to the host")
         }
         var o = jump.options
-        if o.logger == nil { o.logger = options.logger }
+        if o.logger == nil {
+            // The host's logger: the bastion's lines carry the bastion as `host` and the host as `for`.
+            o.logger = options.logger
+            o.logger?[metadataKey: "for"] = "\(target.name)"
+        }
         let jumpOptions = o
         let session: SSHSession
         do {
@@ -144,6 +149,9 @@ final class SSHTunnel: @unchecked Sendable {
             ended.signal()  // for any other waiter
         }
     }
+
+    /// The socket to the bastion (tests look at it); -1 once closed.
+    var bastionFD: Int32 { jump.fd }
 
     /// True once the pump has ended (the channel, the bastion's session and the pump's descriptor are closed).
     var hasEnded: Bool { endedFlag.value }

@@ -139,9 +139,13 @@ public final class BastionLab: @unchecked Sendable {
     public func cleanUp() {
         if cleaned { return }
         cleaned = true
+        // The listeners first, then every process left in the namespaces (per-connection sshds,
+        // which would write their logs into the folders being removed), then the folders.
+        bastion?.stop()
+        target?.stop()
+        Self.remove(bastionNS: bastionNS, targetNS: targetNS, rootVeth: rootVeth)
         bastion?.cleanUp()
         target?.cleanUp()
-        Self.remove(bastionNS: bastionNS, targetNS: targetNS, rootVeth: rootVeth)
     }
 
     static func remove(bastionNS: String, targetNS: String, rootVeth: String) {

@@ -28,8 +28,11 @@ struct BastionTests {
                           identityFiles: [lab.target.ecdsaKey], useAgent: false, jump: jump)
     }
 
-    static func openFDs() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    /// What a descriptor is now (device and inode), nil when it is closed: a number
+    /// reused by another test running at the same time is a different file.
+    static func identity(_ fd: Int32) -> (UInt64, UInt64)? {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? (UInt64(st.st_dev), UInt64(st.st_ino)) : nil
     }
 
     /// Waits up to 3 s for the bastion's sshd to have `n` connections.
@@ -53,7 +56,6 @@ struct BastionTests {
             #expect(e.code == .connectRefused, "\(e)")
         }
 
-        let fdsBefore = Self.openFDs()
         let s = try await SSHSession.connect(to: Self.target(lab), options: Self.options(lab, jump: Self.jump(lab)))
         // sshd on the target says who connected to what: the bastion's inner address, to the target's.
         let r = try await s.exec("echo $SSH_CONNECTION")
@@ -75,11 +77,17 @@ struct BastionTests {
 
         // Closing the session ends the tunnel and the bastion's session: no thread, socket or connection left.
         let tunnel = try #require(s.tunnel)
+        let fds = [s.fd, tunnel.pumpFD, tunnel.bastionFD]
+        let before = fds.map(Self.identity)
+        #expect(before.allSatisfy { $0 != nil })
         await s.close()
         #expect(tunnel.hasEnded)
         #expect(!s.isAlive)
         #expect(try Self.waitForBastionConnections(lab, 0) == 0)
-        #expect(Self.openFDs() == fdsBefore, "descriptors leaked")
+        for (fd, was) in zip(fds, before) {
+            let now = Self.identity(fd)
+            #expect(now == nil || now! != was!, "descriptor \(fd) still open")
+        }
     }
 
     @Test func theBastionsHostKeyIsVerified() async throws {
