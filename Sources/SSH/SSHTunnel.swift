@@ -95,9 +95,7 @@ final class SSHTunnel: @unchecked Sendable {
         let jumpOptions = o
         let session: SSHSession
         do {
-            session = try await BastionLogins.shared.holdingSlot(for: "\(jump.endpoint.address):\(jump.endpoint.port)") {
-                try await SSHSession.connect(to: jump.endpoint, options: jumpOptions)
-            }
+            session = try await loginToBastion(jump.endpoint, jumpOptions)
         } catch var e as SSHError {
             e.host = target.name
             e.message = "\(hop): " + e.message
@@ -122,6 +120,24 @@ final class SSHTunnel: @unchecked Sendable {
         } catch {
             await session.close()
             throw error
+        }
+    }
+
+    /// One login to the bastion, in a `BastionLogins` slot. A handshake that fails
+    /// (sshd closing the connection before its banner: `MaxStartups`, a busy
+    /// bastion) is tried twice more after 100–400 ms; nothing else is retried.
+    static func loginToBastion(_ endpoint: SSHEndpoint, _ options: SSHConnectOptions) async throws -> SSHSession {
+        var attempt = 0
+        while true {
+            do {
+                return try await BastionLogins.shared.holdingSlot(for: "\(endpoint.address):\(endpoint.port)") {
+                    try await SSHSession.connect(to: endpoint, options: options)
+                }
+            } catch let e as SSHError where e.code == .handshakeFailed && attempt < 2 && !Task.isCancelled {
+                attempt += 1
+                options.logger?.debug("SSH: bastion \(endpoint.name): \(e.message); trying again")
+                try? await Task.sleep(for: .milliseconds(Int.random(in: 100...400)))
+            }
         }
     }
 
@@ -350,9 +366,11 @@ extension SSHSession {
 /// opens its own connection to it, and sshd drops connections that are not
 /// yet authenticated beyond `MaxStartups` (10 by default, then at random): with
 /// `--parallel 64` and one bastion, most handshakes would be refused. A slot is
-/// held from the TCP connect to the end of authentication only.
+/// held from the TCP connect to the end of authentication only; sshd learns of
+/// the end a little later, hence 6, not 10, and a login dropped before its
+/// banner is tried again (`SSHTunnel.loginToBastion`).
 actor BastionLogins {
-    static let shared = BastionLogins(limit: 8)
+    static let shared = BastionLogins(limit: 6)
 
     let limit: Int
     private var running: [String: Int] = [:]
