@@ -37,6 +37,8 @@ public final class BastionLab: @unchecked Sendable {
     public private(set) var target: TestSSHD!
     private let rootVeth: String
     private let route: String
+    /// Both sshds' folders, named like the namespaces (removed with leftovers too).
+    public let dir: String
     private var cleaned = false
 
     private static let prefix = "rollctl-j"
@@ -52,6 +54,7 @@ public final class BastionLab: @unchecked Sendable {
         let tag = String(getpid(), radix: 36) + "-" + String(n, radix: 36)
         bastionNS = "\(Self.prefix)b-\(tag)"
         targetNS = "\(Self.prefix)t-\(tag)"
+        dir = Self.labDir(tag)
         let ifTag = "rj" + tag.replacingOccurrences(of: "-", with: "")  // interface names: at most 15 characters
         rootVeth = ifTag + "a"
         let (bOut, bIn, tIn) = (ifTag + "b", ifTag + "c", ifTag + "d")
@@ -109,8 +112,8 @@ public final class BastionLab: @unchecked Sendable {
             try TestSSHD.run("/usr/sbin/ip", ["netns", "exec", bastionNS, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
             try blockDirect()
             bastion = try TestSSHD(maxStartups: bastionMaxStartups, extraConfig: "AllowTcpForwarding yes\n" + bastionConfig,
-                                   address: bastionAddress, port: 22, netns: bastionNS)
-            target = try TestSSHD(address: targetAddress, port: 22, netns: targetNS)
+                                   address: bastionAddress, port: 22, netns: bastionNS, dir: dir + "/bastion")
+            target = try TestSSHD(address: targetAddress, port: 22, netns: targetNS, dir: dir + "/target")
         } catch {
             cleanUp()
             throw error
@@ -146,7 +149,10 @@ public final class BastionLab: @unchecked Sendable {
         Self.remove(bastionNS: bastionNS, targetNS: targetNS, rootVeth: rootVeth)
         bastion?.cleanUp()
         target?.cleanUp()
+        try? FileManager.default.removeItem(atPath: dir)
     }
+
+    static func labDir(_ tag: String) -> String { "/tmp/rollctl-jlab-\(tag)" }
 
     static func remove(bastionNS: String, targetNS: String, rootVeth: String) {
         for ns in [bastionNS, targetNS] {
@@ -160,20 +166,22 @@ public final class BastionLab: @unchecked Sendable {
         try? ip(["link", "del", rootVeth])
     }
 
-    /// Removes labs whose creating process is gone (a run killed before its cleanup).
+    /// Removes labs whose creating process is gone (a run killed before its cleanup):
+    /// their namespaces (and what runs in them, veths, route) and their folders.
     static func sweepLeftovers() {
-        guard let list = try? ipOutput(["netns", "list"]) else { return }
-        var stale: [String: (String, String)] = [:]
-        for line in list.split(separator: "\n") {
+        var tags = Set<String>()
+        for line in ((try? ipOutput(["netns", "list"])) ?? "").split(separator: "\n") {
             let name = String(line.split(separator: " ").first ?? "")
-            guard name.hasPrefix(prefix), name.count > prefix.count + 2 else { continue }
-            let tag = String(name.dropFirst(prefix.count + 2))  // "<pid36>-<n36>"
+            if name.hasPrefix(prefix), name.count > prefix.count + 2 { tags.insert(String(name.dropFirst(prefix.count + 2))) }  // "<pid36>-<n36>"
+        }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? [] where name.hasPrefix("rollctl-jlab-") {
+            tags.insert(String(name.dropFirst("rollctl-jlab-".count)))
+        }
+        for tag in tags {
             guard let pidText = tag.split(separator: "-").first, let pid = Int(pidText, radix: 36) else { continue }
             if kill(pid_t(pid), 0) == 0 || errno == EPERM { continue }
-            stale[tag] = ("\(prefix)b-\(tag)", "\(prefix)t-\(tag)")
-        }
-        for (tag, (b, t)) in stale {
-            remove(bastionNS: b, targetNS: t, rootVeth: "rj" + tag.replacingOccurrences(of: "-", with: "") + "a")
+            remove(bastionNS: "\(prefix)b-\(tag)", targetNS: "\(prefix)t-\(tag)", rootVeth: "rj" + tag.replacingOccurrences(of: "-", with: "") + "a")
+            try? FileManager.default.removeItem(atPath: labDir(tag))
         }
     }
 

@@ -26,9 +26,15 @@ public final class TestSSHD: @unchecked Sendable {
     public var logPath: String { dir + "/sshd.log" }
     private var pid: pid_t = 0
 
+    /// `dir`: a folder to create and use instead of a new one under /tmp (removed by `cleanUp` all the same).
     public init(maxStartups: Int = 200, extraConfig: String = "", address: String = "127.0.0.1", port: Int? = nil,
-                netns: String? = nil) throws {
-        dir = try Self.makeTempDir()
+                netns: String? = nil, dir: String? = nil) throws {
+        if let dir {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            self.dir = dir
+        } else {
+            self.dir = try Self.makeTempDir()
+        }
         self.address = address
         self.netns = netns
         self.port = port ?? 0
