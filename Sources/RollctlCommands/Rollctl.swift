@@ -118,7 +118,7 @@ struct ConnectionOptions: ParsableArguments {
         if inv.defaults.hostKeyPolicy == .off {
             Console.shared.warn("host_key_policy is 'off' in \(inventory): host keys are NOT verified; anyone on the path can impersonate these hosts")
         }
-        // ProxyJump/ProxyCommand/Include/Match: refused here, before any host is touched.
+        // ProxyCommand, chained ProxyJump, Include, Match: refused here, before any host is touched.
         let cfg = SSHConfig.load(path: sshConfig)
         try inv.checkSSHConfig(cfg, hosts: selected)
         return (inv, selected, cfg)

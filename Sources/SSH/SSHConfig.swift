@@ -2,14 +2,16 @@ import Foundation
 
 /// The subset of `~/.ssh/config` users expect rollctl to honour: `Host`
 /// patterns (with `*`, `?` and `!` negation), `HostName`, `User`, `Port`,
-/// `IdentityFile`. As in OpenSSH, the first value found for a key wins.
-/// Inventory values take precedence over everything read here.
+/// `IdentityFile`, and `ProxyJump` with one bastion. As in OpenSSH, the first
+/// value found for a key wins. Inventory values take precedence over
+/// everything read here (the inventory's `jump` over `ProxyJump`).
 ///
-/// What rollctl cannot honour must not be ignored silently: `ProxyJump` and
-/// `ProxyCommand` (a host meant to be reached through a bastion would be
-/// dialled directly), `Include` (settings in files rollctl does not read) and
-/// `Match` (conditions rollctl cannot evaluate). `unsupported(forHost:)` names
-/// them with file and line; the CLI refuses such hosts before connecting.
+/// What rollctl cannot honour must not be ignored silently: `ProxyCommand`
+/// (rollctl runs no proxy commands: the host would be dialled directly), a
+/// `ProxyJump` through a chain of bastions, `Include` (settings in files
+/// rollctl does not read) and `Match` (conditions rollctl cannot evaluate).
+/// `unsupported(forHost:)` names them with file and line; the CLI refuses such
+/// hosts before connecting.
 public struct SSHConfig: Sendable {
     public struct Block: Sendable {
         public var patterns: [String]
@@ -31,7 +33,8 @@ public struct SSHConfig: Sendable {
     public struct Unsupported: Sendable, Equatable, CustomStringConvertible {
         public var file: String
         public var line: Int
-        /// `ProxyJump`, `ProxyCommand`, `Include` or `Match`, as written in the file.
+        /// `ProxyJump` (a chain, or a value that is not `[user@]host[:port]`), `ProxyCommand`,
+        /// `Include` or `Match`, as written in the file.
         public var keyword: String
         public var value: String
         public var message: String
@@ -81,33 +84,59 @@ public struct SSHConfig: Sendable {
         return parse(text, path: p)
     }
 
-    /// What in this config rollctl would ignore for `host` although it changes
-    /// how OpenSSH reaches it: the `ProxyJump`/`ProxyCommand` that applies (the
-    /// first one found, as OpenSSH; `none` is no proxy), every `Include` in a
-    /// block that applies (one in a `Host` block that does not match cannot
-    /// affect the host), and every `Match` (rollctl cannot evaluate them).
-    public func unsupported(forHost host: String) -> [Unsupported] {
-        var out: [Unsupported] = []
-        var proxyDecided = false
+    /// The first `ProxyJump` or `ProxyCommand` that applies to `host` (as in
+    /// OpenSSH, whichever comes first decides); nil when none does or it is `none`.
+    public func proxy(forHost host: String) -> (keyword: String, value: String, line: Int)? {
         for block in blocks where Self.matches(host: host, patterns: block.patterns) {
-            for o in block.options {
-                switch o.key {
-                case "proxyjump", "proxycommand":
-                    if proxyDecided { continue }
-                    proxyDecided = true
-                    if o.value.lowercased() == "none" { continue }
-                    let keyword = o.key == "proxyjump" ? "ProxyJump" : "ProxyCommand"
+            for o in block.options where o.key == "proxyjump" || o.key == "proxycommand" {
+                if o.value.lowercased() == "none" { return nil }
+                return (o.key == "proxyjump" ? "ProxyJump" : "ProxyCommand", o.value, o.line)
+            }
+        }
+        return nil
+    }
+
+    /// The bastion `ProxyJump` names for `host`, with the line it is on; nil when
+    /// the host is reached directly (or through what `unsupported` reports).
+    public func proxyJump(forHost host: String) -> (jump: JumpSpec, line: Int)? {
+        guard let p = proxy(forHost: host), p.keyword == "ProxyJump", case .success(let spec) = JumpSpec.parse(p.value) else { return nil }
+        return (spec, p.line)
+    }
+
+    /// What in this config rollctl would ignore for `host` although it changes
+    /// how OpenSSH reaches it: the `ProxyCommand` that applies, or a `ProxyJump`
+    /// rollctl cannot follow (a chain of bastions, a value it cannot read, a
+    /// bastion that itself has a proxy) — the first one found decides, as in
+    /// OpenSSH; `none` is no proxy. With `proxies: false` (the inventory says
+    /// how the host is reached) those are not looked at. Also every `Include`
+    /// in a block that applies (one in a `Host` block that does not match
+    /// cannot affect the host), and every `Match` (rollctl cannot evaluate them).
+    public func unsupported(forHost host: String, proxies: Bool = true) -> [Unsupported] {
+        var out: [Unsupported] = []
+        if proxies, let p = proxy(forHost: host) {
+            if p.keyword == "ProxyCommand" {
+                out.append(Unsupported(
+                    file: path, line: p.line, keyword: p.keyword, value: p.value,
+                    message: "host '\(host)' is to be reached through ProxyCommand \(Self.printable(p.value)); rollctl runs no proxy commands and would dial the host directly",
+                    hint: "use ProxyJump [user@]bastion[:port] (one bastion) or the inventory's jump: instead, or add 'ProxyJump none' for the host in a Host block above this line if it is reachable directly"))
+            } else {
+                switch JumpSpec.parse(p.value) {
+                case .failure(let problem):
                     out.append(Unsupported(
-                        file: path, line: o.line, keyword: keyword, value: o.value,
-                        message: "host '\(host)' is to be reached through a bastion (\(keyword) \(Self.printable(o.value))); rollctl does not support bastions (ProxyJump/ProxyCommand) yet and would dial the host directly",
-                        hint: "run rollctl from a machine that reaches the host directly, or add 'ProxyJump none' for it in a Host block above this line if it is reachable directly"))
-                case "include":
-                    out.append(Unsupported(
-                        file: path, line: o.line, keyword: "Include", value: o.value,
-                        message: "Include \(Self.printable(o.value)) applies to host '\(host)', but rollctl does not read included files: their settings (User, Port, ProxyJump, ...) would be ignored",
-                        hint: "copy the included Host blocks into \(path), or set ssh_config: false under the inventory's defaults to make rollctl ignore the file"))
-                default: break
+                        file: path, line: p.line, keyword: p.keyword, value: p.value,
+                        message: "host '\(host)' is to be reached through ProxyJump \(Self.printable(p.value)): \(problem)",
+                        hint: "rollctl goes through one bastion, written [user@]host[:port]; or set the host's jump: in the inventory"))
+                case .success(let spec):
+                    if let u = chainedProxy(bastion: spec.host, of: host) { out.append(u) }
                 }
+            }
+        }
+        for block in blocks where Self.matches(host: host, patterns: block.patterns) {
+            for o in block.options where o.key == "include" {
+                out.append(Unsupported(
+                    file: path, line: o.line, keyword: "Include", value: o.value,
+                    message: "Include \(Self.printable(o.value)) applies to host '\(host)', but rollctl does not read included files: their settings (User, Port, ProxyJump, ...) would be ignored",
+                    hint: "copy the included Host blocks into \(path), or set ssh_config: false under the inventory's defaults to make rollctl ignore the file"))
             }
         }
         for m in matchLines {
@@ -117,6 +146,18 @@ public struct SSHConfig: Sendable {
                 hint: "write the settings in Host blocks instead, or set ssh_config: false under the inventory's defaults to make rollctl ignore the file"))
         }
         return out.sorted { $0.line < $1.line }
+    }
+
+    /// The error for a bastion (`bastion`, the jump of `host`) that this config
+    /// would itself reach through a proxy: rollctl goes through one bastion only.
+    /// A `ProxyJump` through the bastion itself (`Host *` blocks) is no chain: it is reached directly.
+    public func chainedProxy(bastion: String, of host: String) -> Unsupported? {
+        guard let p = proxy(forHost: bastion) else { return nil }
+        if p.keyword == "ProxyJump", case .success(let spec) = JumpSpec.parse(p.value), spec.host == bastion { return nil }
+        return Unsupported(
+            file: path, line: p.line, keyword: p.keyword, value: p.value,
+            message: "host '\(host)' is to be reached through bastion '\(Self.printable(bastion))', which is itself to be reached through \(p.keyword) \(Self.printable(p.value)); rollctl goes through one bastion only",
+            hint: "add 'ProxyJump none' for \(Self.printable(bastion)) in a Host block above this line if rollctl's machine reaches it directly")
     }
 
     /// One line of at most 80 printable ASCII characters, for messages.
@@ -192,4 +233,78 @@ public struct SSHConfig: Sendable {
         if v.count >= 2, v.hasPrefix("\""), v.hasSuffix("\"") { return String(v.dropFirst().dropLast()) }
         return v
     }
+}
+
+/// One bastion as `ProxyJump` and the inventory's `jump:` write it:
+/// `[user@]host[:port]` (also `ssh://[user@]host[:port]`, and `[v6]:port`).
+public struct JumpSpec: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var user: String?
+    public var host: String
+    public var port: Int?
+
+    public init(user: String? = nil, host: String, port: Int? = nil) {
+        self.user = user
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return (user.map { $0 + "@" } ?? "") + h + (port.map { ":\($0)" } ?? "")
+    }
+
+    /// Reads one hop; a comma-separated chain is refused (rollctl goes through one bastion).
+    public static func parse(_ text: String) -> Result<JumpSpec, JumpSpecError> {
+        var v = Substring(text.trimmingCharacters(in: .whitespaces))
+        if v.isEmpty { return .failure(JumpSpecError("no bastion given")) }
+        let hops = v.split(separator: ",", omittingEmptySubsequences: false)
+        if hops.count > 1 {
+            return .failure(JumpSpecError("a chain of \(hops.count) bastions; rollctl goes through one bastion only"))
+        }
+        if v.lowercased().hasPrefix("ssh://") { v = v.dropFirst(6) }
+        if v.hasSuffix("/") { v = v.dropLast() }
+        var spec = JumpSpec(host: "")
+        if let at = v.lastIndex(of: "@") {
+            let user = v[..<at]
+            if user.isEmpty { return .failure(JumpSpecError("an empty user before '@'")) }
+            spec.user = String(user)
+            v = v[v.index(after: at)...]
+        }
+        var portText: Substring?
+        if v.hasPrefix("[") {
+            guard let close = v.firstIndex(of: "]") else { return .failure(JumpSpecError("'[' without ']'")) }
+            let rest = v[v.index(after: close)...]
+            spec.host = String(v[v.index(after: v.startIndex)..<close])
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":") else { return .failure(JumpSpecError("'\(rest)' after ']'")) }
+                portText = rest.dropFirst()
+            }
+        } else if v.filter({ $0 == ":" }).count == 1, let colon = v.firstIndex(of: ":") {
+            spec.host = String(v[..<colon])
+            portText = v[v.index(after: colon)...]
+        } else {
+            spec.host = String(v)  // a bare IPv6 address has no port
+        }
+        if let portText {
+            guard let p = Int(portText), (1...65535).contains(p) else {
+                return .failure(JumpSpecError("port '\(portText)' is not a number between 1 and 65535"))
+            }
+            spec.port = p
+        }
+        if spec.host.isEmpty { return .failure(JumpSpecError("no host name")) }
+        if spec.host.hasPrefix("-") || spec.user?.hasPrefix("-") == true {
+            return .failure(JumpSpecError("'\(SSHConfig.printable(text))' is not [user@]host[:port]"))
+        }
+        // Nothing a shell, an option parser or a log line would read as more than a name.
+        let bad: (Character) -> Bool = { !$0.isASCII || $0.isWhitespace || ($0.asciiValue ?? 0) < 32 || $0 == "\u{7F}" || "[]/,;'\"$`\\".contains($0) }
+        if spec.host.contains(where: { bad($0) || $0 == "@" }) || spec.user?.contains(where: bad) == true {
+            return .failure(JumpSpecError("'\(SSHConfig.printable(text))' is not [user@]host[:port]"))
+        }
+        return .success(spec)
+    }
+}
+
+public struct JumpSpecError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
 }

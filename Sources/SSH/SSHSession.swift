@@ -50,10 +50,15 @@ public struct SSHConnectOptions: Sendable {
     /// The connection's life at `debug`: connect, host key, commands and their exit, close.
     /// Never a key, a passphrase or a command's output.
     public var logger: Logger?
+    /// The bastion to go through (`ProxyJump`), with its own endpoint and options;
+    /// nil: connect directly. One level only: the jump's own options have no jump.
+    public var jump: SSHJump?
 
     public init(connectTimeout: Duration = .seconds(10), knownHostsPath: String, hostKeyPolicy: HostKeyPolicy = .strict,
-                identityFiles: [String] = [], useAgent: Bool = true, agentSocket: String? = nil, logger: Logger? = nil) {
+                identityFiles: [String] = [], useAgent: Bool = true, agentSocket: String? = nil, logger: Logger? = nil,
+                jump: SSHJump? = nil) {
         self.logger = logger
+        self.jump = jump
         self.connectTimeout = connectTimeout
         self.knownHostsPath = knownHostsPath
         self.hostKeyPolicy = hostKeyPolicy
@@ -98,10 +103,16 @@ public final class SSHSession: @unchecked Sendable {
     private let queue: DispatchQueue
     // `session` and `dead` belong to `queue`; every change is published to
     // `alive`, which `isAlive` reads under a lock without waiting for the queue.
-    private var session: OpaquePointer? { didSet { publishAlive() } }
-    private var fd: Int32 = -1
-    private var dead = false { didSet { publishAlive() } }
+    var session: OpaquePointer? { didSet { publishAlive() } }
+    var fd: Int32 = -1
+    var dead = false { didSet { publishAlive() } }
+    /// The bastion's channel this session runs over (`fd` is its local end); nil when direct.
+    /// Set before the session is opened; ended by `teardown`.
+    var tunnel: SSHTunnel?
     private let alive = LockedFlag()
+    /// With a bastion: set when the tunnel ended (the bastion's connection failed, or the host
+    /// closed it). Assigned once in `connect`, before the session is shared.
+    private var tunnelEnded: LockedFlag?
 
     /// Set once by `connect`, before the session is shared.
     private(set) var logger: Logger?
@@ -112,10 +123,14 @@ public final class SSHSession: @unchecked Sendable {
     }
 
     deinit {
-        teardown(reason: "rollctl done")
+        // May run on any thread, Swift's pool included: never waits for a tunnel.
+        teardown(reason: "rollctl done", waitForTunnel: false)
     }
 
-    /// Connects, verifies the host key and authenticates.
+    /// Connects, verifies the host key and authenticates. With `options.jump`, the
+    /// bastion first (its own host key and login), then this host through a
+    /// direct-tcpip channel of the bastion's session (see `SSHTunnel`); this
+    /// host's key is verified under its own address and port as always.
     public static func connect(to endpoint: SSHEndpoint, options: SSHConnectOptions) async throws -> SSHSession {
         precondition(LibSSH2.initialised, "libssh2_init failed")
         let s = SSHSession(endpoint: endpoint)
@@ -124,15 +139,30 @@ public final class SSHSession: @unchecked Sendable {
         s.logger = logger
         let cancel = CancelFlag()
         let started = ContinuousClock.now
-        logger?.debug("SSH: connecting to \(endpoint.address):\(endpoint.port)")
+        if let jump = options.jump {
+            logger?.debug("SSH: connecting to \(endpoint.address):\(endpoint.port) through bastion \(jump.endpoint.name) (\(jump.endpoint.address):\(jump.endpoint.port))")
+        } else {
+            logger?.debug("SSH: connecting to \(endpoint.address):\(endpoint.port)")
+        }
         do {
             try await withTaskCancellationHandler {
+                if let jump = options.jump {
+                    let tunnel = try await SSHTunnel.open(through: jump, to: endpoint, options: options, cancel: cancel)
+                    s.tunnel = tunnel
+                    s.tunnelEnded = tunnel.endedFlag
+                }
                 try await s.onQueue { try s.open(options: options, cancel: cancel) }
             } onCancel: {
                 cancel.set()
             }
         } catch {
             logger?.debug("SSH: connect failed after \(ContinuousClock.now - started): \(error)")
+            // Closes the socket now (and with a bastion, the tunnel and the bastion's session).
+            await s.close()
+            if let jump = options.jump, var e = error as? SSHError, !e.message.hasPrefix("bastion "), !e.message.hasPrefix("through bastion ") {
+                e.message = "through bastion \(jump.endpoint.name): " + e.message
+                throw e
+            }
             throw error
         }
         logger?.debug("SSH: connected and authenticated in \(ContinuousClock.now - started), host key \(s.hostKeyType) \(s.hostKeyFingerprint)")
@@ -176,14 +206,15 @@ public final class SSHSession: @unchecked Sendable {
     /// thread of Swift's cooperative pool for as long as a command runs on a
     /// slow host): it reads a flag the queue keeps up to date. While a command
     /// runs the session counts as alive; a connection that drops during it
-    /// turns false when the command fails.
-    public var isAlive: Bool { alive.value }
+    /// turns false when the command fails. Through a bastion it also turns
+    /// false as soon as the tunnel ends, idle or not (the bastion went away).
+    public var isAlive: Bool { alive.value && !(tunnelEnded?.value ?? false) }
 
     private func publishAlive() { alive.set(session != nil && !dead) }
 
     // MARK: - queue plumbing
 
-    private func onQueue<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    func onQueue<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { c in
             queue.async {
                 c.resume(with: Result { try body() })
@@ -191,7 +222,7 @@ public final class SSHSession: @unchecked Sendable {
         }
     }
 
-    private func teardown(reason: String) {
+    func teardown(reason: String, waitForTunnel: Bool = true) {
         if let s = session {
             if !dead {
                 // Best effort, bounded: a dead peer must not hang us.
@@ -206,13 +237,19 @@ public final class SSHSession: @unchecked Sendable {
             fd = -1
         }
         dead = true
+        if let t = tunnel {
+            // Our end is closed: the pump forwards what is left, then closes the
+            // channel and the bastion's session. Bounded: a stuck bastion is dropped.
+            tunnel = nil
+            t.finish(within: waitForTunnel ? .seconds(2) : nil)
+        }
     }
 
     private func error(_ code: SSHError.Code, _ message: String, hint: String? = nil) -> SSHError {
         SSHError(code, host: endpoint.name, message, hint: hint)
     }
 
-    private func lastError() -> (code: Int32, message: String) {
+    func lastError() -> (code: Int32, message: String) {
         guard let s = session else { return (0, "no session") }
         var msg: UnsafeMutablePointer<CChar>? = nil
         var len: Int32 = 0
@@ -223,7 +260,7 @@ public final class SSHSession: @unchecked Sendable {
     // MARK: - waiting
 
     /// Waits until the socket is ready in the direction libssh2 is blocked on.
-    private func waitSocket(deadline: ContinuousClock.Instant?, cancel: CancelFlag, phase: String, timeoutCode: SSHError.Code) throws {
+    func waitSocket(deadline: ContinuousClock.Instant?, cancel: CancelFlag, phase: String, timeoutCode: SSHError.Code) throws {
         if cancel.isSet { throw error(.cancelled, "\(phase) cancelled") }
         var events: Int16 = 0
         let dir = libssh2_session_block_directions(session)
@@ -250,7 +287,7 @@ public final class SSHSession: @unchecked Sendable {
         }
     }
 
-    private func isConnectionError(_ rc: Int32) -> Bool {
+    func isConnectionError(_ rc: Int32) -> Bool {
         rc == LIBSSH2_ERROR_SOCKET_RECV || rc == LIBSSH2_ERROR_SOCKET_SEND || rc == LIBSSH2_ERROR_SOCKET_DISCONNECT
             || rc == LIBSSH2_ERROR_SOCKET_TIMEOUT || rc == LIBSSH2_ERROR_TIMEOUT
     }
@@ -259,18 +296,7 @@ public final class SSHSession: @unchecked Sendable {
 
     private func open(options: SSHConnectOptions, cancel: CancelFlag) throws {
         let deadline = ContinuousClock.now + options.connectTimeout
-        do {
-            fd = try TCPConnect.connect(name: endpoint.name, address: endpoint.address, port: endpoint.port, deadline: deadline, cancel: cancel)
-        } catch {
-            let code: SSHError.Code = switch error.code {
-            case .nameResolution: .nameResolution
-            case .refused: .connectRefused
-            case .timeout: .connectTimeout
-            case .unreachable: .hostUnreachable
-            case .cancelled: .cancelled
-            }
-            throw SSHError(code, host: error.host, error.message, hint: error.hint)
-        }
+        fd = try tunnel?.takeLocalEnd() ?? connectTCP(deadline: deadline, cancel: cancel)
         guard let s = rollctl_session_init() else {
             throw error(.handshakeFailed, "libssh2 could not allocate a session")
         }
@@ -286,6 +312,21 @@ public final class SSHSession: @unchecked Sendable {
         }
         try verifyHostKey(options: options)
         try authenticate(options: options, deadline: deadline, cancel: cancel)
+    }
+
+    private func connectTCP(deadline: ContinuousClock.Instant, cancel: CancelFlag) throws -> Int32 {
+        do {
+            return try TCPConnect.connect(name: endpoint.name, address: endpoint.address, port: endpoint.port, deadline: deadline, cancel: cancel)
+        } catch {
+            let code: SSHError.Code = switch error.code {
+            case .nameResolution: .nameResolution
+            case .refused: .connectRefused
+            case .timeout: .connectTimeout
+            case .unreachable: .hostUnreachable
+            case .cancelled: .cancelled
+            }
+            throw SSHError(code, host: error.host, error.message, hint: error.hint)
+        }
     }
 
     private func verifyHostKey(options: SSHConnectOptions) throws {

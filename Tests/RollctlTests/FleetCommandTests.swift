@@ -97,7 +97,7 @@ struct FleetCommandTests {
         #expect(try CLI.run(["fleet", "frobnicate"]).status == 2)
     }
 
-    @Test func aBastionInTheSSHConfigExits2BeforeAnyConnection() throws {
+    @Test func aProxyCommandOrAChainOfBastionsInTheSSHConfigExits2BeforeAnyConnection() throws {
         let dir = try TestSSHD.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A listener standing in for the host: any connection attempt lands in its backlog.
@@ -115,13 +115,16 @@ struct FleetCommandTests {
         try "defaults: {connect_timeout: 2s}\nhosts:\n  - {name: db-1, address: 127.0.0.1, port: \(port)}\n"
             .write(toFile: inv, atomically: true, encoding: .utf8)
         let cfg = dir + "/ssh_config"
-        try "Host db-*\n    ProxyJump bastion.example.net\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        try "Host db-*\n    ProxyCommand nc bastion.example.net 22\n".write(toFile: cfg, atomically: true, encoding: .utf8)
         for command in [["fleet", "facts"], ["fleet", "exec"]] {
             let r = try CLI.run(command + ["-i", inv, "--ssh-config", cfg] + (command[1] == "exec" ? ["--", "true"] : []))
             #expect(r.status == 2, "\(command): \(r.output)")
-            #expect(r.output.contains("\(cfg):2: error: host 'db-1' is to be reached through a bastion"), "\(r.output)")
-            #expect(r.output.contains("does not support bastions"))
+            #expect(r.output.contains("\(cfg):2: error: host 'db-1' is to be reached through ProxyCommand nc bastion.example.net 22; rollctl runs no proxy commands"), "\(r.output)")
         }
+        try "Host db-*\n    ProxyJump outer.example.net,bastion.example.net\n".write(toFile: cfg, atomically: true, encoding: .utf8)
+        let chain = try CLI.run(["fleet", "facts", "-i", inv, "--ssh-config", cfg])
+        #expect(chain.status == 2, "\(chain.output)")
+        #expect(chain.output.contains("\(cfg):2: error: host 'db-1' is to be reached through ProxyJump outer.example.net,bastion.example.net: a chain of 2 bastions"), "\(chain.output)")
         // Nobody knocked.
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         let c = accept(fd, nil, nil)

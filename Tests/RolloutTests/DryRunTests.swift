@@ -78,6 +78,19 @@ import Testing
         #expect(a.steps.first { $0.step == "rollback" }?.commands.contains { $0.contains("<current release>") } == true)
     }
 
+    @Test func hostsBehindABastionAreShownSo() throws {
+        let plan = try PlanLoader.parse(text: "name: b\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n", path: "b.yaml")
+        let inv = Inventory(path: "inv.yaml", hosts: [InventoryHost(name: "a", address: "10.0.0.1"), InventoryHost(name: "b", address: "10.0.0.2")])
+        let layout = WavePlanner.plan(plan, inventory: inv, currentRelease: [:], unreachable: [:], customers: nil)
+        var facts = DryRunFacts(offline: true)
+        facts.bastions = ["b": "jump-1 (203.0.113.5:22)"]
+        let p = DryRun.preview(plan: plan, inventory: inv, layout: layout, facts: facts)
+        let hosts = p.waves.flatMap { $0.batches.flatMap { $0 } }
+        #expect(hosts.first { $0.name == "b" }?.via == "jump-1 (203.0.113.5:22)")
+        #expect(hosts.first { $0.name == "a" }?.via == nil)
+        #expect(p.notes.contains("1 host is reached via bastion jump-1 (203.0.113.5:22) (a direct-tcpip channel of its SSH session; its host key verified too)"), "\(p.notes)")
+    }
+
     @Test func customBootloaderCommandsAreQuotedAndSubstituted() throws {
         var plan = try PlanLoader.parse(text: """
         name: c

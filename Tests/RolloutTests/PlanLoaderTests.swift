@@ -204,17 +204,25 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(loaded.inventory.hosts.count == 4)
     }
 
-    @Test func aBastionInTheSSHConfigOfASelectedHostFailsTheCheckedLoad() throws {
-        // _ok-plan selects its inventory's hosts; a ProxyJump for all of them is refused at the config's line.
-        let cfg = SSHConfig.parse("Host nothing-here\n  User x\nHost *\n  ProxyJump jump.example.net\n", path: "/etc/test-ssh-config")
+    @Test func aProxyCommandInTheSSHConfigOfASelectedHostFailsTheCheckedLoad() throws {
+        // _ok-plan selects its inventory's hosts; a ProxyCommand for all of them is refused at the config's line.
+        let cfg = SSHConfig.parse("Host nothing-here\n  User x\nHost *\n  ProxyCommand nc jump 22\n", path: "/etc/test-ssh-config")
         let e = try #require(throws: InputErrors.self) {
             try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml", sshConfig: cfg)
         }
         #expect(e.errors.count == 1)
         #expect(e.errors.first?.location == "/etc/test-ssh-config:4")
-        #expect(e.errors.first?.message.contains("bastion") == true)
-        // A config that does not concern the selected hosts is fine.
-        _ = try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml", sshConfig: SSHConfig.parse("Host other\n  ProxyJump j\n"))
+        #expect(e.errors.first?.message.contains("ProxyCommand") == true)
+        // So is a chain of bastions.
+        let chain = SSHConfig.parse("Host *\n  ProxyJump a.example.net,b.example.net\n", path: "/etc/test-ssh-config")
+        let c = try #require(throws: InputErrors.self) { try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml", sshConfig: chain) }
+        #expect(c.errors.first?.location == "/etc/test-ssh-config:2" && c.errors.first?.message.contains("one bastion only") == true)
+        // One bastion is honoured; a config that does not concern the selected hosts is fine.
+        let one = try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml",
+                                             sshConfig: SSHConfig.parse("Host *\n  ProxyJump ops@jump.example.net\n"))
+        let h = try #require(one.inventory.hosts.first)
+        #expect(one.inventory.jump(for: h, sshConfig: SSHConfig.parse("Host *\n  ProxyJump ops@jump.example.net\n"))?.endpoint.user == "ops")
+        _ = try PlanLoader.loadChecked(path: corpusDir + "/_ok-plan.yaml", sshConfig: SSHConfig.parse("Host other\n  ProxyCommand j\n"))
     }
 
     @Test func inventoryOverride() throws {

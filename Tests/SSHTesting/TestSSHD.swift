@@ -7,10 +7,16 @@ import Glibc
 /// client keys (ed25519, ecdsa, rsa) and an authorized_keys file, all in a
 /// temporary directory. Needs root (sshd privilege separation) and
 /// `/usr/sbin/sshd`; `make test` installs openssh-server.
+///
+/// With `netns`, sshd runs inside that network namespace (`ip netns exec`) on
+/// `address:port` there; it counts as started when its log says it listens
+/// (the test process may have no path to it: see `BastionLab`).
 public final class TestSSHD: @unchecked Sendable {
     public let dir: String
-    public let address = "127.0.0.1"
+    public let address: String
     public private(set) var port: Int
+    /// The network namespace sshd runs in; nil: the test's own.
+    public let netns: String?
     public var knownHostsPath: String { dir + "/known_hosts" }
     public var ed25519Key: String { dir + "/id_ed25519" }
     public var ecdsaKey: String { dir + "/id_ecdsa" }
@@ -20,9 +26,29 @@ public final class TestSSHD: @unchecked Sendable {
     public var logPath: String { dir + "/sshd.log" }
     private var pid: pid_t = 0
 
-    public init(maxStartups: Int = 200, extraConfig: String = "") throws {
-        dir = try Self.makeTempDir()
-        port = try Self.freePort()
+    /// `dir`: a folder to create and use instead of a new one under /tmp (removed by `cleanUp` all the same).
+    public init(maxStartups: Int = 200, extraConfig: String = "", address: String = "127.0.0.1", port: Int? = nil,
+                netns: String? = nil, dir: String? = nil) throws {
+        if let dir {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            self.dir = dir
+        } else {
+            self.dir = try Self.makeTempDir()
+        }
+        self.address = address
+        self.netns = netns
+        self.port = port ?? 0
+        do {
+            try setUp(maxStartups: maxStartups, extraConfig: extraConfig, freePort: port == nil)
+        } catch {
+            // A failed start leaves nothing behind.
+            cleanUp()
+            throw error
+        }
+    }
+
+    private func setUp(maxStartups: Int, extraConfig: String, freePort: Bool) throws {
+        if freePort { port = try Self.freePort() }
         try Self.run("/bin/mkdir", ["-p", "/run/sshd"])
         try Self.keygen(dir + "/host_ed25519", type: "ed25519")
         for (path, type) in [(ed25519Key, "ed25519"), (ecdsaKey, "ecdsa"), (rsaKey, "rsa"), (strangerKey, "ed25519")] {
@@ -34,7 +60,7 @@ public final class TestSSHD: @unchecked Sendable {
         }
         try auth.write(toFile: dir + "/authorized_keys", atomically: true, encoding: .utf8)
         let config = """
-        ListenAddress \(address):\(port)
+        ListenAddress \(self.address):\(self.port)
         HostKey \(dir)/host_ed25519
         PidFile \(dir)/sshd.pid
         AuthorizedKeysFile \(dir)/authorized_keys
@@ -59,19 +85,32 @@ public final class TestSSHD: @unchecked Sendable {
     /// The current user's name (sshd runs commands as this user).
     public var user: String { String(cString: getpwuid(geteuid()).pointee.pw_name) }
 
-    /// Writes known_hosts with the current host key in `[addr]:port` form.
+    /// Writes known_hosts with the current host key (`[addr]:port`, or `addr` on port 22, as OpenSSH writes them).
     public func writeKnownHosts() throws {
+        try knownHostsLine().write(toFile: knownHostsPath, atomically: true, encoding: .utf8)
+    }
+
+    /// The known_hosts line for the current host key.
+    public func knownHostsLine() throws -> String {
         let pub = try String(contentsOfFile: dir + "/host_ed25519.pub", encoding: .utf8)
         let parts = pub.split(separator: " ")
-        try "[\(address)]:\(port) \(parts[0]) \(parts[1])\n".write(toFile: knownHostsPath, atomically: true, encoding: .utf8)
+        let pattern = port == 22 ? address : "[\(address)]:\(port)"
+        return "\(pattern) \(parts[0]) \(parts[1])\n"
     }
 
     public func start() throws {
-        let p = try Spawn.start("/usr/sbin/sshd", ["-D", "-f", dir + "/sshd_config", "-E", logPath])
+        // Only what this start writes to the log counts (sshd appends).
+        let logStart = (try? FileManager.default.attributesOfItem(atPath: logPath)[.size] as? Int) ?? 0
+        let sshd = ["/usr/sbin/sshd", "-D", "-f", dir + "/sshd_config", "-E", logPath]
+        // `ip netns exec` execs sshd in place (no fork): the pid is sshd's.
+        let p = try netns.map { try Spawn.start("/usr/sbin/ip", ["netns", "exec", $0] + sshd) }
+            ?? Spawn.start(sshd[0], Array(sshd.dropFirst()))
         pid = p
         let deadline = Date().addingTimeInterval(10)
+        let listening = "Server listening on \(address) port \(port)"
         while Date() < deadline {
-            if Self.canConnect(address, port) { return }
+            if netns == nil ? Self.canConnect(address, port)
+                : Self.logTail(logPath, from: logStart).contains(listening) { return }
             if !Spawn.isRunning(p) {
                 pid = 0
                 let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
@@ -130,6 +169,11 @@ public final class TestSSHD: @unchecked Sendable {
         }
         guard rc == 0 else { throw TestSSHDError("cannot find a free port") }
         return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    static func logTail(_ path: String, from offset: Int) -> String {
+        guard let data = FileManager.default.contents(atPath: path), data.count > offset else { return "" }
+        return String(decoding: data.dropFirst(offset), as: UTF8.self)
     }
 
     static func canConnect(_ address: String, _ port: Int) -> Bool {

@@ -292,11 +292,11 @@ struct SSHSessionTests {
         #expect(!SSHConfig.glob("db-?", "db-10"))
     }
 
-    @Test func bastionsIncludesAndMatchesAreNamedWithFileAndLine() {
+    @Test func proxyCommandsChainsIncludesAndMatchesAreNamedWithFileAndLine() {
         let c = SSHConfig.parse("""
         # line 1
         Host db-*
-            ProxyJump bastion.example.net
+            ProxyJump admin@bastion.example.net:2222
         Host web-direct
             ProxyJump none
         Host web-* lb-*
@@ -304,15 +304,37 @@ struct SSHSessionTests {
             User deploy
         Host mail-*
             Include ~/.ssh/mail.conf
+        Host far-*
+            ProxyJump outer.example.net,inner.example.net
+        Host odd-*
+            ProxyJump bastion:port
+        Host deep-*
+            ProxyJump hop-1
+        Host hop-1
+            ProxyJump hop-0
         """, path: "/home/u/.ssh/config")
-        let db = c.unsupported(forHost: "db-1")
-        #expect(db.map(\.keyword) == ["ProxyJump"])
-        #expect(db.first?.file == "/home/u/.ssh/config" && db.first?.line == 3)
-        #expect(db.first?.message.contains("host 'db-1'") == true && db.first?.message.contains("bastions") == true)
-        #expect(db.first?.message.contains("not support") == true)
+        // One bastion in ProxyJump is honoured.
+        #expect(c.unsupported(forHost: "db-1").isEmpty)
+        let jump = c.proxyJump(forHost: "db-1")
+        #expect(jump?.jump == JumpSpec(user: "admin", host: "bastion.example.net", port: 2222) && jump?.line == 3)
         // The first value wins, as in OpenSSH: 'none' there means a direct connection.
         #expect(c.unsupported(forHost: "web-direct").isEmpty)
-        #expect(c.unsupported(forHost: "web-2").map { "\($0.keyword):\($0.line)" } == ["ProxyCommand:7"])
+        #expect(c.proxyJump(forHost: "web-direct") == nil)
+        let web = c.unsupported(forHost: "web-2")
+        #expect(web.map { "\($0.keyword):\($0.line)" } == ["ProxyCommand:7"])
+        #expect(web.first?.file == "/home/u/.ssh/config")
+        #expect(web.first?.message.contains("host 'web-2' is to be reached through ProxyCommand ssh -W %h:%p jump; rollctl runs no proxy commands") == true)
+        #expect(c.proxyJump(forHost: "web-2") == nil)
+        // A chain, a value rollctl cannot read, and a bastion with a proxy of its own: one level only.
+        let far = c.unsupported(forHost: "far-1")
+        #expect(far.map { "\($0.keyword):\($0.line)" } == ["ProxyJump:12"])
+        #expect(far.first?.message.contains("a chain of 2 bastions; rollctl goes through one bastion only") == true, "\(far)")
+        #expect(c.unsupported(forHost: "odd-1").first?.message.contains("port 'port' is not a number") == true)
+        let deep = c.unsupported(forHost: "deep-1")
+        #expect(deep.map { "\($0.keyword):\($0.line)" } == ["ProxyJump:18"], "\(deep)")
+        #expect(deep.first?.message.contains("host 'deep-1' is to be reached through bastion 'hop-1', which is itself to be reached through ProxyJump hop-0") == true)
+        // When the inventory says how a host is reached, its proxies do not matter.
+        #expect(c.unsupported(forHost: "web-2", proxies: false).isEmpty)
         // An Include in a Host block that does not match cannot affect the host.
         #expect(c.unsupported(forHost: "app-1").isEmpty)
         #expect(c.unsupported(forHost: "mail-1").map { "\($0.keyword):\($0.line)" } == ["Include:10"])
@@ -321,5 +343,33 @@ struct SSHSessionTests {
         #expect(top.unsupported(forHost: "zzz").map { "\($0.keyword):\($0.line)" } == ["Include:1", "Match:4"])
         // ProxyJump inside the Match block is skipped with it: the Match itself is the error.
         #expect(top.resolve(host: "a").user == "x")
+        #expect(top.proxyJump(forHost: "a") == nil)
+    }
+
+    @Test(arguments: [
+        ("bastion", JumpSpec(host: "bastion")),
+        ("ops@bastion.example.net", JumpSpec(user: "ops", host: "bastion.example.net")),
+        ("ops@10.0.0.1:2222", JumpSpec(user: "ops", host: "10.0.0.1", port: 2222)),
+        ("ssh://ops@jump:22", JumpSpec(user: "ops", host: "jump", port: 22)),
+        ("[2001:db8::1]:2222", JumpSpec(host: "2001:db8::1", port: 2222)),
+        ("root@2001:db8::1", JumpSpec(user: "root", host: "2001:db8::1")),
+        ("a@b@host", JumpSpec(user: "a@b", host: "host")),
+    ])
+    func jumpSpecsAreRead(text: String, spec: JumpSpec) throws {
+        #expect(try JumpSpec.parse(text).get() == spec)
+        #expect(try JumpSpec.parse(spec.description).get() == spec)
+    }
+
+    @Test(arguments: [
+        ("a,b", "a chain of 2 bastions"), ("", "no bastion given"), ("@host", "an empty user"), ("host:0", "port '0'"),
+        ("host:99999", "port '99999'"), ("[::1", "'[' without ']'"), ("user@", "no host name"), ("-oProxyCommand=x", "is not [user@]host[:port]"),
+        ("host;reboot", "is not [user@]host[:port]"), ("us er@host", "is not [user@]host[:port]"),
+    ])
+    func badJumpSpecsAreRefused(text: String, problem: String) {
+        guard case .failure(let e) = JumpSpec.parse(text) else {
+            Issue.record("accepted '\(text)'")
+            return
+        }
+        #expect(e.description.contains(problem), "\(text): \(e)")
     }
 }

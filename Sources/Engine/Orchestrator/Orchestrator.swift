@@ -106,8 +106,12 @@ public final class Orchestrator: Sendable {
         return id
     }
 
+    /// The host's lock across journals: its address and port, and the bastion the inventory
+    /// reaches it through (hosts behind different bastions may share a private address).
     static func lockKey(_ h: InventoryHost, _ inv: Inventory) -> String {
-        "\(h.address):\(h.port ?? inv.defaults.port ?? 22)"
+        var key = "\(h.address):\(h.port ?? inv.defaults.port ?? 22)"
+        if case .through(let spec) = inv.inventoryJump(for: h) { key += " via \(spec)" }
+        return key
     }
 
     static func newRolloutID() -> String {

@@ -27,6 +27,8 @@ public struct DryRunFacts: Sendable {
     public var now = Date()
     /// `plan apply --at`, when given.
     public var scheduledStart: Date?
+    /// Host name -> the bastion it is reached through (`jump-1 (10.0.0.1:22)`), for hosts that have one.
+    public var bastions: [String: String] = [:]
 
     public init(offline: Bool, releases: [String: String] = [:], unreachable: [String: String] = [:],
                 exampleGrubConfig: String? = nil, customers: Customers? = nil,
@@ -64,6 +66,8 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var uptimeSeconds: Double?
         public var oomKills: UInt64?
         public var bootFreeBytes: UInt64?
+        /// The bastion the host is reached through (`jump-1 (10.0.0.1:22)`); nil: directly.
+        public var via: String?
     }
     public struct Wave: Sendable, Codable, Equatable {
         public var number: Int
@@ -200,7 +204,8 @@ public enum DryRun {
             return .init(name: h.name, address: h.address, labels: h.labels, currentRelease: facts.releases[h.name],
                          customers: customers.map { $0.customers(onHost: h.name).count },
                          sunreclaimBytes: f?.memory.sUnreclaim, sunreclaimShare: f?.memory.sUnreclaimShare,
-                         uptimeSeconds: f?.uptimeSeconds, oomKills: f?.oomKill, bootFreeBytes: facts.bootFree[h.name])
+                         uptimeSeconds: f?.uptimeSeconds, oomKills: f?.oomKill, bootFreeBytes: facts.bootFree[h.name],
+                         via: facts.bastions[h.name])
         }
         let total = layout.waves.reduce(0) { $0 + $1.hosts.count }
         var done = 0
@@ -272,6 +277,11 @@ public enum DryRun {
         }
         if !layout.skipped.filter({ $0.reason.hasPrefix("unreachable") }).isEmpty {
             notes.append("unreachable hosts are left out; they stay on their current kernel")
+        }
+        var behind: [String: Int] = [:]
+        for h in selected { if let b = facts.bastions[h.name] { behind[b, default: 0] += 1 } }
+        for (b, n) in behind.sorted(by: { $0.key < $1.key }) {
+            notes.append("\(n) host\(n == 1 ? " is" : "s are") reached via bastion \(b) (a direct-tcpip channel of its SSH session; its host key verified too)")
         }
         let bootloader = BootloaderDrivers.driver(for: plan.bootloader)
         notes += bootloader.notes

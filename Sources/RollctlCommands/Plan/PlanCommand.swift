@@ -126,6 +126,9 @@ struct PlanApply: AsyncParsableCommand {
         let template = try Self.maintenanceTemplate(p)
         var facts = DryRunFacts(offline: offline, customers: loaded.customers, maintenanceTemplate: template)
         if let start = try Self.startAt(at, plan: p) { facts.now = start; facts.scheduledStart = start }
+        for h in PlanLoader.selectedHosts(p, inventory: loaded.inventory) {
+            if let j = loaded.inventory.jump(for: h, sshConfig: cfg) { facts.bastions[h.name] = "\(j.endpoint.name) (\(j.endpoint.address):\(j.endpoint.port))" }
+        }
         if !offline {
             let excluded = Set(p.selection.exclude)
             let targets = PlanLoader.selectedHosts(p, inventory: loaded.inventory).filter { !excluded.contains($0.name) }
@@ -208,6 +211,7 @@ enum PlanPreviewRendering {
             for (i, b) in w.batches.prefix(maxBatchesShown).enumerated() {
                 let hosts = b.map { h -> String in
                     var s = h.name
+                    if let via = h.via { s += " via bastion \(via)" }
                     if !h.labels.isEmpty { s += " {" + h.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") + "}" }
                     if let r = h.currentRelease { s += " " + r }
                     if let b = h.sunreclaimBytes {

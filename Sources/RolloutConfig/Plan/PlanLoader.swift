@@ -190,9 +190,10 @@ extension PlanLoader {
     /// every problem of all of them at once. Reads files only.
     ///
     /// `sshConfig` (by default `~/.ssh/config`) is checked for the hosts the
-    /// plan selects: a `ProxyJump`/`ProxyCommand` that applies to one of them,
-    /// an `Include` that applies, or any `Match` is an error at the config's
-    /// file and line (rollctl would ignore them and dial the host directly).
+    /// plan selects: a `ProxyCommand` or a chain of bastions that applies to
+    /// one of them (or to its bastion), an `Include` that applies, or any
+    /// `Match` is an error at the config's file and line (rollctl would ignore
+    /// them and dial the host, or its bastion, directly).
     public static func loadChecked(path: String, inventoryPath: String? = nil,
                                    sshConfig: SSHConfig = SSHConfig.load()) throws -> LoadedPlan {
         var errors: [InputError] = []
