@@ -13,7 +13,43 @@ import SSH
 enum AnsibleInventory {
     /// Variables that set the connection, not labels.
     static let connectionVars: Set<String> = ["ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user",
-                                             "ansible_ssh_user", "ansible_ssh_private_key_file", "ansible_private_key_file"]
+                                             "ansible_ssh_user", "ansible_ssh_private_key_file", "ansible_private_key_file",
+                                             "ansible_ssh_common_args", "ansible_ssh_extra_args"]
+
+    /// The bastion in `ansible_ssh_common_args`/`ansible_ssh_extra_args` (`-o ProxyJump=b`,
+    /// `-o ProxyJump b`, `-J b`); any other option is refused, not ignored: rollctl passes no
+    /// ssh options (set them in ~/.ssh/config, which it reads, or in the inventory's keys).
+    static func jump(fromSSHArgs args: String) -> Result<InventoryJump?, Inventory.Problem> {
+        let words = AnsibleInventory.splitFields(args).map(unquote)
+        var jump: InventoryJump?
+        var i = 0
+        func take(_ value: String) -> Inventory.Problem? {
+            if value.lowercased() == "none" { jump = .direct; return nil }
+            switch JumpSpec.parse(value) {
+            case .success(let spec): jump = .through(spec); return nil
+            case .failure(let e): return Inventory.Problem("ProxyJump '\(Inventory.printable(value))': \(e)")
+            }
+        }
+        while i < words.count {
+            let w = words[i]
+            if w == "-J", i + 1 < words.count { if let e = take(words[i + 1]) { return .failure(e) }; i += 2; continue }
+            if w == "-o", i + 1 < words.count {
+                let opt = words[i + 1]
+                let (key, value): (String, String?) = {
+                    if let eq = opt.firstIndex(of: "=") { return (String(opt[..<eq]), String(opt[opt.index(after: eq)...])) }
+                    return (opt, i + 2 < words.count ? words[i + 2] : nil)
+                }()
+                if key.lowercased() == "proxyjump", let value {
+                    if let e = take(value) { return .failure(e) }
+                    i += opt.contains("=") ? 2 : 3
+                    continue
+                }
+                return .failure(Inventory.Problem("ssh option '\(Inventory.printable(opt))' is not passed by rollctl: set it in ~/.ssh/config (rollctl reads it) or use the inventory's own keys"))
+            }
+            return .failure(Inventory.Problem("'\(Inventory.printable(w))' is not an ssh option rollctl honours (only -o ProxyJump=… or -J …)"))
+        }
+        return .success(jump)
+    }
 
     /// INI by its name or its first section header.
     static func isINI(path: String, text: String) -> Bool {
@@ -357,6 +393,14 @@ enum AnsibleInventory {
                 let base = (c.path as NSString).deletingLastPathComponent
                 return t.hasPrefix("/") || base.isEmpty ? t : base + "/" + t
             }
+            var jump: InventoryJump?
+            for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+                guard let args = vars[key] else { continue }
+                switch Self.jump(fromSSHArgs: args) {
+                case .success(let j): if let j { jump = j }
+                case .failure(let why): c.error(line, 1, "\(key) of \(name): \(why.reason)")
+                }
+            }
             var labels: [String: String] = [:]
             let named = groups.filter { $0 != "all" && $0 != "ungrouped" }
             if !named.isEmpty { labels["group"] = named.joined(separator: ",") }
@@ -364,7 +408,7 @@ enum AnsibleInventory {
                 if Inventory.isValidLabel(k) && Inventory.isValidLabel(v) { labels[k] = v }
             }
             hosts.append(InventoryHost(name: name, address: address, port: port, user: user, identityFiles: key.map { [$0] },
-                                       labels: labels, line: line))
+                                       labels: labels, line: line, jump: jump))
         }
         if hosts.isEmpty && c.errors.isEmpty { c.error(1, 1, "the Ansible inventory lists no hosts") }
         var seenEndpoints: [String: String] = [:]
@@ -374,6 +418,15 @@ enum AnsibleInventory {
             seenEndpoints[ep] = h.name
         }
         if !c.errors.isEmpty { throw InputErrors(c.errors) }
-        return Inventory(path: c.path, defaults: InventoryDefaults(), hosts: hosts)
+        let inv = Inventory(path: c.path, defaults: InventoryDefaults(), hosts: hosts)
+        // The same rules as the inventory's own `jump:` (a bastion of the inventory has none of its own, ...).
+        let problems = inv.jumpProblems(hostJumps: hosts.map { h in h.jump == nil ? nil : Inventory.Place(line: h.line, column: 1) }, defaultsJump: nil)
+        if !problems.isEmpty { throw InputErrors(problems) }
+        return inv
     }
+}
+
+extension Inventory {
+    /// Why a value cannot be used (a message for an `InputError`).
+    struct Problem: Error { var reason: String; init(_ r: String) { reason = r } }
 }

@@ -246,12 +246,20 @@ public struct Inventory: Sendable {
     /// bastion that itself goes through a bastion (one level only), a value
     /// that is no address. `hostJumps[i]` is where host i's `jump` is written.
     func jumpProblems(hostJumps: [Mark?], defaultsJump: Mark?) -> [InputError] {
+        jumpProblems(hostJumps: hostJumps.map { $0.map { Place(line: $0.line, column: $0.column) } },
+                     defaultsJump: defaultsJump.map { Place(line: $0.line, column: $0.column) })
+    }
+
+    /// A line and column in the inventory file.
+    struct Place { var line: Int?; var column: Int? }
+
+    func jumpProblems(hostJumps: [Place?], defaultsJump: Place?) -> [InputError] {
         var errors: [InputError] = []
-        func error(_ at: Mark?, _ message: String, hint: String? = nil) {
+        func error(_ at: Place?, _ message: String, hint: String? = nil) {
             errors.append(InputError(file: path, line: at?.line, column: at?.column, message, hint: hint))
         }
         /// Problems with `spec` as a bastion outside the inventory (nil: it is a host of the inventory).
-        func outside(_ spec: JumpSpec, _ at: Mark?, _ what: String) -> Bool {
+        func outside(_ spec: JumpSpec, _ at: Place?, _ what: String) -> Bool {
             if host(named: spec.host) != nil { return false }
             if spec.user == nil && spec.port == nil && !spec.host.contains(".") && !spec.host.contains(":") {
                 error(at, "\(what) '\(Self.printable(spec.host))' is not a host of the inventory",

@@ -62,6 +62,10 @@ import Testing
         #expect(try errors("[web]\nw1 novalue\n") == ["2:4 'novalue' is not key=value"])
         #expect(try errors("# nothing\n[web]\n") == ["1:1 the Ansible inventory lists no hosts"])
         #expect(try errors("[a:children]\nb\n[b:children]\na\n[a]\nh1\n") == ["1:1 group 'a' is its own ancestor through children"])
+        // ansible_ssh_common_args: a ProxyJump is honoured (below); any other ssh option is refused, not ignored.
+        #expect(try errors("[web]\nw1 ansible_ssh_common_args='-o StrictHostKeyChecking=no'\n")
+                == ["2:1 ansible_ssh_common_args of w1: ssh option 'StrictHostKeyChecking=no' is not passed by rollctl: set it in ~/.ssh/config (rollctl reads it) or use the inventory's own keys"])
+        #expect(try errors("[web]\nw1 ansible_ssh_common_args='-o ProxyJump=a,b'\n").first?.contains("ansible_ssh_common_args of w1: ProxyJump 'a,b'") == true)
         // rollctl's own YAML is still rollctl's.
         #expect(try errors("hosts:\n  - {name: a, address: 192.0.2.1}\n", name: "inventory.yaml").isEmpty)
     }
@@ -73,5 +77,27 @@ import Testing
         try "[web]\nweb[08:11].example.com\ndb-[a:c]\nn[0:6:3]\n".write(toFile: dir + "/h.ini", atomically: true, encoding: .utf8)
         #expect(try Inventory.load(path: dir + "/h.ini").hosts.map(\.name)
                 == ["web08.example.com", "web09.example.com", "web10.example.com", "web11.example.com", "db-a", "db-b", "db-c", "n0", "n3", "n6"])
+    }
+
+    @Test func aProxyJumpInTheSSHArgsIsTheHostsBastion() throws {
+        let dir = NSTemporaryDirectory() + "rollctl-ansible-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try """
+        [bastions]
+        jump1 ansible_host=192.0.2.1
+
+        [web]
+        w1 ansible_host=10.0.0.1
+        w2 ansible_host=10.0.0.2 ansible_ssh_extra_args="-J admin@gw.example.net:2222"
+
+        [web:vars]
+        ansible_ssh_common_args='-o ProxyJump=jump1'
+        """.write(toFile: dir + "/h.ini", atomically: true, encoding: .utf8)
+        let h = byName(try Inventory.load(path: dir + "/h.ini"))
+        #expect(h["jump1"]?.jump == nil)
+        #expect(h["w1"]?.jump?.description == "jump1")
+        #expect(h["w2"]?.jump?.description == "admin@gw.example.net:2222")
+        #expect(h["w1"]?.labels.keys.contains("ansible_ssh_common_args") == false)
     }
 }
