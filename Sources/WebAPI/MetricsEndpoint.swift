@@ -131,6 +131,4 @@ public enum MetricsEndpoint {
                 : .notFound("rollctl serves /metrics only\n")
         }
     }
-
-    public static func parseListen(_ text: String) -> (host: String, port: Int)? { HTTPEndpoint.parseListen(text) }
 }

@@ -116,11 +116,6 @@ struct LiveView {
         return TimeText.parse(String(token))
     }
 
-    static func duration(_ seconds: Double) -> String {
-        let s = Int(max(0, seconds).rounded())
-        if s < 60 { return "\(s)s" }
-        if s < 3600 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
-        if s < 86400 { return "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" }
-        return "\(s / 86400)d\(s % 86400 / 3600)h"
-    }
+    /// `45s`, `3m20s`, `1h5m`: the project's one rendering (`PlanFormat.duration`), whole seconds.
+    static func duration(_ seconds: Double) -> String { PlanFormat.duration(.seconds(Int(max(0, seconds).rounded()))) }
 }

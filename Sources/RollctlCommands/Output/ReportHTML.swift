@@ -1,5 +1,6 @@
 import Foundation
 import Basics
+import RolloutConfig
 import HealthGate
 import Engine
 
@@ -256,13 +257,8 @@ enum ReportHTML {
     static func clamp(_ v: Double, _ lo: Double, _ hi: Double) -> Double { min(max(v, lo), hi) }
     static func bytes(_ v: Double) -> String { Quantity.formatBytes(UInt64(max(0, v))) }
     static func rate(_ perHour: Double) -> String { (perHour < 0 ? "-" : "") + Quantity.formatBytes(UInt64(abs(perHour))) + "/h" }
-    /// `45s`, `3m20s`, `1h05m`.
-    static func duration(_ seconds: Double) -> String {
-        let s = Int(max(0, seconds).rounded())
-        if s < 60 { return "\(s)s" }
-        if s < 3600 { return s % 60 == 0 ? "\(s / 60)m" : "\(s / 60)m\(String(format: "%02d", s % 60))s" }
-        return "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m"
-    }
+    /// `45s`, `3m20s`, `1h5m`: the project's one rendering (`PlanFormat.duration`), whole seconds.
+    static func duration(_ seconds: Double) -> String { PlanFormat.duration(.seconds(Int(max(0, seconds).rounded()))) }
 
     static let palette = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#ec4899", "#14b8a6", "#84cc16", "#f97316", "#6366f1"]
 

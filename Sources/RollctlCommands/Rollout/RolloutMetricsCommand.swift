@@ -29,7 +29,7 @@ struct MetricsOption: ParsableArguments {
     var listen: String?
 
     func validate() throws {
-        if let l = listen, MetricsEndpoint.parseListen(l) == nil {
+        if let l = listen, HTTPEndpoint.parseListen(l) == nil {
             throw ValidationError("--metrics-listen must be HOST:PORT (e.g. 127.0.0.1:9465), found '\(l)'")
         }
     }
@@ -37,7 +37,7 @@ struct MetricsOption: ParsableArguments {
     /// Binds the listener before any host is touched: a port in use is bad input (exit 2).
     /// `rolloutID()` names the rollout once it exists (plan apply creates it after the bind).
     func start(journal: Journal, rolloutID: @escaping @Sendable () -> String?) async throws -> HTTPEndpoint? {
-        guard let l = listen, let (host, port) = MetricsEndpoint.parseListen(l) else { return nil }
+        guard let l = listen, let (host, port) = HTTPEndpoint.parseListen(l) else { return nil }
         do {
             let endpoint = try await MetricsEndpoint.start(host: host, port: port) {
                 guard let id = rolloutID() else { return "# no rollout yet\n" }
