@@ -113,13 +113,15 @@ public struct Inventory: Sendable {
 
     /// Loads and validates an inventory. Throws `InputErrors` with every problem found.
     public static func load(path: String) throws -> Inventory {
-        // An Ansible inventory (INI or YAML) is read as one (AnsibleInventory).
-        if let data = FileManager.default.contents(atPath: path), data.count < 64 << 20 {
-            let text = String(decoding: data, as: UTF8.self)
-            if AnsibleInventory.looksLikeAnsible(path: path, text: text) { return try AnsibleInventory.load(path: path, text: text) }
-        }
         let reader = YAMLReader(file: path)
-        guard let root = reader.load(path: path) else { throw InputErrors(reader.errors) }
+        // Bounded first: a huge file is refused unread, whatever its format.
+        guard let data = reader.read(path: path) else { throw InputErrors(reader.errors) }
+        // An Ansible inventory (INI or YAML) is read as one (AnsibleInventory): INI is
+        // told by its text; YAML only after the reader's checks (binary, depth) passed.
+        let text = String(decoding: data, as: UTF8.self)
+        if AnsibleInventory.isINIOrScript(path: path, text: text) { return try AnsibleInventory.load(path: path, text: text) }
+        guard let root = reader.parse(data: data) else { throw InputErrors(reader.errors) }
+        if AnsibleInventory.isAnsibleYAML(path: path, root) { return try AnsibleInventory.load(path: path, text: text, node: root) }
         let inv = parse(root, path: path, reader: reader)
         if !reader.errors.isEmpty { throw InputErrors(reader.errors) }
         return inv!

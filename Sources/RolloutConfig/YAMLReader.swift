@@ -21,19 +21,47 @@ public final class YAMLReader {
 
     /// Reads and parses a file into its root node; problems are recorded, nil returned.
     public func load(path: String) -> Node? {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            var isDir: ObjCBool = false
-            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
-            errors.append(InputError(file: file, exists ? (isDir.boolValue ? "is a directory, not a file" : "cannot be read (permissions?)") : "no such file"))
+        guard let data = read(path: path) else { return nil }
+        return parse(data: data)
+    }
+
+    /// The file's bytes, its size checked before a byte is read: a file over
+    /// `maxBytes` is refused unread. Problems are recorded, nil returned.
+    public func read(path: String) -> Data? {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            errors.append(InputError(file: file, "no such file"))
             return nil
         }
-        return parse(data: data)
+        if isDir.boolValue {
+            errors.append(InputError(file: file, "is a directory, not a file"))
+            return nil
+        }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > Self.maxBytes {
+            errors.append(Self.tooLarge(file, size))
+            return nil
+        }
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            errors.append(InputError(file: file, "cannot be read (permissions?)"))
+            return nil
+        }
+        defer { try? handle.close() }
+        // A file that grows (or a FIFO) is still read no further than one byte past the cap.
+        let data = (try? handle.read(upToCount: Self.maxBytes + 1)) ?? Data()
+        if data.count > Self.maxBytes {
+            errors.append(Self.tooLarge(file, data.count))
+            return nil
+        }
+        return data
+    }
+
+    static func tooLarge(_ file: String, _ bytes: Int) -> InputError {
+        InputError(file: file, "file is \(bytes / 1024) KiB; rollctl reads at most \(maxBytes / 1024 / 1024) MiB", hint: "is this the right file?")
     }
 
     public func parse(data: Data) -> Node? {
         if data.count > Self.maxBytes {
-            errors.append(InputError(file: file, "file is \(data.count / 1024) KiB; rollctl reads at most \(Self.maxBytes / 1024 / 1024) MiB",
-                                     hint: "is this the right file?"))
+            errors.append(Self.tooLarge(file, data.count))
             return nil
         }
         if let nul = data.firstIndex(of: 0) {

@@ -194,6 +194,12 @@ final class Freezer: @unchecked Sendable {
         return commands < limit
     }
     var count: Int { lock.lock(); defer { lock.unlock() }; return commands }
+    /// How the driver behind this gate ended, if it did (it should freeze, not end).
+    private var outcome: String?
+    var ended: String? {
+        get { lock.lock(); defer { lock.unlock() }; return outcome }
+        set { lock.lock(); outcome = newValue; lock.unlock() }
+    }
 }
 
 struct FrozenHost: RemoteHost {
@@ -230,12 +236,18 @@ extension EngineTests {
             // stalled process must before it may write again (its gate's watchdog fires after 1 s).
             let first = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: f.journal,
                                      transport: { FrozenHost(host: sims[$0.name]!, freezer: freezer) }, leaseTTL: .milliseconds(600), identity: dead)
-            let run = Task { try await first.run() }
+            let run = Task {
+                do { freezer.ended = "with \(try await first.run())" } catch { freezer.ended = "with an error: \(error)" }
+            }
             // Wait until the first driver is stuck, or done (N is past the rollout's last command).
             var finished = false
             let deadline = ContinuousClock.now + .seconds(20)
             while freezer.count < n {
                 if try f.journal.rollout(id)?.state == .completed { finished = true; break }
+                if let how = freezer.ended, freezer.count < n {
+                    Issue.record("the first driver ended \(how) after \(freezer.count) host commands, before it froze (N = \(n))")
+                    finished = true; break
+                }
                 if ContinuousClock.now > deadline { Issue.record("the first driver neither froze nor finished (N = \(n))"); finished = true; break }
                 try await Task.sleep(for: .milliseconds(5))
             }

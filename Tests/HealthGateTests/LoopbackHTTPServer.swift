@@ -48,6 +48,7 @@ final class LoopbackHTTPServer: @unchecked Sendable {
     private var held: [Int32] = []
     private var accepted = 0
     private var received: [String] = []
+    private var closes: [ContinuousClock.Instant] = []
     private var stopped = false
 
     /// `behaviour` gets the index of the connection (0, 1, …).
@@ -76,6 +77,10 @@ final class LoopbackHTTPServer: @unchecked Sendable {
     var url: HTTPURL { HTTPURL(host: "127.0.0.1", port: port, path: "/test-site") }
 
     var connections: Int { lock.lock(); defer { lock.unlock() }; return accepted }
+
+    /// When the probe closed each hung connection, seen from this server's own thread
+    /// (so a busy cooperative pool in the test process does not move it).
+    var closedAt: [ContinuousClock.Instant] { lock.lock(); defer { lock.unlock() }; return closes }
 
     /// Every request received, verbatim (header and anything sent after it).
     var requests: [String] { lock.lock(); defer { lock.unlock() }; return received }
@@ -142,6 +147,7 @@ final class LoopbackHTTPServer: @unchecked Sendable {
             close(fd)
         case .hang:
             hold(fd)
+            watchForClose(fd)
         case .reset, .resetAtOnce:
             reset(fd)
         case .garbage:
@@ -186,6 +192,22 @@ final class LoopbackHTTPServer: @unchecked Sendable {
         if stopped { lock.unlock(); close(fd); return }
         held.append(fd)
         lock.unlock()
+    }
+
+    /// Waits (on this connection's thread) for the peer to close a held connection.
+    private func watchForClose(_ fd: Int32) {
+        var buf = [UInt8](repeating: 0, count: 512)
+        while !isStopped {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) > 0 else { continue }
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)) { continue }
+            let now = ContinuousClock.now
+            lock.lock()
+            closes.append(now)
+            lock.unlock()
+            return
+        }
     }
 
     private func reset(_ fd: Int32) {

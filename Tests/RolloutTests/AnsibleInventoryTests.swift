@@ -100,4 +100,18 @@ import Testing
         #expect(h["w2"]?.jump?.description == "admin@gw.example.net:2222")
         #expect(h["w1"]?.labels.keys.contains("ansible_ssh_common_args") == false)
     }
+
+    /// The size cap holds for Ansible's formats too: a 5 MiB INI or YAML inventory is refused
+    /// before it is read, not parsed whole (it once was, under a 64 MiB cap of its own).
+    @Test(arguments: ["ini", "yml"])
+    func aHugeAnsibleInventoryIsRefusedUnread(_ ext: String) throws {
+        let path = NSTemporaryDirectory() + "rollctl-5mb-ansible-\(getpid()).\(ext)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let head = ext == "ini" ? "[web]\n" : "all:\n  hosts:\n"
+        let line = ext == "ini" ? "web-000000 ansible_host=10.0.0.1\n" : "    web-000000: {ansible_host: 10.0.0.1}\n"
+        let text = head + String(repeating: line, count: (5 << 20) / line.utf8.count + 1)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let e = try #require(throws: InputErrors.self) { try Inventory.load(path: path) }
+        #expect(e.errors.map(\.message) == ["file is \(text.utf8.count / 1024) KiB; rollctl reads at most 4 MiB"])
+    }
 }
