@@ -4,7 +4,11 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 # The monitoring e2e tests start their own Prometheus and Alertmanager (Debian's binaries); the
 # report's test renders it in headless Chromium. All three come without their recommends.
 MONITORING_APT := prometheus prometheus-alertmanager chromium tmux
-APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl curl $(MONITORING_APT)
+# The PostgreSQL journal: libpq to build against; the tests start their own server (initdb into a
+# temporary folder, their own loopback port), so the package's own cluster is never used.
+POSTGRES_APT := libpq-dev postgresql
+NO_RECOMMENDS_APT := $(MONITORING_APT) $(POSTGRES_APT)
+APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev $(POSTGRES_APT) openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl curl $(MONITORING_APT)
 SWIFT_TEST_FLAGS ?=
 
 .PHONY: deps build test demo bench test-vm clean
@@ -12,10 +16,10 @@ SWIFT_TEST_FLAGS ?=
 ## deps: install the Debian packages the build and tests need (root), make sshd's run dir.
 ## prometheus recommends prometheus-node-exporter, whose service listens on :9100 on every address:
 ## fleetsim then refuses its hosts' <address>:9100. So the monitoring packages come without their
-## recommends, and a node_exporter already running on *:9100 is stopped and disabled (systemd).
+## recommends (and so do libpq-dev and postgresql), and a node_exporter already running on *:9100 is stopped and disabled (systemd).
 deps:
 	@missing=""; bare=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 && continue; \
-	  case " $(MONITORING_APT) " in *" $$p "*) bare="$$bare $$p";; *) missing="$$missing $$p";; esac; done; \
+	  case " $(NO_RECOMMENDS_APT) " in *" $$p "*) bare="$$bare $$p";; *) missing="$$missing $$p";; esac; done; \
 	if [ -n "$$missing$$bare" ]; then \
 	  echo "installing:$$missing$$bare"; \
 	  apt-get update -qq || exit 1; \

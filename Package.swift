@@ -41,6 +41,15 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        // libpq (PostgreSQL's own client library): the journal's PostgreSQL backend. Its blocking
+        // calls fit the journal's synchronous API; docs/architecture.md says why not postgres-nio.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        // Swift face of libpq: sessions, parameterised statements, transactions, SQLSTATE errors.
+        .target(name: "Postgres", dependencies: ["CLibPQ"]),
         // Network I/O: TCP connect with a deadline, line connections, TLS, one HTTP response
         // reader and one URL type (the probe and the webhook share them), SHA-256.
         .target(name: "NetIO", dependencies: ["Basics", "COpenSSL"]),
@@ -67,7 +76,7 @@ let package = Package(
         ]),
         // The journal: storage, migrations, the outbox, typed states, the driver lease.
         .target(name: "RolloutJournal", dependencies: [
-            "Basics", "RolloutConfig",
+            "Basics", "RolloutConfig", "Postgres",
             .product(name: "GRDB", package: "GRDB.swift"),
         ]),
         // Customer notices: sender, templates, mail message, SMTP, webhook.
@@ -111,7 +120,10 @@ let package = Package(
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics", "WebAPI"]),
-        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting"], exclude: ["corpus", "ansible", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
+        // Test support: a real PostgreSQL server (Debian's postgresql) in a temporary folder, on a loopback port.
+        .target(name: "PostgresTesting", dependencies: ["SSHTesting"], path: "Tests/PostgresTesting"),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "PostgresTesting"]),
+        .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting", "PostgresTesting"], exclude: ["corpus", "ansible", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
         .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "RolloutConfig", "RolloutJournal", "Engine"]),
         // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.
         .testTarget(name: "RollctlCommandsTests", dependencies: ["RollctlCommands"]),

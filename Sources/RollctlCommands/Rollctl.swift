@@ -23,7 +23,7 @@ public struct Rollctl: AsyncParsableCommand {
         2 bad input (nothing was run); 3 halted by a health gate or failure budget; 4 interrupted (resumable).
         """,
         version: "0.1.0",
-        subcommands: [Fleet.self, PlanCommand.self, RolloutGroup.self, KernelGroup.self, GateGroup.self, ServeCommand.self]
+        subcommands: [Fleet.self, PlanCommand.self, RolloutGroup.self, KernelGroup.self, GateGroup.self, JournalGroup.self, ServeCommand.self]
     )
 
     public init() {}

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Basics
 
 /// Who drives a rollout: the machine, the process and that process's start time
@@ -70,8 +69,8 @@ public struct LeaseHeld: Error, Sendable, CustomStringConvertible {
 }
 
 extension Journal {
-    static func migrateLease(_ db: Database) throws {
-        try db.execute(sql: """
+    static func migrateLease(_ db: SQLTx) throws {
+        try db.script("""
         ALTER TABLE rollout ADD COLUMN lease_token TEXT;      -- the driving run's random token (NULL: nobody drives)
         ALTER TABLE rollout ADD COLUMN lease_host TEXT;       -- its machine
         ALTER TABLE rollout ADD COLUMN lease_pid INTEGER;     -- its process
@@ -83,12 +82,12 @@ extension Journal {
         ALTER TABLE host_lock ADD COLUMN name TEXT;           -- the host's inventory name
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         """)
-        try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('journal_id', ?)", arguments: [UUID().uuidString.lowercased()])
+        try db.execute("INSERT INTO meta (key, value) VALUES ('journal_id', ?)", [UUID().uuidString.lowercased()])
     }
 
     static func parseTimestamp(_ s: String) -> Date? { try? Date(s, strategy: timestampStyle) }
 
-    static func lease(from row: Row) -> LeaseRow? {
+    static func lease(from row: SQLRow) -> LeaseRow? {
         guard let token: String = row["lease_token"] else { return nil }
         let holder = DriverIdentity(host: row["lease_host"] ?? "?", pid: row["lease_pid"] ?? 0,
                                     startTime: UInt64(row["lease_start"] as Int64? ?? 0), token: token)
@@ -97,12 +96,12 @@ extension Journal {
 
     /// This journal's identity (written once, at its creation): host leases name it.
     public func journalID() throws -> String {
-        try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'journal_id'") ?? "?" }
+        try store.read { db in try db.one("SELECT value FROM meta WHERE key = 'journal_id'").map { $0[0] as String } ?? "?" }
     }
 
     /// The rollout's lease, if any process holds one (live or not).
     public func lease(_ rolloutID: String) throws -> LeaseRow? {
-        try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [rolloutID]).flatMap(Self.lease(from:)) }
+        try store.read { db in try db.one("SELECT * FROM rollout WHERE id = ?", [rolloutID]).flatMap(Self.lease(from:)) }
     }
 
     /// Takes the right to drive the rollout, in one (IMMEDIATE) transaction: of any
@@ -110,11 +109,11 @@ extension Journal {
     /// live process is never taken (`LeaseHeld`); a dead holder's is taken over and
     /// journaled. Re-taking one's own lease renews it.
     public func acquireLease(_ rolloutID: String, as me: DriverIdentity = .current, ttl: Duration = .seconds(60)) throws {
-        try pool.write { db in try self.acquireLease(db, rolloutID, as: me, ttl: ttl) }
+        try store.write { db in try self.acquireLease(db, rolloutID, as: me, ttl: ttl) }
     }
 
-    func acquireLease(_ db: Database, _ rolloutID: String, as me: DriverIdentity, ttl: Duration) throws {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [rolloutID]) else {
+    func acquireLease(_ db: SQLTx, _ rolloutID: String, as me: DriverIdentity, ttl: Duration) throws {
+        guard let row = try db.one("SELECT * FROM rollout WHERE id = ?", [rolloutID]) else {
             throw JournalError("no rollout \(rolloutID)")
         }
         let now = Date()
@@ -125,41 +124,41 @@ extension Journal {
         }
         let stamp = Self.timestampStyle.format(now)
         let expires = Self.timestampStyle.format(now.addingTimeInterval(ttl.seconds))
-        try db.execute(sql: """
+        try db.execute("""
             UPDATE rollout SET lease_token = ?, lease_host = ?, lease_pid = ?, lease_start = ?,
               lease_since = CASE WHEN lease_token = ? THEN lease_since ELSE ? END,
               lease_heartbeat = ?, lease_expires = ?, pid = ?, stop_requested = NULL, updated_at = ? WHERE id = ?
-            """, arguments: [me.token, me.host, me.pid, Int64(me.startTime), me.token, stamp, stamp, expires, me.pid, stamp, rolloutID])
+            """, [me.token, me.host, me.pid, Int64(me.startTime), me.token, stamp, stamp, expires, me.pid, stamp, rolloutID])
     }
 
     /// Extends one's lease by `ttl`. Returns false when it is not ours any more
     /// (taken over): the caller must stop touching hosts at once. `stopRequested`
     /// is true when someone asked the driver to stop (`rollout abort` from anywhere).
     public func renewLease(_ rolloutID: String, as me: DriverIdentity = .current, ttl: Duration = .seconds(60)) throws -> (held: Bool, stopRequested: Bool) {
-        try pool.write { db in
+        try store.write { db in
             let now = Date()
-            try db.execute(sql: "UPDATE rollout SET lease_heartbeat = ?, lease_expires = ? WHERE id = ? AND lease_token = ?",
-                           arguments: [Self.timestampStyle.format(now), Self.timestampStyle.format(now.addingTimeInterval(ttl.seconds)), rolloutID, me.token])
-            let held = db.changesCount == 1
-            let stop = try String.fetchOne(db, sql: "SELECT stop_requested FROM rollout WHERE id = ?", arguments: [rolloutID]) != nil
+            let changed = try db.execute("UPDATE rollout SET lease_heartbeat = ?, lease_expires = ? WHERE id = ? AND lease_token = ?",
+                           [Self.timestampStyle.format(now), Self.timestampStyle.format(now.addingTimeInterval(ttl.seconds)), rolloutID, me.token])
+            let held = changed == 1
+            let stop = try db.one("SELECT stop_requested FROM rollout WHERE id = ?", [rolloutID]).flatMap { $0[0] as String? } != nil
             return (held, stop)
         }
     }
 
     /// Gives the lease up (only one's own).
     public func releaseLease(_ rolloutID: String, as me: DriverIdentity = .current) throws {
-        try pool.write { db in
-            try db.execute(sql: """
+        try store.write { db in
+            try db.execute("""
                 UPDATE rollout SET lease_token = NULL, lease_host = NULL, lease_pid = NULL, lease_start = NULL, lease_since = NULL,
                   lease_heartbeat = NULL, lease_expires = NULL, pid = NULL WHERE id = ? AND lease_token = ?
-                """, arguments: [rolloutID, me.token])
+                """, [rolloutID, me.token])
         }
     }
 
     /// Asks whoever drives the rollout to stop after its steps in flight (seen at its next heartbeat).
     public func requestStop(_ rolloutID: String, by who: String) throws {
-        try pool.write { db in
-            try db.execute(sql: "UPDATE rollout SET stop_requested = ? WHERE id = ?", arguments: [who, rolloutID])
+        try store.write { db in
+            try db.execute("UPDATE rollout SET stop_requested = ? WHERE id = ?", [who, rolloutID])
             try self.insertEvent(db, rolloutID, host: nil, kind: .info, "stop requested by \(who)", data: nil)
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Basics
 
 /// One run of a plan hook: journaled as `running` before it starts (the intent) and with its
@@ -23,8 +22,8 @@ public struct HookRunRow: Sendable, Equatable {
 }
 
 extension Journal {
-    static func migrateHooks(_ db: Database) throws {
-        try db.execute(sql: """
+    static func migrateHooks(_ db: SQLTx) throws {
+        try db.script("""
         CREATE TABLE hook_run (
           rollout_id TEXT NOT NULL REFERENCES rollout(id),
           host TEXT NOT NULL,          -- inventory name; '' for on_halt (the rollout's)
@@ -43,20 +42,20 @@ extension Journal {
     }
 
     public func hookRun(_ rolloutID: String, host: String, phase: String, wave: Int, index: Int) throws -> HookRunRow? {
-        try pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM hook_run WHERE rollout_id = ? AND host = ? AND phase = ? AND wave = ? AND idx = ?",
-                             arguments: [rolloutID, host, phase, wave, index]).map(Self.hookRun(from:))
+        try store.read { db in
+            try db.one("SELECT * FROM hook_run WHERE rollout_id = ? AND host = ? AND phase = ? AND wave = ? AND idx = ?",
+                             [rolloutID, host, phase, wave, index]).map(Self.hookRun(from:))
         }
     }
 
     public func hookRuns(_ rolloutID: String) throws -> [HookRunRow] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM hook_run WHERE rollout_id = ? ORDER BY started_at, host, phase, idx", arguments: [rolloutID])
+        try store.read { db in
+            try db.all("SELECT * FROM hook_run WHERE rollout_id = ? ORDER BY started_at, host, phase, idx", [rolloutID])
                 .map(Self.hookRun(from:))
         }
     }
 
-    static func hookRun(from row: Row) -> HookRunRow {
+    static func hookRun(from row: SQLRow) -> HookRunRow {
         HookRunRow(host: row["host"], phase: row["phase"], wave: row["wave"], index: row["idx"],
                    status: HookRunRow.Status(rawValue: row["status"]) ?? .failed, exitStatus: row["exit_status"],
                    output: row["output"], error: row["error"], startedAt: row["started_at"], endedAt: row["ended_at"])
@@ -65,9 +64,11 @@ extension Journal {
     /// The intent: the hook is about to run (again, when a resume found its outcome unknown).
     public func hookStarting(_ rolloutID: String, host: String, phase: String, wave: Int, index: Int, command: String) async throws {
         try await group.submit { db in
-            try db.execute(sql: """
-                INSERT OR REPLACE INTO hook_run (rollout_id, host, phase, wave, idx, status, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)
-                """, arguments: [rolloutID, host, phase, wave, index, self.now()])
+            try db.execute("""
+                INSERT INTO hook_run (rollout_id, host, phase, wave, idx, status, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)
+                ON CONFLICT (rollout_id, host, phase, wave, idx) DO UPDATE SET status = 'running', started_at = excluded.started_at,
+                  exit_status = NULL, output = NULL, error = NULL, ended_at = NULL
+                """, [rolloutID, host, phase, wave, index, self.now()])
             try self.insertEvent(db, rolloutID, host: host.isEmpty ? nil : host, kind: .intent, "hook \(phase)[\(index)]: run `\(command.prefix(200))`",
                                  data: Self.jsonObject(["phase": phase, "index": "\(index)"]))
         }
@@ -78,10 +79,10 @@ extension Journal {
                           exitStatus: Int?, output: String, error: String?) async throws {
         let tail = String(decoding: output.utf8.suffix(HookRunRow.outputCap), as: UTF8.self)
         try await group.submit { db in
-            try db.execute(sql: """
+            try db.execute("""
                 UPDATE hook_run SET status = ?, exit_status = ?, output = ?, error = ?, ended_at = ?
                 WHERE rollout_id = ? AND host = ? AND phase = ? AND wave = ? AND idx = ?
-                """, arguments: [status.rawValue, exitStatus, tail, error, self.now(), rolloutID, host, phase, wave, index])
+                """, [status.rawValue, exitStatus, tail, error, self.now(), rolloutID, host, phase, wave, index])
             let what = error ?? exitStatus.map { "exit \($0)" } ?? "done"
             try self.insertEvent(db, rolloutID, host: host.isEmpty ? nil : host, kind: .outcome, "hook \(phase)[\(index)]: \(status.rawValue) (\(what))",
                                  data: Self.jsonObject(["phase": phase, "index": "\(index)", "status": status.rawValue, "exit": exitStatus.map(String.init) ?? ""]))

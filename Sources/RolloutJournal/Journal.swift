@@ -1,15 +1,18 @@
 import Foundation
 import GRDB
+import Postgres
 import Basics
 import RolloutConfig
 
-/// The durable record of every rollout: SQLite (WAL) through GRDB, one file,
-/// mode 0600. Every transition is written before the side effect it announces
-/// (the intent) and its outcome after, so a resumed run knows what happened.
-/// Readable with the `sqlite3` shell; the schema is in docs/journal.md.
+/// The durable record of every rollout: SQLite (WAL) through GRDB, one file, mode 0600
+/// (the default), or a PostgreSQL database shared by several machines (libpq). Every
+/// transition is written before the side effect it announces (the intent) and its outcome
+/// after, so a resumed run knows what happened. The same schema, migrations and semantics
+/// on both; the schema is in docs/journal.md.
 public final class Journal: Sendable {
+    /// The SQLite file's path, or the PostgreSQL URL (which never holds a password).
     public let path: String
-    let pool: DatabasePool
+    let store: JournalStore
     let group: GroupCommit
     /// The time its timestamps are written in, and the time the rollouts it drives run on
     /// (the orchestrator and the notices read it here, so the three always agree). The
@@ -49,8 +52,9 @@ public final class Journal: Sendable {
         defer { _ = flock(fd, LOCK_UN) }
         var config = Configuration()
         config.busyMode = .timeout(10)
-        pool = try DatabasePool(path: path, configuration: config)
-        group = GroupCommit(pool: pool)
+        let pool = try DatabasePool(path: path, configuration: config)
+        store = JournalStore(backend: .sqlite(pool))
+        group = GroupCommit(store: store)
         // FULL, not GRDB's WAL default NORMAL: a commit is on disk before the side effect
         // it announces (a reboot), also across a power cut of the machine running rollctl.
         // Group commit keeps the syncs near one per step of a batch, not one per host.
@@ -59,10 +63,59 @@ public final class Journal: Sendable {
         try Self.migrator.migrate(pool)
     }
 
+    /// A journal in PostgreSQL (`location` checked by `JournalLocation`). The migrations run
+    /// in one transaction under an advisory lock, so of several processes starting at once
+    /// one applies them and the others find them applied.
+    public init(postgres location: JournalLocation.PostgresURL, clock: any RolloutClock = SystemClock()) throws {
+        path = location.display
+        self.clock = clock
+        let pg: PostgresStore
+        do { pg = try PostgresStore(conninfo: location.conninfo) } catch let e as PostgresError {
+            throw JournalError("cannot connect to the journal \(location.display): \(e)")
+        }
+        store = JournalStore(backend: .postgres(pg))
+        group = GroupCommit(store: store)
+        try Self.migratePostgres(pg)
+    }
+
+    /// Opens the journal wherever `location` says.
+    public convenience init(location: JournalLocation, clock: any RolloutClock = SystemClock()) throws {
+        switch location {
+        case .sqlite(let path): try self.init(path: path, clock: clock)
+        case .postgres(let url): try self.init(postgres: url, clock: clock)
+        }
+    }
+
+    /// SQLite keeps GRDB's migrator (and its `grdb_migrations` table), as every existing journal has it.
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
-        m.registerMigration("v1") { db in
-            try db.execute(sql: """
+        for (id, run) in migrations { m.registerMigration(id) { db in try run(SQLTx(.sqlite(db))) } }
+        return m
+    }
+
+    /// PostgreSQL: the same migrations and the same bookkeeping table as GRDB's (`grdb_migrations`,
+    /// one row per applied identifier), so both backends hold the same tables.
+    static func migratePostgres(_ pg: PostgresStore) throws {
+        try pg.migrating { c in
+            try c.executeScript("CREATE TABLE IF NOT EXISTS grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)")
+            let r = try c.execute("SELECT identifier FROM grdb_migrations")
+            let applied = Set((0..<r.rowCount).compactMap { r.value(row: $0, column: 0) })
+            let known = Set(migrations.map(\.0))
+            if let unknown = applied.subtracting(known).sorted().first {
+                throw JournalError("the journal has migration '\(unknown)', which this rollctl does not know (written by a newer rollctl?)")
+            }
+            for (id, run) in migrations where !applied.contains(id) {
+                try run(SQLTx(.postgres(c, pg)))
+                try c.execute("INSERT INTO grdb_migrations (identifier) VALUES ($1)", [.text(id)])
+            }
+        }
+    }
+
+    /// The schema's versions, in order, each applied once (docs/journal.md lists them).
+    /// Written in SQLite's spelling; `SQLTx.script` adapts the types for PostgreSQL.
+    static let migrations: [(String, @Sendable (SQLTx) throws -> Void)] = [
+        ("v1", { db in
+            try db.script("""
             CREATE TABLE rollout (
               id TEXT PRIMARY KEY,
               plan_name TEXT NOT NULL,
@@ -126,28 +179,27 @@ public final class Journal: Sendable {
               acquired_at TEXT NOT NULL
             );
             """)
-        }
-        m.registerMigration("v2-outbox") { db in try Journal.migrateOutbox(db) }
-        m.registerMigration("v3-host-indexes") { db in
+        }),
+        ("v2-outbox", { db in try Journal.migrateOutbox(db) }),
+        ("v3-host-indexes", { db in
             // The orchestrator reads one wave's hosts at every step and counts failed
             // hosts after every batch: without these, each is a scan of the rollout.
-            try db.execute(sql: "CREATE INDEX host_wave ON host(rollout_id, wave); CREATE INDEX host_state ON host(rollout_id, state)")
-        }
-        m.registerMigration("v4-lease") { db in try Journal.migrateLease(db) }
-        m.registerMigration("v5-notice-windows") { db in
+            try db.script("CREATE INDEX host_wave ON host(rollout_id, wave); CREATE INDEX host_state ON host(rollout_id, state)")
+        }),
+        ("v4-lease", { db in try Journal.migrateLease(db) }),
+        ("v5-notice-windows", { db in
             // The window each maintenance notice stated (what the orchestrator must keep).
-            try db.execute(sql: "ALTER TABLE notice ADD COLUMN window_start TEXT; ALTER TABLE notice ADD COLUMN window_end TEXT")
-        }
-        m.registerMigration("v6-pauses") { db in try Journal.migratePauses(db) }
-        m.registerMigration("v7-start-at") { db in
+            try db.script("ALTER TABLE notice ADD COLUMN window_start TEXT; ALTER TABLE notice ADD COLUMN window_end TEXT")
+        }),
+        ("v6-pauses", { db in try Journal.migratePauses(db) }),
+        ("v7-start-at", { db in
             // `plan apply --at`: no step before this moment (the locks and the lease are held from creation).
-            try db.execute(sql: "ALTER TABLE rollout ADD COLUMN start_at TEXT")
-        }
-        m.registerMigration("v8-hooks") { db in try Journal.migrateHooks(db) }
-        m.registerMigration("v9-known-bad") { db in try Journal.migrateKnownBad(db) }
-        m.registerMigration("v10-silences") { db in try Journal.migrateSilences(db) }
-        return m
-    }
+            try db.script("ALTER TABLE rollout ADD COLUMN start_at TEXT")
+        }),
+        ("v8-hooks", { db in try Journal.migrateHooks(db) }),
+        ("v9-known-bad", { db in try Journal.migrateKnownBad(db) }),
+        ("v10-silences", { db in try Journal.migrateSilences(db) }),
+    ]
 
     /// A value-type formatter made once (building an ISO8601DateFormatter per timestamp
     /// was half the cost of a journal write in bench/core.sh).
@@ -176,7 +228,7 @@ public final class Journal: Sendable {
         /// Who drives it now (or last did, if that process died without releasing).
         public var lease: LeaseRow?
 
-        init(row: Row) throws {
+        init(row: SQLRow) throws {
             id = row["id"]; planName = row["plan_name"]; planPath = row["plan_path"]; planText = row["plan_text"]
             planHash = row["plan_hash"]; targetRelease = row["target_release"]
             let raw: String = row["state"]
@@ -211,7 +263,7 @@ public final class Journal: Sendable {
         /// case-insensitive lookup per column: a fifth of a 10k-host rollout's CPU).
         static let columns = "name, address, wave, batch, state, reason, release_before, boot_id_before, grub_entry_before, grub_entry_after, release_after, boot_id_after, reboots, last_error, updated_at"
 
-        init(row: Row) throws {
+        init(row: SQLRow) throws {
             name = row[0]; address = row[1]; wave = row[2]; batch = row[3]
             let raw: String = row[4]
             guard let st = HostState(rawValue: raw) else { throw JournalError("host \(name): unknown state '\(raw)' in the journal (written by a newer rollctl?)") }
@@ -234,41 +286,41 @@ public final class Journal: Sendable {
     /// in one transaction: either everything is journaled, or nothing.
     public func createRollout(id: String, plan: Plan, planHash: String, hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)],
                               waves: Int, driver: DriverIdentity = .current, ttl: Duration = .seconds(60), startAt: Date? = nil) throws {
-        try pool.write { db in
+        try store.write { db in
             let now = self.now()
             let locked = hosts.filter { $0.wave != nil }
             let lockKeys = locked.map(\.lockKey)
             try Self.checkLocks(db, keys: lockKeys, except: nil)
-            try db.execute(sql: """
+            try db.execute("""
                 INSERT INTO rollout (id, plan_name, plan_path, plan_text, plan_hash, target_release, state, started_by, started_at, updated_at, pid, start_at)
                 VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
-                """, arguments: [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, driver.pid,
+                """, [id, plan.name, plan.path, plan.text, planHash, plan.kernel.release, Self.whoami(), now, now, driver.pid,
                                  startAt.map { Self.timestampStyle.format($0) }])
             try self.acquireLease(db, id, as: driver, ttl: ttl)
             for w in 0..<waves {
-                try db.execute(sql: "INSERT INTO wave (rollout_id, number, state) VALUES (?, ?, 'pending')", arguments: [id, w + 1])
+                try db.execute("INSERT INTO wave (rollout_id, number, state) VALUES (?, ?, 'pending')", [id, w + 1])
             }
             for h in hosts {
-                try db.execute(sql: """
+                try db.execute("""
                     INSERT INTO host (rollout_id, name, address, wave, batch, state, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [id, h.name, h.address, h.wave, h.batch, h.state.rawValue, h.reason, now])
+                    """, [id, h.name, h.address, h.wave, h.batch, h.state.rawValue, h.reason, now])
             }
             for h in locked {
-                try db.execute(sql: "INSERT INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)", arguments: [h.lockKey, id, now, h.name])
+                try db.execute("INSERT INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)", [h.lockKey, id, now, h.name])
             }
-            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
-                           arguments: [id, now, "rollout created: plan '\(plan.name)' → \(plan.kernel.release), \(waves) waves, \(lockKeys.count) hosts"
+            try db.execute("INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
+                           [id, now, "rollout created: plan '\(plan.name)' → \(plan.kernel.release), \(waves) waves, \(lockKeys.count) hosts"
                                        + (startAt.map { ", to start at \(Self.timestampStyle.format($0))" } ?? "")])
         }
     }
 
-    static func checkLocks(_ db: Database, keys: [String], except: String?) throws {
+    static func checkLocks(_ db: SQLTx, keys: [String], except: String?) throws {
         guard !keys.isEmpty else { return }
         var held: [String: [String]] = [:]
         for chunk in stride(from: 0, to: keys.count, by: 500) {
             let part = Array(keys[chunk..<min(chunk + 500, keys.count)])
             let marks = part.map { _ in "?" }.joined(separator: ",")
-            let rows = try Row.fetchAll(db, sql: "SELECT host, name, rollout_id FROM host_lock WHERE host IN (\(marks))", arguments: StatementArguments(part))
+            let rows = try db.all("SELECT host, name, rollout_id FROM host_lock WHERE host IN (\(marks))", (part))
             for r in rows {
                 let owner: String = r["rollout_id"]
                 let key: String = r["host"]
@@ -276,13 +328,13 @@ public final class Journal: Sendable {
                 if owner != except { held[owner, default: []].append(name.map { "\($0) (\(key))" } ?? key) }
             }
         }
-        if let (owner, hosts) = held.first, let row = try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [owner]) {
+        if let (owner, hosts) = held.first, let row = try db.one("SELECT * FROM rollout WHERE id = ?", [owner]) {
             throw LockConflict(hosts: hosts.sorted(), holder: try RolloutRow(row: row))
         }
     }
 
     public func releaseLocks(rolloutID: String) throws {
-        try pool.write { db in try db.execute(sql: "DELETE FROM host_lock WHERE rollout_id = ?", arguments: [rolloutID]) }
+        try store.write { db in try db.execute("DELETE FROM host_lock WHERE rollout_id = ?", [rolloutID]) }
     }
 
     /// Releases the locks of the rollout's hosts that reached a final state (committed,
@@ -290,8 +342,8 @@ public final class Journal: Sendable {
     /// need a person (rollback failed, changed and failed) stay locked. Returns those.
     @discardableResult
     public func releaseSettledLocks(rolloutID: String) throws -> [String] {
-        try pool.write { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT name, state, release_before FROM host WHERE rollout_id = ?", arguments: [rolloutID])
+        try store.write { db in
+            let rows = try db.all("SELECT name, state, release_before FROM host WHERE rollout_id = ?", [rolloutID])
             var keep: [String] = []
             for r in rows {
                 let name: String = r["name"]
@@ -301,7 +353,7 @@ public final class Journal: Sendable {
             }
             let marks = keep.map { _ in "?" }.joined(separator: ",")
             let cond = keep.isEmpty ? "" : " AND (name IS NULL OR name NOT IN (\(marks)))"
-            try db.execute(sql: "DELETE FROM host_lock WHERE rollout_id = ?" + cond, arguments: StatementArguments([rolloutID] + keep))
+            try db.execute("DELETE FROM host_lock WHERE rollout_id = ?" + cond, ([rolloutID] + keep))
             return keep.sorted()
         }
     }
@@ -309,72 +361,75 @@ public final class Journal: Sendable {
     /// Releases one host's lock (it reached a final state).
     public func releaseLock(rolloutID: String, host name: String) async throws {
         try await group.submit { db in
-            try db.cachedStatement(sql: "DELETE FROM host_lock WHERE rollout_id = ? AND name = ?").execute(arguments: [rolloutID, name])
+            try db.execute("DELETE FROM host_lock WHERE rollout_id = ? AND name = ?", cached: true, [rolloutID, name])
         }
     }
 
     /// Takes the locks of `hosts` again (a rollback run after an abort released them);
     /// throws `LockConflict` when another rollout holds one meanwhile.
     public func retakeLocks(rolloutID: String, hosts: [(name: String, lockKey: String)]) throws {
-        try pool.write { db in
+        try store.write { db in
             try Self.checkLocks(db, keys: hosts.map(\.lockKey), except: rolloutID)
             for h in hosts {
-                try db.execute(sql: "INSERT OR REPLACE INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)",
-                               arguments: [h.lockKey, rolloutID, self.now(), h.name])
+                try db.execute("""
+                    INSERT INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (host) DO UPDATE SET rollout_id = excluded.rollout_id, acquired_at = excluded.acquired_at, name = excluded.name
+                    """,
+                               [h.lockKey, rolloutID, self.now(), h.name])
             }
         }
     }
 
     /// Names of the rollout's hosts still locked.
     public func lockedHosts(_ rolloutID: String) throws -> [String] {
-        try pool.read { db in try String.fetchAll(db, sql: "SELECT coalesce(name, host) FROM host_lock WHERE rollout_id = ? ORDER BY 1", arguments: [rolloutID]) }
+        try store.read { db in try db.all("SELECT coalesce(name, host) FROM host_lock WHERE rollout_id = ? ORDER BY 1", [rolloutID]).map { $0[0] as String } }
     }
 
     /// `note` replaces the rollout's note; nil keeps it, unless `clearingNote` (a wait that ended).
     public func setRolloutState(_ id: String, _ state: RolloutState, note: String? = nil, clearingNote: Bool = false) throws {
-        try pool.write { db in
-            try db.execute(sql: "UPDATE rollout SET state = ?, note = CASE WHEN ? THEN NULL ELSE COALESCE(?, note) END, updated_at = ? WHERE id = ?",
-                           arguments: [state.rawValue, clearingNote, note, self.now(), id])
-            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
-                           arguments: [id, self.now(), "rollout \(state.rawValue)" + (note.map { ": \($0)" } ?? "")])
+        try store.write { db in
+            try db.execute("UPDATE rollout SET state = ?, note = CASE WHEN ? THEN NULL ELSE COALESCE(?, note) END, updated_at = ? WHERE id = ?",
+                           [state.rawValue, clearingNote, note, self.now(), id])
+            try db.execute("INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'info', ?)",
+                           [id, self.now(), "rollout \(state.rawValue)" + (note.map { ": \($0)" } ?? "")])
         }
     }
 
     public func rollout(_ id: String) throws -> RolloutRow? {
-        try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM rollout WHERE id = ?", arguments: [id]).map { try RolloutRow(row: $0) } }
+        try store.read { db in try db.one("SELECT * FROM rollout WHERE id = ?", [id]).map { try RolloutRow(row: $0) } }
     }
 
     public func rollouts() throws -> [RolloutRow] {
-        try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM rollout ORDER BY started_at DESC").map { try RolloutRow(row: $0) } }
+        try store.read { db in try db.all("SELECT * FROM rollout ORDER BY started_at DESC").map { try RolloutRow(row: $0) } }
     }
 
     /// The rollout's hosts (of one wave, and in some states, when given), in wave, batch, name order.
     public func hosts(_ rolloutID: String, wave: Int? = nil, in states: [HostState]? = nil) throws -> [HostRow] {
         var sql = "SELECT \(HostRow.columns) FROM host WHERE rollout_id = ?"
-        var args: [any DatabaseValueConvertible] = [rolloutID]
+        var args: SQLArguments = [rolloutID]
         if let wave { sql += " AND wave = ?"; args.append(wave) }
         if let states {
             sql += " AND state IN (\(states.map { _ in "?" }.joined(separator: ", ")))"
             args += states.map(\.rawValue)
         }
-        return try pool.read { db in
-            try Row.fetchAll(db, sql: sql + " ORDER BY wave, batch, name", arguments: StatementArguments(args)).map { try HostRow(row: $0) }
+        return try store.read { db in
+            try db.all(sql + " ORDER BY wave NULLS FIRST, batch NULLS FIRST, name", (args)).map { try HostRow(row: $0) }
         }
     }
 
     public func host(_ rolloutID: String, _ name: String) throws -> HostRow? {
-        try pool.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(HostRow.columns) FROM host WHERE rollout_id = ? AND name = ?"), arguments: [rolloutID, name]).map { try HostRow(row: $0) }
+        try store.read { db in
+            try db.one("SELECT \(HostRow.columns) FROM host WHERE rollout_id = ? AND name = ?", cached: true, [rolloutID, name]).map { try HostRow(row: $0) }
         }
     }
 
     /// How many hosts are in `states`: in `wave`, and in the whole rollout.
     public func count(_ rolloutID: String, in states: [HostState], wave: Int) throws -> (wave: Int, all: Int) {
         let marks = states.map { _ in "?" }.joined(separator: ", ")
-        let args: [any DatabaseValueConvertible] = [wave, rolloutID] + states.map(\.rawValue)
-        return try pool.read { db in
-            let row = try Row.fetchOne(db, sql: "SELECT coalesce(sum(wave = ?), 0), count(*) FROM host WHERE rollout_id = ? AND state IN (\(marks))",
-                                       arguments: StatementArguments(args))
+        let args: SQLArguments = [wave, rolloutID] + states.map(\.rawValue)
+        return try store.read { db in
+            let row = try db.one("SELECT coalesce(sum(CASE WHEN wave = ? THEN 1 ELSE 0 END), 0), count(*) FROM host WHERE rollout_id = ? AND state IN (\(marks))",
+                                       args)
             return (row?[0] ?? 0, row?[1] ?? 0)
         }
     }
@@ -383,8 +438,8 @@ public final class Journal: Sendable {
     /// does not allow) with the fields given, and an event.
     /// `countsReboot`: this move announces a reboot rollctl is about to order (`reboots` + 1).
     public func move(_ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
-                     set fields: [String: (any DatabaseValueConvertible)?] = [:], countsReboot: Bool = false) throws {
-        try pool.write { db in
+                     set fields: [String: (any JournalValue)?] = [:], countsReboot: Bool = false) throws {
+        try store.write { db in
             try self.move(db, rolloutID, host: host, to: state, reason: reason, message: message, set: fields, countsReboot: countsReboot)
         }
     }
@@ -394,10 +449,10 @@ public final class Journal: Sendable {
     /// form, only once the transaction holding this move has committed, so the journal is
     /// still written before the side effect it announces.
     public func move(_ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
-                     set fields: [String: (any DatabaseValueConvertible & Sendable)?] = [:], countsReboot: Bool = false) async throws {
+                     set fields: [String: (any JournalValue & Sendable)?] = [:], countsReboot: Bool = false) async throws {
         try await group.submit { db in
             try self.move(db, rolloutID, host: host, to: state, reason: reason, message: message,
-                          set: fields.mapValues { $0.map { $0 as any DatabaseValueConvertible } }, countsReboot: countsReboot)
+                          set: fields.mapValues { $0.map { $0 as any JournalValue } }, countsReboot: countsReboot)
         }
     }
 
@@ -408,7 +463,7 @@ public final class Journal: Sendable {
 
     /// Moves every host in `hosts` to `state` in one transaction (all or none).
     public func move(_ rolloutID: String, hosts: [String], to state: HostState) throws {
-        try pool.write { db in
+        try store.write { db in
             for h in hosts { try self.move(db, rolloutID, host: h, to: state) }
         }
     }
@@ -418,19 +473,22 @@ public final class Journal: Sendable {
     /// Each host's verdict and evidence, and its move (`state` nil: it stays where it is — soaking,
     /// for a person to decide on an inconclusive gate).
     public func saveGateResults(_ rolloutID: String, wave: Int, _ results: [(host: String, verdict: String, report: String, state: HostState?, reason: String?)]) throws {
-        try pool.write { db in
-            let save = try db.cachedStatement(sql: "INSERT OR REPLACE INTO gate_report (rollout_id, wave, host, verdict, report, at) VALUES (?, ?, ?, ?, ?, ?)")
+        try store.write { db in
+            let save = """
+                INSERT INTO gate_report (rollout_id, wave, host, verdict, report, at) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (rollout_id, wave, host) DO UPDATE SET verdict = excluded.verdict, report = excluded.report, at = excluded.at
+                """
             for r in results {
-                try save.execute(arguments: [rolloutID, wave, r.host, r.verdict, r.report, self.now()])
+                try db.execute(save, cached: true, [rolloutID, wave, r.host, r.verdict, r.report, self.now()])
                 if let state = r.state { try self.move(db, rolloutID, host: r.host, to: state, reason: r.reason) }
             }
         }
     }
 
-    func move(_ db: Database, _ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
-                     set fields: [String: (any DatabaseValueConvertible)?] = [:], countsReboot: Bool = false) throws {
+    func move(_ db: SQLTx, _ rolloutID: String, host: String, to state: HostState, reason: String? = nil, message: String? = nil,
+                     set fields: [String: (any JournalValue)?] = [:], countsReboot: Bool = false) throws {
         // Cached statements: compiling (and authorizing) the SQL anew was a quarter of a move's cost.
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT state FROM host WHERE rollout_id = ? AND name = ?"), arguments: [rolloutID, host]) else {
+        guard let row = try db.one("SELECT state FROM host WHERE rollout_id = ? AND name = ?", cached: true, [rolloutID, host]) else {
             throw JournalError("no host \(host) in rollout \(rolloutID)")
         }
         let from = HostState(rawValue: row["state"]) ?? .failed
@@ -438,7 +496,7 @@ public final class Journal: Sendable {
             throw JournalError("refusing transition \(from.rawValue) → \(state.rawValue) for \(host)")
         }
         var sets = ["state = ?", "updated_at = ?"]
-        var args: [(any DatabaseValueConvertible)?] = [state.rawValue, self.now()]
+        var args: SQLArguments = [state.rawValue, self.now()]
         if let reason { sets.append("reason = ?"); args.append(reason) }
         if countsReboot { sets.append("reboots = reboots + 1") }
         for (k, v) in fields.sorted(by: { $0.key < $1.key }) {
@@ -447,13 +505,11 @@ public final class Journal: Sendable {
             args.append(v)
         }
         args += [rolloutID, host]
-        try db.cachedStatement(sql: "UPDATE host SET \(sets.joined(separator: ", ")) WHERE rollout_id = ? AND name = ?")
-            .execute(arguments: StatementArguments(args))
+        try db.execute("UPDATE host SET \(sets.joined(separator: ", ")) WHERE rollout_id = ? AND name = ?", cached: true, (args))
         let text = message ?? (from == state ? "\(state.rawValue) (again)" : "\(from.rawValue) → \(state.rawValue)") + (reason.map { ": \($0)" } ?? "")
         // The same move for machines: {"from": "staged", "to": "rebooting", "reason": "…"}.
         let data = "{\"from\":\"\(from.rawValue)\",\"to\":\"\(state.rawValue)\"" + (reason.map { ",\"reason\":" + Self.jsonString($0) } ?? "") + "}"
-        try db.cachedStatement(sql: "INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, 'state', ?, ?)")
-            .execute(arguments: [rolloutID, self.now(), host, text, data])
+        try db.execute("INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, 'state', ?, ?)", cached: true, [rolloutID, self.now(), host, text, data])
     }
 
     /// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
@@ -475,16 +531,15 @@ public final class Journal: Sendable {
 
     /// Appends an event (intent, outcome, info, gate, halt).
     public func event(_ rolloutID: String, host: String? = nil, kind: EventKind, _ message: String, data: String? = nil) throws {
-        try pool.write { db in try self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
+        try store.write { db in try self.insertEvent(db, rolloutID, host: host, kind: kind, message, data: data) }
     }
 
-    func insertEvent(_ db: Database, _ rolloutID: String, host: String?, kind: EventKind, _ message: String, data: String?) throws {
-        try db.cachedStatement(sql: "INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)")
-            .execute(arguments: [rolloutID, self.now(), host, kind.rawValue, message, data])
+    func insertEvent(_ db: SQLTx, _ rolloutID: String, host: String?, kind: EventKind, _ message: String, data: String?) throws {
+        try db.execute("INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)", cached: true, [rolloutID, self.now(), host, kind.rawValue, message, data])
     }
 
     public func eventCount(_ rolloutID: String) throws -> Int {
-        try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE rollout_id = ?", arguments: [rolloutID]) ?? 0 }
+        try store.read { db in try db.one("SELECT count(*) FROM event WHERE rollout_id = ?", [rolloutID]).map { $0[0] as Int } ?? 0 }
     }
 
     public struct EventRow: Sendable { public var id: Int64; public var at: String; public var host: String?; public var kind: EventKind; public var message: String
@@ -492,8 +547,8 @@ public final class Journal: Sendable {
         public var data: String? }
 
     public func events(_ rolloutID: String) throws -> [EventRow] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM event WHERE rollout_id = ? ORDER BY id", arguments: [rolloutID]).map {
+        try store.read { db in
+            try db.all("SELECT * FROM event WHERE rollout_id = ? ORDER BY id", [rolloutID]).map {
                 let raw: String = $0["kind"]
                 guard let kind = EventKind(rawValue: raw) else { throw JournalError("event \($0["id"] as Int64): unknown kind '\(raw)' in the journal") }
                 return EventRow(id: $0["id"], at: $0["at"], host: $0["host"], kind: kind, message: $0["message"], data: $0["data"])
@@ -505,22 +560,22 @@ public final class Journal: Sendable {
     /// wave's "rolled back"), journaled in the same transaction.
     public func setWave(_ rolloutID: String, _ number: Int, state: WaveState, verdict: String? = nil, report: String? = nil,
                         queueing notices: [NoticeRow] = []) throws {
-        try pool.write { db in
+        try store.write { db in
             try self.queueNotices(db, notices)
             let now = self.now()
-            try db.execute(sql: """
+            try db.execute("""
                 UPDATE wave SET state = ?, verdict = COALESCE(?, verdict), report = COALESCE(?, report),
                   started_at = COALESCE(started_at, ?), ended_at = CASE WHEN ? IN ('passed','failed','rolled_back') THEN ? ELSE ended_at END
                 WHERE rollout_id = ? AND number = ?
-                """, arguments: [state.rawValue, verdict, report, now, state.rawValue, now, rolloutID, number])
+                """, [state.rawValue, verdict, report, now, state.rawValue, now, rolloutID, number])
         }
     }
 
     public struct WaveRow: Sendable { public var number: Int; public var state: WaveState; public var verdict: String?; public var report: String? }
 
     public func waves(_ rolloutID: String) throws -> [WaveRow] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM wave WHERE rollout_id = ? ORDER BY number", arguments: [rolloutID]).map {
+        try store.read { db in
+            try db.all("SELECT * FROM wave WHERE rollout_id = ? ORDER BY number", [rolloutID]).map {
                 let raw: String = $0["state"]
                 guard let st = WaveState(rawValue: raw) else { throw JournalError("wave \($0["number"] as Int? ?? 0): unknown state '\(raw)' in the journal") }
                 return WaveRow(number: $0["number"], state: st, verdict: $0["verdict"], report: $0["report"])
@@ -529,11 +584,33 @@ public final class Journal: Sendable {
     }
 
     public func gateReports(_ rolloutID: String) throws -> [(wave: Int, host: String, verdict: String, report: String)] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM gate_report WHERE rollout_id = ? ORDER BY wave, host", arguments: [rolloutID]).map {
+        try store.read { db in
+            try db.all("SELECT * FROM gate_report WHERE rollout_id = ? ORDER BY wave, host", [rolloutID]).map {
                 (wave: $0["wave"], host: $0["host"], verdict: $0["verdict"], report: $0["report"])
             }
         }
+    }
+
+    /// An error of the database under the journal (SQLite's or PostgreSQL's, a lost connection
+    /// included): the journal could not be read or written.
+    public static func isStorageError(_ error: any Error) -> Bool {
+        error is DatabaseError || error is PostgresError
+    }
+
+    /// The identifiers of the migrations this journal has applied.
+    func migrationsApplied() throws -> [String] {
+        try store.read { db in try db.all("SELECT identifier FROM grdb_migrations").map { $0[0] as String } }
+    }
+
+    /// The migrations applied, in the order this rollctl applies them.
+    public func schemaVersions() throws -> [String] {
+        let applied = Set(try migrationsApplied())
+        return Self.migrations.map(\.0).filter(applied.contains)
+    }
+
+    /// Runs one statement as it is (tests: a state the code would never write).
+    func executeRaw(_ sql: String) throws {
+        try store.write { db in try db.script(sql, asWritten: true) }
     }
 
     /// `user@machine` (the sudoer's name under sudo): who started a rollout, or made a decision on one.
@@ -554,15 +631,15 @@ public struct JournalError: Error, CustomStringConvertible, Sendable {
 /// (a refused transition, checked before it writes anything) fails alone; any other
 /// error rolls back the whole batch and fails every write in it.
 final class GroupCommit: @unchecked Sendable {
-    typealias Work = @Sendable (Database) throws -> Void
-    private let pool: DatabasePool
+    typealias Work = @Sendable (SQLTx) throws -> Void
+    private let store: JournalStore
     private let lock = NSLock()
     private var pending: [(work: Work, done: CheckedContinuation<Void, any Error>)] = []
     private var draining = false
     /// Transactions are written here, off the cooperative thread pool.
     private let queue = DispatchQueue(label: "rollctl.journal.group-commit")
 
-    init(pool: DatabasePool) { self.pool = pool }
+    init(store: JournalStore) { self.store = store }
 
     func submit(_ work: @escaping Work) async throws {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
@@ -584,7 +661,7 @@ final class GroupCommit: @unchecked Sendable {
             lock.unlock()
             var refused = [(any Error)?](repeating: nil, count: batch.count)
             do {
-                try pool.write { db in
+                try store.write { db in
                     for (i, item) in batch.enumerated() {
                         do { try item.work(db) } catch let e as JournalError { refused[i] = e }
                     }

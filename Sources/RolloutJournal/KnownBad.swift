@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Basics
 
 /// A kernel release not to roll again: its gate failed or its hosts did not boot it (recorded when
@@ -32,8 +31,8 @@ public struct KnownBadKernel: Sendable, Equatable {
 }
 
 extension Journal {
-    static func migrateKnownBad(_ db: Database) throws {
-        try db.execute(sql: """
+    static func migrateKnownBad(_ db: SQLTx) throws {
+        try db.script("""
         CREATE TABLE known_bad (
           release TEXT PRIMARY KEY,
           source TEXT NOT NULL,        -- gate | boot | manual
@@ -47,14 +46,14 @@ extension Journal {
     }
 
     public func knownBad(_ release: String) throws -> KnownBadKernel? {
-        try pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM known_bad WHERE release = ?", arguments: [release]).map(Self.knownBad(from:)) }
+        try store.read { db in try db.one("SELECT * FROM known_bad WHERE release = ?", [release]).map(Self.knownBad(from:)) }
     }
 
     public func knownBadKernels() throws -> [KnownBadKernel] {
-        try pool.read { db in try Row.fetchAll(db, sql: "SELECT * FROM known_bad ORDER BY recorded_at, release").map(Self.knownBad(from:)) }
+        try store.read { db in try db.all("SELECT * FROM known_bad ORDER BY recorded_at, release").map(Self.knownBad(from:)) }
     }
 
-    static func knownBad(from row: Row) -> KnownBadKernel {
+    static func knownBad(from row: SQLRow) -> KnownBadKernel {
         let hostsJSON: String = row["hosts"]
         let hosts = (try? JSONDecoder().decode([String].self, from: Data(hostsJSON.utf8))) ?? []
         return KnownBadKernel(release: row["release"], source: KnownBadKernel.Source(rawValue: row["source"]) ?? .manual, rolloutID: row["rollout_id"],
@@ -67,25 +66,24 @@ extension Journal {
     public func recordKnownBad(_ release: String, source: KnownBadKernel.Source, rolloutID: String?, hosts: [String], evidence: String,
                                by who: String? = nil) throws -> Bool {
         let hostsJSON = String(decoding: (try? JSONEncoder().encode(hosts)) ?? Data("[]".utf8), as: UTF8.self)
-        return try pool.write { db in
-            try db.execute(sql: """
-                INSERT OR IGNORE INTO known_bad (release, source, rollout_id, hosts, evidence, recorded_at, recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [release, source.rawValue, rolloutID, hostsJSON, evidence, self.now(), who ?? Self.whoami()])
-            let inserted = db.changesCount == 1
-            if inserted, let rolloutID {
+        return try store.write { db in
+            let inserted = try db.execute("""
+                INSERT INTO known_bad (release, source, rollout_id, hosts, evidence, recorded_at, recorded_by) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (release) DO NOTHING
+                """, [release, source.rawValue, rolloutID, hostsJSON, evidence, self.now(), who ?? Self.whoami()])
+            if inserted == 1, let rolloutID {
                 try self.insertEvent(db, rolloutID, host: nil, kind: .info, "kernel \(release) recorded as known bad (\(source.rawValue))",
                                      data: Self.jsonObject(["release": release, "source": source.rawValue]))
             }
-            return inserted
+            return inserted == 1
         }
     }
 
     /// `kernel unblock`: true when it was recorded.
     @discardableResult
     public func unblockKernel(_ release: String) throws -> Bool {
-        try pool.write { db in
-            try db.execute(sql: "DELETE FROM known_bad WHERE release = ?", arguments: [release])
-            return db.changesCount == 1
+        try store.write { db in
+            try db.execute("DELETE FROM known_bad WHERE release = ?", [release]) == 1
         }
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import RolloutConfig
 
 /// Where a notice stands in the outbox.
@@ -33,8 +32,8 @@ public enum NoticeKind: String, Sendable, Codable, CaseIterable {
 
 /// The outbox: the `notice` table of the journal (migration `v2-outbox`).
 extension Journal {
-    static func migrateOutbox(_ db: Database) throws {
-        try db.execute(sql: """
+    static func migrateOutbox(_ db: SQLTx) throws {
+        try db.script("""
         CREATE TABLE notice (
           rollout_id TEXT NOT NULL REFERENCES rollout(id),
           wave INTEGER NOT NULL,
@@ -84,7 +83,7 @@ extension Journal {
         /// The window a maintenance (or rescheduled) notice states.
         public var window: MaintenanceWindow?
 
-        init(row: Row) throws {
+        init(row: SQLRow) throws {
             rolloutID = row["rollout_id"]; wave = row["wave"]; customerID = row["customer_id"]
             let id: String = row["message_id"]
             let (rawKind, rawChannel): (String, String) = (row["kind"], row["channel"])
@@ -119,9 +118,9 @@ extension Journal {
 
     /// Every notice of a rollout, by wave, kind and customer.
     public func notices(_ rolloutID: String) throws -> [NoticeRow] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM notice WHERE rollout_id = ? ORDER BY wave, created_at, kind, customer_id",
-                             arguments: [rolloutID]).map { try NoticeRow(row: $0) }
+        try store.read { db in
+            try db.all("SELECT * FROM notice WHERE rollout_id = ? ORDER BY wave, created_at, kind, customer_id",
+                             [rolloutID]).map { try NoticeRow(row: $0) }
         }
     }
 
@@ -129,11 +128,11 @@ extension Journal {
     /// owes them (so a crash cannot separate the step from its notices). A customer who
     /// already has a row of this wave and kind keeps it, unless it `failed`: then it is
     /// replaced by the new rendering (same Message-ID).
-    func queueNotices(_ db: Database, _ rows: [NoticeRow]) throws {
+    func queueNotices(_ db: SQLTx, _ rows: [NoticeRow]) throws {
         let now = self.now()
         for n in rows {
             let hostsJSON = String(decoding: (try? JSONEncoder().encode(n.hosts)) ?? Data("[]".utf8), as: UTF8.self)
-            try db.execute(sql: """
+            let queued = try db.execute("""
                 INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload,
                                     status, created_at, updated_at, window_start, window_end)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
@@ -142,9 +141,9 @@ extension Journal {
                   hosts = excluded.hosts, subject = excluded.subject, payload = excluded.payload, status = 'queued',
                   window_start = excluded.window_start, window_end = excluded.window_end, updated_at = excluded.updated_at
                 WHERE notice.status = 'failed'
-                """, arguments: [n.rolloutID, n.wave, n.kind.rawValue, n.customerID, n.customerName, n.channel.rawValue, n.recipient, n.messageID, hostsJSON,
+                """, [n.rolloutID, n.wave, n.kind.rawValue, n.customerID, n.customerName, n.channel.rawValue, n.recipient, n.messageID, hostsJSON,
                                  n.subject, n.payload, now, now, n.window.map { Self.timestampStyle.format($0.start) }, n.window.map { Self.timestampStyle.format($0.end) }])
-            if db.changesCount > 0 {
+            if queued > 0 {
                 try insertEvent(db, n.rolloutID, host: nil, kind: .intent, "\(n.label): queued, Message-ID \(n.messageID), hosts \(n.hosts.joined(separator: ", "))"
                                 + (n.window.map { ", window \($0.iso)" } ?? ""), data: nil)
             }
@@ -152,67 +151,67 @@ extension Journal {
     }
 
     package func queueNotices(_ rows: [NoticeRow]) throws {
-        try pool.write { db in try self.queueNotices(db, rows) }
+        try store.write { db in try self.queueNotices(db, rows) }
     }
 
     /// Notices of the rollout not delivered yet: queued, pending (a run died mid-send), failed (blocking).
     public func undeliveredNotices(_ rolloutID: String) throws -> [NoticeRow] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM notice WHERE rollout_id = ? AND status IN ('queued', 'pending', 'failed') ORDER BY wave, created_at, kind, customer_id",
-                             arguments: [rolloutID]).map { try NoticeRow(row: $0) }
+        try store.read { db in
+            try db.all("SELECT * FROM notice WHERE rollout_id = ? AND status IN ('queued', 'pending', 'failed') ORDER BY wave, created_at, kind, customer_id",
+                             [rolloutID]).map { try NoticeRow(row: $0) }
         }
     }
 
     /// The intent of one attempt: `pending` until the server's answer is journaled.
     package func markNoticeSending(_ n: NoticeRow) throws {
-        try pool.write { db in
-            try db.execute(sql: "UPDATE notice SET status = 'pending', updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+        try store.write { db in
+            try db.execute("UPDATE notice SET status = 'pending', updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           [self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
         }
     }
 
     /// A `pending` row found at resume: the last run may have been accepted by
     /// the server before it died. Marked; resent with the same Message-ID.
     package func markNoticeResend(_ n: NoticeRow) throws {
-        try pool.write { db in
+        try store.write { db in
             let now = self.now()
-            try db.execute(sql: "UPDATE notice SET resent_after_crash = 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
-            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
-                           arguments: [n.rolloutID, now, "\(n.label): was pending when the last run stopped; resending with the same Message-ID \(n.messageID)"])
+            try db.execute("UPDATE notice SET resent_after_crash = 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           [now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+            try db.execute("INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'intent', ?)",
+                           [n.rolloutID, now, "\(n.label): was pending when the last run stopped; resending with the same Message-ID \(n.messageID)"])
         }
     }
 
     /// Counts an attempt before it is made (a crash mid-attempt still counts).
     package func noteNoticeAttempt(_ n: NoticeRow) throws {
-        try pool.write { db in
-            try db.execute(sql: "UPDATE notice SET attempts = attempts + 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+        try store.write { db in
+            try db.execute("UPDATE notice SET attempts = attempts + 1, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           [self.now(), n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
         }
     }
 
     /// A failed attempt: the error is kept, and an event says whether it is retried.
     package func noteNoticeFailure(_ n: NoticeRow, attempt: Int, of total: Int, error: String, retryIn: Duration?) throws {
-        try pool.write { db in
+        try store.write { db in
             let now = self.now()
-            try db.execute(sql: "UPDATE notice SET last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
-                           arguments: [error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+            try db.execute("UPDATE notice SET last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?",
+                           [error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
             let next = retryIn.map { "; retrying in \(PlanFormat.duration($0))" } ?? "; giving up"
-            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
-                           arguments: [n.rolloutID, now, "\(n.label): attempt \(attempt)/\(total) failed: \(error)\(next)"])
+            try db.execute("INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
+                           [n.rolloutID, now, "\(n.label): attempt \(attempt)/\(total) failed: \(error)\(next)"])
         }
     }
 
     /// The server accepted: status `sent`, its reply and the time. Returns the time.
     @discardableResult
     package func markNoticeSent(_ n: NoticeRow, reply: String) throws -> String {
-        try pool.write { db in
+        try store.write { db in
             let now = self.now()
-            try db.execute(sql: """
+            try db.execute("""
                 UPDATE notice SET status = 'sent', reply = ?, sent_at = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
-                """, arguments: [reply, now, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
-            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
-                           arguments: [n.rolloutID, now, "\(n.label): sent (\(reply))"])
+                """, [reply, now, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+            try db.execute("INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
+                           [n.rolloutID, now, "\(n.label): sent (\(reply))"])
             return now
         }
     }
@@ -220,13 +219,13 @@ extension Journal {
     /// Given up: `failed` (blocks; retried next run) or `skipped` (reported, never retried).
     package func markNoticeUndelivered(_ n: NoticeRow, status: NoticeStatus, error: String) throws {
         precondition(status == .failed || status == .skipped)
-        try pool.write { db in
+        try store.write { db in
             let now = self.now()
-            try db.execute(sql: """
+            try db.execute("""
                 UPDATE notice SET status = ?, last_error = ?, updated_at = ? WHERE rollout_id = ? AND wave = ? AND kind = ? AND customer_id = ?
-                """, arguments: [status.rawValue, error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
-            try db.execute(sql: "INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
-                           arguments: [n.rolloutID, now, "\(n.label): NOT delivered (\(status == .failed ? "blocks the wave" : "skipped by the plan's on_failure: skip")): \(error)"])
+                """, [status.rawValue, error, now, n.rolloutID, n.wave, n.kind.rawValue, n.customerID])
+            try db.execute("INSERT INTO event (rollout_id, at, kind, message) VALUES (?, ?, 'outcome', ?)",
+                           [n.rolloutID, now, "\(n.label): NOT delivered (\(status == .failed ? "blocks the wave" : "skipped by the plan's on_failure: skip")): \(error)"])
         }
     }
 }

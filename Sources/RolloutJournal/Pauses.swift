@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Basics
 
 /// A rollout waits for a person at the plan's pause points (`waves.pause_after`) and when someone
@@ -30,8 +29,8 @@ extension Journal {
         return (try? e.encode(fields)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
-    static func migratePauses(_ db: Database) throws {
-        try db.execute(sql: """
+    static func migratePauses(_ db: SQLTx) throws {
+        try db.script("""
         ALTER TABLE rollout ADD COLUMN pause_requested TEXT;                       -- who asked for a pause (rollout pause), NULL: nobody
         ALTER TABLE rollout ADD COLUMN promoted_through INTEGER NOT NULL DEFAULT 0; -- pause points released up to this wave
         ALTER TABLE rollout ADD COLUMN promoted_fully INTEGER NOT NULL DEFAULT 0;   -- every pause point released (promote --full)
@@ -39,9 +38,9 @@ extension Journal {
     }
 
     public func pauseState(_ rolloutID: String) throws -> PauseState {
-        try pool.read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT pause_requested, promoted_through, promoted_fully FROM rollout WHERE id = ?",
-                                             arguments: [rolloutID]) else { throw JournalError("no rollout \(rolloutID)") }
+        try store.read { db in
+            guard let row = try db.one("SELECT pause_requested, promoted_through, promoted_fully FROM rollout WHERE id = ?",
+                                             [rolloutID]) else { throw JournalError("no rollout \(rolloutID)") }
             return PauseState(requested: row[0], promotedThrough: row[1], promotedFully: (row[2] as Int) != 0)
         }
     }
@@ -49,8 +48,8 @@ extension Journal {
     /// `rollout pause`: the driver pauses after its current batch (or, with none attached, the
     /// next one that resumes it, before its first batch).
     public func requestPause(_ rolloutID: String, by who: String) throws {
-        try pool.write { db in
-            try db.execute(sql: "UPDATE rollout SET pause_requested = ? WHERE id = ?", arguments: ["\(who) at \(self.now())", rolloutID])
+        try store.write { db in
+            try db.execute("UPDATE rollout SET pause_requested = ? WHERE id = ?", ["\(who) at \(self.now())", rolloutID])
             try self.insertEvent(db, rolloutID, host: nil, kind: .info, "pause requested by \(who)", data: Self.jsonObject(["by": who]))
         }
     }
@@ -59,11 +58,11 @@ extension Journal {
     /// pause points up to `throughWave`), or with `fully` every remaining one. Journaled as the
     /// person's decision.
     public func promote(_ rolloutID: String, throughWave: Int, fully: Bool, by who: String, note: String? = nil) throws {
-        try pool.write { db in
-            try db.execute(sql: """
-                UPDATE rollout SET pause_requested = NULL, promoted_through = MAX(promoted_through, ?),
+        try store.write { db in
+            try db.execute("""
+                UPDATE rollout SET pause_requested = NULL, promoted_through = CASE WHEN promoted_through > ? THEN promoted_through ELSE ? END,
                   promoted_fully = CASE WHEN ? THEN 1 ELSE promoted_fully END WHERE id = ?
-                """, arguments: [throughWave, fully, rolloutID])
+                """, [throughWave, throughWave, fully, rolloutID])
             var data: [String: String] = ["by": who, "through_wave": "\(throughWave)", "full": fully ? "true" : "false"]
             if let note { data["decision"] = note }
             try self.insertEvent(db, rolloutID, host: nil, kind: .info,

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Basics
 
 /// An Alertmanager silence rollctl made for one host's reboot. Journaled as an intent (no id yet)
@@ -19,8 +18,8 @@ public struct SilenceRow: Sendable, Equatable {
 }
 
 extension Journal {
-    static func migrateSilences(_ db: Database) throws {
-        try db.execute(sql: """
+    static func migrateSilences(_ db: SQLTx) throws {
+        try db.script("""
         CREATE TABLE silence (
           rollout_id TEXT NOT NULL REFERENCES rollout(id),
           host TEXT NOT NULL,
@@ -37,8 +36,8 @@ extension Journal {
     public static func silenceMarker(_ rolloutID: String, host: String) -> String { "rollctl:\(rolloutID)/\(host)" }
 
     public func silences(_ rolloutID: String) throws -> [SilenceRow] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM silence WHERE rollout_id = ? ORDER BY created_at, host", arguments: [rolloutID]).map {
+        try store.read { db in
+            try db.all("SELECT * FROM silence WHERE rollout_id = ? ORDER BY created_at, host", [rolloutID]).map {
                 SilenceRow(host: $0["host"], marker: $0["marker"], silenceID: $0["silence_id"], createdAt: $0["created_at"],
                            endsAt: $0["ends_at"], expiredAt: $0["expired_at"])
             }
@@ -49,23 +48,25 @@ extension Journal {
     public func silenceAsked(_ rolloutID: String, host: String, endsAt: Date) async throws {
         let marker = Self.silenceMarker(rolloutID, host: host)
         try await group.submit { db in
-            try db.execute(sql: """
-                INSERT OR REPLACE INTO silence (rollout_id, host, marker, created_at, ends_at) VALUES (?, ?, ?, ?, ?)
-                """, arguments: [rolloutID, host, marker, self.now(), Self.timestampStyle.format(endsAt)])
+            try db.execute("""
+                INSERT INTO silence (rollout_id, host, marker, created_at, ends_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (rollout_id, host) DO UPDATE SET marker = excluded.marker, created_at = excluded.created_at,
+                  ends_at = excluded.ends_at, silence_id = NULL, expired_at = NULL
+                """, [rolloutID, host, marker, self.now(), Self.timestampStyle.format(endsAt)])
             try self.insertEvent(db, rolloutID, host: host, kind: .intent, "alertmanager: silence for the reboot (\(marker))", data: nil)
         }
     }
 
     public func silenceMade(_ rolloutID: String, host: String, id: String) async throws {
         try await group.submit { db in
-            try db.execute(sql: "UPDATE silence SET silence_id = ? WHERE rollout_id = ? AND host = ?", arguments: [id, rolloutID, host])
+            try db.execute("UPDATE silence SET silence_id = ? WHERE rollout_id = ? AND host = ?", [id, rolloutID, host])
             try self.insertEvent(db, rolloutID, host: host, kind: .outcome, "alertmanager: silence \(id) active", data: nil)
         }
     }
 
     public func silenceExpired(_ rolloutID: String, host: String, note: String) async throws {
         try await group.submit { db in
-            try db.execute(sql: "UPDATE silence SET expired_at = ? WHERE rollout_id = ? AND host = ?", arguments: [self.now(), rolloutID, host])
+            try db.execute("UPDATE silence SET expired_at = ? WHERE rollout_id = ? AND host = ?", [self.now(), rolloutID, host])
             try self.insertEvent(db, rolloutID, host: host, kind: .outcome, "alertmanager: \(note)", data: nil)
         }
     }

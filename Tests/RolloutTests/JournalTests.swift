@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SSHTesting
+import PostgresTesting
 @testable import Basics
 @testable import RolloutConfig
 @testable import RolloutJournal
@@ -37,6 +38,55 @@ import SSHTesting
     }
 }
 
+/// The journal's two stores. The journal suite runs on both: a SQLite file in a temporary
+/// folder, and a database of its own on a real PostgreSQL server (`TestPostgres`).
+enum JournalBackendKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    case sqlite, postgres
+    var description: String { rawValue }
+}
+
+/// One test's journal place: where it is, how to open it again (another process's view), and
+/// how to write to it from outside rollctl (the sqlite3 shell, psql).
+struct JournalPlace: Sendable {
+    let kind: JournalBackendKind
+    let dir: String
+    let location: JournalLocation
+    let server: TestPostgres?
+    let database: String?
+
+    init(_ kind: JournalBackendKind, file: String = "j.sqlite") throws {
+        self.kind = kind
+        dir = try TestSSHD.makeTempDir()
+        switch kind {
+        case .sqlite:
+            location = .sqlite(dir + "/" + file); server = nil; database = nil
+        case .postgres:
+            let s = try TestPostgres.shared()
+            let db = try s.createDatabase()
+            location = try JournalLocation.parse(s.url(db)); server = s; database = db
+        }
+    }
+
+    func open() throws -> Journal { try Journal(location: location) }
+
+    /// Runs SQL as another client would.
+    func outside(_ sql: String) throws {
+        switch kind {
+        case .sqlite:
+            guard case .sqlite(let path) = location else { return }
+            let (status, out) = try Spawn.run("/usr/bin/sqlite3", [path, sql])
+            if status != 0 { throw TestSSHDError("sqlite3: \(out)") }
+        case .postgres:
+            try server!.psql(database!, sql)
+        }
+    }
+
+    func cleanUp() {
+        try? FileManager.default.removeItem(atPath: dir)
+        if let server, let database { _ = try? server.psql("postgres", "DROP DATABASE IF EXISTS \(database) WITH (FORCE)") }
+    }
+}
+
 @Suite struct JournalTests {
     func plan(_ dir: String) -> Plan {
         Plan(name: "t", path: dir + "/p.yaml", text: "name: t\n", kernel: KernelSpec(release: "6.1.0-19-hosting"), inventoryPath: dir + "/i.yaml")
@@ -59,9 +109,10 @@ import SSHTesting
         #expect(rows == "a|pending\nb|pending\n")
     }
 
-    @Test func refusesTransitionsTheStateMachineForbids() throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let j = try Journal(path: dir + "/j.sqlite")
+    @Test(arguments: JournalBackendKind.allCases) func refusesTransitionsTheStateMachineForbids(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
         try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1)
         #expect(throws: JournalError.self) { try j.move("r1", host: "a", to: .rebooting) }
         try j.move("r1", host: "a", to: .checked, set: ["release_before": "6.1.0-17", "boot_id_before": "b1"])
@@ -81,9 +132,10 @@ import SSHTesting
         #expect(object == ["from": "rebooting", "to": "failed", "reason": "said \"no\"\n\u{1}"])
     }
 
-    @Test func overlappingRolloutsAreRefusedUntilLocksAreReleased() throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let j = try Journal(path: dir + "/j.sqlite")
+    @Test(arguments: JournalBackendKind.allCases) func overlappingRolloutsAreRefusedUntilLocksAreReleased(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
         try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1)
         do {
             try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b", "c"]), waves: 1)
@@ -99,20 +151,139 @@ import SSHTesting
         try j.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b"]), waves: 1)
     }
 
-    @Test func manyProcessesOpeningANewJournalAtOnceAllSucceed() async throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/new.sqlite"
+    @Test(arguments: JournalBackendKind.allCases) func manyProcessesOpeningANewJournalAtOnceAllSucceed(_ backend: JournalBackendKind) async throws {
+        let place = try JournalPlace(backend, file: "new.sqlite"); defer { place.cleanUp() }
         // Each open runs the migrations; without serialising them, the losers fail
         // with "table ... already exists" (seen as a rollout that never started).
+        // On PostgreSQL each open is a session of its own, as another process's would be.
         let results = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<8 {
-                group.addTask { await Task.detached { (try? Journal(path: path)) != nil }.value }
+                group.addTask { await Task.detached { (try? place.open()) != nil }.value }
             }
             var all: [Bool] = []
             for await r in group { all.append(r) }
             return all
         }
         #expect(results == Array(repeating: true, count: 8))
+        // Each migration applied exactly once, and the journal has one identity.
+        let j = try place.open()
+        #expect(try j.migrationsApplied().sorted() == Journal.migrations.map(\.0).sorted())
+        #expect(try j.journalID() != "?")
+    }
+
+    @Test func isReadableFromPsqlOnPostgres() throws {
+        let place = try JournalPlace(.postgres); defer { place.cleanUp() }
+        let j = try place.open()
+        try j.createRollout(id: "r1", plan: plan(place.dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1)
+        let rows = try place.server!.psql(place.database!, "SELECT name, state FROM host ORDER BY name")
+        #expect(rows == "a|pending\nb|pending\n")
+        // The same tables as a SQLite journal (the bookkeeping of migrations included).
+        let tables = try place.server!.psql(place.database!, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")
+        #expect(tables == "event,gate_report,grdb_migrations,hook_run,host,host_lock,known_bad,meta,notice,rollout,silence,wave\n")
+    }
+
+    /// Lists come out in one order on both stores: hosts of no wave (skipped) first, names
+    /// compared byte by byte (SQLite's BINARY; PostgreSQL's columns are COLLATE "C").
+    @Test(arguments: JournalBackendKind.allCases) func hostsComeInTheSameOrderOnBothBackends(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let j = try place.open()
+        let names = ["b", "B", "a_1", "a-1", "Z", "skipped-z", "skipped-a"]
+        let rows: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] = names.map { n in
+            n.hasPrefix("skipped") ? (n, "10.0.0.9", n + ":22", nil, nil, .skipped, "already there") : (n, "10.0.0.1", n + ":22", 1, 1, .pending, nil)
+        }
+        try j.createRollout(id: "r1", plan: plan(place.dir), planHash: "h", hosts: rows, waves: 1)
+        #expect(try j.hosts("r1").map(\.name) == ["skipped-a", "skipped-z", "B", "Z", "a-1", "a_1", "b"])
+        #expect(try j.lockedHosts("r1") == ["B", "Z", "a-1", "a_1", "b"])
+        #expect(try j.count("r1", in: [.pending], wave: 1) == (wave: 5, all: 5))
+    }
+
+    /// Two sessions (two admins' rollctl) create rollouts over the same hosts at once: the
+    /// journal's write serialisation lets exactly one take the host locks.
+    @Test(arguments: JournalBackendKind.allCases) func hostLocksAreRefusedAcrossConnectionsAtOnce(_ backend: JournalBackendKind) async throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        _ = try place.open()
+        let dir = place.dir
+        let outcomes = await withTaskGroup(of: String.self) { group in
+            for i in 0..<6 {
+                group.addTask {
+                    await Task.detached {
+                        do {
+                            let j = try place.open()
+                            try j.createRollout(id: "r\(i)", plan: self.plan(dir), planHash: "h", hosts: self.hosts(["shared-\(i % 2)", "web-1", "own-\(i)"]), waves: 1)
+                            return "created"
+                        } catch is Journal.LockConflict {
+                            return "refused"
+                        } catch {
+                            return "error: \(error)"
+                        }
+                    }.value
+                }
+            }
+            var all: [String] = []
+            for await o in group { all.append(o) }
+            return all
+        }
+        #expect(outcomes.filter { $0 == "created" }.count == 1, "\(outcomes)")
+        #expect(outcomes.filter { $0 == "refused" }.count == 5, "\(outcomes)")
+        let j = try place.open()
+        let winner = try #require(try j.rollouts().first)
+        #expect(try j.rollouts().count == 1)
+        #expect(try j.lockedHosts(winner.id).count == 3)
+    }
+
+    /// `journal copy`: a SQLite journal with a bit of everything, moved into PostgreSQL, reads
+    /// the same there, keeps its identity, and goes on (a new event gets a new id).
+    @Test func copyMovesEveryTableOfASQLiteJournalIntoPostgres() async throws {
+        let from = try JournalPlace(.sqlite); defer { from.cleanUp() }
+        let to = try JournalPlace(.postgres); defer { to.cleanUp() }
+        let a = try from.open()
+        let gone = identity(pid: 999_999, start: 1)  // a driver that is no more: nothing drives the rollout
+        try a.createRollout(id: "r1", plan: plan(from.dir), planHash: "h", hosts: hosts(["a", "b", "c"]), waves: 2, driver: gone)
+        try await a.move("r1", host: "a", to: .checked, set: ["release_before": "6.1.0-17", "boot_id_before": "b1"])
+        try await a.move("r1", host: "a", to: .skipped, reason: "already on it")
+        try a.saveGateResults("r1", wave: 1, [(host: "b", verdict: "inconclusive", report: "{}", state: nil, reason: nil)])
+        try a.setWave("r1", 1, state: .running)
+        try a.queueNotices([Journal.NoticeRow(rolloutID: "r1", wave: 1, kind: .maintenance, customerID: "c1", customerName: "C One", channel: .smtp,
+                                              recipient: "c1@example.org", messageID: "<m1@x>", hosts: ["a", "b"], subject: "s", payload: "p")])
+        try await a.hookStarting("r1", host: "b", phase: "pre_reboot", wave: 1, index: 0, command: "true")
+        try await a.silenceAsked("r1", host: "b", endsAt: Date(timeIntervalSince1970: 2_000_000_000))
+        try a.recordKnownBad("6.1.0-13-leaky", source: .manual, rolloutID: nil, hosts: [], evidence: "leaks", by: "test")
+        try a.requestPause("r1", by: "alice")
+        let b = try to.open()
+        let copied = try a.copy(into: b)
+        #expect(copied.first { $0.table == "event" }?.rows == (try a.eventCount("r1")))
+        #expect(try b.journalID() == (try a.journalID()))
+        #expect(try b.rollouts() == (try a.rollouts()))
+        #expect(try b.hosts("r1") == (try a.hosts("r1")))
+        #expect(try b.events("r1").map(\.message) == (try a.events("r1").map(\.message)))
+        #expect(try b.notices("r1") == (try a.notices("r1")))
+        #expect(try b.hookRuns("r1") == (try a.hookRuns("r1")))
+        #expect(try b.silences("r1") == (try a.silences("r1")))
+        #expect(try b.knownBadKernels() == (try a.knownBadKernels()))
+        #expect(try b.lockedHosts("r1") == (try a.lockedHosts("r1")))
+        #expect(try b.pauseState("r1") == (try a.pauseState("r1")))
+        #expect(try b.gateReports("r1").map(\.host) == ["b"])
+        // The copy goes on where the original stopped.
+        let last = try #require(try b.events("r1").last?.id)
+        try await b.event("r1", kind: .info, "after the copy")
+        #expect(try b.events("r1").last?.id ?? 0 > last)
+        // Copied once: a second copy into the same target is refused, and changes nothing.
+        #expect(throws: Journal.CopyRefused.self) { try a.copy(into: b) }
+        #expect(try b.eventCount("r1") == (try a.eventCount("r1")) + 1)
+    }
+
+    @Test func copyIsRefusedWhileARolloutIsDriven() throws {
+        let from = try JournalPlace(.sqlite); defer { from.cleanUp() }
+        let to = try JournalPlace(.sqlite, file: "to.sqlite"); defer { to.cleanUp() }
+        let a = try from.open()
+        try a.createRollout(id: "r1", plan: plan(from.dir), planHash: "h", hosts: hosts(["a"]), waves: 1)  // driven by this live process
+        do {
+            try a.copy(into: try to.open())
+            Issue.record("a driven rollout's journal was copied")
+        } catch let e as Journal.CopyRefused {
+            #expect(e.message.contains("r1") && e.message.contains("pid \(getpid())"))
+        }
+        #expect(try to.open().rollouts().isEmpty)
     }
 
     @Test func defaultPathFollowsXDG() {
@@ -132,17 +303,17 @@ import SSHTesting
         DriverIdentity(host: host, pid: pid, startTime: start ?? DriverIdentity.current.startTime, token: UUID().uuidString)
     }
 
-    @Test func manyDriversAtOnceExactlyOneGetsTheLease() async throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/j.sqlite"
-        let j = try Journal(path: path)
+    @Test(arguments: JournalBackendKind.allCases) func manyDriversAtOnceExactlyOneGetsTheLease(_ backend: JournalBackendKind) async throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
         try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: identity(pid: 999_999, start: 1))
         // Eight processes' worth of journals on one file, each a different (live: this process) driver.
         let wins = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<8 {
                 group.addTask {
                     await Task.detached {
-                        guard let jj = try? Journal(path: path) else { return false }
+                        guard let jj = try? place.open() else { return false }
                         do { try jj.acquireLease("r1", as: self.identity()); return true } catch { return false }
                     }.value
                 }
@@ -156,9 +327,10 @@ import SSHTesting
         #expect(events.contains { $0.contains("driver lease taken over from") })
     }
 
-    @Test func aLiveHolderIsNeverTakenOverADeadOneIs() throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let j = try Journal(path: dir + "/j.sqlite")
+    @Test(arguments: JournalBackendKind.allCases) func aLiveHolderIsNeverTakenOverADeadOneIs(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
         let me = identity()
         try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: me)
         // This process is alive: another driver is refused, naming it.
@@ -183,9 +355,10 @@ import SSHTesting
         #expect(try j.renewLease("r1", as: reused).held == false)
     }
 
-    @Test func anotherMachinesLeaseHoldsUntilItExpires() throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let j = try Journal(path: dir + "/j.sqlite")
+    @Test(arguments: JournalBackendKind.allCases) func anotherMachinesLeaseHoldsUntilItExpires(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
         let remote = identity(host: "standby.example", pid: 4242, start: 7)
         try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: remote, ttl: .seconds(60))
         #expect(throws: LeaseHeld.self) { try j.acquireLease("r1", as: self.identity()) }
@@ -194,9 +367,10 @@ import SSHTesting
         try j.acquireLease("r2", as: identity())
     }
 
-    @Test func stopRequestsReachTheDriverAtItsHeartbeat() throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let j = try Journal(path: dir + "/j.sqlite")
+    @Test(arguments: JournalBackendKind.allCases) func stopRequestsReachTheDriverAtItsHeartbeat(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
         let me = identity()
         try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1, driver: me)
         #expect(try j.renewLease("r1", as: me).stopRequested == false)
@@ -206,26 +380,75 @@ import SSHTesting
 
     /// A value this rollctl does not know (a newer version wrote it, or a person did) is an
     /// error, never read as `failed` (which a rollback would act on) or `pending` (re-sent).
-    @Test func unknownStatesInTheJournalAreErrorsNotGuesses() throws {
-        let dir = try TestSSHD.makeTempDir(); defer { try? FileManager.default.removeItem(atPath: dir) }
-        let j = try Journal(path: dir + "/j.sqlite")
+    @Test(arguments: JournalBackendKind.allCases) func unknownStatesInTheJournalAreErrorsNotGuesses(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
         try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1)
-        let (s1, o1) = try Spawn.run("/usr/bin/sqlite3", [j.path, "UPDATE host SET state = 'parked' WHERE name = 'a';"])
-        #expect(s1 == 0, "\(o1)")
+        try place.outside("UPDATE host SET state = 'parked' WHERE name = 'a';")
         #expect(throws: JournalError.self) { _ = try j.hosts("r1") }
         #expect(throws: JournalError.self) { _ = try j.host("r1", "a") }
-        let (s2, o2) = try Spawn.run("/usr/bin/sqlite3", [j.path, """
+        try place.outside("""
             INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload, status, created_at, updated_at)
             VALUES ('r1', 1, 'done', 'c1', 'C', 'smtp', 'c@example.org', '<m@x>', '[]', 's', 'p', 'delivered?', 'now', 'now');
-            """])
-        #expect(s2 == 0, "\(o2)")
+            """)
         #expect(throws: JournalError.self) { _ = try j.notices("r1") }
-        _ = try Spawn.run("/usr/bin/sqlite3", [j.path, "DELETE FROM notice; INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload, status, created_at, updated_at) VALUES ('r1', 1, 'done', 'c1', 'C', 'pigeon', 'c@example.org', '<m@x>', '[]', 's', 'p', 'sent', 'now', 'now');"])
+        try place.outside("DELETE FROM notice; INSERT INTO notice (rollout_id, wave, kind, customer_id, customer_name, channel, recipient, message_id, hosts, subject, payload, status, created_at, updated_at) VALUES ('r1', 1, 'done', 'c1', 'C', 'pigeon', 'c@example.org', '<m@x>', '[]', 's', 'p', 'sent', 'now', 'now');")
         #expect(throws: JournalError.self) { _ = try j.notices("r1") }
-        _ = try Spawn.run("/usr/bin/sqlite3", [j.path, "INSERT INTO event (rollout_id, at, kind, message) VALUES ('r1', 'now', 'gossip', 'x');"])
+        try place.outside("INSERT INTO event (rollout_id, at, kind, message) VALUES ('r1', 'now', 'gossip', 'x');")
         #expect(throws: JournalError.self) { _ = try j.events("r1") }
-        _ = try Spawn.run("/usr/bin/sqlite3", [j.path, "UPDATE rollout SET state = 'paused-ish'; UPDATE wave SET state = 'skipped?';"])
+        try place.outside("UPDATE rollout SET state = 'paused-ish'; UPDATE wave SET state = 'skipped?';")
         #expect(throws: JournalError.self) { _ = try j.rollout("r1") }
         #expect(throws: JournalError.self) { _ = try j.waves("r1") }
+    }
+}
+
+/// `--journal` / `ROLLCTL_JOURNAL`: a path, or a PostgreSQL URL checked before anything connects.
+@Suite struct JournalLocationTests {
+    @Test func aPathIsSQLiteAURLIsPostgres() throws {
+        #expect(try JournalLocation.parse("/var/lib/rollctl/j.sqlite") == .sqlite("/var/lib/rollctl/j.sqlite"))
+        #expect(try JournalLocation.parse("relative/j.db") == .sqlite("relative/j.db"))
+        for url in ["postgres://rollctl@127.0.0.1:5432/journal", "postgresql://rollctl@localhost/journal", "postgres://rollctl@[::1]:5433/j",
+                    "postgres://rollctl@/journal?host=/var/run/postgresql"] {
+            guard case .postgres(let u) = try JournalLocation.parse(url, environment: [:]) else { Issue.record("\(url) not read as PostgreSQL"); continue }
+            #expect(u.display == url)
+        }
+        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("mysql://x@h/db") }
+        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@127.0.0.1:5432/", environment: [:]) }
+    }
+
+    @Test func aPasswordInTheURLIsRefusedAndNeverRepeated() {
+        for url in ["postgres://rollctl:hunter2@db.example:5432/journal?sslmode=verify-full", "postgresql://rollctl:hunter2@127.0.0.1/journal",
+                    "postgres://rollctl@127.0.0.1/journal?password=hunter2"] {
+            do {
+                _ = try JournalLocation.parse(url, environment: [:])
+                Issue.record("\(url) accepted")
+            } catch let e as JournalLocation.Invalid {
+                #expect(e.message.contains("password"))
+                #expect(e.hint.contains("PGPASSWORD") && e.hint.contains(".pgpass"))
+                #expect(!e.description.contains("hunter2"), "\(e)")
+            } catch { Issue.record("\(error)") }
+        }
+    }
+
+    @Test func aRemoteServerWithoutTLSIsRefusedUnlessAllowed() throws {
+        let plain = "postgres://rollctl@db.example:5432/journal"
+        do {
+            _ = try JournalLocation.parse(plain, environment: [:])
+            Issue.record("plain text to a remote server accepted")
+        } catch let e as JournalLocation.Invalid {
+            #expect(e.message.contains("db.example") && e.message.contains("prefer"))
+            #expect(e.hint.contains("sslmode=verify-full") && e.hint.contains("--journal-allow-plaintext"))
+        }
+        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse(plain + "?sslmode=disable", environment: [:]) }
+        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@/journal?host=10.1.2.3", environment: [:]) }
+        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@localhost,db2.example/journal", environment: [:]) }
+        for ok in ["?sslmode=require", "?sslmode=verify-ca", "?sslmode=verify-full"] { _ = try JournalLocation.parse(plain + ok, environment: [:]) }
+        _ = try JournalLocation.parse(plain, environment: ["PGSSLMODE": "verify-full"])
+        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse(plain + "?sslmode=allow", environment: ["PGSSLMODE": "verify-full"]) }
+        _ = try JournalLocation.parse(plain, allowPlaintext: true, environment: [:])
+        // No host in the URL: libpq takes PGHOST.
+        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@/journal", environment: ["PGHOST": "db.example"]) }
+        _ = try JournalLocation.parse("postgres://rollctl@/journal", environment: ["PGHOST": "/run/postgresql"])
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Testing
 import RolloutTesting
 import SSHTesting
@@ -113,7 +112,7 @@ final class NoticeFixture: Sendable {
         let hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] =
             (1...4).map { i in ("web-\(i)", "10.0.0.\(i)", "\(dir)/web-\(i)", i <= 3 ? 1 : 2, 1, .pending, nil) }
         try journal.createRollout(id: rolloutID, plan: plan, planHash: "h", hosts: hosts, waves: 2)
-        try journal.pool.write { db in try db.execute(sql: "UPDATE host SET release_before = '6.1.0-13-leaky'") }
+        try journal.executeRaw("UPDATE host SET release_before = '6.1.0-13-leaky'")
     }
 
     deinit {
@@ -205,9 +204,7 @@ final class NoticeFixture: Sendable {
         defer { sink.stop() }
         // Run 1 sent both, then "died" before journaling Anna's as sent: her row is back to pending.
         try await f.sender(port: sink.port).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
-        try await f.journal.pool.write { db in
-            try db.execute(sql: "UPDATE notice SET status = 'pending', sent_at = NULL, reply = NULL WHERE customer_id = 'c0042'")
-        }
+        try f.journal.executeRaw("UPDATE notice SET status = 'pending', sent_at = NULL, reply = NULL WHERE customer_id = 'c0042'")
         try await f.sender(port: sink.port).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
         let mails = try sink.mails()
         #expect(mails.count == 3)

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Basics
 import NetIO
 import SSH
@@ -276,7 +275,7 @@ extension Orchestrator {
     /// The journal could not be read or written (or refused a transition): not the host's
     /// failure — the run stops (`stopBlind`) rather than journal guesses.
     static func isJournalFailure(_ error: Error) -> Bool {
-        error is JournalError || error is DatabaseError || error is StepAbort
+        error is JournalError || Journal.isStorageError(error) || error is StepAbort
     }
 
     /// Which SSH errors end a wait for a host. A host key that changed or is unknown (under

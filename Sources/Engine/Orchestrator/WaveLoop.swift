@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Basics
 import NetIO
 import SSH

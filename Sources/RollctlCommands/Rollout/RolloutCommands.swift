@@ -8,15 +8,33 @@ import RolloutConfig
 import RolloutJournal
 import Engine
 
-/// `--journal PATH` (or `ROLLCTL_JOURNAL`), shared by every command that reads or writes the journal.
+/// `--journal PATH|URL` (or `ROLLCTL_JOURNAL`), shared by every command that reads or writes the journal.
 struct JournalOption: ParsableArguments {
-    @Option(help: ArgumentHelp("The journal (SQLite). Default: $ROLLCTL_JOURNAL, else $XDG_STATE_HOME/rollctl/journal.sqlite, else ~/.local/state/rollctl/journal.sqlite.", valueName: "path"))
+    @Option(help: ArgumentHelp("The journal: a SQLite file, or a PostgreSQL database as postgres://user@host:port/db (the password from PGPASSWORD or ~/.pgpass, never the URL). Default: $ROLLCTL_JOURNAL, else $XDG_STATE_HOME/rollctl/journal.sqlite, else ~/.local/state/rollctl/journal.sqlite.", valueName: "path|url"))
     var journal: String?
 
-    func open() throws -> Journal {
-        let path = journal ?? Journal.defaultPath()
-        do { return try Journal(path: path) } catch {
-            throw InputError(file: path, "cannot open the journal: \(error)")
+    @Flag(help: "Allow a PostgreSQL journal on another machine without TLS (sslmode other than require, verify-ca or verify-full); also ROLLCTL_JOURNAL_ALLOW_PLAINTEXT=1.")
+    var journalAllowPlaintext = false
+
+    func location() throws -> JournalLocation {
+        try Self.location(journal, allowPlaintext: journalAllowPlaintext)
+    }
+
+    /// `value` (nil: the default) as a journal location; bad input (exit 2) names where it came from.
+    static func location(_ value: String?, allowPlaintext: Bool) throws -> JournalLocation {
+        let env = ProcessInfo.processInfo.environment
+        let source = value != nil ? "--journal" : (env["ROLLCTL_JOURNAL"].map { $0.isEmpty ? nil : "ROLLCTL_JOURNAL" } ?? nil) ?? "journal"
+        let allow = allowPlaintext || env["ROLLCTL_JOURNAL_ALLOW_PLAINTEXT"] == "1"
+        do { return try JournalLocation.parse(value ?? Journal.defaultPath(), allowPlaintext: allow) } catch let e as JournalLocation.Invalid {
+            throw InputError(file: source, e.message, hint: e.hint)
+        }
+    }
+
+    func open() throws -> Journal { try Self.open(location()) }
+
+    static func open(_ location: JournalLocation) throws -> Journal {
+        do { return try Journal(location: location) } catch {
+            throw InputError(file: location.display, "cannot open the journal: \(error)")
         }
     }
 
