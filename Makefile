@@ -42,7 +42,7 @@ build: deps
 # cooperative thread pool nor fight each other for the 2 cores. The HTTP client's hostile-peer
 # suites join them: they check that a deadline holds, and on 2 cores a pool busy with other
 # suites' blocking work delays the wake-up itself (seen: a 1 s deadline observed at 3.6 s).
-PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests|NoticeHostileWebhookTests|PrometheusCheckTests
+PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests|JournalCommandTests|NoticeHostileWebhookTests|PrometheusCheckTests
 
 ## test: everything, against real sshd on loopback and fleetsim hosts.
 test: deps

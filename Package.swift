@@ -124,7 +124,7 @@ let package = Package(
         .target(name: "PostgresTesting", dependencies: ["SSHTesting"], path: "Tests/PostgresTesting"),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "PostgresTesting"]),
         .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting", "PostgresTesting"], exclude: ["corpus", "ansible", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
-        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "RolloutConfig", "RolloutJournal", "Engine"]),
+        .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "PostgresTesting", "RolloutConfig", "RolloutJournal", "Engine"]),
         // In-process unit tests of the CLI's rendering (Console); RollctlTests runs the binary.
         .testTarget(name: "RollctlCommandsTests", dependencies: ["RollctlCommands"]),
     ],
