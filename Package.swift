@@ -115,7 +115,7 @@ let package = Package(
         .testTarget(name: "FleetsimTests", dependencies: ["FleetsimCore", "Basics"]),
         // Test support for the engine: `SimHost`, a Debian host in memory (bench-core and EngineTests drive the real orchestrator over it).
         .target(name: "RolloutTesting", dependencies: ["Basics", "Engine", "RolloutConfig", "RolloutJournal", "HealthGate", "SSH", "FleetsimCore", .product(name: "Logging", package: "swift-log")], path: "Tests/RolloutTesting"),
-        .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "HealthGate", "SSHTesting"]),
+        .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "HealthGate", "SSHTesting", "PostgresTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
         .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),

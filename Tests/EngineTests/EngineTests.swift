@@ -2,14 +2,16 @@ import Foundation
 import Testing
 import RolloutTesting
 import SSHTesting
+import PostgresTesting
 @testable import Basics
 @testable import HealthGate
 @testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
 
-/// The real orchestrator and journal (a real SQLite file) over in-process `SimHost`s:
-/// the engine's scenarios without root, sshd or fleetsim, in seconds.
+/// The real orchestrator and journal (a real SQLite file, or with `postgres` a database of its
+/// own on a real PostgreSQL server) over in-process `SimHost`s: the engine's scenarios without
+/// root, sshd or fleetsim, in seconds.
 final class SimFleet: @unchecked Sendable {
     static let old = "6.1.0-18-hosting", new = "6.1.0-19-hosting"
     let dir: String
@@ -19,10 +21,21 @@ final class SimFleet: @unchecked Sendable {
     let inventory: Inventory
     let hosts: [String: SimHost]
     var plan: Plan
+    /// The journal's database on PostgreSQL (nil: SQLite).
+    let postgres: (server: TestPostgres, database: String)?
 
-    init(count: Int, racks: Int = 2, waves: [WaveSize] = [.count(1), .percent(100)], maxParallel: Int = 4, maxFailedPerWave: Int = 0) throws {
+    init(count: Int, racks: Int = 2, waves: [WaveSize] = [.count(1), .percent(100)], maxParallel: Int = 4, maxFailedPerWave: Int = 0,
+         postgres: Bool = false) throws {
         dir = try TestSSHD.makeTempDir()
-        journal = try Journal(path: dir + "/journal.sqlite", clock: clock)
+        if postgres {
+            let server = try TestPostgres.shared()
+            let db = try server.createDatabase()
+            self.postgres = (server, db)
+            journal = try Journal(location: JournalLocation.parse(server.url(db)), clock: clock)
+        } else {
+            self.postgres = nil
+            journal = try Journal(path: dir + "/journal.sqlite", clock: clock)
+        }
         var list: [InventoryHost] = []
         var sims: [String: SimHost] = [:]
         for i in 1...count {
@@ -42,7 +55,10 @@ final class SimFleet: @unchecked Sendable {
         plan.failure.maxFailedHostsTotal = .count(maxFailedPerWave)
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
+    deinit {
+        try? FileManager.default.removeItem(atPath: dir)
+        if let postgres { _ = try? postgres.server.psql("postgres", "DROP DATABASE IF EXISTS \(postgres.database) WITH (FORCE)") }
+    }
 
     func create(as driver: DriverIdentity = .current, startAt: Date? = nil) throws -> String {
         let current = Dictionary(uniqueKeysWithValues: inventory.hosts.map { ($0.name, Self.old) })
@@ -76,8 +92,8 @@ func otherDriver() -> DriverIdentity {
 }
 
 @Suite("engine over in-process hosts", .serialized) struct EngineTests {
-    @Test func everyHostIsRolledOnceCommittedAndReleased() async throws {
-        let f = try SimFleet(count: 12, racks: 3, waves: [.count(1), .percent(50), .percent(100)])
+    @Test(arguments: [false, true]) func everyHostIsRolledOnceCommittedAndReleased(onPostgres: Bool) async throws {
+        let f = try SimFleet(count: 12, racks: 3, waves: [.count(1), .percent(50), .percent(100)], postgres: onPostgres)
         let id = try f.create()
         let o = f.orchestrator(id)
         defer { o.releaseLease() }
@@ -102,8 +118,8 @@ func otherDriver() -> DriverIdentity {
     }
 
     /// Two drivers of one rollout started at the same moment: exactly one drives.
-    @Test func twoDriversAtOnceExactlyOneDrives() async throws {
-        let f = try SimFleet(count: 6, racks: 3)
+    @Test(arguments: [false, true]) func twoDriversAtOnceExactlyOneDrives(onPostgres: Bool) async throws {
+        let f = try SimFleet(count: 6, racks: 3, postgres: onPostgres)
         let me = otherDriver()
         let id = try f.create(as: me)
         f.orchestrator(id, as: me).releaseLease()
@@ -160,6 +176,36 @@ func otherDriver() -> DriverIdentity {
                 "after the failed write no further host was rebooted: \(rebooted)\n\(log.all.joined(separator: "\n"))")
         #expect(log.all.contains { $0.contains("STOPPING: SQLite error 5: database is locked") })
         #expect(try f.journal.rollout(id)?.state == .interrupted)
+        let again = f.orchestrator(id)
+        defer { again.releaseLease() }
+        #expect(try await again.run() == .completed)
+        for (name, s) in await f.summaries() { #expect(s.reboots == 1 && s.release == SimFleet.new, "\(name): \(s)") }
+    }
+}
+
+/// PostgreSQL: the journal's session is cut by the server (as a failover or a network cut
+/// would) right after a reboot was ordered. The next journal write fails, so the run stops,
+/// interrupted, instead of going on blind; the session comes back at the next call, and a
+/// resume finishes with every host booted once.
+@Suite("engine over in-process hosts, journal on PostgreSQL", .serialized) struct EnginePostgresTests {
+    @Test func aJournalWhoseSessionIsCutStopsTheRunAndResumeFinishes() async throws {
+        let f = try SimFleet(count: 4, racks: 4, waves: [.count(1), .percent(100)], maxParallel: 1, postgres: true)
+        let id = try f.create()
+        let (server, db) = f.postgres!
+        await f.hosts["h02"]!.setOnReboot { _ in
+            _ = try? server.psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(db)' AND application_name = 'rollctl'")
+        }
+        let log = SimFleet.Log()
+        let o = f.orchestrator(id, log: log)
+        #expect(try await o.run() == .interrupted, "\(log.all.joined(separator: "\n"))")
+        o.releaseLease()
+        let s = await f.summaries()
+        let rebooted = s.filter { $0.value.reboots > 0 }.map(\.key).sorted()
+        #expect(rebooted.contains("h02") && s["h03"]!.reboots == 0,
+                "after the failed write no further host was rebooted: \(rebooted)\n\(log.all.joined(separator: "\n"))")
+        #expect(log.all.contains { $0.contains("STOPPING: PostgreSQL") }, "\(log.all.joined(separator: "\n"))")
+        #expect(try f.journal.rollout(id)?.state == .interrupted)
+        await f.hosts["h02"]!.setOnReboot { _ in }
         let again = f.orchestrator(id)
         defer { again.releaseLease() }
         #expect(try await again.run() == .completed)
