@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import PostgresTesting
 import RolloutTesting
 import SSHTesting
 @testable import Basics
@@ -93,13 +94,26 @@ final class NoticeFixture: Sendable {
     let customers: Customers
     let rolloutID = "r-notice-test"
 
-    /// A new fixture, or (with `dir`) the one another process created there.
-    init(dir existing: String? = nil) throws {
+    /// The journal's database when on PostgreSQL.
+    private let postgres: (server: TestPostgres, database: String)?
+
+    /// A new fixture, or (with `dir`) the one another process created there. `backend`: where
+    /// the journal is (a SQLite file in `dir`, or a database of its own on a real PostgreSQL).
+    init(_ backend: JournalBackendKind = .sqlite, dir existing: String? = nil) throws {
         let dir = existing ?? NSTemporaryDirectory() + "rollctl-notices-\(UUID().uuidString.prefix(8))"
         self.dir = dir
         owned = existing == nil
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        journal = try Journal(path: dir + "/journal.sqlite")
+        switch backend {
+        case .sqlite:
+            postgres = nil
+            journal = try Journal(path: dir + "/journal.sqlite")
+        case .postgres:
+            let server = try TestPostgres.shared()
+            let db = try server.createDatabase()
+            postgres = (server, db)
+            journal = try Journal(location: JournalLocation.parse(server.url(db)))
+        }
         let anna = Customer(id: "c0042", name: "Anna Nováková", email: "anna@example.org")
         let bob = Customer(id: "c0007", name: "Bob Smith", email: "bob@example.net")
         let cyril = Customer(id: "c0100", name: "Cyril", email: "cyril@example.com")
@@ -117,6 +131,7 @@ final class NoticeFixture: Sendable {
 
     deinit {
         if owned { try? FileManager.default.removeItem(atPath: dir) }
+        if let postgres { _ = try? postgres.server.psql("postgres", "DROP DATABASE IF EXISTS \(postgres.database) WITH (FORCE)") }
     }
 
     func sender(port: Int, block: Bool = true, leadTime: Duration = .zero, username: String? = nil, environment: [String: String] = [:],
@@ -145,8 +160,8 @@ final class NoticeFixture: Sendable {
 }
 
 @Suite(.serialized) struct NoticeSMTPTests {
-    @Test func oneMaintenanceNoticePerCustomerListingAllTheirHostsInTheWave() async throws {
-        let f = try NoticeFixture()
+    @Test(arguments: JournalBackendKind.allCases) func oneMaintenanceNoticePerCustomerListingAllTheirHostsInTheWave(_ backend: JournalBackendKind) async throws {
+        let f = try NoticeFixture(backend)
         let sink = try LoopbackSink.smtp()
         defer { sink.stop() }
         let earliest = try await f.sender(port: sink.port, leadTime: .seconds(3600))
@@ -183,8 +198,8 @@ final class NoticeFixture: Sendable {
         #expect(abs(earliest.timeIntervalSince(sentAt) - 3600) < 0.01)
     }
 
-    @Test func aResumedRunDoesNotSendASentNoticeAgainAndKeepsTheLeadTime() async throws {
-        let f = try NoticeFixture()
+    @Test(arguments: JournalBackendKind.allCases) func aResumedRunDoesNotSendASentNoticeAgainAndKeepsTheLeadTime(_ backend: JournalBackendKind) async throws {
+        let f = try NoticeFixture(backend)
         let sink = try LoopbackSink.smtp()
         defer { sink.stop() }
         let first = try await f.sender(port: sink.port, leadTime: .seconds(600)).maintenance(wave: 1, hosts: f.wave1, windowStart: f.start, windowEnd: f.start)
@@ -198,8 +213,8 @@ final class NoticeFixture: Sendable {
         #expect(try f.notices().allSatisfy { $0.attempts == 1 })
     }
 
-    @Test func aPendingNoticeAtResumeIsSentOnceWithTheSameMessageIDAndMarked() async throws {
-        let f = try NoticeFixture()
+    @Test(arguments: JournalBackendKind.allCases) func aPendingNoticeAtResumeIsSentOnceWithTheSameMessageIDAndMarked(_ backend: JournalBackendKind) async throws {
+        let f = try NoticeFixture(backend)
         let sink = try LoopbackSink.smtp()
         defer { sink.stop() }
         // Run 1 sent both, then "died" before journaling Anna's as sent: her row is back to pending.
@@ -218,8 +233,8 @@ final class NoticeFixture: Sendable {
         #expect(try f.journal.events(f.rolloutID).contains { $0.message.contains("was pending when the last run stopped") })
     }
 
-    @Test func killedBeforeSendingIntentOnlyIsDeliveredExactlyOnce() async throws {
-        let f = try NoticeFixture()
+    @Test(arguments: JournalBackendKind.allCases) func killedBeforeSendingIntentOnlyIsDeliveredExactlyOnce(_ backend: JournalBackendKind) async throws {
+        let f = try NoticeFixture(backend)
         let sink = try LoopbackSink.smtp()
         defer { sink.stop() }
         // Run 1 journaled Anna's intent and died before connecting.
@@ -251,8 +266,8 @@ final class NoticeFixture: Sendable {
         #expect(row.lastError?.contains("end of data") == true)
     }
 
-    @Test func serverDownRetriesWithBackoffThenBlocks() async throws {
-        let f = try NoticeFixture()
+    @Test(arguments: JournalBackendKind.allCases) func serverDownRetriesWithBackoffThenBlocks(_ backend: JournalBackendKind) async throws {
+        let f = try NoticeFixture(backend)
         let port = closedLoopbackPort()
         let clock = ContinuousClock()
         let began = clock.now
@@ -279,8 +294,8 @@ final class NoticeFixture: Sendable {
         #expect(try sink.mails().contains { $0.message_id == rows[0].messageID })
     }
 
-    @Test func serverDownWithSkipPolicyReportsAndGoesOn() async throws {
-        let f = try NoticeFixture()
+    @Test(arguments: JournalBackendKind.allCases) func serverDownWithSkipPolicyReportsAndGoesOn(_ backend: JournalBackendKind) async throws {
+        let f = try NoticeFixture(backend)
         let lines = LogCapture()
         var s = f.sender(port: closedLoopbackPort(), block: false, attempts: 3)
         s = NoticeSender(spec: s.spec, customers: s.customers, journal: s.journal, rolloutID: s.rolloutID, planName: s.planName, release: s.release,
@@ -396,8 +411,8 @@ final class NoticeFixture: Sendable {
         #expect(try sink.mails().count == 2 && sink.mails().allSatisfy(\.authenticated))
     }
 
-    @Test func doneAndRolledBackNoticesUseTheirTemplates() async throws {
-        let f = try NoticeFixture()
+    @Test(arguments: JournalBackendKind.allCases) func doneAndRolledBackNoticesUseTheirTemplates(_ backend: JournalBackendKind) async throws {
+        let f = try NoticeFixture(backend)
         let sink = try LoopbackSink.smtp()
         defer { sink.stop() }
         let templates = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
