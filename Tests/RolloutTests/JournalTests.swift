@@ -286,6 +286,22 @@ struct JournalPlace: Sendable {
         #expect(try to.open().rollouts().isEmpty)
     }
 
+    /// A commit is on disk before the side effect it announces, also when the server's (or the
+    /// database's) default says commits may return before the WAL is flushed.
+    @Test func commitsWaitForTheWALFlushWhateverTheServersDefault() throws {
+        let place = try JournalPlace(.postgres); defer { place.cleanUp() }
+        try place.server!.psql("postgres", "ALTER DATABASE \(place.database!) SET synchronous_commit = off")
+        #expect(try place.server!.psql(place.database!, "SHOW synchronous_commit") == "off\n")
+        let j = try place.open()
+        let setting = try j.store.read { db in try db.one("SHOW synchronous_commit").map { $0[0] as String } }
+        #expect(setting == "on")
+        // Also after the session was cut and came back.
+        try place.server!.psql("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(place.database!)' AND application_name = 'rollctl'")
+        #expect(throws: (any Error).self) { _ = try j.rollouts() }
+        #expect(try j.rollouts().isEmpty)
+        #expect(try j.store.read { db in try db.one("SHOW synchronous_commit").map { $0[0] as String } } == "on")
+    }
+
     @Test func defaultPathFollowsXDG() {
         #expect(Journal.defaultPath(environment: ["ROLLCTL_JOURNAL": "/x/j.db"]) == "/x/j.db")
         #expect(Journal.defaultPath(environment: ["XDG_STATE_HOME": "/s"]) == "/s/rollctl/journal.sqlite")
