@@ -5,7 +5,7 @@
 // SSH is the production code path. One size per process, so the peak RSS printed
 // (getrusage ru_maxrss) belongs to that size only.
 //
-//   bench-core --hosts N [--journal PATH] [--hosts-per-rack K] [--max-parallel P]
+//   bench-core --hosts N [--journal PATH|postgres://…] [--hosts-per-rack K] [--max-parallel P]
 //
 // Phases, each timed with a monotonic clock:
 //   inventory  build N InventoryHost values (rack label, K hosts per rack)
@@ -53,7 +53,7 @@ func option(_ name: String) -> String? {
     return args[i + 1]
 }
 guard let n = option("--hosts").flatMap(Int.init), n > 0 else {
-    FileHandle.standardError.write(Data("usage: bench-core --hosts N [--journal PATH] [--hosts-per-rack K] [--max-parallel P]\n".utf8))
+    FileHandle.standardError.write(Data("usage: bench-core --hosts N [--journal PATH|postgres://…] [--hosts-per-rack K] [--max-parallel P]\n".utf8))
     exit(2)
 }
 let perRack = option("--hosts-per-rack").flatMap(Int.init) ?? 40
@@ -99,7 +99,8 @@ func orDie<T>(_ what: String, _ body: () throws -> T) -> T {
         exit(2)
     }
 }
-let journal = orDie("journal") { try Journal(path: journalPath) }
+// A postgres:// URL runs the same rollout with the journal in PostgreSQL (an empty database).
+let journal = orDie("journal") { try Journal(location: JournalLocation.parse(journalPath)) }
 let id = orDie("create") { try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal) }
 let t3 = monotonic()
 

@@ -63,4 +63,20 @@ struct JournalCommandTests {
         let missing = try CLI.run(["journal", "copy", dir + "/nope.sqlite", server.url(db)])
         #expect(missing.status == 2 && missing.output.contains("no such journal"), "\(missing.output)")
     }
+
+    /// A team's known-bad kernels live in the shared journal: `plan validate` and the dry-run ask a
+    /// PostgreSQL journal (a SQLite one only when its file exists).
+    @Test func aKnownBadKernelInAPostgresJournalIsRefused() throws {
+        let server = try TestPostgres.shared()
+        let url = server.url(try server.createDatabase())
+        let plan = PlanCommandTests.root + "/plans/socket-bind-fix.yaml"
+        let block = try CLI.run(["kernel", "block", "6.1.0-19-hosting", "--reason", "panics on Xeon E5 v2", "--journal", url])
+        #expect(block.status == 0, "\(block.output)")
+        let refused = try CLI.run(["plan", "validate", plan, "--journal", url])
+        #expect(refused.status == 2 && refused.output.contains("kernel 6.1.0-19-hosting is known bad: blocked by hand"), "\(refused.output)")
+        let dry = try CLI.run(["plan", "apply", plan, "--dry-run", "--offline"], environment: ["ROLLCTL_JOURNAL": url])
+        #expect(dry.status == 2 && dry.output.contains("is known bad"), "\(dry.output)")
+        #expect(try CLI.run(["kernel", "unblock", "6.1.0-19-hosting", "--journal", url]).status == 0)
+        #expect(try CLI.run(["plan", "validate", plan, "--journal", url]).status == 0)
+    }
 }

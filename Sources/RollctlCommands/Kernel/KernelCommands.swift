@@ -73,12 +73,13 @@ struct KernelUnblock: AsyncParsableCommand {
 }
 
 /// `plan validate` and `plan apply`: a plan targeting a known-bad release is bad input, with the
-/// evidence. `existingOnly`: look only when the journal exists (validate and the dry-run create none).
+/// evidence. `existingOnly`: look only when a SQLite journal's file exists (validate and the
+/// dry-run create none); a PostgreSQL journal is always asked (a team's known-bad kernels are there).
 enum KnownBadCheck {
     static func refuse(_ plan: RolloutConfig.Plan, journal: JournalOption, allowed: Bool, existingOnly: Bool) throws {
-        let path = journal.journal ?? Journal.defaultPath()
-        if existingOnly && !FileManager.default.fileExists(atPath: path) { return }
-        guard let bad = try journal.open().knownBad(plan.kernel.release) else { return }
+        let location = try journal.location()
+        if existingOnly, case .sqlite(let path) = location, !FileManager.default.fileExists(atPath: path) { return }
+        guard let bad = try JournalOption.open(location).knownBad(plan.kernel.release) else { return }
         if allowed {
             Console.shared.warn("kernel \(plan.kernel.release) is known bad (\(bad.summary)); going on: --allow-known-bad")
             return
