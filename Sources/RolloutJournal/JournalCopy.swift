@@ -23,8 +23,9 @@ extension Journal {
             throw CopyRefused(message: "rollout \(driven.id) in \(path) is being driven by \(lease.holder) (last heartbeat \(lease.heartbeat))",
                               hint: "copy when no rollout is driven: wait for it to end, or stop it with rollctl rollout abort")
         }
-        // Read everything first, from one snapshot of this journal.
-        let data: [(String, [String], [[JournalCell]])] = try store.read { db in
+        // Read everything first, from one consistent state of this journal: SQLite's read is a
+        // snapshot (WAL); on PostgreSQL the write lock keeps every other writer out meanwhile.
+        let data: [(String, [String], [[JournalCell]])] = try store.snapshot { db in
             try Self.tables.map { table in
                 let rows = try db.all("SELECT * FROM \(table)")
                 let columns = rows.first?.columnNames ?? []

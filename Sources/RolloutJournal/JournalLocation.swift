@@ -40,29 +40,51 @@ public enum JournalLocation: Sendable, Equatable {
         let lower = value.lowercased()
         guard lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://") else {
             if lower.contains("://") {
-                throw Invalid(message: "journal '\(value)': unknown scheme", hint: "give a SQLite file's path, or postgres://user@host:port/db")
+                throw Invalid(message: "journal '\(redacted(value))': unknown scheme", hint: "give a SQLite file's path, or postgres://user@host:port/db")
             }
             return .sqlite(value)
         }
-        guard let url = URLComponents(string: value) else {
-            throw Invalid(message: "journal URL '\(redacted(value))' is not a valid URL", hint: "postgres://user@host:port/db")
+        // libpq's URL: postgresql://[userinfo@][host[:port][,…]][/dbname][?param=value&…]
+        // (split here by hand: Foundation's URL parser refuses the host lists libpq accepts).
+        let rest = value[value.range(of: "://")!.upperBound...]
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        let at = authority.lastIndex(of: "@")
+        let userinfo = at.map { authority[..<$0] } ?? ""
+        let hostspec = at.map { authority[authority.index(after: $0)...] } ?? authority
+        var path = Substring(""), queryText = Substring("")
+        let afterAuthority = rest[authorityEnd...]
+        if let q = afterAuthority.firstIndex(of: "?") {
+            path = afterAuthority[..<q]; queryText = afterAuthority[afterAuthority.index(after: q)...]
+        } else {
+            path = afterAuthority
         }
-        if url.password != nil || (url.percentEncodedUser ?? "").contains(":") {
+        if userinfo.contains(":") {
             throw Invalid(message: "journal URL '\(redacted(value))' holds a password",
                           hint: "remove it from the URL: libpq reads it from PGPASSWORD, ~/.pgpass or the file PGPASSFILE names")
         }
         var query: [String: String] = [:]
-        for item in url.queryItems ?? [] { query[item.name.lowercased()] = item.value ?? "" }
+        for pair in queryText.split(separator: "&") where !pair.isEmpty {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(kv[0]).removingPercentEncoding?.lowercased() ?? String(kv[0]).lowercased()
+            query[key] = kv.count > 1 ? (String(kv[1]).removingPercentEncoding ?? String(kv[1])) : ""
+        }
         if query["password"] != nil {
             throw Invalid(message: "the journal URL holds a password (password=)",
                           hint: "remove it from the URL: libpq reads it from PGPASSWORD, ~/.pgpass or the file PGPASSFILE names")
         }
-        if url.path.isEmpty || url.path == "/" {
+        let database = path.hasPrefix("/") ? path.dropFirst() : path
+        if database.isEmpty && (query["dbname"] ?? "").isEmpty {
             throw Invalid(message: "journal URL '\(value)' names no database", hint: "postgres://user@host:port/DATABASE")
         }
-        // The hosts libpq will connect to: the URL's (a list is allowed) and host=/hostaddr=.
+        // The hosts libpq will connect to: the URL's (a list is allowed), host= and hostaddr=, else PGHOST.
         var hosts: [String] = []
-        if let h = url.percentEncodedHost, !h.isEmpty { hosts += h.split(separator: ",").map { String($0).removingPercentEncoding ?? String($0) } }
+        for part in hostspec.split(separator: ",") where !part.isEmpty {
+            var h = part
+            if h.hasPrefix("["), let close = h.firstIndex(of: "]") { h = h[h.index(after: h.startIndex)..<close] }
+            else if let colon = h.lastIndex(of: ":") { h = h[..<colon] }
+            if !h.isEmpty { hosts.append(String(h).removingPercentEncoding ?? String(h)) }
+        }
         for key in ["host", "hostaddr"] { if let h = query[key], !h.isEmpty { hosts += h.split(separator: ",").map(String.init) } }
         if hosts.isEmpty, let h = environment["PGHOST"], !h.isEmpty { hosts += h.split(separator: ",").map(String.init) }
         let sslmode = (query["sslmode"] ?? environment["PGSSLMODE"] ?? "prefer").lowercased()
@@ -85,8 +107,9 @@ public enum JournalLocation: Sendable, Equatable {
     /// The URL with whatever sits between `://` and `@` reduced to the user name (for an
     /// error message about a URL that holds a password).
     static func redacted(_ value: String) -> String {
-        guard let scheme = value.range(of: "://"), let at = value[scheme.upperBound...].firstIndex(of: "@") else { return value }
+        guard let scheme = value.range(of: "://"), let at = value[scheme.upperBound...].lastIndex(of: "@") else { return value }
         let userinfo = value[scheme.upperBound..<at]
+        guard userinfo.contains(":") else { return value }
         let user = userinfo.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
         return String(value[..<scheme.upperBound]) + user + ":***" + String(value[at...])
     }

@@ -56,6 +56,14 @@ struct JournalStore: Sendable {
         }
     }
 
+    /// Several reads that must see one state of the journal (no write in between).
+    func snapshot<T>(_ body: (SQLTx) throws -> T) throws -> T {
+        switch backend {
+        case .sqlite: return try read(body)
+        case .postgres: return try write(body)
+        }
+    }
+
     var isPostgres: Bool { if case .postgres = backend { return true } else { return false } }
 }
 

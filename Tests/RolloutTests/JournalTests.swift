@@ -435,13 +435,16 @@ struct JournalPlace: Sendable {
 
     @Test func aPasswordInTheURLIsRefusedAndNeverRepeated() {
         for url in ["postgres://rollctl:hunter2@db.example:5432/journal?sslmode=verify-full", "postgresql://rollctl:hunter2@127.0.0.1/journal",
-                    "postgres://rollctl@127.0.0.1/journal?password=hunter2"] {
+                    "postgres://rollctl@127.0.0.1/journal?password=hunter2", "postgres://rollctl:hunter2@h1:5432,h2:5433/journal",
+                    "mysql://rollctl:hunter2@db.example/journal"] {
             do {
                 _ = try JournalLocation.parse(url, environment: [:])
                 Issue.record("\(url) accepted")
             } catch let e as JournalLocation.Invalid {
-                #expect(e.message.contains("password"))
-                #expect(e.hint.contains("PGPASSWORD") && e.hint.contains(".pgpass"))
+                if url.hasPrefix("mysql") { #expect(e.message.contains("unknown scheme")) } else {
+                    #expect(e.message.contains("password"))
+                    #expect(e.hint.contains("PGPASSWORD") && e.hint.contains(".pgpass"))
+                }
                 #expect(!e.description.contains("hunter2"), "\(e)")
             } catch { Issue.record("\(error)") }
         }
@@ -457,8 +460,11 @@ struct JournalPlace: Sendable {
             #expect(e.hint.contains("sslmode=verify-full") && e.hint.contains("--journal-allow-plaintext"))
         }
         #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse(plain + "?sslmode=disable", environment: [:]) }
-        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@/journal?host=10.1.2.3", environment: [:]) }
-        #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@localhost,db2.example/journal", environment: [:]) }
+        let byQuery = #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@/journal?host=10.1.2.3", environment: [:]) }
+        #expect(byQuery?.message.contains("host 10.1.2.3") == true, "\(String(describing: byQuery))")
+        let listed = #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse("postgres://rollctl@localhost,db2.example:5433/journal", environment: [:]) }
+        #expect(listed?.message.contains("host db2.example is not on this machine") == true, "\(String(describing: listed))")
+        _ = try JournalLocation.parse("postgres://rollctl@localhost:5432,127.0.0.2:5433/journal", environment: [:])
         for ok in ["?sslmode=require", "?sslmode=verify-ca", "?sslmode=verify-full"] { _ = try JournalLocation.parse(plain + ok, environment: [:]) }
         _ = try JournalLocation.parse(plain, environment: ["PGSSLMODE": "verify-full"])
         #expect(throws: JournalLocation.Invalid.self) { try JournalLocation.parse(plain + "?sslmode=allow", environment: ["PGSSLMODE": "verify-full"]) }
