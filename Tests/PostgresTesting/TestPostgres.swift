@@ -20,6 +20,8 @@ public final class TestPostgres: @unchecked Sendable {
     public let user = "rollctl"
     public var dataDir: String { dir + "/data" }
     public var logPath: String { dir + "/postgres.log" }
+    /// The server's certificate (self-signed, for 127.0.0.1): `sslrootcert=` for `verify-full`.
+    public var caPath: String { dir + "/server.crt" }
     private var pid: pid_t = 0
     private let lock = NSLock()
     private var databases = 0
@@ -55,8 +57,14 @@ public final class TestPostgres: @unchecked Sendable {
         """
         try hba.write(toFile: dataDir + "/pg_hba.conf", atomically: false, encoding: .utf8)
         _ = try TestSSHD.run("/bin/chown", ["postgres:postgres", dataDir + "/pg_hba.conf"])
+        // TLS offered (not required): a throwaway certificate for 127.0.0.1, which `caPath` verifies.
+        _ = try TestSSHD.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                                                  "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir + "/server.key", "-out", caPath])
+        chmod(dir + "/server.key", 0o600)
+        _ = try TestSSHD.run("/bin/chown", ["postgres:postgres", dir + "/server.key", caPath])
         let (pexe, pargs) = asPostgres(Self.bin + "/postgres", ["-D", dataDir, "-k", dir, "-p", "\(port)", "-h", "127.0.0.1",
-                                                                "-c", "max_connections=200", "-c", "shared_buffers=16MB"])
+                                                                "-c", "max_connections=200", "-c", "shared_buffers=16MB",
+                                                                "-c", "ssl=on", "-c", "ssl_cert_file=\(caPath)", "-c", "ssl_key_file=\(dir)/server.key"])
         pid = try Spawn.start(pexe, pargs, outputPath: logPath)
         let deadline = Date().addingTimeInterval(30)
         while true {
@@ -94,6 +102,14 @@ public final class TestPostgres: @unchecked Sendable {
     /// `postgres://rollctl@127.0.0.1:PORT/DATABASE`.
     public func url(_ database: String, user: String? = nil) -> String {
         "postgres://\(user ?? self.user)@127.0.0.1:\(port)/\(database)"
+    }
+
+    /// A throwaway self-signed certificate in a new folder (remove `directory` when done).
+    public static func selfSignedCertificate(commonName: String) throws -> (directory: String, certificate: String, key: String) {
+        let d = try TestSSHD.makeTempDir()
+        _ = try TestSSHD.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=\(commonName)",
+                                                  "-keyout", d + "/key.pem", "-out", d + "/cert.pem"])
+        return (d, d + "/cert.pem", d + "/key.pem")
     }
 
     /// A loopback port nothing listened on a moment ago.

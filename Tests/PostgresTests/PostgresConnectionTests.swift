@@ -89,4 +89,23 @@ import PostgresTesting
             #expect(!e.description.contains("wrong"))
         }
     }
+
+    /// libpq's TLS settings pass through: `require` encrypts, `verify-full` checks the server's
+    /// certificate against the given CA and refuses one it does not trust.
+    @Test func tlsIsUsedAndVerifiedWhenTheURLAsks() throws {
+        let server = try TestPostgres.shared()
+        let db = try server.createDatabase()
+        let plain = try PostgresConnection(conninfo: server.url(db) + "?sslmode=disable")
+        #expect(!plain.usesTLS)
+        let required = try PostgresConnection(conninfo: server.url(db) + "?sslmode=require")
+        #expect(required.usesTLS)
+        let verified = try PostgresConnection(conninfo: server.url(db) + "?sslmode=verify-full&sslrootcert=\(server.caPath)")
+        #expect(verified.usesTLS)
+        #expect(try verified.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").value(row: 0, column: 0) == "t")
+        let stranger = try TestPostgres.selfSignedCertificate(commonName: "stranger")
+        defer { try? FileManager.default.removeItem(atPath: stranger.directory) }
+        #expect { try PostgresConnection(conninfo: server.url(db) + "?sslmode=verify-full&sslrootcert=\(stranger.certificate)") } throws: {
+            ($0 as? PostgresError)?.code == .connectionFailed
+        }
+    }
 }
