@@ -18,6 +18,9 @@ public struct RolloutService: Sendable {
     public let logger: Logger
     /// How hosts are reached: SSH by default; in-process hosts in the engine's tests.
     public let transport: (@Sendable (InventoryHost) -> any RemoteHost)?
+    /// The driver lease's time to live (`--lease-ttl`): a driver not heard from for this long
+    /// is taken over by a driver on another machine; it stops touching hosts after half of it.
+    public var leaseTTL: Duration = .seconds(60)
 
     public init(journal: Journal, sshConfig: SSHConfig = SSHConfig(), transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil,
                 stopRequested: @escaping @Sendable () -> Bool = { false },
@@ -84,7 +87,7 @@ public struct RolloutService: Sendable {
             throw error
         }
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                             customers: customers, transport: transport, stopRequested: stopRequested, logger: logger,
+                             customers: customers, transport: transport, stopRequested: stopRequested, leaseTTL: leaseTTL, logger: logger,
                              connections: pool)
         return Created(orchestrator: o, layout: layout)
     }
@@ -110,7 +113,7 @@ public struct RolloutService: Sendable {
         try inventory.checkSSHConfig(sshConfig, hosts: inventory.hosts)
         let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                            customers: customers, transport: transport, stopRequested: stopRequested, logger: logger)
+                            customers: customers, transport: transport, stopRequested: stopRequested, leaseTTL: leaseTTL, logger: logger)
     }
 
     public enum Resumption: Sendable {

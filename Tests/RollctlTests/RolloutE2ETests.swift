@@ -5,6 +5,7 @@ import SSHTesting
 import Glibc
 #endif
 import Engine
+import Basics
 
 /// End-to-end: `rollctl plan apply` against fleetsim (real sshd per host in
 /// PID and mount namespaces, real reboots that cut connections, fake kernels).
@@ -418,6 +419,48 @@ struct RolloutE2ETests {
         #expect(abort.status == 1 && abort.output.contains("nothing to abort"), "\(abort.output)")
         for i in 1...4 {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))\n\(logs.joined(separator: "\n----\n"))")
+        }
+    }
+
+    /// Takeover (issue 19): a standby on another "machine" (its own UTS namespace, so its own host
+    /// name: the driver's pid means nothing there) waits while the driver runs, is not fooled by a
+    /// driver that is merely killed, and drives once that driver's lease lapsed. Every host boots once.
+    @Test(.enabled(if: geteuid() == 0))
+    func aStandbyOnAnotherMachineTakesOverOnceTheKilledDriversLeaseLapses() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 45); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let driver = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal, "--lease-ttl", "6s"],
+                                     outputPath: fleet.dir + "/apply.log")
+        defer { if Spawn.isRunning(driver) { kill(driver, SIGKILL); _ = Spawn.wait(driver) } }
+        var id: String?
+        for _ in 0..<300 where id == nil {
+            usleep(100_000)
+            id = try? CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.first?["id"] as? String
+        }
+        let rollout = try #require(id, "\(fleet.log("apply.log"))")
+        let standby = try Spawn.start("/usr/bin/unshare", ["--uts", "/bin/sh", "-c",
+                                      "hostname standby-machine && exec \(CLI.binary) rollout resume \(rollout) --wait --journal \(fleet.journal) --lease-ttl 6s"],
+                                      outputPath: fleet.dir + "/standby.log")
+        defer { if Spawn.isRunning(standby) { kill(standby, SIGKILL); _ = Spawn.wait(standby) } }
+        #expect(fleet.waitFor("standby: rollout \(rollout) is driven by", in: fleet.dir + "/standby.log", seconds: 30), "\(fleet.log("standby.log"))")
+        // The driver dies mid-rollout (the canary soaking).
+        #expect(fleet.waitFor("soaking", in: fleet.dir + "/apply.log"))
+        kill(driver, SIGKILL)
+        _ = Spawn.wait(driver)
+        #expect(Spawn.wait(standby) == 0, "\(fleet.log("standby.log"))")
+        let standbyLog = fleet.log("standby.log")
+        #expect(standbyLog.contains("whose lease lapsed"), "\(standbyLog)")
+        // Taken over no sooner than the lease allowed: a whole TTL after the dead driver's last heartbeat.
+        let doc = try fleet.show(rollout)
+        let events = doc["events"] as? [[String: Any]] ?? []
+        let takeover = try #require(events.first { ($0["message"] as? String)?.hasPrefix("driver lease taken over from") == true })
+        let message = takeover["message"] as! String
+        let heartbeat = try #require(message.range(of: "last heartbeat ").map { String(message[$0.upperBound...].prefix { $0 != ")" }) })
+        let at = try #require((takeover["at"] as? String).flatMap(TimeText.parse)), beat = try #require(TimeText.parse(heartbeat))
+        #expect(at.timeIntervalSince(beat) >= 6, "taken over \(at.timeIntervalSince(beat)) s after the last heartbeat: \(message)")
+        #expect(doc["state"] as? String == "completed")
+        for i in 1...4 {
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))\n\(standbyLog)")
         }
     }
 

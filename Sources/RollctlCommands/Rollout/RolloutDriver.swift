@@ -71,6 +71,8 @@ final class StopFlag: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
 
     func install() {
+        lock.lock(); let installed = !sources.isEmpty; lock.unlock()
+        guard !installed else { return }
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
@@ -94,7 +96,8 @@ final class StopFlag: @unchecked Sendable {
 /// `plan apply` without --dry-run: plan, journal, run.
 enum ApplyRun {
     static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool, log: LogOptions,
-                    at: String? = nil, allowKnownBad: Bool = false, metrics: MetricsOption = MetricsOption()) async throws {
+                    at: String? = nil, allowKnownBad: Bool = false, metrics: MetricsOption = MetricsOption(),
+                    leaseTTL: Duration = .seconds(60)) async throws {
         let console = Console.shared
         let sshConfig = SSHConfig.load()
         let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
@@ -104,8 +107,9 @@ enum ApplyRun {
             console.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
         }
         let stop = StopFlag()
-        let service = RolloutService(journal: try journal.open(), sshConfig: sshConfig, stopRequested: { stop.isSet },
+        var service = RolloutService(journal: try journal.open(), sshConfig: sshConfig, stopRequested: { stop.isSet },
                                      logger: log.logger(json: json))
+        service.leaseTTL = leaseTTL
         let createdID = OnceBox<String>()
         let endpoint = try await metrics.start(journal: service.journal, rolloutID: { createdID.get() })
         let created: RolloutService.Created
