@@ -34,6 +34,10 @@ public final class TransferPacer: @unchecked Sendable {
 public struct UploadResult: Sendable, Equatable {
     public var bytes: UInt64
     public var elapsed: Duration
+    public init(bytes: UInt64, elapsed: Duration) {
+        self.bytes = bytes
+        self.elapsed = elapsed
+    }
 }
 
 extension SSHSession {

@@ -91,8 +91,13 @@ extension Orchestrator {
     /// `dpkg -i` (or `dnf install`) of them all, and the folder goes. A checksum that does not
     /// match fails the host, the bad file removed.
     func installPackages(_ name: String, _ host: any RemoteHost) async throws {
-        let shipped = try await shipPackages(name, host)
         let dir = PackageCommands.directory(rollout: rolloutID)
+        // A resume after the install was journaled (the driver died before staging): done.
+        if try journal.hasEvent(rolloutID, host: name, kind: .outcome, prefix: Self.installedMark) {
+            say(name, "packages already installed by an earlier run: not shipped or installed again")
+            return try await removeShipment(name, host, dir)
+        }
+        let shipped = try await shipPackages(name, host)
         let names = shipped.map(\.name)
         do {
             _ = try await mustRun(host, PackageCommands.install(directory: dir, packages: shipped), "install", timeout: .seconds(1800))
@@ -101,13 +106,20 @@ extension Orchestrator {
             _ = try? await host.run(PackageCommands.remove(directory: dir), timeout: .seconds(60))
             throw error
         }
+        try await journal.event(rolloutID, host: name, kind: .outcome, Self.installedMark + "\(names.joined(separator: ", ")) from \(dir)")
+        try await removeShipment(name, host, dir)
+    }
+
+    /// The host's package folder goes (a failure is reported: the kernel is installed).
+    func removeShipment(_ name: String, _ host: any RemoteHost, _ dir: String) async throws {
         do {
             _ = try await mustRun(host, PackageCommands.remove(directory: dir), "remove \(dir)", timeout: .seconds(120))
-            try await journal.event(rolloutID, host: name, kind: .outcome, "installed \(names.joined(separator: ", ")); \(dir) removed")
         } catch where !Self.isJournalFailure(error) {
             say(name, "installed, but \(dir) could not be removed: \(describe(error)); remove it by hand", problem: true)
         }
     }
+
+    static let installedMark = "installed shipped packages: "
 
     /// The upload half of `installPackages`: afterwards every package is in the host's folder
     /// under its name, its SHA-256 checked there. Returns the packages.
@@ -115,11 +127,19 @@ extension Orchestrator {
         guard let shipped = shipment.shipped else { throw StepAbort(description: "kernel packages were not hashed before the rollout began") }
         let dir = PackageCommands.directory(rollout: rolloutID)
         let names = shipped.map(\.name)
-        let present = PackageCommands.parseSums(try await mustRun(host, PackageCommands.prepare(directory: dir, names: names), "prepare \(dir)", timeout: .seconds(300)), names: names)
+        let present = PackageCommands.parseSums(try await mustRun(host, PackageCommands.prepare(directory: dir, names: names + names.map(PackageCommands.partial)), "prepare \(dir)", timeout: .seconds(300)),
+                                                names: names + names.map(PackageCommands.partial))
         for p in shipped {
             if present[p.name] == p.sha256 {
                 try await journal.event(rolloutID, host: name, kind: .info, "\(p.name) is already in \(dir) with the same SHA-256: upload skipped")
                 say(name, "\(p.name): already on the host (same SHA-256), upload skipped")
+                continue
+            }
+            if present[PackageCommands.partial(p.name)] == p.sha256 {
+                // An earlier run uploaded it whole and died before the rename.
+                _ = try await mustRun(host, PackageCommands.place(directory: dir, name: p.name), "rename \(PackageCommands.partial(p.name))")
+                try await journal.event(rolloutID, host: name, kind: .outcome, "\(p.name): an earlier run's upload was found whole (same SHA-256) and renamed: upload skipped")
+                say(name, "\(p.name): an earlier run's upload is whole (same SHA-256), upload skipped")
                 continue
             }
             if stopping() { throw StepError("stopped before uploading \(p.name)") }
