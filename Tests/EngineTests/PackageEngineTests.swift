@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import RolloutTesting
+import HealthGate
 import SSH
 @testable import NetIO
 @testable import Basics
@@ -40,6 +41,22 @@ struct PackageEngineTests {
         let digests = events.filter { $0.host == nil && $0.message.hasPrefix("kernel packages: ") }
         #expect(digests.count == 1)
         #expect(events.firstIndex { $0.message.hasPrefix("kernel packages: ") }! < events.firstIndex { $0.host != nil && $0.kind == .intent }!)
+    }
+
+    @Test func noMoreHostsUploadAtOnceThanUploadParallel() async throws {
+        let f = try SimFleet(count: 8, racks: 8, waves: [.percent(100)], maxParallel: 8)
+        _ = try Self.withPackage(f)
+        f.plan.kernel.uploadParallel = 3
+        let id = try f.create()
+        let gauge = UploadGauge()
+        let sims = f.hosts
+        let o = Orchestrator(rolloutID: id, plan: f.plan, inventory: f.inventory, journal: f.journal,
+                             transport: { SlowUploadHost(host: sims[$0.name]!, gauge: gauge) })
+        defer { o.releaseLease() }
+        #expect(try await o.run() == .completed)
+        // All 8 stage at once (the stage step runs 32 hosts at a time); 3 upload at a time.
+        #expect(gauge.peak == 3, "peak \(gauge.peak)")
+        #expect(gauge.total == 8)
     }
 
     @Test func aCorruptedUploadFailsItsHostBeforeAnythingIsInstalled() async throws {
@@ -110,4 +127,30 @@ struct PackageEngineTests {
         print("engine (packages): the driver died \(point.rawValue) each of \(n - 1) host commands; every resume shipped and installed once, in \(ContinuousClock.now - started)")
         #expect(n - 1 >= 30, "only \(n - 1) host commands in the rollout")
     }
+}
+
+/// The most uploads in flight at once, and how many there were.
+final class UploadGauge: @unchecked Sendable {
+    private let lock = NSLock()
+    private var now = 0, most = 0, count = 0
+    func begin() { lock.lock(); now += 1; count += 1; most = max(most, now); lock.unlock() }
+    func end() { lock.lock(); now -= 1; lock.unlock() }
+    var peak: Int { lock.lock(); defer { lock.unlock() }; return most }
+    var total: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
+
+/// A `SimHost` whose uploads take 100 ms of real time (a slow link).
+struct SlowUploadHost: RemoteHost {
+    let host: SimHost
+    let gauge: UploadGauge
+    var hostName: String { host.hostName }
+    func run(_ command: String, timeout: Duration) async throws -> HostCommandResult { try await host.run(command, timeout: timeout) }
+    func upload(file localPath: String, to remotePath: String, pacer: TransferPacer?,
+                progress: (@Sendable (UInt64, UInt64) -> Void)?) async throws -> UploadResult {
+        gauge.begin()
+        defer { gauge.end() }
+        try await Task.sleep(for: .milliseconds(100))
+        return try await host.upload(file: localPath, to: remotePath, pacer: pacer, progress: progress)
+    }
+    func close() async {}
 }

@@ -12,6 +12,14 @@ public struct UploadProgress: Sendable, Equatable {
     public var total: UInt64
     /// The last report of this upload (done, or failed).
     public var finished: Bool
+
+    public init(host: String, file: String, sent: UInt64, total: UInt64, finished: Bool) {
+        self.host = host
+        self.file = file
+        self.sent = sent
+        self.total = total
+        self.finished = finished
+    }
 }
 
 /// The rollout's kernel packages (hashed once per run), its upload slots and its pacer.
@@ -97,7 +105,14 @@ extension Orchestrator {
             say(name, "packages already installed by an earlier run: not shipped or installed again")
             return try await removeShipment(name, host, dir)
         }
-        let shipped = try await shipPackages(name, host)
+        let shipped: [ShippedPackage]
+        do {
+            shipped = try await shipPackages(name, host)
+        } catch where !Self.isJournalFailure(error) {
+            // The host fails; what reached it goes (best effort: the connection may be gone).
+            _ = try? await host.run(PackageCommands.remove(directory: dir), timeout: .seconds(60))
+            throw error
+        }
         let names = shipped.map(\.name)
         do {
             _ = try await mustRun(host, PackageCommands.install(directory: dir, packages: shipped), "install", timeout: .seconds(1800))
@@ -142,7 +157,6 @@ extension Orchestrator {
                 say(name, "\(p.name): an earlier run's upload is whole (same SHA-256), upload skipped")
                 continue
             }
-            if stopping() { throw StepError("stopped before uploading \(p.name)") }
             try await journal.event(rolloutID, host: name, kind: .intent, "upload \(p.name) (\(Quantity.formatBytes(p.size)), SHA-256 \(p.sha256)) to \(dir)")
             let part = dir + "/" + PackageCommands.partial(p.name)
             await shipment.slots.acquire()
