@@ -79,6 +79,17 @@ import Testing
         #expect(f.errors("  packagez: [x.deb]\n").first?.hint == "did you mean 'packages'?")
     }
 
+    /// A rollout's plan read back from the journal (resume, abort, rollback) does not need the
+    /// files: a rollout whose packages were deleted can still be rolled back.
+    @Test func theJournalsCopyOfAPlanLoadsWithoutItsFiles() throws {
+        let text = "name: p\nkernel:\n  release: 6.1.0-19-hosting\n  packages: [gone/linux-image-6.1.0-19-hosting_amd64.deb]\ninventory: inv.yaml\n"
+        #expect(throws: InputErrors.self) { try PlanLoader.parse(text: text, path: "/srv/plans/p.yaml") }
+        let p = try PlanLoader.parse(text: text, path: "/srv/plans/p.yaml", checkFiles: false)
+        #expect(p.kernel.packages == [KernelPackage(path: "/srv/plans/gone/linux-image-6.1.0-19-hosting_amd64.deb", name: "linux-image-6.1.0-19-hosting_amd64.deb", kind: .deb, size: 0)])
+        // The rules that need no file still hold.
+        #expect(throws: InputErrors.self) { try PlanLoader.parse(text: text.replacingOccurrences(of: "_amd64.deb", with: "_amd64.zip"), path: "/srv/plans/p.yaml", checkFiles: false) }
+    }
+
     @Test func hostileFileNamesAreRefusedBeforeAnyFileIsRead() throws {
         let f = try Folder()
         for bad in ["\"'a;reboot'.deb\"", "\"$(reboot).deb\"", "\"-rf.deb\"", "\"a b.deb\"", "\"a\\nb.deb\""] {

@@ -115,6 +115,7 @@ extension PlanParser {
                     hint: "rename it to letters, digits and . _ + ~ - only (the way dpkg and rpm name packages)")
             return nil
         }
+        guard checkFiles else { return KernelPackage(path: path, name: name, kind: kind, size: 0) }
         var st = stat()
         guard stat(path, &st) == 0 else {
             let why = String(cString: strerror(errno))
