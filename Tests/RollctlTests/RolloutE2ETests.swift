@@ -213,12 +213,9 @@ struct RolloutE2ETests {
         try FileManager.default.createDirectory(atPath: root + "/boot", withIntermediateDirectories: true)
         try "Package: linux-image-\(release)\nVersion: 6.1.81-1+inhouse21\nArchitecture: amd64\nMaintainer: E2E <e2e@example.test>\nDescription: in-house kernel \(release)\n"
             .write(toFile: root + "/DEBIAN/control", atomically: true, encoding: .utf8)
-        var image = Data(count: 12 << 20)
-        image.withUnsafeMutableBytes { raw in
-            var rng = SystemRandomNumberGenerator()
-            for i in 0..<raw.bindMemory(to: UInt64.self).count { raw.bindMemory(to: UInt64.self)[i] = rng.next() }
-        }
-        try image.write(to: URL(fileURLWithPath: root + "/boot/vmlinuz-\(release)"))
+        let random = try #require(FileHandle(forReadingAtPath: "/dev/urandom"))
+        try random.readData(ofLength: 12 << 20).write(to: URL(fileURLWithPath: root + "/boot/vmlinuz-\(release)"))
+        try? random.close()
         try FileManager.default.createDirectory(atPath: fleet.dir + "/pkg", withIntermediateDirectories: true)
         let deb = fleet.dir + "/pkg/linux-image-\(release)_6.1.81-1_amd64.deb"
         let (built, out) = try Spawn.run("/usr/bin/dpkg-deb", ["-Znone", "--root-owner-group", "--build", root, deb])

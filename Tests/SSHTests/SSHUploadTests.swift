@@ -14,15 +14,12 @@ struct SSHUploadTests {
         try await SSHSession.connect(to: SSHSessionTests.endpoint(d), options: SSHSessionTests.options(d))
     }
 
-    /// A file of `size` pseudo-random bytes (not compressible, not all zeros).
+    /// A file of `size` random bytes (not compressible, not all zeros), from the kernel: a loop
+    /// in a debug build would hold a thread of the test pool for seconds.
     static func makeFile(_ path: String, size: Int) throws {
-        var rng = SystemRandomNumberGenerator()
-        var data = Data(count: size)
-        data.withUnsafeMutableBytes { raw in
-            let words = raw.bindMemory(to: UInt64.self)
-            for i in 0..<words.count { words[i] = rng.next() }
-        }
-        try data.write(to: URL(fileURLWithPath: path))
+        guard let random = FileHandle(forReadingAtPath: "/dev/urandom") else { throw CocoaError(.fileReadNoPermission) }
+        defer { try? random.close() }
+        try random.readData(ofLength: size).write(to: URL(fileURLWithPath: path))
     }
 
     @Test func aLargeFileArrivesWholeWithItsModeAndProgress() async throws {
