@@ -111,6 +111,20 @@ import Testing
         #expect(PackageCommands.remove(directory: "/var/tmp/a b") == "rm -rf -- '/var/tmp/a b'")
     }
 
+    /// Whatever a host prints, only wanted names with 64 lowercase hex digits come back.
+    @Test func anyOutputGivesOnlyWellFormedSumsOfWantedNames() {
+        var rng = SystemRandomNumberGenerator()
+        let names = ["a.deb", "a.deb.part", "b.deb"]
+        let pieces = ["a.deb", "b.deb", "  ", " *", "\n", "\r", "\u{0}", "\u{1B}[2J", "0123456789abcdef", "ABCDEF", "g", "é", "a.deb.part", "/var/tmp/"]
+        for _ in 0..<2000 {
+            let text = (0..<Int.random(in: 0...40, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            for (name, hex) in PackageCommands.parseSums(text, names: names) {
+                #expect(names.contains(name))
+                #expect(hex.utf8.count == 64 && hex.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }, "\(text.debugDescription)")
+            }
+        }
+    }
+
     @Test func checksumsFromTheHostAreReadWarily() {
         let good = String(repeating: "0123456789abcdef", count: 4)
         let names = ["a.deb", "b.deb"]
