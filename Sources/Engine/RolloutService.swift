@@ -96,11 +96,7 @@ public struct RolloutService: Sendable {
         defer { o.releaseLease() }
         try o.takeLease()
         let outcome = try await o.run()
-        if case .halted(let reason) = outcome {
-            try o.recordKnownBad(reason: reason)
-            await o.haltHooks(reason: reason)
-            try await o.rollbackAfterHalt()
-        }
+        if case .halted(let reason) = outcome { try await o.finishHalt(reason: reason) }
         return outcome
     }
 
@@ -125,7 +121,9 @@ public struct RolloutService: Sendable {
     }
 
     /// `rollout resume`: refused (`LeaseHeld`) while another live process drives it, and
-    /// (`Refusal.halted`) when it halted; an ended rollout only gets its owed notices.
+    /// (`Refusal.halted`) when it halted — after finishing what the halt owes when its driver
+    /// died before it did (known-bad, on_halt hooks, the rollback policy); an ended rollout
+    /// only gets its owed notices.
     public func resume(_ r: Journal.RolloutRow) async throws -> Resumption {
         if let lease = r.liveDriver { throw LeaseHeld(rolloutID: r.id, lease: lease) }
         if r.state.isOver {
@@ -135,7 +133,18 @@ public struct RolloutService: Sendable {
             try await o.deliverOwedNotices()
             return .over(r.state)
         }
-        if r.state == .halted { throw Refusal.halted(id: r.id, note: r.note) }
+        if r.state == .halted {
+            let o = try reopen(r)
+            if try o.haltFollowUpOwed() {
+                defer { o.releaseLease() }
+                try o.takeLease()
+                logger.warning("rollout \(r.id) halted, and its driver stopped before finishing what the halt owes: finishing it now")
+                try await o.finishHalt(reason: r.note ?? "halted")
+            }
+            // The rollback may have ended it (`rolled_back`).
+            if let now = try journal.rollout(r.id), now.state.isOver { return .over(now.state) }
+            throw Refusal.halted(id: r.id, note: r.note)
+        }
         return .ready(try reopen(r), previous: r)
     }
 

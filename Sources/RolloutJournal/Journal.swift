@@ -146,6 +146,7 @@ public final class Journal: Sendable {
         m.registerMigration("v8-hooks") { db in try Journal.migrateHooks(db) }
         m.registerMigration("v9-known-bad") { db in try Journal.migrateKnownBad(db) }
         m.registerMigration("v10-silences") { db in try Journal.migrateSilences(db) }
+        m.registerMigration("v11-soak-progress") { db in try Journal.migrateSoakProgress(db) }
         return m
     }
 
