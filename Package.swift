@@ -109,7 +109,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "HealthGate", "SSHTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
-        .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
+        .testTarget(name: "SSHTests", dependencies: ["SSH", "NetIO", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics", "WebAPI"]),
         .testTarget(name: "RolloutTests", dependencies: ["Basics", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "Engine", "SSHTesting", "RolloutTesting"], exclude: ["corpus", "ansible", "Support/smtp_sink.py", "Support/webhook_sink.py", "Support/tls_echo.py"]),
         .testTarget(name: "RollctlTests", dependencies: ["SSHTesting", "RolloutConfig", "RolloutJournal", "Engine"]),

@@ -484,6 +484,15 @@ public final class Journal: Sendable {
             .execute(arguments: [rolloutID, self.now(), host, kind.rawValue, message, data])
     }
 
+    /// Whether `host` has an event of `kind` whose message starts with `prefix` (a step a resume
+    /// must not repeat).
+    public func hasEvent(_ rolloutID: String, host: String, kind: EventKind, prefix: String) throws -> Bool {
+        try pool.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM event WHERE rollout_id = ? AND host = ? AND kind = ? AND substr(message, 1, ?) = ?)",
+                              arguments: [rolloutID, host, kind.rawValue, prefix.utf8.count, prefix]) ?? false
+        }
+    }
+
     public func eventCount(_ rolloutID: String) throws -> Int {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE rollout_id = ?", arguments: [rolloutID]) ?? 0 }
     }

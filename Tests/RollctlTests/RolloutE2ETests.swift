@@ -203,6 +203,60 @@ struct RolloutE2ETests {
         print("happy path: 12 hosts, 3 waves, wall \(String(format: "%.1f", wall)) s")
     }
 
+    /// `kernel.packages`: an in-house kernel no apt repository has (fleetsim's apt-get does not
+    /// know 6.1.0-21-hosting), built here as a real .deb, shipped to every host over its SSH
+    /// session, checked there, installed with dpkg -i and removed.
+    @Test func shippedPackagesRollAFleetWhoseHostsHaveNoRepo() throws {
+        let fleet = try Fleet(hosts: 6, racks: 3, slot: 21); defer { fleet.down() }
+        let release = "6.1.0-21-hosting"
+        let root = fleet.dir + "/pkgroot"
+        try FileManager.default.createDirectory(atPath: root + "/DEBIAN", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/boot", withIntermediateDirectories: true)
+        try "Package: linux-image-\(release)\nVersion: 6.1.81-1+inhouse21\nArchitecture: amd64\nMaintainer: E2E <e2e@example.test>\nDescription: in-house kernel \(release)\n"
+            .write(toFile: root + "/DEBIAN/control", atomically: true, encoding: .utf8)
+        let random = try #require(FileHandle(forReadingAtPath: "/dev/urandom"))
+        try random.readData(ofLength: 12 << 20).write(to: URL(fileURLWithPath: root + "/boot/vmlinuz-\(release)"))
+        try? random.close()
+        try FileManager.default.createDirectory(atPath: fleet.dir + "/pkg", withIntermediateDirectories: true)
+        let deb = fleet.dir + "/pkg/linux-image-\(release)_6.1.81-1_amd64.deb"
+        let (built, out) = try Spawn.run("/usr/bin/dpkg-deb", ["-Znone", "--root-owner-group", "--build", root, deb])
+        #expect(built == 0, "\(out)")
+        let plan = try fleet.plan(release: release, waves: "[1, 100%]")
+        var text = try String(contentsOfFile: plan, encoding: .utf8)
+        text = text.replacingOccurrences(of: "  release: \(release)\n", with: "  release: \(release)\n  packages: [pkg/linux-image-\(release)_6.1.81-1_amd64.deb]\n  upload_parallel: 3\n")
+        try text.write(toFile: plan, atomically: true, encoding: .utf8)
+
+        // Without the package, apt-get cannot find this kernel: these hosts have no repo for it.
+        let apt = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--hosts", "web-001", "--json", "--", "apt-get install -y linux-image-\(release)"])
+        #expect((apt.json.first?["stderr"] as? String)?.contains("Unable to locate package") == true, "\(apt.output)")
+
+        // The dry-run names the file, its size and SHA-256, and the commands.
+        let sha = try Spawn.run("/usr/bin/sha256sum", [deb]).1.prefix(64)
+        let dry = try fleet.apply(plan, ["--dry-run"])
+        #expect(dry.status == 0, "\(dry.output)")
+        #expect(dry.output.contains(String(sha)) && dry.output.contains("dpkg -i") && dry.output.contains("sha256sum"), "\(dry.output)")
+
+        let r = try fleet.apply(plan)
+        #expect(r.status == 0, "\(r.output)")
+        let doc = try fleet.lastRollout()
+        #expect(doc["state"] as? String == "completed")
+        #expect(Set(fleet.hostStates(doc).values) == ["committed"])
+        let id = try #require(doc["id"] as? String)
+        for i in 1...6 {
+            let host = fleet.name(i)
+            #expect(fleet.boots(host) == ["6.1.0-17-hosting", release], "\(host)")
+            // Installed once, from the shipped file (fleetsim's dpkg logs each install).
+            let installs = fleet.log("fleet/hosts/\(host)/dpkg.log").split(separator: "\n")
+            #expect(installs.count == 1 && installs.first?.hasPrefix("install \(release) 6.1.81-1+inhouse21 /var/tmp/rollctl-\(id)/") == true, "\(host): \(installs)")
+            // And removed afterwards.
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/fleet/hosts/\(host)/var-tmp")) ?? ["?"]
+            #expect(left.isEmpty, "\(host): \(left)")
+        }
+        let events = try fleet.show(id)["events"] as? [[String: Any]] ?? []
+        let uploads = events.filter { ($0["message"] as? String)?.hasPrefix("uploaded linux-image-\(release)") == true }
+        #expect(uploads.count == 6, "\(uploads)")
+    }
+
     @Test func leakyKernelHaltsAfterTheCanaryAndRollsItBack() throws {
         let fleet = try Fleet(hosts: 6, racks: 3, slot: 2); defer { fleet.down() }
         let r = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "14s"))

@@ -144,8 +144,12 @@ extension Orchestrator {
             let host = await connections.host(name)
             guard try await takeHostLease(name, host) else { return }
             try await journal.event(rolloutID, host: name, kind: .intent, "install \(plan.kernel.release) and stage it to boot once")
-            for command in HostCommands.install(plan) {
-                _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
+            if plan.kernel.packages.isEmpty {
+                for command in HostCommands.install(plan) {
+                    _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
+                }
+            } else {
+                try await installPackages(name, host)
             }
             var newEntry: String? = nil
             if let listing = bootloader.entryListing {

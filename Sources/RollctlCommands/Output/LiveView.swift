@@ -21,7 +21,7 @@ struct LiveView {
         self.journal = journal
         self.rolloutID = rolloutID
         self.console = console
-        let plan = (try? journal.rollout(rolloutID)).flatMap { $0 }.flatMap { try? PlanLoader.parse(text: $0.planText, path: $0.planPath) }
+        let plan = (try? journal.rollout(rolloutID)).flatMap { $0 }.flatMap { try? PlanLoader.parse(text: $0.planText, path: $0.planPath, checkFiles: false) }
         soak = plan?.gate.soak.seconds
         growthLimit = plan?.gate.sUnreclaimGrowthMaxPerHour.map(Double.init)
     }

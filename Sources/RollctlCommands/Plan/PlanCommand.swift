@@ -127,6 +127,7 @@ struct PlanApply: AsyncParsableCommand {
         let template = try Self.maintenanceTemplate(p)
         var facts = DryRunFacts(offline: offline, customers: loaded.customers, maintenanceTemplate: template)
         if let start = try Self.startAt(at, plan: p) { facts.now = start; facts.scheduledStart = start }
+        facts.packages = try await ShippedPackage.digest(p.kernel.packages)
         for h in PlanLoader.selectedHosts(p, inventory: loaded.inventory) {
             if let j = loaded.inventory.jump(for: h, sshConfig: cfg) { facts.bastions[h.name] = "\(j.endpoint.name) (\(j.endpoint.address):\(j.endpoint.port))" }
         }
