@@ -42,7 +42,9 @@ build: deps
 # cooperative thread pool nor fight each other for the 2 cores. The HTTP client's hostile-peer
 # suites join them: they check that a deadline holds, and on 2 cores a pool busy with other
 # suites' blocking work delays the wake-up itself (seen: a 1 s deadline observed at 3.6 s).
-PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests|JournalCommandTests|NoticeHostileWebhookTests|PrometheusCheckTests
+# The upload suites join them too: they move ~150 MiB through sshd on loopback, which starved
+# the engine's 600 ms driver lease in a parallel run, and they time a bandwidth cap.
+PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests|JournalCommandTests|NoticeHostileWebhookTests|PrometheusCheckTests|SSHUploadTests|PackageShippingTests
 
 ## test: everything, against real sshd on loopback and fleetsim hosts.
 test: deps

@@ -118,7 +118,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["RolloutTesting", "Engine", "NetIO", "RolloutConfig", "RolloutJournal", "Notices", "HealthGate", "SSHTesting", "PostgresTesting"]),
         // Test support: a real sshd on loopback with throwaway keys.
         .target(name: "SSHTesting", path: "Tests/SSHTesting"),
-        .testTarget(name: "SSHTests", dependencies: ["SSH", "SSHTesting"]),
+        .testTarget(name: "SSHTests", dependencies: ["SSH", "NetIO", "SSHTesting"]),
         .testTarget(name: "HealthGateTests", dependencies: ["HealthGate", "NetIO", "Basics", "WebAPI"]),
         // Test support: a real PostgreSQL server (Debian's postgresql) in a temporary folder, on a loopback port.
         .target(name: "PostgresTesting", dependencies: ["SSHTesting"], path: "Tests/PostgresTesting"),

@@ -2,6 +2,7 @@
 #define ROLLCTL_CLIBSSH2_SHIM_H
 #include <libssh2.h>
 #include <libssh2_publickey.h>
+#include <libssh2_sftp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -40,4 +41,9 @@ static inline int rollctl_sock_error(int fd) {
     return err;
 }
 static inline int rollctl_errno(void) { return errno; }
+static inline LIBSSH2_SFTP_HANDLE *rollctl_sftp_open_write(LIBSSH2_SFTP *sftp, const char *path, long mode) {
+    return libssh2_sftp_open_ex(sftp, path, (unsigned int)strlen(path),
+                                LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode, LIBSSH2_SFTP_OPENFILE);
+}
+static inline int rollctl_sftp_close(LIBSSH2_SFTP_HANDLE *h) { return libssh2_sftp_close_handle(h); }
 #endif

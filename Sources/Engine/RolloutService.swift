@@ -18,6 +18,9 @@ public struct RolloutService: Sendable {
     public let logger: Logger
     /// How hosts are reached: SSH by default; in-process hosts in the engine's tests.
     public let transport: (@Sendable (InventoryHost) -> any RemoteHost)?
+    /// The driver lease's time to live (`--lease-ttl`): a driver not heard from for this long
+    /// is taken over by a driver on another machine; it stops touching hosts after half of it.
+    public var leaseTTL: Duration = .seconds(60)
 
     public init(journal: Journal, sshConfig: SSHConfig = SSHConfig(), transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil,
                 stopRequested: @escaping @Sendable () -> Bool = { false },
@@ -84,7 +87,7 @@ public struct RolloutService: Sendable {
             throw error
         }
         let o = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                             customers: customers, transport: transport, stopRequested: stopRequested, logger: logger,
+                             customers: customers, transport: transport, stopRequested: stopRequested, leaseTTL: leaseTTL, logger: logger,
                              connections: pool)
         return Created(orchestrator: o, layout: layout)
     }
@@ -96,11 +99,7 @@ public struct RolloutService: Sendable {
         defer { o.releaseLease() }
         try o.takeLease()
         let outcome = try await o.run()
-        if case .halted(let reason) = outcome {
-            try o.recordKnownBad(reason: reason)
-            await o.haltHooks(reason: reason)
-            try await o.rollbackAfterHalt()
-        }
+        if case .halted(let reason) = outcome { try await o.finishHalt(reason: reason) }
         return outcome
     }
 
@@ -109,12 +108,12 @@ public struct RolloutService: Sendable {
     /// An orchestrator for a journaled rollout, from the plan text stored with it (not the
     /// file as it is now); the inventory, ssh_config and customers files are read anew.
     public func reopen(_ r: Journal.RolloutRow) throws -> Orchestrator {
-        let plan = try PlanLoader.parse(text: r.planText, path: r.planPath)
+        let plan = try PlanLoader.parse(text: r.planText, path: r.planPath, checkFiles: false)
         let inventory = try Inventory.load(path: plan.inventoryPath)
         try inventory.checkSSHConfig(sshConfig, hosts: inventory.hosts)
         let customers = try plan.notify.map { try Customers.load(path: $0.customersPath, inventory: inventory) }
         return Orchestrator(rolloutID: r.id, plan: plan, inventory: inventory, journal: journal, sshConfig: sshConfig,
-                            customers: customers, transport: transport, stopRequested: stopRequested, logger: logger)
+                            customers: customers, transport: transport, stopRequested: stopRequested, leaseTTL: leaseTTL, logger: logger)
     }
 
     public enum Resumption: Sendable {
@@ -125,7 +124,9 @@ public struct RolloutService: Sendable {
     }
 
     /// `rollout resume`: refused (`LeaseHeld`) while another live process drives it, and
-    /// (`Refusal.halted`) when it halted; an ended rollout only gets its owed notices.
+    /// (`Refusal.halted`) when it halted — after finishing what the halt owes when its driver
+    /// died before it did (known-bad, on_halt hooks, the rollback policy); an ended rollout
+    /// only gets its owed notices.
     public func resume(_ r: Journal.RolloutRow) async throws -> Resumption {
         if let lease = r.liveDriver { throw LeaseHeld(rolloutID: r.id, lease: lease) }
         if r.state.isOver {
@@ -135,7 +136,18 @@ public struct RolloutService: Sendable {
             try await o.deliverOwedNotices()
             return .over(r.state)
         }
-        if r.state == .halted { throw Refusal.halted(id: r.id, note: r.note) }
+        if r.state == .halted {
+            let o = try reopen(r)
+            if try o.haltFollowUpOwed() {
+                defer { o.releaseLease() }
+                try o.takeLease()
+                logger.warning("rollout \(r.id) halted, and its driver stopped before finishing what the halt owes: finishing it now")
+                try await o.finishHalt(reason: r.note ?? "halted")
+            }
+            // The rollback may have ended it (`rolled_back`).
+            if let now = try journal.rollout(r.id), now.state.isOver { return .over(now.state) }
+            throw Refusal.halted(id: r.id, note: r.note)
+        }
         return .ready(try reopen(r), previous: r)
     }
 

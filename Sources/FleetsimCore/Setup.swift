@@ -24,10 +24,10 @@ public struct UpOptions: Sendable {
 }
 
 /// Names of the commands fleetsim shims inside each host.
-public let shimNames = ["apt-get", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
+public let shimNames = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
                         "reboot", "systemctl", "shutdown", "uname", "hostname"]
 /// Shims also bind-mounted over the real binary of that name (so absolute paths hit the shim too).
-let shimsOverReal: Set<String> = ["apt-get", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
+let shimsOverReal: Set<String> = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
                                   "reboot", "systemctl", "shutdown"]
 
 public enum Setup {
@@ -263,6 +263,10 @@ public enum Setup {
         # Each host's own /var/lib/rollctl (rollctl's host lease), kept across its reboots.
         mkdir -p "$H/var-lib-rollctl" /var/lib/rollctl
         mount --bind "$H/var-lib-rollctl" /var/lib/rollctl
+        # Each host's own /var/tmp (where rollctl ships kernel packages), kept across its reboots.
+        mkdir -p "$H/var-tmp"
+        chmod 1777 "$H/var-tmp"
+        mount --bind "$H/var-tmp" /var/tmp
         mount -t tmpfs -o mode=0755,size=16m fleetsim-run /run
         mkdir -p /run/sshd
         set +e

@@ -38,6 +38,9 @@ public enum Shims {
         case "apt-get":
             let fleet = try FleetConfig.load(dir: dir)
             return try aptGet(fleet: fleet, host: hostName, hp: hp, args: args, &o)
+        case "dpkg":
+            let fleet = try FleetConfig.load(dir: dir)
+            return try dpkg(fleet: fleet, host: hostName, hp: hp, args: args, &o)
         case "update-grub":
             let fleet = try FleetConfig.load(dir: dir)
             updateGrub(fleet: fleet, host: hostName, hp: hp, &o)
@@ -310,6 +313,88 @@ public enum Shims {
             o.out("I: /initrd.img is now a symlink to boot/initrd.img-\(rel)")
             o.out("/etc/kernel/postinst.d/initramfs-tools:")
             o.out("update-initramfs: Generating /boot/initrd.img-\(rel)")
+            o.out("/etc/kernel/postinst.d/zz-update-grub:")
+            updateGrub(fleet: fleet, host: host, hp: hp, &o)
+        }
+        return 0
+    }
+
+    // MARK: dpkg
+
+    /// `dpkg -i FILE...`: each file is read with the real `dpkg-deb` (a package built with
+    /// `dpkg-deb --build`); a `linux-image-<release>` package whose data has
+    /// `./boot/vmlinuz-<release>` installs that kernel as apt-get does (files in /boot,
+    /// update-grub). Any other package, a file that is not a Debian package, or one without
+    /// the kernel image fails as dpkg fails (exit 1, nothing installed). Other verbs exit 2.
+    static func dpkg(fleet: FleetConfig, host: String, hp: HostPaths, args: [String], _ o: inout Out) throws -> Int32 {
+        var files: [String] = []
+        var install = false
+        for a in args {
+            if a == "-i" || a == "--install" { install = true } else if a == "--" { continue } else if a.hasPrefix("-") {
+                if a.hasPrefix("--force") || a == "--no-triggers" { continue }
+                o.err("fleetsim: dpkg \(a) is not simulated (only -i FILE...)")
+                return 2
+            } else { files.append(a) }
+        }
+        guard install else {
+            o.err("fleetsim: dpkg \(args.joined(separator: " ")) is not simulated (only -i FILE...)")
+            return 2
+        }
+        guard !files.isEmpty else {
+            o.err("dpkg: error: --install needs at least one package archive file argument")
+            return 2
+        }
+        var kernels: [(file: String, release: String, version: String)] = []
+        for f in files {
+            let field = runCapturing("/usr/bin/dpkg-deb", ["--field", f, "Package", "Version"])
+            guard field.status == 0 else {
+                o.err("dpkg-deb: error: '\(f)' is not a Debian format archive")
+                o.err("dpkg: error processing archive \(f) (--install):")
+                o.err(" dpkg-deb --control subprocess returned error exit status 2")
+                o.out("Errors were encountered while processing:")
+                o.out(" \(f)")
+                return 1
+            }
+            var package = "", version = ""
+            for line in field.stdout.split(separator: "\n") {
+                if line.hasPrefix("Package: ") { package = String(line.dropFirst("Package: ".count)) }
+                if line.hasPrefix("Version: ") { version = String(line.dropFirst("Version: ".count)) }
+            }
+            guard package.hasPrefix("linux-image-") else {
+                o.err("fleetsim: dpkg -i of \(package.isEmpty ? f : package) is not simulated (only linux-image-<release> packages)")
+                return 1
+            }
+            let release = String(package.dropFirst("linux-image-".count))
+            let contents = runCapturing("/usr/bin/dpkg-deb", ["--contents", f])
+            let names = contents.stdout.split(separator: "\n").compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).last }
+            guard contents.status == 0, names.contains(where: { $0 == "./boot/vmlinuz-\(release)" }) else {
+                o.err("dpkg: error processing archive \(f) (--install):")
+                o.err(" fleetsim: \(package) has no ./boot/vmlinuz-\(release)")
+                o.out("Errors were encountered while processing:")
+                o.out(" \(f)")
+                return 1
+            }
+            kernels.append((f, release, version))
+        }
+        let live = LiveOverrides.load(hp.live)
+        let bootFull = live.bootFull ?? fleet.scenario.hosts[host]?.bootFull ?? false
+        for k in kernels {
+            o.out("Selecting previously unselected package linux-image-\(k.release).")
+            o.out("(Reading database ... 41876 files and directories currently installed.)")
+            o.out("Preparing to unpack \(k.file) ...")
+            o.out("Unpacking linux-image-\(k.release) (\(k.version)) ...")
+            if bootFull {
+                o.err("dpkg: error processing archive \(k.file) (--install):")
+                o.err(" cannot copy extracted data for './boot/vmlinuz-\(k.release)' to '/boot/vmlinuz-\(k.release).dpkg-new': failed to write (No space left on device)")
+                o.out("Errors were encountered while processing:")
+                o.out(" \(k.file)")
+                return 1
+            }
+        }
+        for k in kernels {
+            try Setup.installKernelFiles(bootDir: hp.boot, release: k.release)
+            try appendFile(hp.root + "/dpkg.log", "install \(k.release) \(k.version) \(k.file)\n")
+            o.out("Setting up linux-image-\(k.release) (\(k.version)) ...")
             o.out("/etc/kernel/postinst.d/zz-update-grub:")
             updateGrub(fleet: fleet, host: host, hp: hp, &o)
         }

@@ -295,6 +295,7 @@ public final class Supervisor {
                 if listeners == nil { listeners = listeningSockets() }
                 if listeners!.contains("\(h.cfg.address):\(fleet.sshPort)") || h.sshdStopped || t - since > 30 {
                     if t - since > 30 { log("\(h.cfg.name): sshd not listening after 30s") }
+                    else if !h.sshdStopped { log("\(h.cfg.name): up, sshd listening") }   // bench/overhead.sh times boots by it
                     h.phase = .up
                 }
             default: break

@@ -199,6 +199,7 @@ public final class Journal: Sendable {
         ("v8-hooks", { db in try Journal.migrateHooks(db) }),
         ("v9-known-bad", { db in try Journal.migrateKnownBad(db) }),
         ("v10-silences", { db in try Journal.migrateSilences(db) }),
+        ("v11-soak-progress", { db in try Journal.migrateSoakProgress(db) }),
     ]
 
     /// A value-type formatter made once (building an ISO8601DateFormatter per timestamp
@@ -536,6 +537,15 @@ public final class Journal: Sendable {
 
     func insertEvent(_ db: SQLTx, _ rolloutID: String, host: String?, kind: EventKind, _ message: String, data: String?) throws {
         try db.execute("INSERT INTO event (rollout_id, at, host, kind, message, data) VALUES (?, ?, ?, ?, ?, ?)", cached: true, [rolloutID, self.now(), host, kind.rawValue, message, data])
+    }
+
+    /// Whether `host` has an event of `kind` whose message starts with `prefix` (a step a resume
+    /// must not repeat).
+    public func hasEvent(_ rolloutID: String, host: String, kind: EventKind, prefix: String) throws -> Bool {
+        try store.read { db in
+            try db.one("SELECT EXISTS (SELECT 1 FROM event WHERE rollout_id = ? AND host = ? AND kind = ? AND substr(message, 1, ?) = ?)",
+                       [rolloutID, host, kind.rawValue, prefix.utf8.count, prefix]).map { $0[0] as Bool } ?? false
+        }
     }
 
     public func eventCount(_ rolloutID: String) throws -> Int {

@@ -3,7 +3,7 @@ import GRDB
 
 extension Journal {
     /// Every table of the journal, parents before children (a rollout before its hosts).
-    static let tables = ["rollout", "wave", "host", "event", "gate_report", "host_lock", "notice", "hook_run", "known_bad", "silence", "meta"]
+    static let tables = ["rollout", "wave", "host", "event", "gate_report", "host_lock", "notice", "hook_run", "known_bad", "silence", "soak_progress", "meta"]
 
     /// Why a copy was refused before anything was written (bad input: exit 2).
     public struct CopyRefused: Error, Sendable, CustomStringConvertible {

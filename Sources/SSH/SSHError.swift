@@ -30,6 +30,11 @@ public struct SSHError: Error, Sendable, CustomStringConvertible, Equatable {
         case cancelled
         /// The session was closed by the caller.
         case sessionClosed = "session_closed"
+        /// A file upload was refused or failed on the host (SFTP: no such folder, permission
+        /// denied, disk full, no SFTP subsystem).
+        case fileTransfer = "file_transfer"
+        /// The local file to upload could not be read.
+        case localFile = "local_file"
     }
 
     public var code: Code

@@ -245,7 +245,7 @@ public final class SSHSession: @unchecked Sendable {
         }
     }
 
-    private func error(_ code: SSHError.Code, _ message: String, hint: String? = nil) -> SSHError {
+    func error(_ code: SSHError.Code, _ message: String, hint: String? = nil) -> SSHError {
         SSHError(code, host: endpoint.name, message, hint: hint)
     }
 
@@ -278,7 +278,7 @@ public final class SSHSession: @unchecked Sendable {
     }
 
     /// Repeats a libssh2 call while it reports EAGAIN.
-    private func retrying(_ phase: String, deadline: ContinuousClock.Instant?, cancel: CancelFlag,
+    func retrying(_ phase: String, deadline: ContinuousClock.Instant?, cancel: CancelFlag,
                           timeoutCode: SSHError.Code, _ call: () -> Int32) throws -> Int32 {
         while true {
             let rc = call()

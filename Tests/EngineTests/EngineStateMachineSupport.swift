@@ -6,6 +6,7 @@ import Testing
 @testable import RolloutJournal
 @testable import Engine
 import RolloutTesting
+import SSH
 
 /// The happy path of one host, as `HostState` documents it (no notices: no `notified`).
 let happyPath: [HostState] = [.pending, .checked, .staged, .rebooting, .up, .verified, .soaking, .healthy, .committed]
@@ -131,6 +132,17 @@ struct KillableHost: RemoteHost {
         case .answered: return try await host.run(command, timeout: timeout)
         // The host ran it (a reboot happens), but its answer never reaches the dead driver.
         case .runThenDie: _ = try? await host.run(command, timeout: timeout)
+        case .die: break
+        }
+        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        throw CancellationError()
+    }
+    func upload(file localPath: String, to remotePath: String, pacer: TransferPacer?,
+                progress: (@Sendable (UInt64, UInt64) -> Void)?) async throws -> UploadResult {
+        let fate = kill.fate(hostName, "upload \(remotePath)")
+        switch fate {
+        case .answered: return try await host.upload(file: localPath, to: remotePath, pacer: pacer, progress: progress)
+        case .runThenDie: _ = try? await host.upload(file: localPath, to: remotePath, pacer: pacer, progress: progress)
         case .die: break
         }
         while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }

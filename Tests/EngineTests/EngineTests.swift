@@ -115,6 +115,16 @@ func otherDriver() -> DriverIdentity {
         #expect(page.contains("rollctl_reboot_duration_seconds_count{\(r)} 12"))
         #expect(page.contains("rollctl_waves_passed{\(r)} 3.0"))
         #expect(page.contains("# TYPE rollctl_reboot_duration_seconds histogram"))
+        // What the live view and `serve` show of each soak: every sample's SUnreclaim, per wave.
+        for wave in 1...3 {
+            let hosts = try f.journal.hosts(id).filter { $0.wave == wave }.map(\.name)
+            let progress = try f.journal.soakProgress(id, wave: wave, series: true)
+            #expect(Set(progress.keys) == Set(hosts), "wave \(wave)")
+            for (name, p) in progress {
+                #expect(p.samples > 0 && p.samples == p.planned && p.series.count == p.samples && p.sUnreclaimBytes != nil, "\(name): \(p)")
+                #expect(p.oomKills == 0 && p.wave == wave)
+            }
+        }
     }
 
     /// Two drivers of one rollout started at the same moment: exactly one drives.

@@ -88,6 +88,53 @@ import RolloutTesting
         let runs = try f.journal.hookRuns(id).filter { $0.phase == "on_halt" }
         #expect(runs.map(\.status) == [.ok, .warned])
     }
+
+    /// A driver that dies right after journaling its halt (before the on_halt hooks and the
+    /// rollback policy) loses nothing: `rollout resume` finishes what the halt owes, once — a
+    /// second resume runs nothing again.
+    @Test func aDriverThatDiesBetweenTheHaltAndItsHooksLeavesThemToTheResume() async throws {
+        let out = try TestDir()
+        let f = try SimFleet(count: 3, racks: 3)
+        // `rollout resume` reopens the rollout from its stored plan text and the inventory file.
+        try f.usePlan(SimFleet.yaml(name: "halt-follow-up", """
+            waves: {sizes: [1, 100%], max_parallel: 3, failure_domain: rack}
+            reboot: {timeout: 5s, settle: 0s}
+            gate: {soak: 200ms, interval: 100ms, probe_timeout: 100ms, test_site: off, sunreclaim_growth_max: null}
+            hooks:
+              post_boot: [put-back-FAIL]
+              on_halt:
+                - {run: 'printf "%s|%s\\n" "$ROLLCTL_WAVE" "$ROLLCTL_REASON" >> \(out.path)/halt', on: local}
+            on_failure: {rollback: wave, max_failed_hosts_per_wave: 0, max_failed_hosts: 0}
+            """))
+        try ("hosts:\n" + f.inventory.hosts.map { "  - {name: \($0.name), address: \($0.address), labels: {rack: \($0.labels["rack"]!)}}\n" }.joined())
+            .write(toFile: f.dir + "/inventory.yaml", atomically: true, encoding: .utf8)
+        let id = try f.create()
+        // The orchestrator alone halts and returns: what `drive` does next never happens.
+        let dying = f.orchestrator(id)
+        guard case .halted(let reason) = try await dying.run() else { Issue.record("not halted"); return }
+        dying.releaseLease()
+        let canary = try #require(try f.names(id, wave: 1).first)
+        #expect(!FileManager.default.fileExists(atPath: "\(out.path)/halt"))
+        #expect(try f.journal.host(id, canary)?.state != .rolledBack)
+        #expect(try f.journal.hookRuns(id).filter { $0.phase == "on_halt" }.isEmpty)
+
+        let service = RolloutService(journal: f.journal, transport: { [hosts = f.hosts] in hosts[$0.name]! })
+        for _ in 0..<2 {
+            let r = try #require(try f.journal.rollout(id))
+            do {
+                switch try await service.resume(r) {
+                case .over(let state): #expect(state == .rolledBack)
+                case .ready: Issue.record("a halted rollout was resumed as if it ran")
+                }
+            } catch let e as RolloutService.Refusal {
+                Issue.record("refused without finishing the halt: \(e)")
+            }
+        }
+        #expect(try String(contentsOfFile: "\(out.path)/halt", encoding: .utf8) == "1|\(reason)\n")
+        #expect(try f.journal.host(id, canary)?.state == .rolledBack)
+        #expect(try f.journal.hookRuns(id).filter { $0.phase == "on_halt" }.map(\.status) == [.ok])
+        #expect(await f.hosts[canary]!.summary().reboots == 2)   // the new kernel, then back: once each
+    }
 }
 
 /// A temporary folder, removed at deinit.

@@ -46,16 +46,20 @@ struct LiveViewE2ETests {
             let watch = "\(CLI.binary) rollout watch \(rollout) --journal \(fleet.journal); echo WATCH-EXIT=$?; sleep 600"
             #expect(try Self.session(socket, name, w, h, watch) == 0)
         }
-        // While it runs: a host soaking shows in every view, and every view fits its terminal.
+        // While it runs: a host soaking shows in every view with what the gate has seen so far
+        // (its SUnreclaim, then its slope), and every view fits its terminal.
+        func soakingWithReadings(_ line: String) -> Bool { line.contains("soaking") && line.contains("web-00") && line.contains("SUnreclaim ") }
         var seen: [String: [String]] = [:]
         for _ in 0..<300 {
             usleep(200_000)
             for s in ["w80", "w200", "apply"] { seen[s] = try Self.capture(s, socket: socket) }
-            if ["w80", "w200", "apply"].allSatisfy({ seen[$0]!.contains { $0.contains("soaking") && $0.contains("web-00") } }) { break }
+            if ["w80", "w200", "apply"].allSatisfy({ seen[$0]!.contains(where: soakingWithReadings) }),
+               seen["w200"]!.contains(where: { soakingWithReadings($0) && $0.contains("MiB/h") }) { break }
         }
+        #expect(seen["w200"]?.contains { soakingWithReadings($0) && $0.contains("MiB/h") } == true, "\(seen["w200"]?.joined(separator: "\n") ?? "")")
         for (s, w, h) in [("w80", 80, 24), ("w200", 200, 60), ("apply", 200, 60)] {
             let lines = seen[s] ?? []
-            #expect(lines.contains { $0.contains("soaking") && $0.contains("web-00") }, "\(s): \(lines.joined(separator: "\n"))")
+            #expect(lines.contains(where: soakingWithReadings), "\(s): \(lines.joined(separator: "\n"))")
             #expect(lines.count <= h && lines.allSatisfy { $0.count <= w }, "\(s) overflows \(w)×\(h)")
             #expect(lines.contains { $0.hasPrefix("rollout \(rollout)") }, "\(s): \(lines.joined(separator: "\n"))")
             #expect(lines.contains { $0.hasPrefix("waves ") }, "\(s)")

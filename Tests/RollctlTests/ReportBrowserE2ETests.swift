@@ -36,6 +36,14 @@ struct ReportBrowserE2ETests {
         return (p.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: logData, as: UTF8.self))
     }
 
+    /// With `ROLLCTL_SCREENSHOTS=DIR` (e.g. `docs`), the screenshots are kept there: how the
+    /// README's pictures are made.
+    static func keep(_ png: String, as name: String) {
+        guard let dir = ProcessInfo.processInfo.environment["ROLLCTL_SCREENSHOTS"] else { return }
+        try? FileManager.default.removeItem(atPath: dir + "/" + name)
+        try? FileManager.default.copyItem(atPath: png, toPath: dir + "/" + name)
+    }
+
     @Test func theReportRendersInChromiumWithOneSeriesPerSoakedHost() throws {
         let fleet = try Fleet(hosts: 3, racks: 3, slot: 39); defer { fleet.down() }
         let leaky = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "14s", name: "report-leaky"))
@@ -80,6 +88,7 @@ struct ReportBrowserE2ETests {
         #expect(shot.status == 0, "\(shot.log.suffix(2000))")
         let bytes = try Data(contentsOf: URL(fileURLWithPath: png))
         #expect(bytes.count > 20_000 && bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]), "\(bytes.count) bytes")
+        Self.keep(png, as: "report.png")
         // Print (the page's print styles): a PDF.
         let pdf = fleet.dir + "/report.pdf"
         _ = try Self.chromium(["--print-to-pdf=\(pdf)", "--no-pdf-header-footer", "file://" + html], dir: fleet.dir)
@@ -87,7 +96,8 @@ struct ReportBrowserE2ETests {
     }
 
     /// `rollctl serve`: the live page of a running rollout in Chromium (it reloads; the finished
-    /// wave's chart is there with its series), the index, /metrics; nothing but GET answered.
+    /// wave's chart is there with its series, the soaking wave's with its series so far), the
+    /// index, /metrics; nothing but GET answered.
     @Test func theDashboardsLivePageUpdatesWhileTheRolloutRuns() throws {
         let fleet = try Fleet(hosts: 3, racks: 3, slot: 41); defer { fleet.down() }
         let port = (0..<50).map { UInt16(30000 + (Int(getpid()) * 11 + $0) % 1000) }.first(where: MonitoringServer.portIsFree) ?? 30999
@@ -108,20 +118,29 @@ struct ReportBrowserE2ETests {
             id = try? CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.first?["id"] as? String
         }
         let rollout = try #require(id)
-        // Wait until the canary's wave passed and wave 2 soaks: the live page has wave 1's chart.
+        // Wait until the canary's wave passed and wave 2 soaks: the live page has wave 1's chart
+        // and wave 2's chart so far (its series drawn from the soak's progress, no verdict yet).
+        func charts(_ body: String) -> Int { body.components(separatedBy: "<svg class=\"chart slab\"").count - 1 }
         var page = ""
         for _ in 0..<600 {
             usleep(200_000)
             let (status, body) = get("/rollouts/\(rollout)")
-            if status == 200 && body.contains("<svg class=\"chart slab\"") && body.contains("soaking") { page = body; break }
+            // ... once the soaking hosts have three samples (their growth so far is in the table).
+            let growing = body.components(separatedBy: "v-soaking\">soaking</td><td>").dropFirst().contains { !$0.hasPrefix("–") }
+            if status == 200 && charts(body) == 2 && growing { page = body; break }
         }
         #expect(page.contains("http-equiv=\"refresh\" content=\"5\"") && page.contains("live: this page reloads"), "\(fleet.log("serve.log"))")
         let html = fleet.dir + "/live.html"
         try page.write(toFile: html, atomically: true, encoding: .utf8)
         let dom = try Self.chromium(["--dump-dom", "file://" + html], dir: fleet.dir)
-        #expect(dom.out.components(separatedBy: "<svg class=\"chart slab\"").count - 1 == 1)
-        #expect(dom.out.contains("data-host=\"web-001\"") && dom.out.contains("<svg class=\"chart timeline\""))
+        #expect(charts(dom.out) == 2)
+        #expect(dom.out.contains("data-host=\"web-001\" data-verdict=\"pass\"") && dom.out.contains("<svg class=\"chart timeline\""))
+        #expect(dom.out.contains("data-host=\"web-002\" data-verdict=\"soaking\"") && dom.out.contains("soaking: no verdict yet"))
         #expect(!dom.log.contains("CONSOLE"), "\(dom.log.suffix(1000))")
+        let png = fleet.dir + "/live.png"
+        let shot = try Self.chromium(["--window-size=1000,2300", "--screenshot=\(png)", "file://" + html], dir: fleet.dir)
+        #expect(shot.status == 0 && (try? Data(contentsOf: URL(fileURLWithPath: png)))?.starts(with: [0x89, 0x50, 0x4E, 0x47]) == true)
+        Self.keep(png, as: "live.png")
         let (indexStatus, index) = get("/")
         #expect(indexStatus == 200 && index.contains("/rollouts/\(rollout)"))
         #expect(get("/metrics").1.contains("rollctl_hosts{rollout=\"\(rollout)\""))

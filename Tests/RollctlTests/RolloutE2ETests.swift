@@ -5,6 +5,7 @@ import SSHTesting
 import Glibc
 #endif
 import Engine
+import Basics
 
 /// End-to-end: `rollctl plan apply` against fleetsim (real sshd per host in
 /// PID and mount namespaces, real reboots that cut connections, fake kernels).
@@ -200,6 +201,60 @@ struct RolloutE2ETests {
         let env = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--hosts", "web-001", "--json", "--", "grub-editenv list"])
         #expect((env.json.first?["stdout"] as? String)?.contains("saved_entry=Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting") == true, "\(env.output)")
         print("happy path: 12 hosts, 3 waves, wall \(String(format: "%.1f", wall)) s")
+    }
+
+    /// `kernel.packages`: an in-house kernel no apt repository has (fleetsim's apt-get does not
+    /// know 6.1.0-21-hosting), built here as a real .deb, shipped to every host over its SSH
+    /// session, checked there, installed with dpkg -i and removed.
+    @Test func shippedPackagesRollAFleetWhoseHostsHaveNoRepo() throws {
+        let fleet = try Fleet(hosts: 6, racks: 3, slot: 21); defer { fleet.down() }
+        let release = "6.1.0-21-hosting"
+        let root = fleet.dir + "/pkgroot"
+        try FileManager.default.createDirectory(atPath: root + "/DEBIAN", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/boot", withIntermediateDirectories: true)
+        try "Package: linux-image-\(release)\nVersion: 6.1.81-1+inhouse21\nArchitecture: amd64\nMaintainer: E2E <e2e@example.test>\nDescription: in-house kernel \(release)\n"
+            .write(toFile: root + "/DEBIAN/control", atomically: true, encoding: .utf8)
+        let random = try #require(FileHandle(forReadingAtPath: "/dev/urandom"))
+        try random.readData(ofLength: 12 << 20).write(to: URL(fileURLWithPath: root + "/boot/vmlinuz-\(release)"))
+        try? random.close()
+        try FileManager.default.createDirectory(atPath: fleet.dir + "/pkg", withIntermediateDirectories: true)
+        let deb = fleet.dir + "/pkg/linux-image-\(release)_6.1.81-1_amd64.deb"
+        let (built, out) = try Spawn.run("/usr/bin/dpkg-deb", ["-Znone", "--root-owner-group", "--build", root, deb])
+        #expect(built == 0, "\(out)")
+        let plan = try fleet.plan(release: release, waves: "[1, 100%]")
+        var text = try String(contentsOfFile: plan, encoding: .utf8)
+        text = text.replacingOccurrences(of: "  release: \(release)\n", with: "  release: \(release)\n  packages: [pkg/linux-image-\(release)_6.1.81-1_amd64.deb]\n  upload_parallel: 3\n")
+        try text.write(toFile: plan, atomically: true, encoding: .utf8)
+
+        // Without the package, apt-get cannot find this kernel: these hosts have no repo for it.
+        let apt = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--hosts", "web-001", "--json", "--", "apt-get install -y linux-image-\(release)"])
+        #expect((apt.json.first?["stderr"] as? String)?.contains("Unable to locate package") == true, "\(apt.output)")
+
+        // The dry-run names the file, its size and SHA-256, and the commands.
+        let sha = try Spawn.run("/usr/bin/sha256sum", [deb]).1.prefix(64)
+        let dry = try fleet.apply(plan, ["--dry-run"])
+        #expect(dry.status == 0, "\(dry.output)")
+        #expect(dry.output.contains(String(sha)) && dry.output.contains("dpkg -i") && dry.output.contains("sha256sum"), "\(dry.output)")
+
+        let r = try fleet.apply(plan)
+        #expect(r.status == 0, "\(r.output)")
+        let doc = try fleet.lastRollout()
+        #expect(doc["state"] as? String == "completed")
+        #expect(Set(fleet.hostStates(doc).values) == ["committed"])
+        let id = try #require(doc["id"] as? String)
+        for i in 1...6 {
+            let host = fleet.name(i)
+            #expect(fleet.boots(host) == ["6.1.0-17-hosting", release], "\(host)")
+            // Installed once, from the shipped file (fleetsim's dpkg logs each install).
+            let installs = fleet.log("fleet/hosts/\(host)/dpkg.log").split(separator: "\n")
+            #expect(installs.count == 1 && installs.first?.hasPrefix("install \(release) 6.1.81-1+inhouse21 /var/tmp/rollctl-\(id)/") == true, "\(host): \(installs)")
+            // And removed afterwards.
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/fleet/hosts/\(host)/var-tmp")) ?? ["?"]
+            #expect(left.isEmpty, "\(host): \(left)")
+        }
+        let events = try fleet.show(id)["events"] as? [[String: Any]] ?? []
+        let uploads = events.filter { ($0["message"] as? String)?.hasPrefix("uploaded linux-image-\(release)") == true }
+        #expect(uploads.count == 6, "\(uploads)")
     }
 
     @Test func leakyKernelHaltsAfterTheCanaryAndRollsItBack() throws {
@@ -418,6 +473,48 @@ struct RolloutE2ETests {
         #expect(abort.status == 1 && abort.output.contains("nothing to abort"), "\(abort.output)")
         for i in 1...4 {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))\n\(logs.joined(separator: "\n----\n"))")
+        }
+    }
+
+    /// Takeover (issue 19): a standby on another "machine" (its own UTS namespace, so its own host
+    /// name: the driver's pid means nothing there) waits while the driver runs, is not fooled by a
+    /// driver that is merely killed, and drives once that driver's lease lapsed. Every host boots once.
+    @Test(.enabled(if: geteuid() == 0))
+    func aStandbyOnAnotherMachineTakesOverOnceTheKilledDriversLeaseLapses() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 45); defer { fleet.down() }
+        let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", soak: "10s")
+        let driver = try Spawn.start(CLI.binary, ["plan", "apply", plan, "--journal", fleet.journal, "--lease-ttl", "6s"],
+                                     outputPath: fleet.dir + "/apply.log")
+        defer { if Spawn.isRunning(driver) { kill(driver, SIGKILL); _ = Spawn.wait(driver) } }
+        var id: String?
+        for _ in 0..<300 where id == nil {
+            usleep(100_000)
+            id = try? CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.first?["id"] as? String
+        }
+        let rollout = try #require(id, "\(fleet.log("apply.log"))")
+        let standby = try Spawn.start("/usr/bin/unshare", ["--uts", "/bin/sh", "-c",
+                                      "hostname standby-machine && exec \(CLI.binary) rollout resume \(rollout) --wait --journal \(fleet.journal) --lease-ttl 6s"],
+                                      outputPath: fleet.dir + "/standby.log")
+        defer { if Spawn.isRunning(standby) { kill(standby, SIGKILL); _ = Spawn.wait(standby) } }
+        #expect(fleet.waitFor("standby: rollout \(rollout) is driven by", in: fleet.dir + "/standby.log", seconds: 30), "\(fleet.log("standby.log"))")
+        // The driver dies mid-rollout (the canary soaking).
+        #expect(fleet.waitFor("soaking", in: fleet.dir + "/apply.log"))
+        kill(driver, SIGKILL)
+        _ = Spawn.wait(driver)
+        #expect(Spawn.wait(standby) == 0, "\(fleet.log("standby.log"))")
+        let standbyLog = fleet.log("standby.log")
+        #expect(standbyLog.contains("whose lease lapsed"), "\(standbyLog)")
+        // Taken over no sooner than the lease allowed: a whole TTL after the dead driver's last heartbeat.
+        let doc = try fleet.show(rollout)
+        let events = doc["events"] as? [[String: Any]] ?? []
+        let takeover = try #require(events.first { ($0["message"] as? String)?.hasPrefix("driver lease taken over from") == true })
+        let message = takeover["message"] as! String
+        let heartbeat = try #require(message.range(of: "last heartbeat ").map { String(message[$0.upperBound...].prefix { $0 != ")" }) })
+        let at = try #require((takeover["at"] as? String).flatMap(TimeText.parse)), beat = try #require(TimeText.parse(heartbeat))
+        #expect(at.timeIntervalSince(beat) >= 6, "taken over \(at.timeIntervalSince(beat)) s after the last heartbeat: \(message)")
+        #expect(doc["state"] as? String == "completed")
+        for i in 1...4 {
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))\n\(standbyLog)")
         }
     }
 

@@ -4,6 +4,7 @@ import FleetsimCore
 import SSH
 import HealthGate
 import Engine
+import RolloutConfig
 
 /// A Debian host in memory that answers exactly the commands rollctl sends one: the facts
 /// loop, `grub.cfg` (fleetsim's generator), `/boot` space, apt, `grub-set-default`,
@@ -81,6 +82,65 @@ public actor SimHost: RemoteHost {
     }
 
     public func close() async {}
+
+    /// Files uploaded to the host (`kernel.packages`), by path: their SHA-256 as the host's
+    /// `sha256sum` would print it.
+    public private(set) var files: [String: String] = [:]
+    /// Uploads received, and the `dpkg -i` commands run (each an install).
+    public private(set) var uploads = 0
+    public private(set) var installs: [String] = []
+    /// Uploads land damaged (a bad disk): the host's checksum is not the file's.
+    public private(set) var corruptsUploads = false
+    public func setCorruptsUploads(_ on: Bool) { corruptsUploads = on }
+
+    public func upload(file localPath: String, to remotePath: String, pacer: TransferPacer?,
+                       progress: (@Sendable (UInt64, UInt64) -> Void)?) async throws -> UploadResult {
+        _ = try execute("true")
+        let d = try await ShippedPackage.digest([KernelPackage(path: localPath, name: "upload", kind: .deb, size: 0)])[0]
+        progress?(0, d.size)
+        progress?(d.size, d.size)
+        files[remotePath] = corruptsUploads ? String(repeating: "0", count: 64) : d.sha256
+        uploads += 1
+        return UploadResult(bytes: d.size, elapsed: .milliseconds(1))
+    }
+
+    /// The commands of `PackageCommands`, on `files`.
+    func packageCommand(_ command: String) -> HostCommandResult? {
+        func ok(_ out: String = "") -> HostCommandResult { HostCommandResult(stdout: out) }
+        func between(_ a: String, _ b: String) -> String? {
+            guard let r = command.range(of: a), let e = command[r.upperBound...].range(of: b) else { return nil }
+            return String(command[r.upperBound..<e.lowerBound])
+        }
+        func words(_ s: Substring) -> [String] { s.split(separator: " ").map { unquote($0) } }
+        if command.hasPrefix("umask 077; mkdir -m 0700 ") {
+            guard let dir = between("mkdir -m 0700 ", " 2>/dev/null").map({ unquote(Substring($0)) }), let list = between("for f in ", "; do") else { return nil }
+            return ok(words(Substring(list)).compactMap { n in files[dir + "/" + n].map { "\($0)  \(n)\n" } }.joined())
+        }
+        if command.hasPrefix("sha256sum -- ") {
+            let path = unquote(command.dropFirst("sha256sum -- ".count))
+            guard let sum = files[path] else { return HostCommandResult(stdout: "", stderr: "sha256sum: \(path): No such file or directory\n", exitStatus: 1) }
+            return ok("\(sum)  \(path)\n")
+        }
+        if command.hasPrefix("mv -f -- ") {
+            let w = words(command.dropFirst("mv -f -- ".count))
+            guard w.count == 2, let sum = files.removeValue(forKey: w[0]) else { return HostCommandResult(stdout: "", stderr: "mv: cannot stat\n", exitStatus: 1) }
+            files[w[1]] = sum
+            return ok()
+        }
+        if command.hasPrefix("rm -f -- ") { files.removeValue(forKey: unquote(command.dropFirst("rm -f -- ".count))); return ok() }
+        if command.hasPrefix("rm -rf -- ") {
+            let dir = unquote(command.dropFirst("rm -rf -- ".count))
+            files = files.filter { !$0.key.hasPrefix(dir + "/") }
+            return ok()
+        }
+        if command.hasPrefix("DEBIAN_FRONTEND=noninteractive dpkg -i ") {
+            let w = words(command.dropFirst("DEBIAN_FRONTEND=noninteractive dpkg -i ".count))
+            guard !w.isEmpty, w.allSatisfy({ files[$0] != nil }) else { return HostCommandResult(stdout: "", stderr: "dpkg: error: cannot access archive\n", exitStatus: 2) }
+            installs.append(command)
+            return ok()
+        }
+        return nil
+    }
 
     public func setRekeyAtReboot(_ on: Bool) { rekeyAtReboot = on }
     public func setHangsOn(_ release: String?) { hangsOn = release }
@@ -164,6 +224,7 @@ public actor SimHost: RemoteHost {
             if command.hasPrefix("grub-set-default ") { savedEntry = unquote(command.dropFirst("grub-set-default ".count)); return ok() }
             if command.hasPrefix("grub-reboot ") { nextEntry = unquote(command.dropFirst("grub-reboot ".count)); return ok() }
             if command.hasPrefix("L=\(HostLease.directory);") { return ok(lease(command)) }
+            if let r = packageCommand(command) { return r }
             return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127)
         }
     }

@@ -177,9 +177,19 @@ struct JournalPlace: Sendable {
         try j.createRollout(id: "r1", plan: plan(place.dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1)
         let rows = try place.server!.psql(place.database!, "SELECT name, state FROM host ORDER BY name")
         #expect(rows == "a|pending\nb|pending\n")
-        // The same tables as a SQLite journal (the bookkeeping of migrations included).
-        let tables = try place.server!.psql(place.database!, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")
-        #expect(tables == "event,gate_report,grdb_migrations,hook_run,host,host_lock,known_bad,meta,notice,rollout,silence,wave\n")
+        // The same tables and columns as a SQLite journal (the bookkeeping of migrations included).
+        let sqlite = try JournalPlace(.sqlite); defer { sqlite.cleanUp() }
+        _ = try sqlite.open()
+        guard case .sqlite(let path) = sqlite.location else { return }
+        let (_, liteColumns) = try Spawn.run("/usr/bin/sqlite3", [path, """
+            SELECT m.name || '.' || p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p
+            WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' ORDER BY 1;
+            """])
+        let pgColumns = try place.server!.psql(place.database!, """
+            SELECT table_name || '.' || column_name FROM information_schema.columns WHERE table_schema = 'public' ORDER BY (table_name || '.' || column_name) COLLATE "C"
+            """)
+        #expect(pgColumns.contains("host.grub_entry_before\n") && pgColumns.contains("grdb_migrations.identifier\n"))
+        #expect(pgColumns == liteColumns)
     }
 
     /// Lists come out in one order on both stores: hosts of no wave (skipped) first, names

@@ -9,7 +9,9 @@
 #   client_key(.pub)      ed25519 key in root's authorized_keys in the image
 #   host_ed25519.pub      the image's fixed sshd host key (for a strict known_hosts)
 #   manifest              generic=<release of linux-image-amd64>, cloud=<release of the
-#                         pre-downloaded linux-image-cloud-amd64>, built=<seconds>
+#                         pre-downloaded linux-image-cloud-amd64>, cloud_deb=<its .deb's name>,
+#                         built=<seconds>
+#   debs/<cloud_deb>      that .deb, for kernel.packages (scenario 3)
 # Everything is built in <dir>.tmp.<pid> and renamed at the end, so a half build is never
 # used. Loop devices and mounts are removed on success, failure and Ctrl-C.
 #
@@ -152,6 +154,10 @@ CLOUD=${CLOUD_DEB#linux-image-}; CLOUD=${CLOUD%%_*}
 [ -n "$GENERIC" ] && [ -n "$CLOUD" ] || { say "cannot tell the kernel releases (generic='$GENERIC' cloud='$CLOUD')"; exit 1; }
 # Keep the .debs: no apt-get clean, and no docker-style clean hook.
 rm -f "$MNT/etc/apt/apt.conf.d/docker-clean"
+# The cloud kernel's own package also beside the image: scenario 3 ships it from here with
+# kernel.packages (uploaded by rollctl, installed with dpkg -i), as an in-house kernel would be.
+install -d "$TMP/debs"
+cp "$MNT/var/cache/apt/archives/$CLOUD_DEB" "$TMP/debs/"
 
 say "ssh: client key, fixed host key"
 ssh-keygen -q -t ed25519 -N '' -C rollctl-vm-client -f "$TMP/client_key"
@@ -222,7 +228,7 @@ dd if="$TMP/core.img" of="$IMG" bs=512 seek=1 conv=notrunc status=none
 rm -f "$TMP/boot.img" "$TMP/core.img"
 rmdir "$MNT"; MNT=""
 
-printf 'generic=%s\ncloud=%s\nuuid=%s\nbuilt=%s\n' "$GENERIC" "$CLOUD" "$UUID" "$(( $(date +%s) - T0 ))" >"$TMP/manifest"
+printf 'generic=%s\ncloud=%s\ncloud_deb=%s\nuuid=%s\nbuilt=%s\n' "$GENERIC" "$CLOUD" "$CLOUD_DEB" "$UUID" "$(( $(date +%s) - T0 ))" >"$TMP/manifest"
 rm -rf "$OUT"
 mv "$TMP" "$OUT"
 say "done: generic $GENERIC, cloud $CLOUD"

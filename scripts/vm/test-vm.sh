@@ -26,8 +26,9 @@ log() { echo "[test-vm +$(( SECONDS - T0 ))s] $*"; }
 t=$SECONDS
 IMAGE_DIR=$(scripts/vm/image.sh) || { log "FAIL: image build"; exit 1; }
 IMAGE_SECS=$(( SECONDS - t ))
-source <(grep -E '^(generic|cloud)=' "$IMAGE_DIR/manifest" | sed 's/^/IMG_/')
-GENERIC=$IMG_generic CLOUD=$IMG_cloud
+source <(grep -E '^(generic|cloud|cloud_deb)=' "$IMAGE_DIR/manifest" | sed 's/^/IMG_/')
+GENERIC=$IMG_generic CLOUD=$IMG_cloud CLOUD_DEB=$IMG_cloud_deb
+[ -n "$CLOUD_DEB" ] && [ -f "$IMAGE_DIR/debs/$CLOUD_DEB" ] || { log "FAIL: the image has no debs/<cloud .deb> (rebuild it)"; exit 1; }
 ENTRY_PREFIX="Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux"
 if (( IMAGE_SECS > 5 )); then IMAGE_NOTE="built in ${IMAGE_SECS}s"; else IMAGE_NOTE="cached (built in $(sed -n 's/^built=//p' "$IMAGE_DIR/manifest")s)"; fi
 log "image $IMAGE_DIR: $IMAGE_NOTE; generic $GENERIC, cloud $CLOUD"
@@ -116,6 +117,7 @@ scenario_files() { # scenario_files PLAN
     local v; for v in $SVMS; do echo "  - {name: $v, address: 127.0.0.1, port: $(vm_port "$v")}"; done
   } >"$SD/vm-inventory.yaml"
   sed -e "s/^  release: .*/  release: $CLOUD/" -e "s|^inventory: .*|inventory: vm-inventory.yaml|" \
+    -e "s|^  packages: .*|  packages: [$IMAGE_DIR/debs/$CLOUD_DEB]|" \
     "$REPO/plans/$1" >"$SD/plan.yaml"
   grep -q "^  release: $CLOUD\$" "$SD/plan.yaml" || fail "could not set kernel.release in $SD/plan.yaml"
 }
@@ -221,9 +223,11 @@ scenario2() {
 # ---- scenario 3: kill -9 of rollctl while the canary reboots, then rollout resume -------------
 scenario3() {
   scenario_begin s3 "c1"
-  slog "scenario 3: kill -9 of rollctl while the VM reboots, then rollctl rollout resume"
+  slog "scenario 3: the cloud kernel's .deb shipped by rollctl (kernel.packages); kill -9 of rollctl while the VM reboots, then rollctl rollout resume"
   boot_vms c1 || fail "VM did not come up"
-  scenario_files vm-cloud-kernel.yaml
+  scenario_files vm-cloud-package.yaml
+  # Not from the VM's apt cache: only the file rollctl uploads can install the kernel.
+  vm_ssh c1 "rm -f /var/cache/apt/archives/linux-image-*cloud*.deb" || fail "could not empty c1's apt cache"
   local serial=$RUN/vms/c1/serial.log restarts0
   restarts0=$(grep -ac 'reboot: Restarting system' "$serial")
   slog "rollctl plan apply (in the background)"
@@ -263,6 +267,12 @@ scenario3() {
   expect "journal: reboot commands sent to c1" 1 \
     "$(sql "SELECT count(*) FROM event WHERE rollout_id='$id' AND host='c1' AND message = 'reboot command sent'")"
   assert_on_cloud c1
+  expect "journal: uploads of $CLOUD_DEB to c1, checked there" 1 \
+    "$(sql "SELECT count(*) FROM event WHERE rollout_id='$id' AND host='c1' AND message LIKE 'uploaded $CLOUD_DEB %SHA-256 verified on the host'")"
+  expect "journal: installs of the shipped package on c1" 1 \
+    "$(sql "SELECT count(*) FROM event WHERE rollout_id='$id' AND host='c1' AND message LIKE 'installed shipped packages: %'")"
+  expect "c1 dpkg: linux-image-$CLOUD" "install ok installed" "$(vm_ssh c1 "dpkg-query -W -f='\${Status}' linux-image-$CLOUD")"
+  expect "c1 /var/tmp/rollctl-$id (removed after the install)" gone "$(vm_ssh c1 "test -e /var/tmp/rollctl-$id && echo left || echo gone")"
   local b; b=$(boots c1)
   expect "c1 boots (cold + exactly one for the rollout)" 2 "$(wc -l <<<"$b")"
   expect "c1 kernels booted, in order" "$GENERIC $CLOUD" "$(awk '{print $3}' <<<"$b" | paste -sd' ')"

@@ -55,6 +55,20 @@ public actor SSHHost: HostReader {
         return HostCommandResult(stdout: r.stdoutText, stderr: r.stderrText, exitStatus: r.exitStatus, exitSignal: r.exitSignal)
     }
 
+    /// Uploads over the host's session (SFTP). A failed upload closed the session; the next
+    /// command opens a new one.
+    public func upload(file localPath: String, to remotePath: String, pacer: TransferPacer?,
+                       progress: (@Sendable (UInt64, UInt64) -> Void)?) async throws -> UploadResult {
+        try await connect()
+        let s = session!
+        do {
+            return try await s.upload(file: localPath, to: remotePath, pacer: pacer, progress: progress)
+        } catch {
+            if session === s, !s.isAlive { session = nil }
+            throw error
+        }
+    }
+
     public func close() async {
         if let s = session { await s.close() }
         session = nil

@@ -7,6 +7,17 @@ import RolloutConfig
 /// connection it can drop (after a reboot). `SSHHost` in production.
 public protocol RemoteHost: HostReader {
     func close() async
+    /// Copies a local file to `remotePath` on the host (`kernel.packages`). `progress` gets the
+    /// bytes sent so far and the total. A host that cannot receive files throws.
+    func upload(file localPath: String, to remotePath: String, pacer: TransferPacer?,
+                progress: (@Sendable (UInt64, UInt64) -> Void)?) async throws -> UploadResult
+}
+
+extension RemoteHost {
+    public func upload(file localPath: String, to remotePath: String, pacer: TransferPacer?,
+                       progress: (@Sendable (UInt64, UInt64) -> Void)?) async throws -> UploadResult {
+        throw StepError("\(hostName) cannot receive files (this transport has no upload)")
+    }
 }
 
 extension SSHHost: RemoteHost {}

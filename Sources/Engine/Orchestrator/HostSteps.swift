@@ -143,8 +143,12 @@ extension Orchestrator {
             let host = await connections.host(name)
             guard try await takeHostLease(name, host) else { return }
             try await journal.event(rolloutID, host: name, kind: .intent, "install \(plan.kernel.release) and stage it to boot once")
-            for command in HostCommands.install(plan) {
-                _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
+            if plan.kernel.packages.isEmpty {
+                for command in HostCommands.install(plan) {
+                    _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
+                }
+            } else {
+                try await installPackages(name, host)
             }
             var newEntry: String? = nil
             if let listing = bootloader.entryListing {
@@ -368,15 +372,22 @@ extension Orchestrator {
         say(nil, "wave \(wave): soaking \(names.count) host\(names.count == 1 ? "" : "s") for \(PlanFormat.duration(plan.gate.soak)) (sample every \(PlanFormat.duration(plan.gate.interval)))")
         let runner = try GateRunner(settings: plan.gate, clock: DateClock(clock), logger: logger)
         let gateHosts = hosts
+        let progress = SoakProgressRecorder(wave: wave)
+        let flusher = progress.flushing(to: journal, rolloutID, while: { !self.leaseLost })
         // A stop request ends the soak at once: the hosts stay `soaking` and a resume
         // runs the gate again from the start (a cut-short soak is no evidence).
         let finished: WaveGateReport? = await unlessStopped {
             await runner.run(gateHosts) { event in
-                if case .hostDecided(let r) = event {
+                switch event {
+                case .sampleTaken(let host, let sample, let planned):
+                    progress.record(host: host, sample: sample, planned: planned)
+                case .hostDecided(let r):
                     self.say(r.host, "gate \(r.verdict.rawValue)" + (r.reasons.first.map { ": \($0.summary)" } ?? ""), problem: r.verdict != .pass)
                 }
             }
         }
+        flusher.cancel()
+        if !leaseLost { try? await journal.saveSoakProgress(rolloutID, progress.takeChanged()) }
         // A driver that lost its lease during the soak (another took the rollout over) writes nothing.
         guard let report = finished, !leaseLost else { return nil }
         let encoder = JSONEncoder()

@@ -42,6 +42,8 @@ public final class Orchestrator: Sendable {
     public let leaseTTL: Duration
     /// Who this orchestrator drives as (this process; tests make others).
     public let identity: DriverIdentity
+    /// `kernel.packages`: their digests, the upload slots and the bandwidth pacer.
+    let shipment: Shipment
 
     /// `transport` makes the connection to a host; the default is SSH (`SSHHost`).
     /// bench-core passes in-process hosts to measure the orchestration core alone.
@@ -67,6 +69,7 @@ public final class Orchestrator: Sendable {
         }
         self.rolloutID = rolloutID
         self.plan = plan
+        self.shipment = Shipment(plan.kernel)
         self.bootloader = BootloaderDrivers.driver(for: plan.bootloader)
         self.inventory = inventory
         self.journal = journal

@@ -19,6 +19,28 @@ extension Orchestrator {
         return .halted(reason: reason)
     }
 
+    /// What a halt owes after it is journaled: the known-bad record, the on_halt hooks and the
+    /// plan's rollback policy, then a marker that they were done (event `outcome`, data
+    /// `{"after_halt":"done"}`). Each step may run again: known-bad is recorded once, each hook
+    /// is journaled (a finished one is not run again), the rollback goes by the hosts' states.
+    public func finishHalt(reason: String) async throws {
+        try recordKnownBad(reason: reason)
+        await haltHooks(reason: reason)
+        try await rollbackAfterHalt()
+        try await journal.event(rolloutID, kind: .outcome, "after the halt: known-bad check, on_halt hooks and rollback policy done",
+                          data: Self.afterHaltDone)
+    }
+
+    static let afterHaltDone = "{\"after_halt\":\"done\"}"
+
+    /// True when the rollout's last halt was journaled but what it owes (`finishHalt`) was
+    /// never marked done: its driver died in between.
+    public func haltFollowUpOwed() throws -> Bool {
+        let events = try journal.events(rolloutID)
+        guard let halt = events.lastIndex(where: { $0.kind == .halt }) else { return false }
+        return !events[halt...].contains { $0.kind == .outcome && $0.data == Self.afterHaltDone }
+    }
+
     /// After a halt: when the failed wave's gate failed on a host, or hosts did not boot the new
     /// kernel (another kernel came up, or none within the reboot timeout), the release is recorded
     /// as known bad with the halt's reason and those hosts. Judged from the journal's fields (gate

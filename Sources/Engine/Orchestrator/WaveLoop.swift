@@ -49,6 +49,8 @@ extension Orchestrator {
             }
             await catchUpNotices(notices)
         }
+        // The packages' digests first: a file changed since the rollout began stops it here.
+        try await preparePackages()
         try await releaseFinishedHosts()
         try await expireSettledSilences()
         // `plan apply --at`: nothing touches a host before then (across a resume too).

@@ -29,6 +29,8 @@ public struct DryRunFacts: Sendable {
     public var scheduledStart: Date?
     /// Host name -> the bastion it is reached through (`jump-1 (10.0.0.1:22)`), for hosts that have one.
     public var bastions: [String: String] = [:]
+    /// `kernel.packages` with their sizes and SHA-256 (`ShippedPackage.digest`).
+    public var packages: [ShippedPackage] = []
 
     public init(offline: Bool, releases: [String: String] = [:], unreachable: [String: String] = [:],
                 exampleGrubConfig: String? = nil, customers: Customers? = nil,
@@ -221,7 +223,7 @@ public enum DryRun {
         }
         let example = layout.waves.first?.hosts.first
         let previous = example.flatMap { facts.releases[$0.name] }
-        let steps = self.steps(plan: plan, example: example, previousRelease: previous, grubConfig: facts.exampleGrubConfig,
+        let steps = self.steps(plan: plan, example: example, previousRelease: previous, grubConfig: facts.exampleGrubConfig, packages: facts.packages,
                                customers: example.flatMap { h in customers.map { $0.customers(onHost: h.name).count } })
         let g = plan.gate
         let siteURL = g.testSite.flatMap { s in example.flatMap { try? HTTPURL.expand(template: s.urlTemplate, address: $0.address, name: $0.name).description } ?? s.urlTemplate }
@@ -317,7 +319,7 @@ public enum DryRun {
 
     /// The steps for one host with the exact commands.
     public static func steps(plan: Plan, example: InventoryHost?, previousRelease: String?, grubConfig: String?,
-                             customers: Int?) -> [DryRunPreview.Step] {
+                             packages: [ShippedPackage] = [], customers: Int?) -> [DryRunPreview.Step] {
         let release = plan.kernel.release
         let prev = previousRelease ?? "<current release>"
         let bootloader = BootloaderDrivers.driver(for: plan.bootloader)
@@ -328,7 +330,22 @@ public enum DryRun {
         var steps: [DryRunPreview.Step] = []
         steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; take this rollout's lease on the host (\(HostLease.path), under flock: refused while another rollout, from any journal, holds it); need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot",
                            commands: [HealthGate.HostFacts.command, HostCommands.bootFree]))
-        steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan)))
+        if plan.kernel.packages.isEmpty {
+            steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan)))
+        } else {
+            let dir = PackageCommands.directory(rollout: "<rollout id>")
+            let files = packages.isEmpty ? plan.kernel.packages.map { "\($0.path) (\(Quantity.formatBytes($0.size)))" }
+                : packages.map { "\($0.path) (\(Quantity.formatBytes($0.size)), SHA-256 \($0.sha256))" }
+            let names = plan.kernel.packages.map(\.name)
+            let shipped = packages.isEmpty ? plan.kernel.packages.map { ShippedPackage(name: $0.name, path: $0.path, kind: $0.kind.rawValue, size: $0.size, sha256: "") } : packages
+            let limit = plan.kernel.uploadParallel
+            let cap = plan.kernel.uploadBandwidth.map { ", all uploads together at most \(Quantity.formatBytes($0))/s" } ?? ""
+            steps.append(.init(step: "upload", description: "ship \(files.joined(separator: ", ")) over the host's SSH session (SFTP) into \(dir) (mode 0700), at most \(limit) host\(limit == 1 ? "" : "s") uploading at once\(cap); a file already there with the same SHA-256 is not sent again; each upload lands as NAME.part, is checked with sha256sum on the host (a mismatch fails the host, nothing installed) and then renamed",
+                               commands: [PackageCommands.prepare(directory: dir, names: names)]
+                                   + names.flatMap { [PackageCommands.checksum(directory: dir, file: PackageCommands.partial($0)), PackageCommands.place(directory: dir, name: $0)] }))
+            steps.append(.init(step: "install", description: "install \(release) from the shipped package\(names.count == 1 ? "" : "s"), then remove \(dir)",
+                               commands: [PackageCommands.install(directory: dir, packages: shipped), PackageCommands.remove(directory: dir)]))
+        }
         steps.append(.init(step: "stage", description: bootloader.stageDescription(release: release),
                            commands: (listing.map { [$0] } ?? []) + bootloader.stage(plan, entry: newEntry, previous: oldEntry)))
         if let n = plan.notify {

@@ -70,6 +70,8 @@ public struct RolloutReport: Sendable, Codable {
         public var state: String
         public var verdict: String?
         public var soaks: [Soak]
+        /// While the wave soaks: the planned soak, so a live chart's time axis spans all of it.
+        public var soakSeconds: Double?
     }
 
     public struct Notice: Sendable, Codable {
@@ -161,8 +163,22 @@ public struct RolloutReport: Sendable, Codable {
                 baselinePerHour: rep.baseline?.bytesPerHour ?? baseline[rep.host]?.0, baselineRelease: rep.baseline?.release ?? baseline[rep.host]?.1,
                 oomKills: rep.oom?.counted, findings: rep.findings, site: site))
         }
+        // A wave soaking now: its hosts' SUnreclaim so far, from the soak's progress (the
+        // verdicts and their evidence come with the gate report when the soak ends).
+        let gate = (try? PlanLoader.parse(text: r.planText, path: r.planPath))?.gate
+        for w in try journal.waves(id) where w.state == .running {
+            let judged = Set((soaksByWave[w.number] ?? []).map(\.host))
+            for (host, p) in try journal.soakProgress(id, wave: w.number, series: true) where !judged.contains(host) {
+                soaksByWave[w.number, default: []].append(Soak(
+                    host: host, verdict: "soaking", end: "running", sunreclaim: p.series.map { Point(t: $0[0], v: $0[1]) },
+                    limitBytes: gate?.sUnreclaimMax.map(Double.init), slopePerHour: p.slopeBytesPerHour, interceptBytes: nil,
+                    growthLimitPerHour: gate?.sUnreclaimGrowthMaxPerHour.map(Double.init),
+                    baselinePerHour: baseline[host]?.0, baselineRelease: baseline[host]?.1, oomKills: p.oomKills, findings: [], site: []))
+            }
+        }
         let waves = try journal.waves(id).map { w in
-            Wave(number: w.number, state: w.state.rawValue, verdict: w.verdict, soaks: (soaksByWave[w.number] ?? []).sorted { $0.host < $1.host })
+            Wave(number: w.number, state: w.state.rawValue, verdict: w.verdict, soaks: (soaksByWave[w.number] ?? []).sorted { $0.host < $1.host },
+                 soakSeconds: w.state == .running ? gate?.soak.seconds : nil)
         }
         let notices = try journal.notices(id).map {
             Notice(wave: $0.wave, kind: $0.kind.rawValue, customer: $0.customerName, channel: $0.channel.rawValue, recipient: $0.recipient,

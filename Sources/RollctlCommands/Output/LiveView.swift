@@ -14,13 +14,16 @@ struct LiveView {
     let console: Console
     /// The plan's soak (parsed once from the journal's plan text), for "soaking 12s of 20s".
     let soak: Double?
+    /// The plan's SUnreclaim growth limit (bytes per hour): a slope over it so far is shown in yellow.
+    let growthLimit: Double?
 
     init(journal: Journal, rolloutID: String, console: Console = .shared) {
         self.journal = journal
         self.rolloutID = rolloutID
         self.console = console
-        let plan = (try? journal.rollout(rolloutID)).flatMap { $0 }.flatMap { try? PlanLoader.parse(text: $0.planText, path: $0.planPath) }
+        let plan = (try? journal.rollout(rolloutID)).flatMap { $0 }.flatMap { try? PlanLoader.parse(text: $0.planText, path: $0.planPath, checkFiles: false) }
         soak = plan?.gate.soak.seconds
+        growthLimit = plan?.gate.sUnreclaimGrowthMaxPerHour.map(Double.init)
     }
 
     static let attention: Set<HostState> = [.failed, .rollingBack, .rollbackFailed]
@@ -64,6 +67,9 @@ struct LiveView {
 
         // The current wave's hosts, or (too many for the terminal) the ones that need attention.
         let inWave = hosts.filter { $0.wave == current?.number }
+        // What the gate has seen so far, for the wave's soaking (and just judged) hosts.
+        let soaked = current.flatMap { w in inWave.contains { $0.state == .soaking || $0.state == .healthy }
+                                              ? try? journal.soakProgress(rolloutID, wave: w.number) : nil } ?? [:]
         let room = max(1, rows - 1 - lines.count - 2)
         func row(_ h: Journal.HostRow) -> String {
             let since = TimeText.parse(h.updatedAt).map { now.timeIntervalSince($0) } ?? 0
@@ -73,8 +79,12 @@ struct LiveView {
             var text = name.padding(toLength: max(12, min(24, inWave.map(\.name.count).max() ?? 12)), withPad: " ", startingAt: 0)
             text += "  " + state.padding(toLength: 18, withPad: " ", startingAt: 0) + "  " + Self.duration(since).padding(toLength: 7, withPad: " ", startingAt: 0)
             if let reason = h.reason, Self.attention.contains(h.state) || h.state == .rolledBack || h.state == .skipped { text += "  " + reason }
+            else if let p = soaked[h.name], h.state == .soaking || h.state == .healthy { text += "  " + Self.soakText(p) }
             let line = fit(text)
-            return Self.attention.contains(h.state) ? paint(line, .red) : h.state == .committed ? paint(line, .green) : line
+            if Self.attention.contains(h.state) { return paint(line, .red) }
+            if h.state == .committed { return paint(line, .green) }
+            if h.state == .soaking, let p = soaked[h.name], Self.worrying(p, growthLimit: growthLimit) { return paint(line, .yellow) }
+            return line
         }
         if let w = current {
             lines.append(paint(fit("wave \(w.number)/\(waves.count) — \(w.state.rawValue)\(w.verdict.map { ", gate \($0)" } ?? ""): \(inWave.count) host\(inWave.count == 1 ? "" : "s")"), .dim))
@@ -85,7 +95,12 @@ struct LiveView {
             var waveCounts: [HostState: Int] = [:]
             for h in inWave { waveCounts[h.state, default: 0] += 1 }
             lines.append(fit("  " + HostState.allCases.compactMap { s in waveCounts[s].map { "\(s.rawValue) \($0)" } }.joined(separator: " · ")))
-            let shown = inWave.filter { Self.attention.contains($0.state) } + inWave.filter { [.rebooting, .up].contains($0.state) }
+            if let summary = Self.soakSummary(soaked.values.filter { p in inWave.contains { $0.name == p.host && $0.state == .soaking } }) {
+                lines.append(fit("  " + summary))
+            }
+            // Soaking hosts whose gate readings worry (growth over the limit, site failures, OOM kills) need attention too.
+            let worrying = inWave.filter { $0.state == .soaking && soaked[$0.name].map { Self.worrying($0, growthLimit: growthLimit) } == true }
+            let shown = inWave.filter { Self.attention.contains($0.state) } + worrying + inWave.filter { [.rebooting, .up].contains($0.state) }
             lines += shown.prefix(max(0, room - 1)).map(row)
             if shown.count > room - 1 { lines.append(fit("  … \(shown.count - (room - 1)) more that need attention or are rebooting")) }
         }
@@ -104,6 +119,45 @@ struct LiveView {
         for h in hosts where h.wave != nil { counts[h.state, default: 0] += 1 }
         let countText = HostState.allCases.compactMap { s in counts[s].map { "\(s.rawValue) \($0)" } }.joined(separator: " · ")
         return "\(r.id) \(r.state.rawValue) · \(countText)" + (r.note.map { " · \($0)" } ?? "")
+    }
+
+    /// `SUnreclaim 312 MiB +40 MiB/h · site 58/60 · 1 OOM`: what the gate saw of one host so far.
+    static func soakText(_ p: SoakProgress) -> String {
+        var parts: [String] = []
+        if let s = p.sUnreclaimBytes {
+            var t = "SUnreclaim \(Quantity.formatBytes(s))"
+            if let slope = p.slopeBytesPerHour { t += " \(slope < 0 ? "-" : "+")\(Quantity.formatBytes(UInt64(abs(slope).rounded())))/h" }
+            parts.append(t)
+        } else if p.samples > 0 {
+            parts.append("SUnreclaim unread")
+        }
+        if p.siteTotal > 0 { parts.append("site \(p.siteOK)/\(p.siteTotal)") }
+        if p.oomKills > 0 { parts.append("\(p.oomKills) OOM") }
+        return parts.joined(separator: " · ")
+    }
+
+    /// Readings a person would look at before the verdict: growth over the limit, failed site requests, OOM kills.
+    static func worrying(_ p: SoakProgress, growthLimit: Double?) -> Bool {
+        if let limit = growthLimit, let slope = p.slopeBytesPerHour, slope > limit { return true }
+        return p.siteOK < p.siteTotal || p.oomKills > 0
+    }
+
+    /// One line for a wave too big to list: the highest SUnreclaim, the steepest growth, site and OOM totals.
+    static func soakSummary(_ rows: [SoakProgress]) -> String? {
+        guard !rows.isEmpty else { return nil }
+        var parts = ["soak \(rows.count) host\(rows.count == 1 ? "" : "s")"]
+        if let top = rows.filter({ $0.sUnreclaimBytes != nil }).max(by: { $0.sUnreclaimBytes! < $1.sUnreclaimBytes! }) {
+            parts.append("SUnreclaim up to \(Quantity.formatBytes(top.sUnreclaimBytes!)) (\(top.host))")
+        }
+        if let steep = rows.filter({ $0.slopeBytesPerHour != nil }).max(by: { $0.slopeBytesPerHour! < $1.slopeBytesPerHour! }) {
+            let slope = steep.slopeBytesPerHour!
+            parts.append("steepest \(slope < 0 ? "-" : "+")\(Quantity.formatBytes(UInt64(abs(slope).rounded())))/h (\(steep.host))")
+        }
+        let total = rows.reduce(0) { $0 + $1.siteTotal }
+        if total > 0 { parts.append("site \(rows.reduce(0) { $0 + $1.siteOK })/\(total)") }
+        let oom = rows.reduce(UInt64(0)) { $0 + $1.oomKills }
+        if oom > 0 { parts.append("\(oom) OOM") }
+        return parts.joined(separator: " · ")
     }
 
     static func over(_ s: RolloutState) -> Bool { [.completed, .aborted, .rolledBack, .halted].contains(s) }

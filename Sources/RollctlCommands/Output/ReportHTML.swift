@@ -115,7 +115,7 @@ enum ReportHTML {
             let why = s.findings.filter { $0.status == .fail || $0.status == .inconclusive }.map { "\($0.check): \($0.summary)" }
             out += "<tr><td>\(esc(s.host))</td><td class=\"verdict v-\(esc(s.verdict))\">\(esc(s.verdict))</td>"
             out += "<td>\(s.slopePerHour.map { esc(rate($0)) } ?? "–")</td><td>\(s.baselinePerHour.map { esc(rate($0)) + (s.baselineRelease.map { " (\(esc($0)))" } ?? "") } ?? "–")</td>"
-            out += "<td>\(s.oomKills.map(String.init) ?? "–")</td><td>\(why.isEmpty ? "all checks passed" : why.map(esc).joined(separator: "<br>"))</td></tr>"
+            out += "<td>\(s.oomKills.map(String.init) ?? "–")</td><td>\(s.verdict == "soaking" ? "soaking: no verdict yet" : why.isEmpty ? "all checks passed" : why.map(esc).joined(separator: "<br>"))</td></tr>"
         }
         out += "</table><details><summary>Every finding</summary><table><tr><th>host</th><th>check</th><th>status</th><th>summary</th></tr>"
         for s in w.soaks {
@@ -130,7 +130,8 @@ enum ReportHTML {
         let soaks = w.soaks.filter { !$0.sunreclaim.isEmpty }
         guard !soaks.isEmpty else { return "<p class=\"muted\">No SUnreclaim was read.</p>" }
         let width = 900.0, height = 320.0, left = 70.0, right = 20.0, top = 16.0, bottom = 36.0
-        let tMax = max(1, soaks.flatMap { $0.sunreclaim.map(\.t) }.max() ?? 1)
+        // A wave still soaking is drawn against its whole planned soak: the lines grow across.
+        let tMax = max(1, w.soakSeconds ?? 0, soaks.flatMap { $0.sunreclaim.map(\.t) }.max() ?? 1)
         let values = soaks.flatMap { $0.sunreclaim.map(\.v) }
         var yMin = values.min() ?? 0, yMax = values.max() ?? 1
         let limit = soaks.compactMap(\.limitBytes).min()
@@ -199,7 +200,11 @@ enum ReportHTML {
             }
         }
         let total = byIndex.values.reduce(0) { $0 + $1.counts.values.reduce(0, +) }
-        guard total > 0 else { return "<p class=\"muted\">No test-site requests (the plan has none).</p>" }
+        guard total > 0 else {
+            // A soaking wave's site results per sample come with its verdict (rollout watch shows the totals so far).
+            if w.soakSeconds != nil { return "<p class=\"muted\">The wave is soaking: its test-site chart comes with the verdict (<code>rollctl rollout watch</code> shows the successes so far).</p>" }
+            return "<p class=\"muted\">No test-site requests (the plan has none).</p>"
+        }
         let classes = SiteOutcome.allCases.map(\.rawValue)
         let width = 900.0, height = 180.0, left = 70.0, right = 20.0, top = 10.0, bottom = 30.0
         let n = byIndex.count, maxCount = max(1, byIndex.values.map { $0.counts.values.reduce(0, +) }.max() ?? 1)

@@ -93,6 +93,7 @@ struct PlanApply: AsyncParsableCommand {
     var allowKnownBad = false
 
     @OptionGroup var metrics: MetricsOption
+    @OptionGroup var lease: LeaseOption
 
     /// `--at` as a moment: bad input (exit 2) when it cannot be read, has passed, or is more than a year away.
     static func startAt(_ text: String?, plan: RolloutConfig.Plan, now: Date = Date()) throws -> Date? {
@@ -117,7 +118,7 @@ struct PlanApply: AsyncParsableCommand {
         guard dryRun else {
             // The real thing: journal, waves, gates, halt and rollback (RolloutCommands.swift).
             return try await ApplyRun.run(planPath: plan, inventoryPath: inventory, journal: journalOption, parallel: parallel, json: json, log: log,
-                                          at: at, allowKnownBad: allowKnownBad, metrics: metrics)
+                                          at: at, allowKnownBad: allowKnownBad, metrics: metrics, leaseTTL: lease.ttl)
         }
         let cfg = SSHConfig.load(path: sshConfig)
         let loaded = try PlanLoader.loadChecked(path: plan, inventoryPath: inventory, sshConfig: cfg)
@@ -126,6 +127,7 @@ struct PlanApply: AsyncParsableCommand {
         let template = try Self.maintenanceTemplate(p)
         var facts = DryRunFacts(offline: offline, customers: loaded.customers, maintenanceTemplate: template)
         if let start = try Self.startAt(at, plan: p) { facts.now = start; facts.scheduledStart = start }
+        facts.packages = try await ShippedPackage.digest(p.kernel.packages)
         for h in PlanLoader.selectedHosts(p, inventory: loaded.inventory) {
             if let j = loaded.inventory.jump(for: h, sshConfig: cfg) { facts.bastions[h.name] = "\(j.endpoint.name) (\(j.endpoint.address):\(j.endpoint.port))" }
         }

@@ -18,6 +18,9 @@ enum RolloutDriver {
     /// Drives the rollout; maps the outcome to the documented exit code.
     static func drive(_ orchestrator: Orchestrator, with service: RolloutService, json: Bool) async throws {
         let console = Console.shared
+        // Uploads of kernel.packages in flight, shown under the live view (the log says when each ended).
+        let uploads = UploadBoard()
+        orchestrator.onUploadProgress { uploads.update($0) }
         // The live view on a terminal (stderr), redrawn every second from the journal; log lines
         // go above it. Not on a pipe, with TERM=dumb or --json (the log lines alone then).
         let ticker = Task {
@@ -26,7 +29,9 @@ enum RolloutDriver {
             while !Task.isCancelled {
                 let size = console.terminalSize ?? (80, 24)
                 // Half the terminal at most: the log scrolls above it.
-                console.live(view.frame(columns: size.columns, rows: max(6, size.rows / 2)))
+                var frame = view.frame(columns: size.columns, rows: max(6, size.rows / 2))
+                if let line = uploads.line() { frame.append(String(line.prefix(max(20, size.columns - 1)))) }
+                console.live(frame)
                 try? await Task.sleep(for: .seconds(1))
             }
         }
@@ -71,6 +76,8 @@ final class StopFlag: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
 
     func install() {
+        lock.lock(); let installed = !sources.isEmpty; lock.unlock()
+        guard !installed else { return }
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
@@ -94,7 +101,8 @@ final class StopFlag: @unchecked Sendable {
 /// `plan apply` without --dry-run: plan, journal, run.
 enum ApplyRun {
     static func run(planPath: String, inventoryPath: String?, journal: JournalOption, parallel: Int, json: Bool, log: LogOptions,
-                    at: String? = nil, allowKnownBad: Bool = false, metrics: MetricsOption = MetricsOption()) async throws {
+                    at: String? = nil, allowKnownBad: Bool = false, metrics: MetricsOption = MetricsOption(),
+                    leaseTTL: Duration = .seconds(60)) async throws {
         let console = Console.shared
         let sshConfig = SSHConfig.load()
         let loaded = try PlanLoader.loadChecked(path: planPath, inventoryPath: inventoryPath, sshConfig: sshConfig)
@@ -104,8 +112,9 @@ enum ApplyRun {
             console.warn("host_key_policy is 'off' in \(loaded.inventory.path): host keys are NOT verified")
         }
         let stop = StopFlag()
-        let service = RolloutService(journal: try journal.open(), sshConfig: sshConfig, stopRequested: { stop.isSet },
+        var service = RolloutService(journal: try journal.open(), sshConfig: sshConfig, stopRequested: { stop.isSet },
                                      logger: log.logger(json: json))
+        service.leaseTTL = leaseTTL
         let createdID = OnceBox<String>()
         let endpoint = try await metrics.start(journal: service.journal, rolloutID: { createdID.get() })
         let created: RolloutService.Created
@@ -135,5 +144,28 @@ enum ApplyRun {
             throw error
         }
         await endpoint?.close()
+    }
+}
+
+/// The uploads in flight, for one line of the live view: how many hosts, bytes sent of the
+/// total, and the slowest hosts first.
+final class UploadBoard: @unchecked Sendable {
+    private let lock = NSLock()
+    private var active: [String: UploadProgress] = [:]
+
+    func update(_ p: UploadProgress) {
+        lock.lock(); defer { lock.unlock() }
+        let key = p.host + "\u{0}" + p.file
+        if p.finished { active.removeValue(forKey: key) } else { active[key] = p }
+    }
+
+    func line() -> String? {
+        lock.lock(); defer { lock.unlock() }
+        guard !active.isEmpty else { return nil }
+        let sent = active.values.reduce(UInt64(0)) { $0 + $1.sent }, total = active.values.reduce(UInt64(0)) { $0 + $1.total }
+        func pct(_ a: UInt64, _ b: UInt64) -> Int { b == 0 ? 100 : Int(Double(a) * 100 / Double(b)) }
+        let slowest = active.values.sorted { pct($0.sent, $0.total) < pct($1.sent, $1.total) }.prefix(4)
+            .map { "\($0.host) \(pct($0.sent, $0.total))%" }.joined(separator: ", ")
+        return "uploading to \(active.count) host\(active.count == 1 ? "" : "s"): \(Quantity.formatBytes(sent)) of \(Quantity.formatBytes(total)) (\(pct(sent, total))%) — \(slowest)"
     }
 }

@@ -32,7 +32,7 @@ struct RolloutStatus: AsyncParsableCommand {
         let (j, r) = try journal.rollout(id)
         let c = Console.shared
         let waves = try j.waves(id), hosts = try j.hosts(id), pause = try j.pauseState(id)
-        let plan = try? PlanLoader.parse(text: r.planText, path: r.planPath)
+        let plan = try? PlanLoader.parse(text: r.planText, path: r.planPath, checkFiles: false)
         let passed = waves.filter { $0.state == .passed }.count
         let ahead = (plan?.waves.pauseAfter ?? []).filter { $0 > passed && !pause.released(after: $0) && $0 < waves.count }
         var counts: [String: Int] = [:]

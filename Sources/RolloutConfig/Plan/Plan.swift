@@ -61,12 +61,46 @@ public struct KernelSpec: Sendable, Equatable {
     public var install: [String]
     /// Minimum free space on /boot before installing.
     public var minBootFreeBytes: UInt64
+    /// Package files on rollctl's machine, shipped to every host over its SSH session and
+    /// installed there (`dpkg -i` / `dnf install`) instead of `install`. Empty: `install` runs.
+    public var packages: [KernelPackage]
+    /// Hosts uploading at once, rollout-wide.
+    public var uploadParallel: Int
+    /// Bytes per second all uploads together may use; nil: no cap.
+    public var uploadBandwidth: UInt64?
 
     public init(release: String, install: [String] = ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-{release}"],
-                minBootFreeBytes: UInt64 = 64 << 20) {
+                minBootFreeBytes: UInt64 = 64 << 20, packages: [KernelPackage] = [], uploadParallel: Int = 8,
+                uploadBandwidth: UInt64? = nil) {
         self.release = release
         self.install = install
         self.minBootFreeBytes = minBootFreeBytes
+        self.packages = packages
+        self.uploadParallel = uploadParallel
+        self.uploadBandwidth = uploadBandwidth
+    }
+}
+
+/// A kernel package file on rollctl's machine (`kernel.packages`), checked when the plan is
+/// read: it exists, is a readable regular file, and its first bytes are those of its kind.
+/// Its SHA-256 is computed when a rollout starts (the file may be large), not here.
+public struct KernelPackage: Sendable, Equatable {
+    public enum Kind: String, Sendable, Equatable {
+        case deb, rpm
+    }
+    /// The path as resolved against the plan's folder.
+    public var path: String
+    /// The file's name: what it is called on the host, and in messages.
+    public var name: String
+    public var kind: Kind
+    /// Its size when the plan was read.
+    public var size: UInt64
+
+    public init(path: String, name: String, kind: Kind, size: UInt64) {
+        self.path = path
+        self.name = name
+        self.kind = kind
+        self.size = size
     }
 }
 

@@ -25,14 +25,19 @@ public enum PlanLoader {
     }
 
     /// Parses plan text (tests, stdin); `path` names the file in messages and anchors relative paths.
-    public static func parse(text: String, path: String) throws -> Plan {
-        try parse(data: Data(text.utf8), path: path, reader: YAMLReader(file: path))
+    /// `checkFiles: false` for a plan the journal keeps: `kernel.packages` files are not looked at
+    /// (their sizes are 0), so a rollout whose package files are gone can still be aborted or
+    /// rolled back; a resume checks them when it ships them.
+    public static func parse(text: String, path: String, checkFiles: Bool = true) throws -> Plan {
+        try parse(data: Data(text.utf8), path: path, reader: YAMLReader(file: path), checkFiles: checkFiles)
     }
 
-    static func parse(data: Data, path: String, reader r: YAMLReader) throws -> Plan {
+    static func parse(data: Data, path: String, reader r: YAMLReader, checkFiles: Bool = true) throws -> Plan {
         guard let root = r.parse(data: data) else { throw InputErrors(r.errors.map { placeDuplicate($0, data: data) }) }
         let text = String(decoding: data, as: UTF8.self)
-        let plan = PlanParser(reader: r, path: path, text: text).parse(root)
+        var parser = PlanParser(reader: r, path: path, text: text)
+        parser.checkFiles = checkFiles
+        let plan = parser.parse(root)
         if !r.errors.isEmpty || plan == nil {
             if r.errors.isEmpty { r.error(root, "the plan is incomplete") }
             throw InputErrors(r.errors)

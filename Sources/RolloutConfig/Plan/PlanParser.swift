@@ -11,6 +11,9 @@ struct PlanParser {
     let reader: YAMLReader
     let path: String
     let text: String
+    /// Whether `kernel.packages` files are looked at (false: a plan the journal keeps, read
+    /// back to resume, abort or roll back; the files are checked when they are shipped).
+    var checkFiles = true
     var r: YAMLReader { reader }
 
     func resolve(_ p: String) -> String {
