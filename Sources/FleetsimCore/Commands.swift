@@ -52,6 +52,8 @@ struct Up: ParsableCommand {
     @Option(name: .customLong("name-prefix"), help: "Host name prefix.") var namePrefix: String = "web-"
     @Option(help: "Seed for generated data (customers).") var seed: UInt64 = 42
     @Option(help: "Seconds to wait for every host to be up (0: do not wait).") var wait: Double = 120
+    @Option(help: "Host flavours: one for every host (rhel), or flavour:count,... in host order (debian:2,rhel:3; the rest debian).")
+    var flavours: String?
 
     func run() throws {
         try requireRoot("up")
@@ -60,6 +62,7 @@ struct Up: ParsableCommand {
         let dir = dirOption.absolute
         let t0 = monotonic()
         do {
+            let flavourList = try flavours.map { try Setup.parseFlavours($0, hosts: hosts) } ?? []
             if fileExists(dir) {
                 if fileExists(Layout(dir: dir).marker) || fileExists(Layout(dir: dir).fleetJSON) {
                     print("fleetsim: cleaning the previous fleet in \(dir)")
@@ -78,7 +81,7 @@ struct Up: ParsableCommand {
                 }
             }
             let opts = UpOptions(hosts: hosts, racks: racks, clusters: clusters, dir: dir, scenarioPath: scenario.map(absolutePath),
-                                 sshPort: sshPort, baseAddress: baseAddress, namePrefix: namePrefix, seed: seed)
+                                 sshPort: sshPort, baseAddress: baseAddress, namePrefix: namePrefix, seed: seed, flavours: flavourList)
             let fleet = try Setup.create(opts, binary: selfExecutable())
             let tSetup = monotonic() - t0
             let L = Layout(dir: dir)

@@ -1,5 +1,14 @@
 import Foundation
 
+/// The distribution a simulated host looks like: its boot files, its package tool and
+/// bootloader commands, and how its firmware picks a kernel.
+public enum Flavour: String, Codable, Sendable, CaseIterable {
+    /// Debian 12: GRUB with a generated `grub.cfg`, `apt-get`, `grub-reboot`.
+    case debian
+    /// RHEL 9: GRUB with Boot Loader Specification entries, `dnf`, `rpm`, `grubby`, `grub2-reboot`.
+    case rhel
+}
+
 /// One simulated host as `up` created it.
 public struct HostConfig: Codable, Sendable {
     public var name: String
@@ -7,6 +16,29 @@ public struct HostConfig: Codable, Sendable {
     public var rack: String
     public var cluster: String
     public var rootUUID: String
+    public var flavour: Flavour
+    /// `/etc/machine-id` (32 hex digits): the prefix of a rhel host's BLS entry ids.
+    public var machineID: String
+
+    public init(name: String, address: String, rack: String, cluster: String, rootUUID: String,
+                flavour: Flavour = .debian, machineID: String) {
+        self.name = name; self.address = address; self.rack = rack; self.cluster = cluster
+        self.rootUUID = rootUUID; self.flavour = flavour; self.machineID = machineID
+    }
+
+    enum CodingKeys: String, CodingKey { case name, address, rack, cluster, rootUUID, flavour, machineID }
+
+    // A fleet.json written before flavours existed has Debian hosts.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        address = try c.decode(String.self, forKey: .address)
+        rack = try c.decode(String.self, forKey: .rack)
+        cluster = try c.decode(String.self, forKey: .cluster)
+        rootUUID = try c.decode(String.self, forKey: .rootUUID)
+        flavour = try c.decodeIfPresent(Flavour.self, forKey: .flavour) ?? .debian
+        machineID = try c.decodeIfPresent(String.self, forKey: .machineID) ?? rootUUID.filter { $0 != "-" }
+    }
 }
 
 /// Everything `up` decided, written to DIR/fleet.json; the supervisor, shims and `set` read it.
@@ -70,6 +102,16 @@ public struct HostPaths: Sendable {
     public var boot: String { root + "/boot" }
     public var grubCfg: String { root + "/boot/grub/grub.cfg" }
     public var grubEnv: String { root + "/boot/grub/grubenv" }
+    /// A rhel host's GRUB: grubenv and grub.cfg under /boot/grub2, entries under /boot/loader/entries.
+    public var grub2Env: String { root + "/boot/grub2/grubenv" }
+    public var grub2Cfg: String { root + "/boot/grub2/grub.cfg" }
+    public var blsEntries: String { root + "/boot/loader/entries" }
+    /// Files bind-mounted over the machine's /etc inside the host (a rhel host's os-release,
+    /// machine-id and /etc/sysconfig).
+    public var etc: String { root + "/etc" }
+    public var osRelease: String { root + "/etc/os-release" }
+    public var machineID: String { root + "/etc/machine-id" }
+    public var sysconfigKernel: String { root + "/etc/sysconfig/kernel" }
     public var sbin: String { root + "/sbin" }
     public var home: String { root + "/root" }
     public var sshdConfig: String { root + "/sshd_config" }

@@ -111,6 +111,8 @@ public struct HostSpec: Codable, Sendable {
     public var kernels: [String: Behaviour] = [:]     // host+kernel overrides
     public var initialKernel: String?
     public var bootFull: Bool?
+    /// The host's distribution (overrides `up --flavours`).
+    public var flavour: Flavour?
 }
 
 /// A parsed scenario. See docs/fleetsim.md for the YAML format.
@@ -240,11 +242,17 @@ public struct Scenario: Codable, Sendable {
             case "hosts":
                 guard let m = asMap(v) else { throw FleetsimError("\(source): hosts: expected a mapping of host name -> settings", exitCode: 2) }
                 for (name, hv) in m {
-                    let (b, rest) = try behaviour(hv, at: "hosts.\(name)", extra: ["kernels", "initial_kernel", "boot_full"])
+                    let (b, rest) = try behaviour(hv, at: "hosts.\(name)", extra: ["kernels", "initial_kernel", "boot_full", "flavour"])
                     var hs = HostSpec()
                     hs.behaviour = b
                     if let ik = rest["initial_kernel"] { hs.initialKernel = str(ik) }
                     if let bf = rest["boot_full"] { hs.bootFull = (str(bf) == "true") }
+                    if let fl = rest["flavour"] {
+                        guard let f = Flavour(rawValue: str(fl)) else {
+                            throw FleetsimError("\(source): hosts.\(name).flavour: '\(str(fl))' is not a flavour (known: \(Flavour.allCases.map(\.rawValue).joined(separator: ", ")))", exitCode: 2)
+                        }
+                        hs.flavour = f
+                    }
                     if let ks = rest["kernels"] {
                         guard let km = asMap(ks) else { throw FleetsimError("\(source): hosts.\(name).kernels: expected a mapping", exitCode: 2) }
                         for (rel, kv) in km { hs.kernels[rel] = try behaviour(kv, at: "hosts.\(name).kernels.\(rel)").0 }

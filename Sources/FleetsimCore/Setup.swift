@@ -15,19 +15,25 @@ public struct UpOptions: Sendable {
     public var baseAddress: String
     public var namePrefix: String
     public var seed: UInt64
+    /// Each host's flavour by position (`parseFlavours`); hosts past its end are Debian.
+    public var flavours: [Flavour]
     public init(hosts: Int, racks: Int, clusters: Int, dir: String, scenarioPath: String?, sshPort: Int,
-                baseAddress: String, namePrefix: String, seed: UInt64) {
+                baseAddress: String, namePrefix: String, seed: UInt64, flavours: [Flavour] = []) {
         self.hosts = hosts; self.racks = racks; self.clusters = clusters; self.dir = dir
         self.scenarioPath = scenarioPath; self.sshPort = sshPort; self.baseAddress = baseAddress
-        self.namePrefix = namePrefix; self.seed = seed
+        self.namePrefix = namePrefix; self.seed = seed; self.flavours = flavours
     }
 }
 
-/// Names of the commands fleetsim shims inside each host.
+/// Names of the commands fleetsim shims inside each host. Every host has them all; a command
+/// of another flavour answers as a shell does for a command that is not installed (`Shims`).
 public let shimNames = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
+                        "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv",
                         "reboot", "systemctl", "shutdown", "uname", "hostname"]
-/// Shims also bind-mounted over the real binary of that name (so absolute paths hit the shim too).
+/// Shims also bind-mounted over the real binary of that name (so absolute paths hit the shim too:
+/// a rhel host's `apt-get` is the shim saying it is not installed, never the machine's apt).
 let shimsOverReal: Set<String> = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv",
+                                  "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv",
                                   "reboot", "systemctl", "shutdown"]
 
 public enum Setup {
@@ -46,8 +52,10 @@ public enum Setup {
         var hosts: [HostConfig] = []
         for i in 0..<o.hosts {
             let name = o.namePrefix + String(repeating: "0", count: max(0, width - String(i + 1).count)) + String(i + 1)
+            let flavour = scenario.hosts[name]?.flavour ?? (i < o.flavours.count ? o.flavours[i] : .debian)
             hosts.append(HostConfig(name: name, address: addresses[i], rack: "r\(i % max(1, o.racks) + 1)",
-                                    cluster: "c\(i % max(1, o.clusters) + 1)", rootUUID: randomUUIDLower()))
+                                    cluster: "c\(i % max(1, o.clusters) + 1)", rootUUID: randomUUIDLower(),
+                                    flavour: flavour, machineID: randomUUIDLower().filter { $0 != "-" }))
         }
         for (name, _) in scenario.hosts where !hosts.contains(where: { $0.name == name }) {
             FileHandle.standardError.write(Data("fleetsim: warning: scenario names host \(name), which this fleet does not have\n".utf8))
@@ -116,11 +124,28 @@ public enum Setup {
             try mkdirs(target)
             try FileManager.default.createSymbolicLink(atPath: hp.proc, withDestinationPath: target)
         }
-        for d in [hp.proc, hp.boot + "/grub", hp.sbin, hp.home] { try mkdirs(d) }
+        for d in [hp.proc, hp.sbin, hp.home] { try mkdirs(d) }
         let rel = fleet.scenario.initialKernel(host: h.name)
-        try installKernelFiles(bootDir: hp.boot, release: rel)
-        try writeFile(hp.grubCfg, Grub.config(kernels: Grub.installedKernels(bootDir: hp.boot), rootUUID: h.rootUUID))
-        try Grub.writeEnv(hp.grubEnv, [("saved_entry", Grub.titlePath(release: rel))])
+        switch h.flavour {
+        case .debian:
+            try mkdirs(hp.boot + "/grub")
+            try installKernelFiles(bootDir: hp.boot, release: rel)
+            try writeFile(hp.grubCfg, Grub.config(kernels: Grub.installedKernels(bootDir: hp.boot), rootUUID: h.rootUUID))
+            try Grub.writeEnv(hp.grubEnv, [("saved_entry", Grub.titlePath(release: rel))])
+        case .rhel:
+            // As the installer leaves it: the kernel and its BLS entry, the rescue entry, the
+            // default named by entry id, and UPDATEDEFAULT=yes (a new kernel becomes the default).
+            try mkdirs(hp.boot + "/grub2")
+            try BLS.installKernel(bootDir: hp.boot, release: rel, machineID: h.machineID)
+            try BLS.installRescue(bootDir: hp.boot, machineID: h.machineID)
+            try writeFile(hp.grub2Cfg, BLS.grubCfg(rootUUID: h.rootUUID))
+            try Grub.writeEnv(hp.grub2Env, [("saved_entry", BLS.entryID(machineID: h.machineID, release: rel)),
+                                            ("menu_auto_hide", "1"), ("boot_success", "0")])
+            try mkdirs(hp.etc + "/sysconfig")
+            try writeFile(hp.osRelease, BLS.osRelease)
+            try writeFile(hp.machineID, h.machineID + "\n", mode: 0o444)
+            try writeFile(hp.sysconfigKernel, BLS.sysconfigKernel)
+        }
         let shim = "#!/bin/sh\n# fleetsim shim: runs the simulated command for host \(h.name)\nexec \(shellQuote(fleet.binary)) shim \(shellQuote(hp.root)) \"$(basename \"$0\")\" \"$@\"\n"
         for n in shimNames { try writeFile(hp.sbin + "/" + n, shim, mode: 0o755) }
         try writeFile(hp.home + "/.bashrc", "# fleetsim host \(h.name): root's .bashrc\n")
@@ -136,7 +161,7 @@ public enum Setup {
                 try writeFile(etcDefault + "/" + f, text)
             }
         }
-        try writeFile(etcDefault + "/grub", """
+        try writeFile(etcDefault + "/grub", h.flavour == .rhel ? BLS.etcDefaultGrub : """
             # If you change this file, run 'update-grub' afterwards to update
             # /boot/grub/grub.cfg.
             # For full documentation of the options in this file, see:
@@ -202,7 +227,8 @@ public enum Setup {
 
         """
         for h in fleet.hosts {
-            s += "  - name: \(h.name)\n    address: \(h.address)\n    labels: {rack: \(h.rack), cluster: \(h.cluster)}\n"
+            let flavour = h.flavour == .debian ? "" : ", flavour: \(h.flavour.rawValue)"
+            s += "  - name: \(h.name)\n    address: \(h.address)\n    labels: {rack: \(h.rack), cluster: \(h.cluster)\(flavour)}\n"
         }
         return s
     }
@@ -260,6 +286,11 @@ public enum Setup {
         mount --bind "$H/sbin" /usr/local/sbin
         mount --bind "$H/root" /root
         mount --bind "$H/etc-default" /etc/default
+        # A rhel host's /etc/os-release, /etc/machine-id and /etc/sysconfig (an empty
+        # /etc/sysconfig is made on the machine to mount over, as /var/lib/rollctl is below).
+        if [ -f "$H/etc/os-release" ]; then mount --bind "$H/etc/os-release" /etc/os-release; fi
+        if [ -f "$H/etc/machine-id" ] && [ -f /etc/machine-id ]; then mount --bind "$H/etc/machine-id" /etc/machine-id; fi
+        if [ -d "$H/etc/sysconfig" ]; then mkdir -p /etc/sysconfig; mount --bind "$H/etc/sysconfig" /etc/sysconfig; fi
         # Each host's own /var/lib/rollctl (rollctl's host lease), kept across its reboots.
         mkdir -p "$H/var-lib-rollctl" /var/lib/rollctl
         mount --bind "$H/var-lib-rollctl" /var/lib/rollctl
@@ -275,6 +306,31 @@ public enum Setup {
         while :; do sleep 86400 & wait $!; done
 
         """
+    }
+
+    /// `up --flavours`: `rhel` (every host), or `flavour:count,...` taken in host order
+    /// (`debian:2,rhel:3`: hosts 1-2 Debian, 3-5 RHEL, the rest Debian).
+    public static func parseFlavours(_ text: String, hosts: Int) throws -> [Flavour] {
+        func flavour(_ s: Substring) throws -> Flavour {
+            guard let f = Flavour(rawValue: String(s)) else {
+                throw FleetsimError("--flavours: '\(s)' is not a flavour (known: \(Flavour.allCases.map(\.rawValue).joined(separator: ", ")))", exitCode: 2)
+            }
+            return f
+        }
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+        if parts.count == 1, !text.contains(":") { return Array(repeating: try flavour(parts[0]), count: hosts) }
+        var out: [Flavour] = []
+        for p in parts {
+            let kv = p.split(separator: ":", omittingEmptySubsequences: false)
+            guard kv.count == 2, let n = Int(kv[1]), n >= 0 else {
+                throw FleetsimError("--flavours: '\(p)' is not flavour:count (e.g. --flavours debian:2,rhel:3)", exitCode: 2)
+            }
+            out += Array(repeating: try flavour(kv[0]), count: n)
+        }
+        guard out.count <= hosts else {
+            throw FleetsimError("--flavours names \(out.count) hosts, the fleet has \(hosts)", exitCode: 2)
+        }
+        return out
     }
 
     /// Runs commands, `width` at a time; throws if one fails.

@@ -34,6 +34,24 @@ public enum Shims {
         let hp = HostPaths(hostDir)
         let dir = URL(fileURLWithPath: hostDir).deletingLastPathComponent().deletingLastPathComponent().path
         let hostName = URL(fileURLWithPath: hostDir).lastPathComponent
+        if let owner = flavourOf[name] {
+            // Every host has every shim (one host-init for all); a tool of another distribution
+            // is not installed there, and says so the way the shell does.
+            let fleet = try FleetConfig.load(dir: dir)
+            let flavour = fleet.host(named: hostName)?.flavour ?? .debian
+            guard owner == flavour else {
+                o.err("bash: line 1: \(name): command not found")
+                return 127
+            }
+            switch name {
+            case "dnf": return try dnf(fleet: fleet, host: hostName, hp: hp, args: args, &o)
+            case "rpm": return rpm(hp: hp, args: args, &o)
+            case "grubby": return try grubby(hp: hp, args: args, &o)
+            case "grub2-reboot", "grub2-set-default": return try grubSetEntry(name: name, file: hp.grub2Env, args: args, &o)
+            case "grub2-editenv": return try grubEditenv(hp: hp, tool: name, defaultFile: hp.grub2Env, args: args, &o)
+            default: break
+            }
+        }
         switch name {
         case "apt-get":
             let fleet = try FleetConfig.load(dir: dir)
@@ -46,21 +64,9 @@ public enum Shims {
             updateGrub(fleet: fleet, host: hostName, hp: hp, &o)
             return 0
         case "grub-reboot", "grub-set-default":
-            let key = name == "grub-reboot" ? "next_entry" : "saved_entry"
-            let positional = args.filter { !$0.hasPrefix("--boot-directory") && $0 != "--" }
-            if args.contains("--help") || args.contains("-h") {
-                o.out("Usage: \(name) [OPTION] MENU_ENTRY")
-                return 0
-            }
-            guard let entry = positional.first else {
-                o.err("\(name): entry not specified.")
-                o.err("Usage: \(name) [OPTION] MENU_ENTRY")
-                return 1
-            }
-            try Grub.setEnv(hp.grubEnv, key, entry)
-            return 0
+            return try grubSetEntry(name: name, file: hp.grubEnv, args: args, &o)
         case "grub-editenv":
-            return try grubEditenv(hp: hp, args: args, &o)
+            return try grubEditenv(hp: hp, tool: name, defaultFile: hp.grubEnv, args: args, &o)
         case "reboot", "shutdown":
             if name == "shutdown" && !(args.contains("-r") || args.contains("--reboot")) {
                 o.err("fleetsim: shutdown without -r (power off) is not simulated; use `fleetsim set HOST power=off`")
@@ -104,7 +110,9 @@ public enum Shims {
             withUnsafeBytes(of: v) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         }
         let release = (readFile(hp.osrelease) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        let version = "#1 SMP PREEMPT_DYNAMIC Debian \(debVersion(release)) (fleetsim)"
+        let rhel = fileExists(hp.osRelease)
+        let version = rhel ? "#1 SMP PREEMPT_DYNAMIC Thu Apr  4 20:53:41 EDT 2024 (fleetsim)"
+                           : "#1 SMP PREEMPT_DYNAMIC Debian \(debVersion(release)) (fleetsim)"
         let machine = field(u.machine)
         var flags = Set<Character>()
         for a in args {
@@ -159,38 +167,60 @@ public enum Shims {
         return path
     }
 
-    // MARK: grub-editenv
+    // MARK: grub-reboot, grub-set-default (grub2-* on RHEL)
 
-    static func grubEditenv(hp: HostPaths, args: [String], _ o: inout Out) throws -> Int32 {
-        var rest = args.filter { $0 != "-v" && $0 != "--verbose" }
-        guard !rest.isEmpty else {
-            o.err("grub-editenv: error: you need to specify at least one command.")
+    /// `grub-reboot ENTRY` writes next_entry, `grub-set-default ENTRY` saved_entry; the entry is
+    /// not checked, as in GRUB.
+    static func grubSetEntry(name: String, file: String, args: [String], _ o: inout Out) throws -> Int32 {
+        let key = name.hasSuffix("-reboot") ? "next_entry" : "saved_entry"
+        let positional = args.filter { !$0.hasPrefix("--boot-directory") && $0 != "--" }
+        if args.contains("--help") || args.contains("-h") {
+            o.out("Usage: \(name) [OPTION] MENU_ENTRY")
+            return 0
+        }
+        guard let entry = positional.first else {
+            o.err("\(name): entry not specified.")
+            o.err("Usage: \(name) [OPTION] MENU_ENTRY")
             return 1
         }
-        var file = hp.grubEnv
+        try Grub.setEnv(file, key, entry)
+        return 0
+    }
+
+    // MARK: grub-editenv (grub2-editenv on RHEL)
+
+    /// A path as the host sees it: its /boot is the host's own boot dir.
+    static func hostPath(_ p: String, _ hp: HostPaths) -> String {
+        p.hasPrefix("/boot/") ? hp.boot + "/" + p.dropFirst("/boot/".count) : p
+    }
+
+    static func grubEditenv(hp: HostPaths, tool: String, defaultFile: String, args: [String], _ o: inout Out) throws -> Int32 {
+        var rest = args.filter { $0 != "-v" && $0 != "--verbose" }
+        guard !rest.isEmpty else {
+            o.err("\(tool): error: you need to specify at least one command.")
+            return 1
+        }
+        var file = defaultFile
         let commands = ["list", "set", "unset", "create"]
         if !commands.contains(rest[0]) {
             let f = rest.removeFirst()
-            // Inside the host /boot is the host's own boot dir; map it back for when we run outside.
-            if f != "-" && f != "/boot/grub/grubenv" {
-                if f.hasPrefix("/boot/") { file = hp.boot + "/" + f.dropFirst("/boot/".count) } else { file = f }
-            }
+            if f != "-" { file = hostPath(f, hp) }
         }
         guard let cmd = rest.first else {
-            o.err("grub-editenv: error: you need to specify at least one command.")
+            o.err("\(tool): error: you need to specify at least one command.")
             return 1
         }
         switch cmd {
         case "list":
             guard fileExists(file) else {
-                o.err("grub-editenv: error: cannot open `\(file)': No such file or directory.")
+                o.err("\(tool): error: cannot open `\(file)': No such file or directory.")
                 return 1
             }
             for (k, v) in Grub.readEnv(file) { o.out("\(k)=\(v)") }
         case "set":
             for kv in rest.dropFirst() {
                 guard let eq = kv.firstIndex(of: "=") else {
-                    o.err("grub-editenv: error: invalid parameter \(kv).")
+                    o.err("\(tool): error: invalid parameter \(kv).")
                     return 1
                 }
                 try Grub.setEnv(file, String(kv[..<eq]), String(kv[kv.index(after: eq)...]))
@@ -200,7 +230,7 @@ public enum Shims {
         case "create":
             try Grub.writeEnv(file, [])
         default:
-            o.err("grub-editenv: error: unrecognized command `\(cmd)'.")
+            o.err("\(tool): error: unrecognized command `\(cmd)'.")
             return 1
         }
         return 0

@@ -231,18 +231,26 @@ public final class Supervisor {
 
     /// Runs GRUB's choice for the next boot and moves the host into loading/panicking/hung.
     func chooseAndLoad(_ h: HostRuntime, at t: Double, firstBoot: Bool = false) {
-        let env = Grub.readEnv(h.paths.grubEnv)
-        let menu = Grub.parseMenu(readFile(h.paths.grubCfg) ?? "")
+        // Debian: the menu grub-mkconfig wrote into grub.cfg. RHEL: blscfg's menu, one entry per
+        // BLS file, newest first. Both: the 00_header's next_entry/saved_entry logic on grubenv.
+        let rhel = h.cfg.flavour == .rhel
+        let envPath = rhel ? h.paths.grub2Env : h.paths.grubEnv
+        let env = Grub.readEnv(envPath)
+        let menu = rhel ? [] : Grub.parseMenu(readFile(h.paths.grubCfg) ?? "")
+        let entries = rhel ? BLS.entries(bootDir: h.paths.boot) : []
+        func kernelFor(_ spec: String?) -> (kernel: String?, matched: Bool) {
+            rhel ? BLS.kernelFor(default: spec, entries: entries) : Grub.kernelFor(default: spec, menu: menu)
+        }
         var spec = Grub.envValue(env, "saved_entry")
         if let next = Grub.envValue(env, "next_entry"), !next.isEmpty {
             spec = next
             // GRUB's 00_header: set next_entry= ; save_env next_entry
-            try? Grub.setEnv(h.paths.grubEnv, "next_entry", "")
+            try? Grub.setEnv(envPath, "next_entry", "")
         }
-        var (k, matched) = Grub.kernelFor(default: spec, menu: menu)
+        var (k, matched) = kernelFor(spec)
         if !matched, spec != Grub.envValue(env, "saved_entry"), fleet.scenario.invalidEntryBoots == "saved" {
             // The brief's rule: an invalid one-shot entry falls back to saved_entry (real GRUB: entry 0).
-            let saved = Grub.kernelFor(default: Grub.envValue(env, "saved_entry"), menu: menu)
+            let saved = kernelFor(Grub.envValue(env, "saved_entry"))
             if saved.kernel != nil { k = saved.kernel }
         }
         guard let kernel = k else {

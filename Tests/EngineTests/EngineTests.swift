@@ -24,8 +24,9 @@ final class SimFleet: @unchecked Sendable {
     /// The journal's database on PostgreSQL (nil: SQLite).
     let postgres: (server: TestPostgres, database: String)?
 
+    /// `flavour: .rhel`: RHEL hosts and `bootloader: grub-bls` (with its dnf install).
     init(count: Int, racks: Int = 2, waves: [WaveSize] = [.count(1), .percent(100)], maxParallel: Int = 4, maxFailedPerWave: Int = 0,
-         postgres: Bool = false) throws {
+         postgres: Bool = false, flavour: SimHost.Flavour = .debian) throws {
         dir = try TestSSHD.makeTempDir()
         if postgres {
             let server = try TestPostgres.shared()
@@ -41,7 +42,7 @@ final class SimFleet: @unchecked Sendable {
         for i in 1...count {
             let name = String(format: "h%02d", i)
             list.append(InventoryHost(name: name, address: "10.0.0.\(i)", labels: ["rack": "r\(i % racks)"]))
-            sims[name] = SimHost(name: name, release: Self.old, kernels: [Self.old, Self.new], clock: clock)
+            sims[name] = SimHost(name: name, release: Self.old, kernels: [Self.old, Self.new], clock: clock, flavour: flavour)
         }
         hosts = sims
         var defaults = InventoryDefaults()
@@ -51,6 +52,10 @@ final class SimFleet: @unchecked Sendable {
         plan = Plan(name: "engine", path: dir + "/plan.yaml", text: "engine test plan\n", kernel: KernelSpec(release: Self.new),
                     inventoryPath: inventory.path, waves: WaveSpec(sizes: waves, maxParallel: maxParallel, failureDomain: "rack"),
                     reboot: RebootSpec(timeout: .seconds(5), settle: .zero), gate: gate)
+        if flavour == .rhel {
+            plan.bootloader = .grubBLS
+            plan.kernel.install = KernelSpec.dnfInstall
+        }
         plan.failure.maxFailedHostsPerWave = .count(maxFailedPerWave)
         plan.failure.maxFailedHostsTotal = .count(maxFailedPerWave)
     }

@@ -94,13 +94,13 @@ final class TestFleet: @unchecked Sendable {
 
     /// Addresses 127.<second>.<slot>.x: `second` from the pid, so two test runs at once
     /// (e.g. two checkouts) rarely meet; `slot` separates the tests of one run.
-    init(hosts: Int, third slot: Int, scenario: String? = testScenario) async throws {
+    init(hosts: Int, third slot: Int, scenario: String? = testScenario, extra: [String] = []) async throws {
         await TestFleet.cleanStale()
         self.hosts = hosts
         let second = 16 + Int(getpid()) % 200
         base = "127.\(second).\(slot).1"
         dir = NSTemporaryDirectory() + "fleetsim-test-\(slot)-\(getpid())"
-        var args = ["up", "--hosts", "\(hosts)", "--dir", dir, "--base-address", base, "--racks", "2", "--wait", "60"]
+        var args = ["up", "--hosts", "\(hosts)", "--dir", dir, "--base-address", base, "--racks", "2", "--wait", "60"] + extra
         if let scenario {
             let path = NSTemporaryDirectory() + "fleetsim-scenario-\(slot)-\(getpid()).yaml"
             try scenario.write(toFile: path, atomically: true, encoding: .utf8)
@@ -174,8 +174,9 @@ func pause(_ seconds: Double) async {
 }
 
 /// A fleet for `body`, taken down after it (also when it throws).
-func withFleet(hosts: Int, third slot: Int, scenario: String? = testScenario, _ body: (TestFleet) async throws -> Void) async throws {
-    let f = try await TestFleet(hosts: hosts, third: slot, scenario: scenario)
+func withFleet(hosts: Int, third slot: Int, scenario: String? = testScenario, extra: [String] = [],
+               _ body: (TestFleet) async throws -> Void) async throws {
+    let f = try await TestFleet(hosts: hosts, third: slot, scenario: scenario, extra: extra)
     do {
         try await body(f)
     } catch {

@@ -358,7 +358,7 @@ struct FleetsimEndToEndTests {
     /// A recorded pid whose start time is not the recorded one belongs to another process now:
     /// `down` leaves it alone (and says so), and still kills a recorded one that matches.
     @Test func downSignalsOnlyPidsWithTheirRecordedStartTime() async throws {
-        let dir = NSTemporaryDirectory() + "fleetsim-test-70-\(getpid())"
+        let dir = NSTemporaryDirectory() + "fleetsim-test-72-\(getpid())"
         try mkdirs(dir + "/run")
         try writeFile(dir + "/.fleetsim", "fleetsim fleet directory; `fleetsim down` removes it\n")
         let recorded = try await spawnDetached("/bin/sleep", ["300"], logPath: nil)

@@ -19,7 +19,8 @@ struct RolloutE2ETests {
         let hosts: Int
 
         /// `scenario`: a fleetsim scenario file's text (fleetsim's built-in one without it).
-        init(hosts: Int, racks: Int, slot: Int, scenario: String? = nil) throws {
+        /// `flavours`: fleetsim's `--flavours` (`rhel`: every host a RHEL 9 one).
+        init(hosts: Int, racks: Int, slot: Int, scenario: String? = nil, flavours: String? = nil) throws {
             dir = try TestSSHD.makeTempDir()
             journal = dir + "/journal.sqlite"
             self.hosts = hosts
@@ -30,6 +31,7 @@ struct RolloutE2ETests {
                 try scenario.write(toFile: dir + "/scenario.yaml", atomically: true, encoding: .utf8)
                 extra = ["--scenario", dir + "/scenario.yaml"]
             }
+            if let flavours { extra += ["--flavours", flavours] }
             let (status, out) = try Spawn.run(Self.fleetsim, ["up", "--hosts", "\(hosts)", "--racks", "\(racks)", "--dir", dir + "/fleet",
                                                                "--base-address", base, "--ssh-port", "2298", "--seed", "7"] + extra)
             guard status == 0 else { throw TestSSHDError("fleetsim up failed: \(out)") }

@@ -9,10 +9,14 @@ import RolloutConfig
 /// A Debian host in memory that answers exactly the commands rollctl sends one: the facts
 /// loop, `grub.cfg` (fleetsim's generator), `/boot` space, apt, `grub-set-default`,
 /// `grub-reboot`, the host lease, and an instant reboot that follows GRUB's one-shot and
-/// saved choice. Unknown commands exit 127, so a change in what the orchestrator sends
+/// saved choice. As a `rhel` host (`flavour:`): `grubby --info=ALL` of its BLS entries
+/// (`<machine-id>-<release>`), `dnf install` making the new kernel the saved default as
+/// UPDATEDEFAULT=yes does, `grub2-set-default`, `grub2-reboot`, `grubby --set-default`. Unknown commands exit 127, so a change in what the orchestrator sends
 /// shows up as failed hosts rather than being silently accepted. The engine's `NIOEmbedded`:
 /// `bench-core` and the in-process engine tests drive the real orchestrator over it.
 public actor SimHost: RemoteHost {
+    /// `debian` or `rhel` (fleetsim's flavours).
+    public typealias Flavour = FleetsimCore.Flavour
     public nonisolated let hostName: String
     public private(set) var release: String
     public private(set) var bootID = UUID().uuidString.lowercased()
@@ -55,12 +59,17 @@ public actor SimHost: RemoteHost {
     let kernels: [String]
     let menu: [Grub.MenuItem]
     let grubCfg: String
+    public nonisolated let flavour: Flavour
+    /// A rhel host's machine id: its BLS entry ids are `<machineID>-<release>`.
+    public nonisolated let machineID: String
 
     public static let meminfo = "MemTotal:       65536000 kB\nMemFree:        30000000 kB\nMemAvailable:   50000000 kB\nSlab:             900000 kB\nSReclaimable:     600000 kB\nSUnreclaim:       300000 kB\n"
 
     /// `kernels`: what GRUB's menu offers (the first is the one listed first).
-    public init(name: String, release: String, kernels: [String], clock: any RolloutClock = SystemClock()) {
+    public init(name: String, release: String, kernels: [String], clock: any RolloutClock = SystemClock(), flavour: Flavour = .debian) {
         hostName = name
+        self.flavour = flavour
+        machineID = String((Array(name.utf8).map { String(format: "%02x", $0) }.joined() + String(repeating: "0", count: 32)).prefix(32))
         self.clock = clock
         bootedAt = clock.now
         self.release = release
@@ -166,7 +175,7 @@ public actor SimHost: RemoteHost {
 
     /// A hard reset: GRUB boots the saved default (a one-shot entry was used up by the hung boot).
     public func powerCycle() {
-        release = Grub.kernelFor(default: savedEntry, menu: menu).kernel ?? release
+        release = kernel(for: savedEntry) ?? release
         booted()
         down = false
     }
@@ -200,9 +209,11 @@ public actor SimHost: RemoteHost {
                 ("/proc/vmstat", "nr_free_pages 7500000\noom_kill \(oomKillsOn[release] ?? 0)\n"),
             ]
             return ok(files.map { "@@rollctl-file \($0.0)\n\($0.1)" }.joined())
-        case GrubDriver.readConfig: return ok(grubCfg)
+        case GrubDriver.readConfig where flavour == .debian: return ok(grubCfg)
+        case GrubBLSDriver.listEntries where flavour == .rhel: return ok(grubbyInfo())
+        case GrubBLSDriver.clearNextEntry where flavour == .rhel: nextEntry = nil; return ok()
         case HostCommands.bootFree: return ok("4000000000\n")
-        case GrubDriver.clearNextEntry: nextEntry = nil; return ok()
+        case GrubDriver.clearNextEntry where flavour == .debian: nextEntry = nil; return ok()
         case "cat /proc/sys/kernel/random/boot_id": return ok(bootID + "\n")
         case "cat /proc/sys/kernel/osrelease": return ok(release + "\n")
         case "true": return ok()
@@ -210,7 +221,7 @@ public actor SimHost: RemoteHost {
             // GRUB's choice at boot: the one-shot entry once, else the saved default.
             let spec = (ignoresOneShot ? nil : nextEntry) ?? savedEntry
             nextEntry = nil
-            release = Grub.kernelFor(default: spec, menu: menu).kernel ?? release
+            release = kernel(for: spec) ?? release
             booted()
             reboots += 1
             if rekeyAtReboot { rekeyed = true }
@@ -220,13 +231,51 @@ public actor SimHost: RemoteHost {
         case HostLease.readCommand:
             return ok(leaseText ?? "")
         default:
+            if command.hasPrefix("L=\(HostLease.directory);") { return ok(lease(command)) }
+            if let r = packageCommand(command) { return r }
+            if flavour == .rhel { return rhel(command) }
             if command.hasPrefix("DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-") { return ok() }
             if command.hasPrefix("grub-set-default ") { savedEntry = unquote(command.dropFirst("grub-set-default ".count)); return ok() }
             if command.hasPrefix("grub-reboot ") { nextEntry = unquote(command.dropFirst("grub-reboot ".count)); return ok() }
-            if command.hasPrefix("L=\(HostLease.directory);") { return ok(lease(command)) }
-            if let r = packageCommand(command) { return r }
             return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127)
         }
+    }
+
+    /// What GRUB boots for a `default` value: Debian's menu path, or a rhel host's entry id
+    /// (an id naming nothing: the first entry).
+    func kernel(for spec: String?) -> String? {
+        guard flavour == .rhel else { return Grub.kernelFor(default: spec, menu: menu).kernel }
+        return kernels.first { spec == "\(machineID)-\($0)" } ?? kernels.first
+    }
+
+    /// `grubby --info=ALL` as RHEL 9 prints it, one entry per kernel in menu order.
+    func grubbyInfo() -> String {
+        kernels.enumerated().map { i, k in
+            "index=\(i)\nkernel=\"/boot/vmlinuz-\(k)\"\nargs=\"ro\"\nroot=\"/dev/mapper/rhel-root\"\ninitrd=\"/boot/initramfs-\(k).img\"\n"
+                + "title=\"Red Hat Enterprise Linux (\(k)) 9.4 (Plow)\"\nid=\"\(machineID)-\(k)\"\n"
+        }.joined()
+    }
+
+    /// A rhel host's package and bootloader commands; anything else exits 127.
+    func rhel(_ command: String) -> HostCommandResult {
+        func release(after prefix: String) -> String? {
+            command.hasPrefix(prefix) ? unquote(command.dropFirst(prefix.count)) : nil
+        }
+        if let r = release(after: "dnf install -y kernel-") {
+            guard kernels.contains(r) else { return HostCommandResult(stdout: "", stderr: "Error: Unable to find a match: kernel-\(r)\n", exitStatus: 1) }
+            savedEntry = "\(machineID)-\(r)"   // kernel-install with UPDATEDEFAULT=yes
+            return HostCommandResult(stdout: "Complete!\n")
+        }
+        if let e = release(after: "grub2-set-default ") { savedEntry = e; return HostCommandResult(stdout: "") }
+        if let e = release(after: "grub2-reboot ") { nextEntry = e; return HostCommandResult(stdout: "") }
+        if let path = release(after: "grubby --set-default ") {
+            guard let r = kernels.first(where: { path == "/boot/vmlinuz-\($0)" }) else {
+                return HostCommandResult(stdout: "", stderr: "The param \(path) is incorrect\n", exitStatus: 1)
+            }
+            savedEntry = "\(machineID)-\(r)"
+            return HostCommandResult(stdout: "")
+        }
+        return HostCommandResult(stdout: "", stderr: "bash: line 1: \(command.prefix(40)): command not found\n", exitStatus: 127)
     }
 
     /// The lease commands' semantics (take, release, force-release), on `leaseText`.

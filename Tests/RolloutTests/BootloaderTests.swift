@@ -27,6 +27,29 @@ import Testing
         #expect(g.entry(in: cfg, release: "5.10.0-1-amd64") == nil)
     }
 
+    @Test func grubBLSFindsTheEntryIDPinsTheOldDefaultAndCommitsWithGrubby() throws {
+        let g = BootloaderDrivers.driver(for: .grubBLS)
+        #expect(g.name == "grub-bls")
+        #expect(g.entryListing == "grubby --info=ALL")
+        let mid = "4b1a7c0e9d2f4e6a8c3b5d7f9e1a2c4b"
+        let old = try #require(g.entry(in: rhel9GrubbyInfo, release: "5.14.0-362.24.1.el9_3.x86_64"))
+        let new = try #require(g.entry(in: rhel9GrubbyInfo, release: "5.14.0-427.13.1.el9_4.x86_64"))
+        #expect(old == "\(mid)-5.14.0-362.24.1.el9_3.x86_64")
+        let bls = try PlanLoader.parse(text: "name: m\nkernel: {release: 5.14.0-427.13.1.el9_4.x86_64}\ninventory: inv.yaml\nbootloader: grub-bls\n", path: "m.yaml")
+        // The install (UPDATEDEFAULT=yes) made the new kernel the default: pinned back first, then boot-once.
+        #expect(g.stage(bls, entry: new, previous: old) == ["grub2-set-default \(mid)-5.14.0-362.24.1.el9_3.x86_64",
+                                                            "grub2-reboot \(mid)-5.14.0-427.13.1.el9_4.x86_64"])
+        #expect(g.commit(bls, entry: new) == ["grubby --set-default /boot/vmlinuz-5.14.0-427.13.1.el9_4.x86_64"])
+        #expect(g.clearOneShot == ["grub2-editenv - unset next_entry"])
+        #expect(g.restoreDefault(bls, previousRelease: "5.14.0-362.24.1.el9_3.x86_64", previousEntry: old)
+                == ["grubby --set-default /boot/vmlinuz-5.14.0-362.24.1.el9_3.x86_64"])
+        #expect(HostCommands.install(bls) == ["dnf install -y kernel-5.14.0-427.13.1.el9_4.x86_64"])
+        // Every substituted value is shell-quoted: a hostile id or release stays one word.
+        #expect(g.stage(bls, entry: "x'; reboot; '", previous: "a b") == [#"grub2-set-default 'a b'"#, #"grub2-reboot 'x'\''; reboot; '\'''"#])
+        #expect(g.restoreDefault(bls, previousRelease: "1 $(reboot)", previousEntry: nil) == ["grubby --set-default '/boot/vmlinuz-1 $(reboot)'"])
+        #expect(g.notes.contains { $0.contains("UPDATEDEFAULT=yes") })
+    }
+
     @Test func systemdBootUsesTheEntryTokenAndBootctl() {
         let s = BootloaderDrivers.driver(for: .systemdBoot)
         let token = "\"$(cat /etc/kernel/entry-token 2>/dev/null || cat /etc/machine-id)\""

@@ -111,6 +111,30 @@ import Testing
         #expect(steps.first { $0.step == "install" }!.commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-'6.1 x'\\''y'"])
     }
 
+    @Test func grubBLSPreviewShowsDnfTheEntryIDsAndTheUpdateDefaultNote() throws {
+        let plan = try PlanLoader.parse(text: """
+        name: r
+        kernel: {release: 5.14.0-427.13.1.el9_4.x86_64}
+        inventory: inv.yaml
+        bootloader: grub-bls
+        """, path: "r.yaml")
+        let inv = Inventory(path: "inv.yaml", hosts: [InventoryHost(name: "a", address: "10.0.0.1")])
+        let mid = "4b1a7c0e9d2f4e6a8c3b5d7f9e1a2c4b"
+        let old = "5.14.0-362.24.1.el9_3.x86_64"
+        // The listing read from the example host, which does not have the new kernel yet: its id is modelled on the old one.
+        let listing = rhel9GrubbyInfo.replacingOccurrences(of: "5.14.0-427.13.1.el9_4.x86_64", with: "5.14.0-300.el9.x86_64")
+        let steps = DryRun.steps(plan: plan, example: inv.hosts[0], previousRelease: old, grubConfig: listing, customers: nil)
+        func commands(_ step: String) -> [String] { steps.first { $0.step == step }?.commands ?? [] }
+        #expect(commands("install") == ["dnf install -y kernel-5.14.0-427.13.1.el9_4.x86_64"])
+        #expect(commands("stage") == ["grubby --info=ALL", "grub2-set-default \(mid)-\(old)", "grub2-reboot \(mid)-5.14.0-427.13.1.el9_4.x86_64"])
+        #expect(commands("commit") == ["grubby --set-default /boot/vmlinuz-5.14.0-427.13.1.el9_4.x86_64"])
+        #expect(commands("rollback") == ["grub2-editenv - unset next_entry", "grubby --set-default /boot/vmlinuz-\(old)", "systemctl reboot"])
+        let layout = WavePlanner.plan(plan, inventory: inv, currentRelease: ["a": old], unreachable: [:], customers: nil)
+        let preview = DryRun.preview(plan: plan, inventory: inv, layout: layout, facts: DryRunFacts(offline: false))
+        #expect(preview.plan.bootloader == "grub-bls")
+        #expect(preview.notes.contains { $0.hasPrefix("grub-bls: with UPDATEDEFAULT=yes") }, "\(preview.notes)")
+    }
+
     @Test func surveyOutputParses() {
         let out = """
         @@rollctl-file /proc/sys/kernel/osrelease

@@ -83,6 +83,28 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
         #expect(throws: InputErrors.self) { try PlanLoader.parse(text: base + "bootloader: {type: grub, stage: x}\n", path: "m.yaml") }
     }
 
+    @Test func grubBLSInstallsWithDnfUnlessThePlanSaysHow() throws {
+        let base = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n"
+        let short = try PlanLoader.parse(text: base + "bootloader: grub-bls\n", path: "m.yaml")
+        #expect(short.bootloader == .grubBLS)
+        #expect(short.kernel.install == ["dnf install -y kernel-{release}"])
+        let long = try PlanLoader.parse(text: base + "bootloader: {type: grub-bls}\n", path: "m.yaml")
+        #expect(long.bootloader == .grubBLS && long.kernel.install == KernelSpec.dnfInstall)
+        // The plan's own install command stays, whatever the bootloader.
+        let own = try PlanLoader.parse(text: "name: m\nkernel: {release: 6.1.0-19-hosting, install: \"rpm -i /srv/k-{release}.rpm\"}\ninventory: inv.yaml\nbootloader: grub-bls\n", path: "m.yaml")
+        #expect(own.kernel.install == ["rpm -i /srv/k-{release}.rpm"])
+        // Debian's default is untouched.
+        #expect(try PlanLoader.parse(text: base + "bootloader: grub\n", path: "m.yaml").kernel.install == KernelSpec.aptInstall)
+        // A typo names the nearest type, at its line and column.
+        do {
+            _ = try PlanLoader.parse(text: base + "bootloader: grub-blss\n", path: "m.yaml")
+            Issue.record("grub-blss was accepted")
+        } catch let e as InputErrors {
+            #expect(e.errors.map { "\($0.line ?? 0):\($0.column ?? 0) \($0.hint ?? "")" } == ["4:13 did you mean 'grub-bls'?"])
+        }
+        #expect(throws: InputErrors.self) { try PlanLoader.parse(text: base + "bootloader: {type: grub-bls, commit: x}\n", path: "m.yaml") }
+    }
+
     @Test func placeholdersOnlyWhereTheyAreReplaced() throws {
         let base = "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n"
         func errors(_ extra: String) -> [String] {

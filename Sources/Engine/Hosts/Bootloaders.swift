@@ -9,7 +9,7 @@ import RolloutConfig
 /// To add a bootloader: a case in `Bootloader` (Configuration, with its plan syntax in
 /// `PlanLoader`), a driver here, and its line in `BootloaderDrivers.driver(for:)`.
 public protocol BootloaderDriver: Sendable {
-    /// `grub`, `systemd-boot`, `custom`: what the dry-run and `rollout show` say.
+    /// `grub`, `grub-bls`, `systemd-boot`, `custom`: what the dry-run and `rollout show` say.
     var name: String { get }
     /// The read-only command that lists boot entries, nil when the driver addresses
     /// kernels by release alone. When set, `entry(in:release:)` finds a release's entry
@@ -50,6 +50,7 @@ public enum BootloaderDrivers {
     public static func driver(for bootloader: Bootloader) -> any BootloaderDriver {
         switch bootloader {
         case .grub: GrubDriver()
+        case .grubBLS: GrubBLSDriver()
         case .systemdBoot: SystemdBootDriver()
         case let .custom(stage, commit, rollback): CustomBootloader(stageCommands: stage, commitCommands: commit, rollbackCommands: rollback)
         }
@@ -86,6 +87,47 @@ public struct GrubDriver: BootloaderDriver {
     }
     public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
         previousEntry.map { ["grub-set-default " + shellQuote($0)] } ?? []
+    }
+}
+
+/// GRUB with Boot Loader Specification entries (RHEL 8-10, Alma, Rocky, Fedora): a kernel's
+/// entry is `/boot/loader/entries/<machine-id>-<release>.conf`, found by `grubby --info=ALL`
+/// and named by its id; `grub2-reboot` boots it once, `grubby --set-default` saves it.
+///
+/// kernel-install makes every newly installed kernel the saved default when
+/// `/etc/sysconfig/kernel` says `UPDATEDEFAULT=yes` (RHEL's default): the stage step therefore
+/// sets the running kernel's entry back as the saved default right after the install and
+/// before the one-shot boot, so a kernel that fails to boot falls back to the old one.
+public struct GrubBLSDriver: BootloaderDriver {
+    public init() {}
+    public var name: String { "grub-bls" }
+    /// Lists the BLS entries (read-only).
+    public static let listEntries = "grubby --info=ALL"
+    /// Forgets a staged one-shot boot (`-`: the default grubenv, /boot/grub2/grubenv).
+    public static let clearNextEntry = "grub2-editenv - unset next_entry"
+    public var entryListing: String? { Self.listEntries }
+    public var entrySource: String { "the BLS entries (grubby --info=ALL)" }
+    public func entry(in listing: String, release: String) -> String? {
+        GrubbyInfo.parse(listing).entryID(forRelease: release)
+    }
+    public func expectedEntry(in listing: String?, release: String, like: String?) -> String? {
+        listing.flatMap { GrubbyInfo.parse($0).expectedEntryID(forRelease: release, like: like) } ?? "<machine-id>-\(release)"
+    }
+    static func setDefault(_ release: String) -> String { "grubby --set-default " + shellQuote("/boot/vmlinuz-" + release) }
+    public func stage(_ plan: Plan, entry: String?, previous: String?) -> [String] {
+        (previous.map { ["grub2-set-default " + shellQuote($0)] } ?? []) + ["grub2-reboot " + shellQuote(entry ?? "")]
+    }
+    public func commit(_ plan: Plan, entry: String?) -> [String] { [Self.setDefault(plan.kernel.release)] }
+    public var clearOneShot: [String] { [Self.clearNextEntry] }
+    public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
+        [Self.setDefault(previousRelease)]
+    }
+    public func stageDescription(release: String) -> String {
+        "find the BLS entry of \(release) with grubby, set the running kernel's entry back as the saved default, and boot \(release) once (GRUB_DEFAULT=saved: a kernel that fails to boot falls back to the current default)"
+    }
+    public var notes: [String] {
+        ["grub-bls: with UPDATEDEFAULT=yes in /etc/sysconfig/kernel (RHEL's default) the install makes the new kernel the saved default; "
+            + "the stage step sets the running kernel's entry back as the default right after it, before the one-shot boot"]
     }
 }
 

@@ -57,7 +57,8 @@ public struct KernelSpec: Sendable, Equatable {
     /// The release the hosts must run afterwards, as `/proc/sys/kernel/osrelease` shows it.
     public var release: String
     /// Shell commands that install it (`{release}` is replaced, shell-quoted).
-    /// Default: `apt-get install -y linux-image-{release}`.
+    /// Default: `apt-get install -y linux-image-{release}`; with `bootloader: grub-bls`,
+    /// `dnf install -y kernel-{release}` (`KernelSpec.dnfInstall`).
     public var install: [String]
     /// Minimum free space on /boot before installing.
     public var minBootFreeBytes: UInt64
@@ -69,7 +70,10 @@ public struct KernelSpec: Sendable, Equatable {
     /// Bytes per second all uploads together may use; nil: no cap.
     public var uploadBandwidth: UInt64?
 
-    public init(release: String, install: [String] = ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-{release}"],
+    public static let aptInstall = ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-{release}"]
+    public static let dnfInstall = ["dnf install -y kernel-{release}"]
+
+    public init(release: String, install: [String] = KernelSpec.aptInstall,
                 minBootFreeBytes: UInt64 = 64 << 20, packages: [KernelPackage] = [], uploadParallel: Int = 8,
                 uploadBandwidth: UInt64? = nil) {
         self.release = release
@@ -109,6 +113,9 @@ public enum Bootloader: Sendable, Equatable {
     /// rollctl finds the release's menu entry in `/boot/grub/grub.cfg` and runs
     /// `grub-reboot` / `grub-set-default` with it (needs `GRUB_DEFAULT=saved`).
     case grub
+    /// GRUB with Boot Loader Specification entries (RHEL 8-10, Alma, Rocky, Fedora): the
+    /// release's entry id from `grubby --info=ALL`, `grub2-reboot` / `grubby --set-default`.
+    case grubBLS
     /// systemd-boot through `bootctl` (entries `<entry-token>-<release>.conf`).
     case systemdBoot
     /// Commands given by the plan; `{release}` and `{previous_release}` are replaced, shell-quoted.

@@ -9,6 +9,7 @@ extension PlanLoader {
     /// At most this many files in `kernel.packages`.
     static let maxPackages = 64
     static let bootloaderKeys = ["type", "stage", "commit", "rollback"]
+    static let bootloaderTypes = ["grub", "grub-bls", "systemd-boot", "custom"]
 }
 
 extension PlanParser {
@@ -170,13 +171,14 @@ extension PlanParser {
         if case let .scalar(s) = node {
             switch s.string {
             case "grub": return .grub
+            case "grub-bls": return .grubBLS
             case "systemd-boot": return .systemdBoot
             case "custom":
                 r.error(node, "bootloader 'custom' needs its commands", hint: "write bootloader: {type: custom, stage: [...], commit: [...], rollback: [...]}")
                 return nil
             default:
-                r.error(node, "bootloader must be grub, systemd-boot or custom, found '\(Inventory.printable(s.string))'",
-                        hint: nearest(s.string, in: ["grub", "systemd-boot", "custom"]).map { "did you mean '\($0)'?" })
+                r.error(node, "bootloader must be grub, grub-bls, systemd-boot or custom, found '\(Inventory.printable(s.string))'",
+                        hint: nearest(s.string, in: PlanLoader.bootloaderTypes).map { "did you mean '\($0)'?" })
                 return nil
             }
         }
@@ -187,9 +189,9 @@ extension PlanParser {
             switch k {
             case "type":
                 if let t = r.string(v, "bootloader.type") {
-                    if ["grub", "systemd-boot", "custom"].contains(t) { type = t } else {
-                        r.error(v, "bootloader.type must be grub, systemd-boot or custom, found '\(Inventory.printable(t))'",
-                                hint: nearest(t, in: ["grub", "systemd-boot", "custom"]).map { "did you mean '\($0)'?" })
+                    if PlanLoader.bootloaderTypes.contains(t) { type = t } else {
+                        r.error(v, "bootloader.type must be grub, grub-bls, systemd-boot or custom, found '\(Inventory.printable(t))'",
+                                hint: nearest(t, in: PlanLoader.bootloaderTypes).map { "did you mean '\($0)'?" })
                         return nil
                     }
                 }
@@ -215,7 +217,11 @@ extension PlanParser {
             for (k, keyNode, _) in pairs where k != "type" {
                 r.error(keyNode, "bootloader.\(k) is only for type: custom (\(type) commands are built in)", hint: "remove it, or set type: custom")
             }
-            return type == "grub" ? .grub : .systemdBoot
+            switch type {
+            case "grub-bls": return .grubBLS
+            case "systemd-boot": return .systemdBoot
+            default: return .grub
+            }
         }
     }
 }

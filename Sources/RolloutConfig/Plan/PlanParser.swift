@@ -88,7 +88,12 @@ struct PlanParser {
         }
         if let (s, nodes) = schedule { checkWindowsHoldABatch(s, nodes, reboot: reboot) }
         if let onInconclusive { failure.onInconclusive = onInconclusive }
-        guard let name, let kernel, let inventory else { return nil }
+        guard let name, var kernel, let inventory else { return nil }
+        // A RHEL-family host installs kernels with dnf: grub-bls's default unless the plan says how.
+        if bootloader == .grubBLS, case let .mapping(m)? = top.first(where: { $0.key == "kernel" })?.value,
+           !m.keys.contains(where: { $0.scalar?.string == "install" }) {
+            kernel.install = KernelSpec.dnfInstall
+        }
         var plan = Plan(name: name, description: description, path: path, text: text, kernel: kernel, bootloader: bootloader,
                     inventoryPath: inventory, selection: selection, waves: waves, reboot: reboot, gate: gate,
                     notify: notify, failure: failure, schedule: schedule?.0)
