@@ -137,8 +137,8 @@ public struct RolloutService: Sendable {
             return .over(r.state)
         }
         if r.state == .halted {
-            let o = try reopen(r)
-            if try o.haltFollowUpOwed() {
+            if try journal.haltFollowUpOwed(r.id) {
+                let o = try reopen(r)
                 defer { o.releaseLease() }
                 try o.takeLease()
                 logger.warning("rollout \(r.id) halted, and its driver stopped before finishing what the halt owes: finishing it now")

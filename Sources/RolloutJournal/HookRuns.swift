@@ -88,4 +88,16 @@ extension Journal {
                                  data: Self.jsonObject(["phase": phase, "index": "\(index)", "status": status.rawValue, "exit": exitStatus.map(String.init) ?? ""]))
         }
     }
+
+    /// The marker event's data once a halt's follow-up (known-bad, on_halt hooks, the rollback
+    /// policy) is done (`Orchestrator.finishHalt`).
+    public static let afterHaltDone = "{\"after_halt\":\"done\"}"
+
+    /// True when the rollout's last halt was journaled but its follow-up was never marked done:
+    /// its driver died in between. Read from the journal alone (a resume asks before it reopens).
+    public func haltFollowUpOwed(_ rolloutID: String) throws -> Bool {
+        let events = try self.events(rolloutID)
+        guard let halt = events.lastIndex(where: { $0.kind == .halt }) else { return false }
+        return !events[halt...].contains { $0.kind == .outcome && $0.data == Self.afterHaltDone }
+    }
 }

@@ -28,17 +28,7 @@ extension Orchestrator {
         await haltHooks(reason: reason)
         try await rollbackAfterHalt()
         try await journal.event(rolloutID, kind: .outcome, "after the halt: known-bad check, on_halt hooks and rollback policy done",
-                          data: Self.afterHaltDone)
-    }
-
-    static let afterHaltDone = "{\"after_halt\":\"done\"}"
-
-    /// True when the rollout's last halt was journaled but what it owes (`finishHalt`) was
-    /// never marked done: its driver died in between.
-    public func haltFollowUpOwed() throws -> Bool {
-        let events = try journal.events(rolloutID)
-        guard let halt = events.lastIndex(where: { $0.kind == .halt }) else { return false }
-        return !events[halt...].contains { $0.kind == .outcome && $0.data == Self.afterHaltDone }
+                                data: Journal.afterHaltDone)
     }
 
     /// After a halt: when the failed wave's gate failed on a host, or hosts did not boot the new

@@ -26,9 +26,6 @@ final class SoakProgressRecorder: @unchecked Sendable {
         if let s = sample.facts?.memory.sUnreclaim {
             p.sUnreclaimBytes = s
             p.series.append([sample.seconds, Double(s)])
-            if p.series.count >= 3 {
-                p.slopeBytesPerHour = SlopeEstimate.theilSen(p.series.map { SeriesPoint(seconds: $0[0], value: $0[1]) })?.bytesPerHour
-            }
         }
         if let oom = sample.facts?.oomKill {
             let first = firstOOM[host] ?? oom
@@ -41,13 +38,20 @@ final class SoakProgressRecorder: @unchecked Sendable {
         changed.insert(host)
     }
 
-    /// The hosts that changed since the last call.
+    /// The hosts that changed since the last call, each with its slope fitted now (Theil–Sen is
+    /// quadratic in the samples: once per write, not in the gate's callback at every sample).
     func takeChanged() -> [SoakProgress] {
         lock.lock()
-        defer { lock.unlock() }
         let out = changed.sorted().compactMap { rows[$0] }
         changed.removeAll()
-        return out
+        lock.unlock()
+        return out.map { p in
+            var p = p
+            if p.series.count >= 3 {
+                p.slopeBytesPerHour = SlopeEstimate.theilSen(p.series.map { SeriesPoint(seconds: $0[0], value: $0[1]) })?.bytesPerHour
+            }
+            return p
+        }
     }
 
     /// Writes the changes every `period` (real time) while `allowed` (the driver still holds its

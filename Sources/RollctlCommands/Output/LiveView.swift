@@ -95,7 +95,8 @@ struct LiveView {
             var waveCounts: [HostState: Int] = [:]
             for h in inWave { waveCounts[h.state, default: 0] += 1 }
             lines.append(fit("  " + HostState.allCases.compactMap { s in waveCounts[s].map { "\(s.rawValue) \($0)" } }.joined(separator: " · ")))
-            if let summary = Self.soakSummary(soaked.values.filter { p in inWave.contains { $0.name == p.host && $0.state == .soaking } }) {
+            let soakingNow = Set(inWave.lazy.filter { $0.state == .soaking }.map(\.name))
+            if let summary = Self.soakSummary(soaked.values.filter { soakingNow.contains($0.host) }) {
                 lines.append(fit("  " + summary))
             }
             // Soaking hosts whose gate readings worry (growth over the limit, site failures, OOM kills) need attention too.

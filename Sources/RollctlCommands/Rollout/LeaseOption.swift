@@ -16,5 +16,6 @@ struct LeaseOption: ParsableArguments {
         }
     }
 
-    var ttl: Duration { DurationText.parse(leaseTTL).map { min(max($0, Self.range.lowerBound), Self.range.upperBound) } ?? .seconds(60) }
+    /// The TTL (`validate` has checked it).
+    var ttl: Duration { DurationText.parse(leaseTTL) ?? .seconds(60) }
 }
