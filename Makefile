@@ -38,19 +38,22 @@ build: deps
 	swift build
 
 # Suites that run whole processes (rollctl, fleetsim fleets) block a thread while they
-# wait; they run one at a time after the rest, so they neither starve the unit tests'
-# cooperative thread pool nor fight each other for the 2 cores. The HTTP client's hostile-peer
+# wait; they run after the rest, one test at a time in each of two lanes, so they neither starve
+# the unit tests' cooperative thread pool nor crowd the 2 cores. The HTTP client's hostile-peer
 # suites join them: they check that a deadline holds, and on 2 cores a pool busy with other
 # suites' blocking work delays the wake-up itself (seen: a 1 s deadline observed at 3.6 s).
 # The upload suites join them too: they move ~150 MiB through sshd on loopback, which starved
 # the engine's 600 ms driver lease in a parallel run, and they time a bandwidth cap.
 PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests|JournalCommandTests|NoticeHostileWebhookTests|PrometheusCheckTests|SSHUploadTests|PackageShippingTests
+# They run in two lanes at once (scripts/process-lanes.sh): they mostly wait on soaks and reboots.
+# Lane 1 runs these (~12 of the ~24 minutes); lane 2 the rest.
+PROCESS_LANE_1 := RolloutE2ETests|GrubBLSE2ETests
 
 ## test: everything, against real sshd on loopback and fleetsim hosts.
 test: deps
 	swift build --build-tests
 	swift test --skip-build --skip '$(PROCESS_SUITES)' $(SWIFT_TEST_FLAGS)
-	swift test --skip-build --no-parallel --filter '$(PROCESS_SUITES)' $(SWIFT_TEST_FLAGS)
+	scripts/process-lanes.sh '$(PROCESS_SUITES)' '$(PROCESS_LANE_1)' $(SWIFT_TEST_FLAGS)
 
 demo: deps
 	@scripts/demo.sh
