@@ -48,13 +48,58 @@ public struct LeaseRow: Sendable, Equatable {
     public var since: String
     public var heartbeat: String
     public var expires: String
+    /// The journal's lease clock when this row was read (`Journal.leaseNow`): PostgreSQL's
+    /// own clock for a shared journal, this machine's for SQLite. Expiry is judged against it.
+    public var readAt: Date
+
+    /// The same lease (when it was read is not part of it).
+    public static func == (a: LeaseRow, b: LeaseRow) -> Bool {
+        a.holder == b.holder && a.since == b.since && a.heartbeat == b.heartbeat && a.expires == b.expires
+    }
 
     /// Live unless its process is known dead (same machine) or, seen from another
-    /// machine, its expiry passed.
-    public func isLive(now: Date = Date()) -> Bool {
+    /// machine, its expiry passed on the journal's lease clock (`now`: when it was read).
+    public func isLive(now: Date? = nil) -> Bool {
         if let running = holder.isRunningHere() { return running }
         guard let end = Journal.parseTimestamp(expires) else { return false }
-        return end > now
+        return end > (now ?? readAt)
+    }
+}
+
+/// This process drove the rollout, and another took its driver lease over (it was cut from
+/// the journal, or stalled, for longer than the lease's TTL). Every journal write of a
+/// process that holds a lease is fenced: it first checks, in the same transaction, that the
+/// lease is still its own, so a driver that comes back from a partition cannot journal (and so
+/// cannot act on) anything after its successor took over.
+public struct LeaseLost: Error, Sendable, CustomStringConvertible {
+    public var rolloutID: String
+    /// Who holds it now (nil: nobody, it was released).
+    public var holder: DriverIdentity?
+    public var description: String {
+        "this process lost the driver lease of rollout \(rolloutID)"
+            + (holder.map { " to \($0)" } ?? "") + ": it stops before touching another host; the new driver finishes the rollout"
+    }
+}
+
+/// The leases this process holds in one journal: every write transaction checks them first.
+final class LeaseFences: @unchecked Sendable {
+    private let lock = NSLock()
+    private var tokens: [String: String] = [:]
+    func set(_ rolloutID: String, token: String) { lock.lock(); tokens[rolloutID] = token; lock.unlock() }
+    func remove(_ rolloutID: String, token: String) {
+        lock.lock(); if tokens[rolloutID] == token { tokens[rolloutID] = nil }; lock.unlock()
+    }
+    var all: [(rolloutID: String, token: String)] { lock.lock(); defer { lock.unlock() }; return tokens.map { ($0.key, $0.value) } }
+
+    /// Throws `LeaseLost` when one of this process's leases is not its own any more.
+    func check(_ db: SQLTx) throws {
+        for (id, token) in all {
+            let row = try db.one("""
+                SELECT lease_token, lease_host, lease_pid, lease_start, lease_since, lease_heartbeat, lease_expires FROM rollout WHERE id = ?
+                """, cached: true, [id])
+            let now = row.flatMap { $0["lease_token"] as String? }
+            if now != token { throw LeaseLost(rolloutID: id, holder: row.flatMap { Journal.lease(from: $0, readAt: Date())?.holder }) }
+        }
     }
 }
 
@@ -87,11 +132,23 @@ extension Journal {
 
     static func parseTimestamp(_ s: String) -> Date? { try? Date(s, strategy: timestampStyle) }
 
-    static func lease(from row: SQLRow) -> LeaseRow? {
+    static func lease(from row: SQLRow, readAt: Date) -> LeaseRow? {
         guard let token: String = row["lease_token"] else { return nil }
         let holder = DriverIdentity(host: row["lease_host"] ?? "?", pid: row["lease_pid"] ?? 0,
                                     startTime: UInt64(row["lease_start"] as Int64? ?? 0), token: token)
-        return LeaseRow(holder: holder, since: row["lease_since"] ?? "", heartbeat: row["lease_heartbeat"] ?? "", expires: row["lease_expires"] ?? "")
+        return LeaseRow(holder: holder, since: row["lease_since"] ?? "", heartbeat: row["lease_heartbeat"] ?? "", expires: row["lease_expires"] ?? "",
+                        readAt: readAt)
+    }
+
+    /// The clock leases are stamped and judged by. A PostgreSQL journal is shared by several
+    /// machines: its server's clock (`clock_timestamp()`, read in the same transaction) is the
+    /// one clock they all agree on, so no driver's wall clock decides another's expiry. A SQLite
+    /// journal is on one machine: that machine's clock (`leaseClock`).
+    func leaseNow(_ db: SQLTx) throws -> Date {
+        guard db.isPostgres else { return leaseClock() }
+        guard let row = try db.one("SELECT extract(epoch FROM clock_timestamp())::float8", cached: true),
+              let seconds = row[0] as Double? else { throw JournalError("the journal's server did not tell its time") }
+        return Date(timeIntervalSince1970: seconds)
     }
 
     /// This journal's identity (written once, at its creation): host leases name it.
@@ -101,7 +158,10 @@ extension Journal {
 
     /// The rollout's lease, if any process holds one (live or not).
     public func lease(_ rolloutID: String) throws -> LeaseRow? {
-        try store.read { db in try db.one("SELECT * FROM rollout WHERE id = ?", [rolloutID]).flatMap(Self.lease(from:)) }
+        try store.read { db in
+            let now = try leaseNow(db)
+            return try db.one("SELECT * FROM rollout WHERE id = ?", [rolloutID]).flatMap { Self.lease(from: $0, readAt: now) }
+        }
     }
 
     /// Takes the right to drive the rollout, in one (IMMEDIATE) transaction: of any
@@ -116,9 +176,9 @@ extension Journal {
         guard let row = try db.one("SELECT * FROM rollout WHERE id = ?", [rolloutID]) else {
             throw JournalError("no rollout \(rolloutID)")
         }
-        let now = Date()
-        if let held = Self.lease(from: row), held.holder.token != me.token {
-            if held.isLive(now: now) { throw LeaseHeld(rolloutID: rolloutID, lease: held) }
+        let now = try leaseNow(db)
+        if let held = Self.lease(from: row, readAt: now), held.holder.token != me.token {
+            if held.isLive() { throw LeaseHeld(rolloutID: rolloutID, lease: held) }
             try insertEvent(db, rolloutID, host: nil, kind: .info,
                             "driver lease taken over from \(held.holder) (since \(held.since), last heartbeat \(held.heartbeat)): that process is gone", data: nil)
         }
@@ -135,14 +195,16 @@ extension Journal {
     /// (taken over): the caller must stop touching hosts at once. `stopRequested`
     /// is true when someone asked the driver to stop (`rollout abort` from anywhere).
     public func renewLease(_ rolloutID: String, as me: DriverIdentity = .current, ttl: Duration = .seconds(60)) throws -> (held: Bool, stopRequested: Bool) {
-        try store.write { db in
-            let now = Date()
-            let changed = try db.execute("UPDATE rollout SET lease_heartbeat = ?, lease_expires = ? WHERE id = ? AND lease_token = ?",
-                           [Self.timestampStyle.format(now), Self.timestampStyle.format(now.addingTimeInterval(ttl.seconds)), rolloutID, me.token])
-            let held = changed == 1
-            let stop = try db.one("SELECT stop_requested FROM rollout WHERE id = ?", [rolloutID]).flatMap { $0[0] as String? } != nil
-            return (held, stop)
-        }
+        do { return try store.write { db in try self.renewLease(db, rolloutID, as: me, ttl: ttl) } } catch is LeaseLost { return (false, false) }
+    }
+
+    func renewLease(_ db: SQLTx, _ rolloutID: String, as me: DriverIdentity, ttl: Duration) throws -> (held: Bool, stopRequested: Bool) {
+        let now = try leaseNow(db)
+        let changed = try db.execute("UPDATE rollout SET lease_heartbeat = ?, lease_expires = ? WHERE id = ? AND lease_token = ?",
+                       [Self.timestampStyle.format(now), Self.timestampStyle.format(now.addingTimeInterval(ttl.seconds)), rolloutID, me.token])
+        let held = changed == 1
+        let stop = try db.one("SELECT stop_requested FROM rollout WHERE id = ?", [rolloutID]).flatMap { $0[0] as String? } != nil
+        return (held, stop)
     }
 
     /// Gives the lease up (only one's own).
@@ -187,6 +249,8 @@ public final class DriverLease: Sendable {
     /// Takes the lease (throws `LeaseHeld` when a live process has it) and starts the heartbeat.
     public init(journal: Journal, rolloutID: String, ttl: Duration = .seconds(60), as identity: DriverIdentity = .current) throws {
         try journal.acquireLease(rolloutID, as: identity, ttl: ttl)
+        // From here every write of this process to the journal checks the lease is still ours.
+        journal.fences.set(rolloutID, token: identity.token)
         self.journal = journal
         self.rolloutID = rolloutID
         self.ttl = ttl
@@ -197,12 +261,16 @@ public final class DriverLease: Sendable {
             while !Task.isCancelled {
                 try? await Task.sleep(for: min(every, .seconds(5)))
                 if Task.isCancelled { return }
+                // Taken before the call: the new expiry is stamped after this instant, however
+                // long the answer takes to come back (a reply held up by the network must not
+                // make the lease look fresher here than it is in the journal).
+                let sent = ContinuousClock.now
                 // The journal write blocks: off the cooperative pool.
                 let result = await Blocking.run { Result { try journal.renewLease(rolloutID, as: identity, ttl: ttl) } }
                 state.with { s in
                     switch result {
                     case .success(let r):
-                        if r.held { s.renewedAt = .now } else { s.lost = true }
+                        if r.held { s.renewedAt = max(s.renewedAt, sent) } else { s.lost = true }
                         if r.stopRequested { s.stop = true }
                     case .failure:
                         break  // a failed renewal counts against `stillHeld` by time
@@ -225,6 +293,7 @@ public final class DriverLease: Sendable {
         task.cancel()
         // A release that fails leaves a lease whose process is about to end: it reads as dead.
         try? journal.releaseLease(rolloutID, as: identity)
+        journal.fences.remove(rolloutID, token: identity.token)
     }
 
     deinit { task.cancel() }

@@ -18,6 +18,11 @@ public final class Journal: Sendable {
     /// (the orchestrator and the notices read it here, so the three always agree). The
     /// driver lease alone is kept in real time: other processes judge it.
     public let clock: any RolloutClock
+    /// This machine's wall clock for the driver lease of a SQLite journal (a PostgreSQL journal
+    /// judges leases by its server's clock: `leaseNow`). Tests set it to a skewed clock.
+    let leaseClock: @Sendable () -> Date
+    /// The driver leases this process holds here: every write transaction checks them first.
+    let fences: LeaseFences
 
     /// `ROLLCTL_JOURNAL`, else `$XDG_STATE_HOME/rollctl/journal.sqlite`, else `~/.local/state/rollctl/journal.sqlite`.
     public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
@@ -26,9 +31,12 @@ public final class Journal: Sendable {
         return state + "/rollctl/journal.sqlite"
     }
 
-    public init(path: String, clock: any RolloutClock = SystemClock()) throws {
+    public init(path: String, clock: any RolloutClock = SystemClock(), leaseClock: @escaping @Sendable () -> Date = { Date() }) throws {
         self.path = path
         self.clock = clock
+        self.leaseClock = leaseClock
+        let fences = LeaseFences()
+        self.fences = fences
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
         // Created 0600 before SQLite opens it; the -wal and -shm files inherit the mode.
@@ -53,7 +61,7 @@ public final class Journal: Sendable {
         var config = Configuration()
         config.busyMode = .timeout(10)
         let pool = try DatabasePool(path: path, configuration: config)
-        store = JournalStore(backend: .sqlite(pool))
+        store = JournalStore(backend: .sqlite(pool), fences: fences)
         group = GroupCommit(store: store)
         // FULL, not GRDB's WAL default NORMAL: a commit is on disk before the side effect
         // it announces (a reboot), also across a power cut of the machine running rollctl.
@@ -66,14 +74,18 @@ public final class Journal: Sendable {
     /// A journal in PostgreSQL (`location` checked by `JournalLocation`). The migrations run
     /// in one transaction under an advisory lock, so of several processes starting at once
     /// one applies them and the others find them applied.
-    public init(postgres location: JournalLocation.PostgresURL, clock: any RolloutClock = SystemClock()) throws {
+    public init(postgres location: JournalLocation.PostgresURL, clock: any RolloutClock = SystemClock(),
+                leaseClock: @escaping @Sendable () -> Date = { Date() }) throws {
         path = location.display
         self.clock = clock
+        self.leaseClock = leaseClock
+        let fences = LeaseFences()
+        self.fences = fences
         let pg: PostgresStore
         do { pg = try PostgresStore(conninfo: location.conninfo) } catch let e as PostgresError {
             throw JournalError("cannot connect to the journal \(location.display): \(e)")
         }
-        store = JournalStore(backend: .postgres(pg))
+        store = JournalStore(backend: .postgres(pg), fences: fences)
         group = GroupCommit(store: store)
         try Self.migratePostgres(pg)
     }
@@ -229,7 +241,8 @@ public final class Journal: Sendable {
         /// Who drives it now (or last did, if that process died without releasing).
         public var lease: LeaseRow?
 
-        init(row: SQLRow) throws {
+        /// `leaseNow`: the journal's lease clock when the row was read (`Journal.leaseNow`).
+        init(row: SQLRow, leaseNow: Date) throws {
             id = row["id"]; planName = row["plan_name"]; planPath = row["plan_path"]; planText = row["plan_text"]
             planHash = row["plan_hash"]; targetRelease = row["target_release"]
             let raw: String = row["state"]
@@ -237,7 +250,7 @@ public final class Journal: Sendable {
             state = st
             startedBy = row["started_by"]; startedAt = row["started_at"]; updatedAt = row["updated_at"]
             pid = row["pid"]; note = row["note"]; startAt = row["start_at"]
-            lease = Journal.lease(from: row)
+            lease = Journal.lease(from: row, readAt: leaseNow)
         }
     }
 
@@ -291,7 +304,7 @@ public final class Journal: Sendable {
             let now = self.now()
             let locked = hosts.filter { $0.wave != nil }
             let lockKeys = locked.map(\.lockKey)
-            try Self.checkLocks(db, keys: lockKeys, except: nil)
+            try self.checkLocks(db, keys: lockKeys, except: nil)
             try db.execute("""
                 INSERT INTO rollout (id, plan_name, plan_path, plan_text, plan_hash, target_release, state, started_by, started_at, updated_at, pid, start_at)
                 VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
@@ -315,7 +328,7 @@ public final class Journal: Sendable {
         }
     }
 
-    static func checkLocks(_ db: SQLTx, keys: [String], except: String?) throws {
+    func checkLocks(_ db: SQLTx, keys: [String], except: String?) throws {
         guard !keys.isEmpty else { return }
         var held: [String: [String]] = [:]
         for chunk in stride(from: 0, to: keys.count, by: 500) {
@@ -330,7 +343,7 @@ public final class Journal: Sendable {
             }
         }
         if let (owner, hosts) = held.first, let row = try db.one("SELECT * FROM rollout WHERE id = ?", [owner]) {
-            throw LockConflict(hosts: hosts.sorted(), holder: try RolloutRow(row: row))
+            throw LockConflict(hosts: hosts.sorted(), holder: try RolloutRow(row: row, leaseNow: try leaseNow(db)))
         }
     }
 
@@ -370,7 +383,7 @@ public final class Journal: Sendable {
     /// throws `LockConflict` when another rollout holds one meanwhile.
     public func retakeLocks(rolloutID: String, hosts: [(name: String, lockKey: String)]) throws {
         try store.write { db in
-            try Self.checkLocks(db, keys: hosts.map(\.lockKey), except: rolloutID)
+            try self.checkLocks(db, keys: hosts.map(\.lockKey), except: rolloutID)
             for h in hosts {
                 try db.execute("""
                     INSERT INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)
@@ -397,11 +410,17 @@ public final class Journal: Sendable {
     }
 
     public func rollout(_ id: String) throws -> RolloutRow? {
-        try store.read { db in try db.one("SELECT * FROM rollout WHERE id = ?", [id]).map { try RolloutRow(row: $0) } }
+        try store.read { db in
+            let now = try leaseNow(db)
+            return try db.one("SELECT * FROM rollout WHERE id = ?", [id]).map { try RolloutRow(row: $0, leaseNow: now) }
+        }
     }
 
     public func rollouts() throws -> [RolloutRow] {
-        try store.read { db in try db.all("SELECT * FROM rollout ORDER BY started_at DESC").map { try RolloutRow(row: $0) } }
+        try store.read { db in
+            let now = try leaseNow(db)
+            return try db.all("SELECT * FROM rollout ORDER BY started_at DESC").map { try RolloutRow(row: $0, leaseNow: now) }
+        }
     }
 
     /// The rollout's hosts (of one wave, and in some states, when given), in wave, batch, name order.

@@ -18,8 +18,7 @@ extension Journal {
     /// here (it would go on writing here, not there). Returns the rows copied per table.
     @discardableResult
     public func copy(into target: Journal) throws -> [(table: String, rows: Int)] {
-        let now = Date()
-        if let driven = try rollouts().first(where: { $0.lease?.isLive(now: now) == true }), let lease = driven.lease {
+        if let driven = try rollouts().first(where: { $0.lease?.isLive() == true }), let lease = driven.lease {
             throw CopyRefused(message: "rollout \(driven.id) in \(path) is being driven by \(lease.holder) (last heartbeat \(lease.heartbeat))",
                               hint: "copy when no rollout is driven: wait for it to end, or stop it with rollctl rollout abort")
         }

@@ -41,6 +41,8 @@ enum JournalBackend: Sendable {
 /// driver lease, a host's move) means the same on both.
 struct JournalStore: Sendable {
     let backend: JournalBackend
+    /// The driver leases this process holds: checked first in every write (`LeaseLost`).
+    let fences: LeaseFences
 
     func read<T>(_ body: (SQLTx) throws -> T) throws -> T {
         switch backend {
@@ -51,9 +53,14 @@ struct JournalStore: Sendable {
 
     func write<T>(_ body: (SQLTx) throws -> T) throws -> T {
         switch backend {
-        case .sqlite(let pool): return try pool.write { db in try body(SQLTx(.sqlite(db))) }
-        case .postgres(let store): return try store.write { c in try body(SQLTx(.postgres(c, store))) }
+        case .sqlite(let pool): return try pool.write { db in try fenced(SQLTx(.sqlite(db)), body) }
+        case .postgres(let store): return try store.write { c in try fenced(SQLTx(.postgres(c, store)), body) }
         }
+    }
+
+    private func fenced<T>(_ tx: SQLTx, _ body: (SQLTx) throws -> T) throws -> T {
+        try fences.check(tx)
+        return try body(tx)
     }
 
     /// Several reads that must see one state of the journal (no write in between).
@@ -281,9 +288,23 @@ final class PostgresStore: @unchecked Sendable {
     private let connection: PostgresConnection
     private var numberedCache: [String: String] = [:]
 
+    /// A journal cut off (a partition, a server gone) fails a call within ~20 s instead of
+    /// TCP's ~15 minutes, so a driver cut from its journal ends and says so (it stops touching
+    /// hosts after half its lease's TTL anyway). Only where the URL sets none of these itself.
+    /// Every session: commits wait for the WAL flush; a transaction left open by a client that
+    /// went silent (cut off mid-transaction, holding the write lock) is ended by the server
+    /// after 15 s, so the other machines' writers (a standby taking over) are not held up for
+    /// TCP's minutes. The journal's own transactions never sit idle.
+    static let sessionSetup = "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = '15s'"
+
+    static let networkDefaults = ["connect_timeout": "10", "keepalives": "1", "keepalives_idle": "10",
+                                  "keepalives_interval": "3", "keepalives_count": "3", "tcp_user_timeout": "20000"]
+
     init(conninfo: String) throws {
-        connection = try PostgresConnection(conninfo: conninfo, settings: ["application_name": "rollctl"])
-        try connection.executeScript("SET synchronous_commit = on")
+        var settings = ["application_name": "rollctl"]
+        for (key, value) in Self.networkDefaults where !conninfo.contains(key) { settings[key] = value }
+        connection = try PostgresConnection(conninfo: conninfo, settings: settings)
+        try connection.executeScript(Self.sessionSetup)
     }
 
     func read<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
@@ -314,7 +335,7 @@ final class PostgresStore: @unchecked Sendable {
     private func reconnectIfDropped() throws {
         if !connection.isOpen {
             try connection.reset()
-            try connection.executeScript("SET synchronous_commit = on")
+            try connection.executeScript(Self.sessionSetup)
         }
     }
 

@@ -26,7 +26,12 @@ public final class TestPostgres: @unchecked Sendable {
     private let lock = NSLock()
     private var databases = 0
 
-    public init() throws {
+    /// Loopback addresses it listens on (all with the same port): a second one lets a test cut
+    /// one client's path to the server (iptables on that address) and not another's.
+    public let addresses: [String]
+
+    public init(addresses: [String] = ["127.0.0.1"]) throws {
+        self.addresses = addresses
         dir = try TestSSHD.makeTempDir()
         port = try TestSSHD.freePort()
         do { try start() } catch {
@@ -62,7 +67,7 @@ public final class TestPostgres: @unchecked Sendable {
                                                   "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir + "/server.key", "-out", caPath])
         chmod(dir + "/server.key", 0o600)
         _ = try TestSSHD.run("/bin/chown", ["postgres:postgres", dir + "/server.key", caPath])
-        let (pexe, pargs) = asPostgres(Self.bin + "/postgres", ["-D", dataDir, "-k", dir, "-p", "\(port)", "-h", "127.0.0.1",
+        let (pexe, pargs) = asPostgres(Self.bin + "/postgres", ["-D", dataDir, "-k", dir, "-p", "\(port)", "-h", addresses.joined(separator: ","),
                                                                 "-c", "max_connections=200", "-c", "shared_buffers=16MB",
                                                                 "-c", "ssl=on", "-c", "ssl_cert_file=\(caPath)", "-c", "ssl_key_file=\(dir)/server.key"])
         pid = try Spawn.start(pexe, pargs, outputPath: logPath)
@@ -99,9 +104,9 @@ public final class TestPostgres: @unchecked Sendable {
         return name
     }
 
-    /// `postgres://rollctl@127.0.0.1:PORT/DATABASE`.
-    public func url(_ database: String, user: String? = nil) -> String {
-        "postgres://\(user ?? self.user)@127.0.0.1:\(port)/\(database)"
+    /// `postgres://rollctl@127.0.0.1:PORT/DATABASE` (or at another of its `addresses`).
+    public func url(_ database: String, user: String? = nil, address: String = "127.0.0.1") -> String {
+        "postgres://\(user ?? self.user)@\(address):\(port)/\(database)"
     }
 
     /// A throwaway self-signed certificate in a new folder (remove `directory` when done).

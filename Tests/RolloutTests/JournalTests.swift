@@ -393,6 +393,57 @@ struct JournalPlace: Sendable {
         try j.acquireLease("r2", as: identity())
     }
 
+    /// A driver cut from the journal for longer than its TTL, whose lease a standby took over,
+    /// may come back (the partition heals): none of its writes may land any more, so it cannot
+    /// journal an intent and then act on it. Every write of a lease holder checks the lease first.
+    @Test(arguments: JournalBackendKind.allCases) func aDriverWhoseLeaseWasTakenOverCannotWriteAnyMore(_ backend: JournalBackendKind) async throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let dir = place.dir
+        let j = try place.open()
+        let me = identity()
+        try j.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a", "b"]), waves: 1, driver: me)
+        let lease = try DriverLease(journal: j, rolloutID: "r1", ttl: .seconds(60), as: me)
+        try await j.move("r1", host: "a", to: .checked)
+        // A standby on another machine takes the rollout over (as it does once the lease lapsed).
+        try place.outside("UPDATE rollout SET lease_token = 'standby-token', lease_host = 'standby.example', lease_pid = 4242 WHERE id = 'r1'")
+        let events = try j.eventCount("r1")
+        do {
+            try await j.move("r1", host: "b", to: .checked)
+            Issue.record("a driver whose lease was taken over journaled a move")
+        } catch let e as LeaseLost {
+            #expect(e.rolloutID == "r1" && e.holder?.host == "standby.example", "\(e)")
+        }
+        await #expect(throws: LeaseLost.self) { try await j.move("r1", host: "a", to: .rebooting, countsReboot: true) }
+        await #expect(throws: LeaseLost.self) { try await j.event("r1", host: "a", kind: .intent, "hook pre_reboot") }
+        #expect(try j.host("r1", "a")?.state == .checked && j.host("r1", "b")?.state == .pending)
+        #expect(try j.eventCount("r1") == events)
+        // Its heartbeat learns it too; released, it is no driver and writes as any other process.
+        #expect(try j.renewLease("r1", as: me).held == false)
+        lease.release()
+        try await j.event("r1", kind: .info, "read by an admin")
+    }
+
+    /// A PostgreSQL journal is shared by machines whose clocks differ: the server's clock
+    /// stamps and judges every lease. A driver whose clock is an hour slow must not look
+    /// expired to a standby (two drivers), nor one an hour fast stay alive an hour after it died.
+    @Test func onPostgresTheServersClockJudgesTheLeaseNotTheDrivers() throws {
+        let place = try JournalPlace(.postgres); defer { place.cleanUp() }
+        let dir = place.dir
+        guard case .postgres(let url) = place.location else { return }
+        let slow = try Journal(postgres: url, leaseClock: { Date().addingTimeInterval(-3600) })
+        let fast = try Journal(postgres: url, leaseClock: { Date().addingTimeInterval(3600) })
+        let standby = try place.open()
+        try slow.createRollout(id: "r1", plan: plan(dir), planHash: "h", hosts: hosts(["a"]), waves: 1,
+                               driver: identity(host: "slow.example", pid: 11, start: 1), ttl: .seconds(60))
+        #expect(throws: LeaseHeld.self) { try standby.acquireLease("r1", as: self.identity(host: "standby.example", pid: 12, start: 1)) }
+        #expect(try standby.rollout("r1")?.lease?.isLive() == true)
+        try fast.createRollout(id: "r2", plan: plan(dir), planHash: "h", hosts: hosts(["b"]), waves: 1,
+                               driver: identity(host: "fast.example", pid: 13, start: 1), ttl: .seconds(1))
+        usleep(1_300_000)
+        #expect(try standby.rollout("r2")?.lease?.isLive() == false)
+        try standby.acquireLease("r2", as: identity(host: "standby.example", pid: 12, start: 1))
+    }
+
     @Test(arguments: JournalBackendKind.allCases) func stopRequestsReachTheDriverAtItsHeartbeat(_ backend: JournalBackendKind) throws {
         let place = try JournalPlace(backend); defer { place.cleanUp() }
         let dir = place.dir

@@ -194,6 +194,10 @@ extension Orchestrator {
                                        set: ["boot_id_before": bootID], countsReboot: true)
                 h.bootIDBefore = bootID
                 h.state = .rebooting
+                // The intent took long to commit (a journal far away, or cut and back): past the
+                // lease's margin the reboot is left to whoever drives next, who judges it by the
+                // boot id (the intent is journaled; the reboot was not sent).
+                guard leaseHeld() else { return }
                 try await sendReboot(host, name)
             } else if h.state == .rebooting {
                 // Resumed: did the reboot happen? Unreachable is `unknown`: the wait below decides,
@@ -214,6 +218,7 @@ extension Orchestrator {
                         say(name, "resume: still the same boot — sending the reboot again")
                         try await journal.event(rolloutID, host: name, kind: .intent, "reboot re-sent on resume (boot id unchanged after \(PlanFormat.duration(grace)))")
                         try await journal.move(rolloutID, host: name, to: .rebooting, countsReboot: true)
+                        guard leaseHeld() else { return }
                         try await sendReboot(await connections.host(name), name)
                     }
                 case .unknown: say(name, "resume: host unreachable — waiting for it to come back")
@@ -276,10 +281,11 @@ extension Orchestrator {
         return try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id", timeout: timeout).trimmed
     }
 
-    /// The journal could not be read or written (or refused a transition): not the host's
-    /// failure — the run stops (`stopBlind`) rather than journal guesses.
+    /// The journal could not be read or written (or refused a transition, or this process's
+    /// lease was taken over): not the host's failure — the run stops (`stopBlind`) rather than
+    /// journal guesses.
     static func isJournalFailure(_ error: Error) -> Bool {
-        error is JournalError || Journal.isStorageError(error) || error is StepAbort
+        error is JournalError || Journal.isStorageError(error) || error is StepAbort || error is LeaseLost
     }
 
     /// Which SSH errors end a wait for a host. A host key that changed or is unknown (under
@@ -478,6 +484,9 @@ extension Orchestrator {
                 let bootID = try await mustRun(host, "cat /proc/sys/kernel/random/boot_id", "read boot id").trimmed
                 try await journal.move(rolloutID, host: name, to: .rollingBack, message: "rolling_back (intent: reboot into \(oldRelease))",
                                        set: ["boot_id_before": bootID], countsReboot: true)
+                // Past the lease's margin the reboot is left to the next driver (it rolls the
+                // host back again from `rolling_back`, and finds the old kernel not running yet).
+                guard leaseHeld() else { return }
                 try await sendReboot(host, name)
                 switch await waitForNewBoot(name, before: bootID) {
                 case .newBoot: break

@@ -32,6 +32,11 @@ extension Orchestrator {
     /// An error no step could journal (the journal is unwritable, or a bug): stop
     /// here rather than go on without a record; resume continues from the journal.
     func stopBlind(_ error: Error) throws -> RolloutOutcome {
+        if let lost = error as? LeaseLost {
+            // Another driver took over (this one was cut from the journal for a whole TTL): it finishes.
+            say(nil, "STOPPING: \(lost)", problem: true)
+            return .interrupted
+        }
         say(nil, "STOPPING: \(error) — no further step is taken; the journal holds what happened up to here; resume with `rollctl rollout resume \(rolloutID)`", problem: true)
         if !leaseLost {
             try? journal.setRolloutState(rolloutID, .interrupted, note: "stopped: \(error)")
