@@ -7,7 +7,8 @@ import Glibc
 
 /// End-to-end: `bootloader: auto` on a mixed fleetsim fleet (Debian 12 hosts with grub.cfg and
 /// apt, RHEL 9 hosts with BLS entries, grubby and dnf), rolled by one plan: the survey tells each
-/// host's bootloader from its files, the journal keeps it, and every step uses it. Needs root.
+/// host's bootloader from its files, the journal keeps it, and every step uses it (a later
+/// `rollout rollback` in another process too). Needs root.
 @Suite("bootloader auto on a mixed fleetsim fleet", .serialized, .enabled(if: geteuid() == 0))
 struct AutoBootloaderE2ETests {
     typealias Fleet = RolloutE2ETests.Fleet
@@ -82,8 +83,26 @@ struct AutoBootloaderE2ETests {
             #expect(grubby[host] == "/boot/vmlinuz-6.1.0-19-hosting", "\(host): \(grubby)")
             #expect(rpm[host]?.contains("kernel-6.1.0-19-hosting") == true, "\(host): \(rpm)")
         }
-        let text = try CLI.run(["rollout", "show", show["id"] as! String, "--journal", fleet.journal])
+        let id = try #require(show["id"] as? String)
+        let text = try CLI.run(["rollout", "show", id, "--journal", fleet.journal])
         #expect(text.output.contains("bootloader: grub-bls on 3 hosts (web-003, web-004, web-005), grub on 2 (web-001, web-002)"), "\(text.output)")
+
+        // Another process (the plan read back from the journal: auto again) reverts every host with
+        // the driver journaled for it, nothing detected anew: with the plan's (grub) the RHEL hosts would fail.
+        let back = try CLI.run(["rollout", "rollback", id, "--all", "--yes", "--journal", fleet.journal])
+        #expect(back.status == 0, "\(back.output)")
+        #expect(Set(fleet.hostStates(try fleet.lastRollout()).values) == ["rolled_back"], "\(back.output)")
+        for i in 1...5 {
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting", "6.1.0-17-hosting"], "\(fleet.name(i))")
+        }
+        let grubenvBack = try exec(fleet, "grub-editenv list")
+        let grubbyBack = try exec(fleet, "grubby --default-kernel")
+        for host in ["web-001", "web-002"] {
+            #expect(grubenvBack[host]?.contains(Self.debianSaved + "6.1.0-17-hosting") == true, "\(host): \(grubenvBack[host] ?? "-")")
+        }
+        for host in ["web-003", "web-004", "web-005"] {
+            #expect(grubbyBack[host] == "/boot/vmlinuz-6.1.0-17-hosting", "\(host): \(grubbyBack)")
+        }
     }
 
     @Test func aLeakyKernelHaltsAndEachHostIsRolledBackWithItsOwnDriver() throws {
