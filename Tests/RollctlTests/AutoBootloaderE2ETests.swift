@@ -53,6 +53,15 @@ struct AutoBootloaderE2ETests {
         let dry = try fleet.apply(plan, ["--dry-run"])
         #expect(dry.status == 0, "\(dry.output)")
         #expect(dry.output.contains("bootloader auto: grub-bls on 3 hosts (web-003, web-004, web-005), grub on 2 (web-001, web-002)"), "\(dry.output)")
+        // The canary's (Debian's) steps, and where the RHEL hosts' differ, with web-003's own entry ids.
+        let mid3 = try #require(try exec(fleet, "cat /etc/machine-id")["web-003"])
+        for text in ["Steps for web-001 (example, bootloader grub)", "$ DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-6.1.0-19-hosting",
+                     "$ grub-reboot 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting'",
+                     "Steps for web-003 (example, bootloader grub-bls) where they differ", "$ dnf install -y kernel-6.1.0-19-hosting",
+                     "$ grub2-set-default \(mid3)-6.1.0-17-hosting", "$ grub2-reboot \(mid3)-6.1.0-19-hosting",
+                     "$ grubby --set-default /boot/vmlinuz-6.1.0-19-hosting"] {
+            #expect(dry.output.contains(text), "dry-run lacks '\(text)':\n\(dry.output)")
+        }
         let json = try fleet.apply(plan, ["--dry-run", "--json"])
         let doc = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any], "\(json.output)")
         let refs = (doc["waves"] as? [[String: Any]] ?? []).flatMap { ($0["batches"] as? [[[String: Any]]] ?? []).flatMap { $0 } }

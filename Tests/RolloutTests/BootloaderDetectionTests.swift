@@ -227,6 +227,11 @@ import Testing
         #expect(install == [driver == "grub-bls" ? "dnf install -y kernel-6.1.0-19-hosting" : "DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-6.1.0-19-hosting"])
         #expect(preview.steps.first { $0.step == "commit" }!.commands.first!.hasPrefix(driver == "grub-bls" ? "grubby --set-default" : "grub-set-default"))
         #expect(preview.notes.contains { $0.hasPrefix("grub-bls: with UPDATEDEFAULT=yes") })
+        // The other driver's install, stage, commit and rollback, for its first host.
+        let other = try #require(preview.otherDrivers.first)
+        #expect(preview.otherDrivers.count == 1 && other.bootloader != driver && other.bootloader == refs.first { $0.name == other.exampleHost }?.bootloader)
+        #expect(other.steps.map(\.step) == ["install", "stage", "commit", "rollback"])
+        #expect(other.steps[2].commands.first!.hasPrefix(other.bootloader == "grub-bls" ? "grubby --set-default" : "grub-set-default"))
         // Offline: nothing read, the survey decides.
         let offline = DryRun.preview(plan: p, inventory: inv, layout: WavePlanner.plan(p, inventory: inv, currentRelease: [:], unreachable: [:], customers: nil),
                                      facts: DryRunFacts(offline: true))

@@ -33,6 +33,8 @@ public struct DryRunFacts: Sendable {
     public var packages: [ShippedPackage] = []
     /// Host name -> what its files tell of its bootloader (`bootloader: auto`), when online.
     public var bootloaders: [String: BootloaderDetection] = [:]
+    /// `bootloader: auto`: the boot entry listing read from the first host of each other driver, by host name.
+    public var entryListings: [String: String] = [:]
 
     public init(offline: Bool, releases: [String: String] = [:], unreachable: [String: String] = [:],
                 exampleGrubConfig: String? = nil, customers: Customers? = nil,
@@ -104,6 +106,13 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var description: String
         /// Commands run on the host (empty for steps rollctl does itself).
         public var commands: [String]
+    }
+    /// `bootloader: auto` over hosts of several drivers: another driver's steps (install, stage,
+    /// commit, rollback), for the first host that has it.
+    public struct DriverSteps: Sendable, Codable, Equatable {
+        public var bootloader: String
+        public var exampleHost: String
+        public var steps: [Step]
     }
     public struct Gate: Sendable, Codable, Equatable {
         public var soakSeconds: Double
@@ -189,6 +198,8 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
     public var skipped: [Skip]
     public var exampleHost: String?
     public var steps: [Step]
+    /// The other drivers' steps (`bootloader: auto`); empty when every host has the example's.
+    public var otherDrivers: [DriverSteps]
     public var gate: Gate
     public var notify: Notify?
     public var onFailure: Failure
@@ -238,6 +249,16 @@ public enum DryRun {
             ?? BootloaderDrivers.driver(for: plan.bootloader)
         let steps = self.steps(plan: plan, example: example, previousRelease: previous, grubConfig: facts.exampleGrubConfig, packages: facts.packages,
                                customers: example.flatMap { h in customers.map { $0.customers(onHost: h.name).count } }, bootloader: exampleDriver)
+        // The other drivers' own steps, each for its first host.
+        var otherDrivers: [DryRunPreview.DriverSteps] = []
+        var shown: Set<String> = [exampleDriver.name]
+        for h in auto ? layout.waves.flatMap(\.hosts) : [] {
+            guard let name = choice.drivers[h.name], !shown.contains(name), let driver = BootloaderDrivers.builtIn(named: name) else { continue }
+            shown.insert(name)
+            let theirs = self.steps(plan: plan, example: h, previousRelease: facts.releases[h.name], grubConfig: facts.entryListings[h.name],
+                                    packages: facts.packages, customers: nil, bootloader: driver)
+            otherDrivers.append(.init(bootloader: name, exampleHost: h.name, steps: theirs.filter { ["install", "stage", "commit", "rollback"].contains($0.step) }))
+        }
         let g = plan.gate
         let siteURL = g.testSite.flatMap { s in example.flatMap { try? HTTPURL.expand(template: s.urlTemplate, address: $0.address, name: $0.name).description } ?? s.urlTemplate }
         let gate = DryRunPreview.Gate(
@@ -320,7 +341,7 @@ public enum DryRun {
             survey: .init(offline: facts.offline, reached: facts.offline ? 0 : selected.filter { facts.unreachable[$0.name] == nil }.count,
                           unreachable: facts.unreachable.count, releases: releases),
             waves: waves, skipped: layout.skipped.map { .init(host: $0.host.name, reason: $0.reason) },
-            exampleHost: example?.name, steps: steps, gate: gate, notify: notify,
+            exampleHost: example?.name, steps: steps, otherDrivers: otherDrivers, gate: gate, notify: notify,
             onFailure: .init(rollback: plan.failure.rollback.rawValue, maxFailedHostsPerWave: plan.failure.maxFailedHostsPerWave.description,
                              maxFailedHosts: plan.failure.maxFailedHostsTotal.description, maxUnhealthyHosts: plan.failure.maxUnhealthyHosts?.description,
                              toleratedPerWave: layout.waves.map { plan.failure.maxFailedHostsPerWave.limit(of: $0.hosts.count) },

@@ -152,14 +152,22 @@ struct PlanApply: AsyncParsableCommand {
             // The example host's menu (with its own driver), to show the exact GRUB entry paths.
             let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: facts.releases, unreachable: facts.unreachable,
                                           customers: loaded.customers)
-            let example = layout.waves.first?.hosts.first
-            let exampleDriver = p.bootloader != .auto ? BootloaderDrivers.driver(for: p.bootloader)
-                : example.flatMap { survey.bootloaders[$0.name]?.driverName }.flatMap(BootloaderDrivers.builtIn(named:))
-            if let listing = exampleDriver?.entryListing, let example {
-                let (endpoint, options) = loaded.inventory.sshTarget(for: example, sshConfig: cfg)
+            // With `bootloader: auto`, also the first host of each other driver (the preview shows its steps too).
+            var firsts: [(InventoryHost, any BootloaderDriver)] = []
+            for h in layout.waves.flatMap(\.hosts) {
+                let driver = p.bootloader != .auto ? BootloaderDrivers.driver(for: p.bootloader)
+                    : survey.bootloaders[h.name]?.driverName.flatMap(BootloaderDrivers.builtIn(named:))
+                guard let driver, !firsts.contains(where: { $0.1.name == driver.name }) else { continue }
+                firsts.append((h, driver))
+                if p.bootloader != .auto { break }
+            }
+            for (i, (host, driver)) in firsts.enumerated() {
+                guard let listing = driver.entryListing else { continue }
+                let (endpoint, options) = loaded.inventory.sshTarget(for: host, sshConfig: cfg)
                 let conn = SSHHost(endpoint: endpoint, options: options)
                 if let r = try? await conn.exec(listing, timeout: .seconds(20)), r.exitStatus == 0 {
-                    facts.exampleGrubConfig = r.stdoutText
+                    if i == 0 && host.name == layout.waves.first?.hosts.first?.name { facts.exampleGrubConfig = r.stdoutText }
+                    facts.entryListings[host.name] = r.stdoutText
                 }
                 await conn.close()
             }
@@ -250,6 +258,14 @@ enum PlanPreviewRendering {
         for s in p.steps {
             out.append("  \(s.step.padding(toLength: 9, withPad: " ", startingAt: 0))\(s.description)")
             for cmd in s.commands { out.append("           $ " + cmd) }
+        }
+        for other in p.otherDrivers {
+            out.append("")
+            out.append(c.paint("Steps for \(other.exampleHost) (example, bootloader \(other.bootloader)) where they differ", .bold))
+            for s in other.steps {
+                out.append("  \(s.step.padding(toLength: 9, withPad: " ", startingAt: 0))\(s.description)")
+                for cmd in s.commands { out.append("           $ " + cmd) }
+            }
         }
         out.append("")
         let g = p.gate
