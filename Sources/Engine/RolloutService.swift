@@ -63,9 +63,10 @@ public struct RolloutService: Sendable {
     }
 
     /// `plan apply`, first half: the read-only survey (the same the dry-run makes: current
-    /// kernels and reachability decide the layout), the waves, and one transaction that
-    /// journals the rollout, takes its hosts' locks and the driver lease. Throws
-    /// `Journal.LockConflict` when another rollout holds a host; nothing is journaled then.
+    /// kernels and reachability decide the layout, boot files each host's bootloader), the waves,
+    /// and one transaction that journals the rollout with each host's bootloader driver, takes its
+    /// hosts' locks and the driver lease. Throws `Journal.LockConflict` when another rollout holds
+    /// a host, `InputErrors` when `bootloader: auto` cannot tell a host's; nothing is journaled then.
     /// `startAt`: `plan apply --at` (the survey and the locks now, the first step then).
     public func create(_ loaded: LoadedPlan, parallel: Int, startAt: Date? = nil) async throws -> Created {
         let (plan, inventory, customers) = (loaded.plan, loaded.inventory, loaded.customers)
@@ -78,10 +79,18 @@ public struct RolloutService: Sendable {
             .run(hosts: selected, keepingIn: pool)
         let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: survey.releases, unreachable: survey.unreachable,
                                       customers: customers)
+        // Each host's bootloader driver (`bootloader: auto`: told from its files by the survey); a host
+        // whose bootloader cannot be told is bad input (`InputErrors`), before any host is touched.
+        let choice = BootloaderChoice.resolve(plan: plan, hosts: layout.waves.flatMap(\.hosts), detected: survey.bootloaders)
+        guard choice.errors.isEmpty else {
+            await pool.closeAll()
+            throw InputErrors(choice.errors)
+        }
         await pool.keepOnly(layout.waves.flatMap { $0.hosts.map(\.name) })
         let id: String
         do {
-            id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, startAt: startAt)
+            id = try Orchestrator.create(plan: plan, inventory: inventory, layout: layout, journal: journal, startAt: startAt,
+                                         bootloaders: choice.drivers)
         } catch {
             await pool.closeAll()
             throw error

@@ -212,6 +212,11 @@ public final class Journal: Sendable {
         ("v9-known-bad", { db in try Journal.migrateKnownBad(db) }),
         ("v10-silences", { db in try Journal.migrateSilences(db) }),
         ("v11-soak-progress", { db in try Journal.migrateSoakProgress(db) }),
+        ("v12-host-bootloader", { db in
+            // Each host's bootloader driver (`grub`, `grub-bls`, `systemd-boot`, `custom`), chosen when the
+            // rollout is created (`bootloader: auto` detects it per host): steps, resume and rollback use it.
+            try db.script("ALTER TABLE host ADD COLUMN bootloader TEXT")
+        }),
     ]
 
     /// A value-type formatter made once (building an ISO8601DateFormatter per timestamp
@@ -272,10 +277,12 @@ public final class Journal: Sendable {
         public var reboots: Int
         public var lastError: String?
         public var updatedAt: String
+        /// Its bootloader driver's name, chosen at creation; nil in rollouts journaled before v12.
+        public var bootloader: String?
 
         /// The columns `init(row:)` decodes, by position (decoding by name costs a
         /// case-insensitive lookup per column: a fifth of a 10k-host rollout's CPU).
-        static let columns = "name, address, wave, batch, state, reason, release_before, boot_id_before, grub_entry_before, grub_entry_after, release_after, boot_id_after, reboots, last_error, updated_at"
+        static let columns = "name, address, wave, batch, state, reason, release_before, boot_id_before, grub_entry_before, grub_entry_after, release_after, boot_id_after, reboots, last_error, updated_at, bootloader"
 
         init(row: SQLRow) throws {
             name = row[0]; address = row[1]; wave = row[2]; batch = row[3]
@@ -284,7 +291,7 @@ public final class Journal: Sendable {
             state = st
             reason = row[5]; releaseBefore = row[6]; bootIDBefore = row[7]
             bootEntryBefore = row[8]; bootEntryAfter = row[9]; releaseAfter = row[10]; bootIDAfter = row[11]
-            reboots = row[12]; lastError = row[13]; updatedAt = row[14]
+            reboots = row[12]; lastError = row[13]; updatedAt = row[14]; bootloader = row[15]
         }
     }
 
@@ -297,9 +304,11 @@ public final class Journal: Sendable {
     }
 
     /// Creates a rollout with its waves and hosts and takes the hosts' locks, all
-    /// in one transaction: either everything is journaled, or nothing.
+    /// in one transaction: either everything is journaled, or nothing. `bootloaders`: host
+    /// name -> its bootloader driver's name.
     public func createRollout(id: String, plan: Plan, planHash: String, hosts: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)],
-                              waves: Int, driver: DriverIdentity = .current, ttl: Duration = .seconds(60), startAt: Date? = nil) throws {
+                              waves: Int, driver: DriverIdentity = .current, ttl: Duration = .seconds(60), startAt: Date? = nil,
+                              bootloaders: [String: String] = [:]) throws {
         try store.write { db in
             let now = self.now()
             let locked = hosts.filter { $0.wave != nil }
@@ -316,8 +325,8 @@ public final class Journal: Sendable {
             }
             for h in hosts {
                 try db.execute("""
-                    INSERT INTO host (rollout_id, name, address, wave, batch, state, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """, [id, h.name, h.address, h.wave, h.batch, h.state.rawValue, h.reason, now])
+                    INSERT INTO host (rollout_id, name, address, wave, batch, state, reason, updated_at, bootloader) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, [id, h.name, h.address, h.wave, h.batch, h.state.rawValue, h.reason, now, bootloaders[h.name]])
             }
             for h in locked {
                 try db.execute("INSERT INTO host_lock (host, rollout_id, acquired_at, name) VALUES (?, ?, ?, ?)", [h.lockKey, id, now, h.name])

@@ -25,8 +25,9 @@ final class SimFleet: @unchecked Sendable {
     let postgres: (server: TestPostgres, database: String)?
 
     /// `flavour: .rhel`: RHEL hosts and `bootloader: grub-bls` (with its dnf install).
+    /// `flavours`: each host's flavour by position (hosts past its end: `flavour`).
     init(count: Int, racks: Int = 2, waves: [WaveSize] = [.count(1), .percent(100)], maxParallel: Int = 4, maxFailedPerWave: Int = 0,
-         postgres: Bool = false, flavour: SimHost.Flavour = .debian) throws {
+         postgres: Bool = false, flavour: SimHost.Flavour = .debian, flavours: [SimHost.Flavour] = []) throws {
         dir = try TestSSHD.makeTempDir()
         if postgres {
             let server = try TestPostgres.shared()
@@ -42,7 +43,8 @@ final class SimFleet: @unchecked Sendable {
         for i in 1...count {
             let name = String(format: "h%02d", i)
             list.append(InventoryHost(name: name, address: "10.0.0.\(i)", labels: ["rack": "r\(i % racks)"]))
-            sims[name] = SimHost(name: name, release: Self.old, kernels: [Self.old, Self.new], clock: clock, flavour: flavour)
+            sims[name] = SimHost(name: name, release: Self.old, kernels: [Self.old, Self.new], clock: clock,
+                                 flavour: i <= flavours.count ? flavours[i - 1] : flavour)
         }
         hosts = sims
         var defaults = InventoryDefaults()

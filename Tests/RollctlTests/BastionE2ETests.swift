@@ -55,7 +55,7 @@ struct BastionE2ETests {
 
         // The dry-run surveys web-003 through the bastion and says so.
         let plan = lab.target.dir + "/plan.yaml"
-        try "name: via-bastion\nkernel: {release: 9.9.9-test}\ninventory: inventory.yaml\nselect: {labels: {role: web}}\n"
+        try "name: via-bastion\nkernel: {release: 9.9.9-test}\ninventory: inventory.yaml\nselect: {labels: {role: web}}\nbootloader: grub\n"
             .write(toFile: plan, atomically: true, encoding: .utf8)
         let dry = try CLI.run(["plan", "apply", plan, "--dry-run"])
         #expect(dry.status == 0, "\(dry.output)")

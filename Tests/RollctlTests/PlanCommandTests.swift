@@ -127,6 +127,7 @@ struct PlanCommandTests {
         reboot: {timeout: 60s}
         gate: {soak: 20s, interval: 2s, probe_timeout: 2s, sunreclaim_growth_max: 512MiB/h, test_site: {timeout: 1s}}
         \(extra)
+        bootloader: grub
         """.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }

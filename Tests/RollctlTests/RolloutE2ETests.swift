@@ -69,8 +69,9 @@ struct RolloutE2ETests {
         /// ±1 MiB SUnreclaim noise gives a 10 s soak (6 samples) a slope spread of ~250 MiB/h,
         /// so 512 MiB/h failed a fixed kernel ~2 sd out — once in a few suite runs over ~60 host
         /// gates (seen 2026-11-29 in the happy path). The leaky kernels (~2.3 GiB/h) stay ≥ 8 sd above it.
+        /// `bootloader: nil` writes no `bootloader` key (auto).
         func plan(release: String, waves: String = "[1, 25%, 100%]", soak: String = "10s", rebootTimeout: String = "30s",
-                  rollback: String = "wave", extraGate: String = "", bootloader: String = "grub", notifyPort: Int? = nil,
+                  rollback: String = "wave", extraGate: String = "", bootloader: String? = "grub", notifyPort: Int? = nil,
                   leadTime: String = "0s", name: String? = nil) throws -> String {
             let notify = notifyPort.map { port in
                 """
@@ -88,7 +89,7 @@ struct RolloutE2ETests {
             kernel:
               release: \(release)
             inventory: fleet/inventory.yaml
-            bootloader: \(bootloader)
+            \(bootloader.map { "bootloader: \($0)" } ?? "# bootloader: (none: auto)")
             waves:
               sizes: \(waves)
               max_parallel: 4

@@ -81,6 +81,16 @@ public actor SimHost: RemoteHost {
 
     public func setOnReboot(_ f: @escaping @Sendable (String) -> Void) { onReboot = f }
 
+    /// What `BootloaderDetection.command` prints on this host (the survey's last section): its
+    /// os-release and boot files as its flavour has them, unless a test sets other bytes.
+    public private(set) var bootFiles: String?
+    public func setBootFiles(_ text: String) { bootFiles = text }
+    var bootFilesText: String {
+        bootFiles ?? (flavour == .rhel
+            ? "ID=\"rhel\"\nID_LIKE=\"fedora\"\nfound /boot/grub2/grub.cfg\nfound /boot/loader/entries/*.conf\nfound grubby\nfound bootctl\n"
+            : "ID=debian\nfound /boot/grub/grub.cfg\nfound bootctl\n")
+    }
+
     /// Logins are refused (`auth_failed`) until this moment: a host whose sshd still answers
     /// while it goes down, or one whose keys are really gone (a far-off moment).
     public private(set) var refusesLoginsUntil: Date?
@@ -198,8 +208,8 @@ public actor SimHost: RemoteHost {
         }
         switch command {
         case PlanSurvey.command:
-            // The survey: the facts, then /boot's free bytes.
-            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n")
+            // The survey: the facts, then /boot's free bytes, then what tells the bootloader.
+            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n@@rollctl-file bootloader\n" + bootFilesText)
         case HostFacts.command:
             let files: [(String, String)] = [
                 ("/proc/sys/kernel/osrelease", release + "\n"),

@@ -43,7 +43,7 @@ import Testing
         #expect(g.clearOneShot == ["grub2-editenv - unset next_entry"])
         #expect(g.restoreDefault(bls, previousRelease: "5.14.0-362.24.1.el9_3.x86_64", previousEntry: old)
                 == ["grubby --set-default /boot/vmlinuz-5.14.0-362.24.1.el9_3.x86_64"])
-        #expect(HostCommands.install(bls) == ["dnf install -y kernel-5.14.0-427.13.1.el9_4.x86_64"])
+        #expect(HostCommands.install(bls, bootloader: g) == ["dnf install -y kernel-5.14.0-427.13.1.el9_4.x86_64"])
         // Every substituted value is shell-quoted: a hostile id or release stays one word.
         #expect(g.stage(bls, entry: "x'; reboot; '", previous: "a b") == [#"grub2-set-default 'a b'"#, #"grub2-reboot 'x'\''; reboot; '\'''"#])
         #expect(g.restoreDefault(bls, previousRelease: "1 $(reboot)", previousEntry: nil) == ["grubby --set-default '/boot/vmlinuz-1 $(reboot)'"])

@@ -57,8 +57,9 @@ let corpusDir = repoRoot + "/Tests/RolloutTests/corpus"
     @Test func aMinimalPlanGetsTheDocumentedDefaults() throws {
         let p = try PlanLoader.parse(text: "name: m\nkernel: {release: 6.1.0-19-hosting}\ninventory: inv.yaml\n", path: "/srv/plans/m.yaml")
         #expect(p.inventoryPath == "/srv/plans/inv.yaml")
-        #expect(p.kernel == KernelSpec(release: "6.1.0-19-hosting"))
-        #expect(p.bootloader == .grub)
+        #expect(p.kernel == KernelSpec(release: "6.1.0-19-hosting") && !p.kernel.installGiven)
+        // No `bootloader` key: each host's is told from its files at the survey.
+        #expect(p.bootloader == .auto)
         #expect(p.waves == WaveSpec())
         #expect(p.reboot == RebootSpec())
         #expect(p.gate == GateSettings())

@@ -1,5 +1,6 @@
 import Basics
 import RolloutConfig
+import RolloutJournal
 
 /// What the engine asks of a bootloader: boot a release once, make it the default after
 /// the gate, and go back to the previous kernel. A driver renders shell commands (every
@@ -7,7 +8,11 @@ import RolloutConfig
 /// nothing itself, so the orchestrator runs exactly what the dry-run shows.
 ///
 /// To add a bootloader: a case in `Bootloader` (Configuration, with its plan syntax in
-/// `PlanLoader`), a driver here, and its line in `BootloaderDrivers.driver(for:)`.
+/// `PlanLoader`), a driver here, its lines in `BootloaderDrivers.driver(for:)` and
+/// `builtIn(named:)`, and (for `bootloader: auto`) its rule in `BootloaderDetection`.
+///
+/// A rollout's hosts may have different drivers (`bootloader: auto`): each host's is journaled
+/// when the rollout is created (`host.bootloader`), and every step asks `Orchestrator.bootloader(_:)`.
 public protocol BootloaderDriver: Sendable {
     /// `grub`, `grub-bls`, `systemd-boot`, `custom`: what the dry-run and `rollout show` say.
     var name: String { get }
@@ -35,6 +40,9 @@ public protocol BootloaderDriver: Sendable {
     var notes: [String] { get }
     /// The dry-run's words for the stage step.
     func stageDescription(release: String) -> String
+    /// What installs the kernel on this bootloader's hosts when the plan says `bootloader: auto`
+    /// and no `kernel.install` (apt on Debian's GRUB, dnf on RHEL's).
+    var defaultInstall: [String] { get }
 }
 
 extension BootloaderDriver {
@@ -44,16 +52,40 @@ extension BootloaderDriver {
     }
     public var notes: [String] { [] }
     public func stageDescription(release: String) -> String { "boot \(release) once" }
+    public var defaultInstall: [String] { KernelSpec.aptInstall }
 }
 
 public enum BootloaderDrivers {
+    /// The plan's driver. `auto` has none of its own (each host's is detected and journaled):
+    /// here it gives grub, what a plan without a `bootloader` key meant before rollctl detected
+    /// bootloaders — the driver of hosts a rollout journaled then (`driver(journaled:plan:)`).
     public static func driver(for bootloader: Bootloader) -> any BootloaderDriver {
         switch bootloader {
-        case .grub: GrubDriver()
+        case .auto, .grub: GrubDriver()
         case .grubBLS: GrubBLSDriver()
         case .systemdBoot: SystemdBootDriver()
         case let .custom(stage, commit, rollback): CustomBootloader(stageCommands: stage, commitCommands: commit, rollbackCommands: rollback)
         }
+    }
+
+    /// A built-in driver by its `name` (`grub`, `grub-bls`, `systemd-boot`); nil for any other.
+    public static func builtIn(named name: String) -> (any BootloaderDriver)? {
+        switch name {
+        case "grub": GrubDriver()
+        case "grub-bls": GrubBLSDriver()
+        case "systemd-boot": SystemdBootDriver()
+        default: nil
+        }
+    }
+
+    /// The driver journaled for a host (`host.bootloader`), or the plan's when none was (hosts
+    /// journaled before the column existed). A name this rollctl does not know, or `custom` with a
+    /// plan that has no custom commands, is a `JournalError`, never a guess.
+    public static func driver(journaled name: String?, plan: Bootloader) throws -> any BootloaderDriver {
+        guard let name else { return driver(for: plan) }
+        if let d = builtIn(named: name) { return d }
+        if name == "custom", case .custom = plan { return driver(for: plan) }
+        throw JournalError("the journal names bootloader '\(name.prefix(40))', which this rollctl does not know for this plan")
     }
 }
 
@@ -122,6 +154,7 @@ public struct GrubBLSDriver: BootloaderDriver {
     public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
         [Self.setDefault(previousRelease)]
     }
+    public var defaultInstall: [String] { KernelSpec.dnfInstall }
     public func stageDescription(release: String) -> String {
         "find the BLS entry of \(release) with grubby, set the running kernel's entry back as the saved default, and boot \(release) once (GRUB_DEFAULT=saved: a kernel that fails to boot falls back to the current default)"
     }

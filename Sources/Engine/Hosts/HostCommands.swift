@@ -18,7 +18,10 @@ public enum HostCommands {
         return s
     }
 
-    public static func install(_ plan: Plan) -> [String] {
-        plan.kernel.install.map { substitute($0, release: plan.kernel.release, previousRelease: nil) }
+    /// The install commands on a host whose driver is `bootloader`: the plan's, or with
+    /// `bootloader: auto` and no `kernel.install`, the driver's default (apt, or dnf for grub-bls).
+    public static func install(_ plan: Plan, bootloader: any BootloaderDriver) -> [String] {
+        let commands = plan.bootloader == .auto && !plan.kernel.installGiven ? bootloader.defaultInstall : plan.kernel.install
+        return commands.map { substitute($0, release: plan.kernel.release, previousRelease: nil) }
     }
 }

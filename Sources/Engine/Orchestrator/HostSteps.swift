@@ -40,6 +40,7 @@ extension Orchestrator {
                 try await journal.move(rolloutID, host: name, to: .skipped, reason: "already runs \(release)")
                 return say(name, "skipped: already runs \(release)")
             }
+            let bootloader = try self.bootloader(h)
             guard try await takeHostLease(name, host) else { return }
             var oldEntry: String? = nil
             if let listing = bootloader.entryListing {
@@ -142,9 +143,10 @@ extension Orchestrator {
         do {
             let host = await connections.host(name)
             guard try await takeHostLease(name, host) else { return }
+            let bootloader = try self.bootloader(h)
             try await journal.event(rolloutID, host: name, kind: .intent, "install \(plan.kernel.release) and stage it to boot once")
             if plan.kernel.packages.isEmpty {
-                for command in HostCommands.install(plan) {
+                for command in HostCommands.install(plan, bootloader: bootloader) {
                     _ = try await mustRun(host, command, "install", timeout: .seconds(1800))
                 }
             } else {
@@ -427,6 +429,7 @@ extension Orchestrator {
     func commit(_ name: String) async throws {
         guard let h = try journal.host(rolloutID, name), h.state == .healthy else { return }
         do {
+            let bootloader = try self.bootloader(h)
             try await journal.event(rolloutID, host: name, kind: .intent, "make \(plan.kernel.release) the default")
             let host = await connections.host(name)
             if bootloader.entryListing != nil && h.bootEntryAfter == nil {
@@ -458,6 +461,7 @@ extension Orchestrator {
                                    set: original.map { ["last_error": $0] } ?? [:])
             say(name, "ROLLBACK FAILED: \(why)", problem: true)
         }
+        let bootloader = try self.bootloader(h)
         guard let oldRelease = h.releaseBefore, bootloader.entryListing == nil || h.bootEntryBefore != nil else {
             try await journal.move(rolloutID, host: name, to: .rollingBack)
             return try await failed("no previous kernel journaled")

@@ -26,8 +26,6 @@ public enum RolloutOutcome: Sendable, Equatable {
 public final class Orchestrator: Sendable {
     public let rolloutID: String
     public let plan: Plan
-    /// The plan's bootloader: stages, commits and restores boot entries.
-    let bootloader: any BootloaderDriver
     public let inventory: Inventory
     public let journal: Journal
     /// Progress for the admin (`notice`), problems (`error`), the hosts' dialogue (`debug`);
@@ -70,7 +68,6 @@ public final class Orchestrator: Sendable {
         self.rolloutID = rolloutID
         self.plan = plan
         self.shipment = Shipment(plan.kernel)
-        self.bootloader = BootloaderDrivers.driver(for: plan.bootloader)
         self.inventory = inventory
         self.journal = journal
         self.stopRequested = stopRequested
@@ -86,11 +83,18 @@ public final class Orchestrator: Sendable {
         }
     }
 
+    /// The bootloader that stages, commits and restores host `h`'s boot entries: the driver
+    /// journaled for it at creation (`bootloader: auto` detects it per host), else the plan's.
+    func bootloader(_ h: Journal.HostRow) throws -> any BootloaderDriver {
+        try BootloaderDrivers.driver(journaled: h.bootloader, plan: plan.bootloader)
+    }
+
     /// Journals a new rollout for `layout`, takes the hosts' locks and this process's
-    /// driver lease, in one transaction.
+    /// driver lease, in one transaction. `bootloaders`: host name -> its driver's name
+    /// (`BootloaderChoice.resolve`), journaled with the host.
     /// Throws `Journal.LockConflict` when another rollout holds any of them.
     public static func create(plan: Plan, inventory: Inventory, layout: RolloutLayout, journal: Journal,
-                              driver: DriverIdentity = .current, startAt: Date? = nil) throws -> String {
+                              driver: DriverIdentity = .current, startAt: Date? = nil, bootloaders: [String: String] = [:]) throws -> String {
         let id = newRolloutID()
         var rows: [(name: String, address: String, lockKey: String, wave: Int?, batch: Int?, state: HostState, reason: String?)] = []
         for wave in layout.waves {
@@ -104,7 +108,7 @@ public final class Orchestrator: Sendable {
             rows.append((s.host.name, s.host.address, lockKey(s.host, inventory), nil, nil, .skipped, s.reason))
         }
         try journal.createRollout(id: id, plan: plan, planHash: sha256Hex(plan.text), hosts: rows, waves: layout.waves.count, driver: driver,
-                                  startAt: startAt)
+                                  startAt: startAt, bootloaders: bootloaders)
         return id
     }
 

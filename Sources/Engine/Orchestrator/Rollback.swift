@@ -159,7 +159,8 @@ extension Orchestrator {
     func needsRollback(_ h: Journal.HostRow) -> Bool {
         switch h.state {
         case .staged, .rebooting, .up, .verified, .soaking, .healthy, .committed, .rollingBack, .rollbackFailed: return true
-        case .failed: return h.releaseBefore != nil && (bootloader.entryListing == nil || h.bootEntryBefore != nil)
+        // A driver the journal names but this rollctl does not know: the rollback itself reports it.
+        case .failed: return h.releaseBefore != nil && ((try? bootloader(h))?.entryListing == nil || h.bootEntryBefore != nil)
         default: return false
         }
     }

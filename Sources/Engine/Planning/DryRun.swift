@@ -31,6 +31,10 @@ public struct DryRunFacts: Sendable {
     public var bastions: [String: String] = [:]
     /// `kernel.packages` with their sizes and SHA-256 (`ShippedPackage.digest`).
     public var packages: [ShippedPackage] = []
+    /// Host name -> what its files tell of its bootloader (`bootloader: auto`), when online.
+    public var bootloaders: [String: BootloaderDetection] = [:]
+    /// `bootloader: auto`: the boot entry listing read from the first host of each other driver, by host name.
+    public var entryListings: [String: String] = [:]
 
     public init(offline: Bool, releases: [String: String] = [:], unreachable: [String: String] = [:],
                 exampleGrubConfig: String? = nil, customers: Customers? = nil,
@@ -52,8 +56,11 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var description: String?
         public var path: String
         public var targetRelease: String
-        /// `grub` or `custom` (systemd-boot is custom with bootctl commands).
+        /// `auto`, `grub`, `grub-bls`, `systemd-boot` or `custom`.
         public var bootloader: String
+        /// `bootloader: auto`: the drivers chosen, grouped (`grub on 3 hosts (…), grub-bls on 2 (…)`);
+        /// offline, that the survey decides. Nil for a plan that names its bootloader.
+        public var bootloaderPerHost: String?
     }
     public struct HostRef: Sendable, Codable, Equatable {
         public var name: String
@@ -70,6 +77,8 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var bootFreeBytes: UInt64?
         /// The bastion the host is reached through (`jump-1 (10.0.0.1:22)`); nil: directly.
         public var via: String?
+        /// Its bootloader driver (`grub`, `grub-bls`, …); nil when `bootloader: auto` cannot tell it (or offline).
+        public var bootloader: String?
     }
     public struct Wave: Sendable, Codable, Equatable {
         public var number: Int
@@ -97,6 +106,13 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var description: String
         /// Commands run on the host (empty for steps rollctl does itself).
         public var commands: [String]
+    }
+    /// `bootloader: auto` over hosts of several drivers: another driver's steps (install, stage,
+    /// commit, rollback), for the first host that has it.
+    public struct DriverSteps: Sendable, Codable, Equatable {
+        public var bootloader: String
+        public var exampleHost: String
+        public var steps: [Step]
     }
     public struct Gate: Sendable, Codable, Equatable {
         public var soakSeconds: Double
@@ -182,6 +198,8 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
     public var skipped: [Skip]
     public var exampleHost: String?
     public var steps: [Step]
+    /// The other drivers' steps (`bootloader: auto`); empty when every host has the example's.
+    public var otherDrivers: [DriverSteps]
     public var gate: Gate
     public var notify: Notify?
     public var onFailure: Failure
@@ -201,13 +219,17 @@ public enum DryRun {
     public static func preview(plan: Plan, inventory: Inventory, layout: RolloutLayout, facts: DryRunFacts) -> DryRunPreview {
         let selected = PlanLoader.selectedHosts(plan, inventory: inventory)
         let customers = facts.customers
+        // Each host's driver: the plan's, or (auto) what its files told the survey; offline, unknown.
+        let auto = plan.bootloader == .auto
+        var choice: (drivers: [String: String], errors: [InputError]) = ([:], [])
+        if !(auto && facts.offline) { choice = BootloaderChoice.resolve(plan: plan, hosts: layout.waves.flatMap(\.hosts), detected: facts.bootloaders) }
         func ref(_ h: InventoryHost) -> DryRunPreview.HostRef {
             let f = facts.hostFacts[h.name]
             return .init(name: h.name, address: h.address, labels: h.labels, currentRelease: facts.releases[h.name],
                          customers: customers.map { $0.customers(onHost: h.name).count },
                          sunreclaimBytes: f?.memory.sUnreclaim, sunreclaimShare: f?.memory.sUnreclaimShare,
                          uptimeSeconds: f?.uptimeSeconds, oomKills: f?.oomKill, bootFreeBytes: facts.bootFree[h.name],
-                         via: facts.bastions[h.name])
+                         via: facts.bastions[h.name], bootloader: choice.drivers[h.name])
         }
         let total = layout.waves.reduce(0) { $0 + $1.hosts.count }
         var done = 0
@@ -223,8 +245,20 @@ public enum DryRun {
         }
         let example = layout.waves.first?.hosts.first
         let previous = example.flatMap { facts.releases[$0.name] }
+        let exampleDriver = example.flatMap { choice.drivers[$0.name] }.flatMap(BootloaderDrivers.builtIn(named:))
+            ?? BootloaderDrivers.driver(for: plan.bootloader)
         let steps = self.steps(plan: plan, example: example, previousRelease: previous, grubConfig: facts.exampleGrubConfig, packages: facts.packages,
-                               customers: example.flatMap { h in customers.map { $0.customers(onHost: h.name).count } })
+                               customers: example.flatMap { h in customers.map { $0.customers(onHost: h.name).count } }, bootloader: exampleDriver)
+        // The other drivers' own steps, each for its first host.
+        var otherDrivers: [DryRunPreview.DriverSteps] = []
+        var shown: Set<String> = [exampleDriver.name]
+        for h in auto ? layout.waves.flatMap(\.hosts) : [] {
+            guard let name = choice.drivers[h.name], !shown.contains(name), let driver = BootloaderDrivers.builtIn(named: name) else { continue }
+            shown.insert(name)
+            let theirs = self.steps(plan: plan, example: h, previousRelease: facts.releases[h.name], grubConfig: facts.entryListings[h.name],
+                                    packages: facts.packages, customers: nil, bootloader: driver)
+            otherDrivers.append(.init(bootloader: name, exampleHost: h.name, steps: theirs.filter { ["install", "stage", "commit", "rollback"].contains($0.step) }))
+        }
         let g = plan.gate
         let siteURL = g.testSite.flatMap { s in example.flatMap { try? HTTPURL.expand(template: s.urlTemplate, address: $0.address, name: $0.name).description } ?? s.urlTemplate }
         let gate = DryRunPreview.Gate(
@@ -285,16 +319,29 @@ public enum DryRun {
         for (b, n) in behind.sorted(by: { $0.key < $1.key }) {
             notes.append("\(n) host\(n == 1 ? " is" : "s are") reached via bastion \(b) (a direct-tcpip channel of its SSH session; its host key verified too)")
         }
-        let bootloader = BootloaderDrivers.driver(for: plan.bootloader)
-        notes += bootloader.notes
+        var perHost: String?
+        if auto {
+            if facts.offline {
+                perHost = "decided per host at the survey (grub, grub-bls or systemd-boot, from its files); offline: not read, the steps show \(exampleDriver.name)'s commands"
+            } else {
+                perHost = choice.drivers.isEmpty ? "no host told" : BootloaderChoice.summary(choice.drivers)
+                if !choice.errors.isEmpty {
+                    notes.append("bootloader auto: \(choice.errors.count) host\(choice.errors.count == 1 ? "" : "s") refused, plan apply stops before touching any host: "
+                                 + choice.errors.prefix(10).map(\.message).joined(separator: "; "))
+                }
+            }
+        }
+        // Each driver's notes once, for the drivers the hosts to roll use.
+        let drivers = auto && !facts.offline ? Set(choice.drivers.values).sorted().compactMap(BootloaderDrivers.builtIn(named:)) : [exampleDriver]
+        for d in drivers { notes += d.notes }
         return DryRunPreview(
             plan: .init(name: plan.name, description: plan.description, path: plan.path, targetRelease: plan.kernel.release,
-                        bootloader: bootloader.name),
+                        bootloader: auto ? "auto" : exampleDriver.name, bootloaderPerHost: perHost),
             inventory: inventory.path, inventoryHosts: inventory.hosts.count, selectedHosts: selected.count, hostsToRoll: total,
             survey: .init(offline: facts.offline, reached: facts.offline ? 0 : selected.filter { facts.unreachable[$0.name] == nil }.count,
                           unreachable: facts.unreachable.count, releases: releases),
             waves: waves, skipped: layout.skipped.map { .init(host: $0.host.name, reason: $0.reason) },
-            exampleHost: example?.name, steps: steps, gate: gate, notify: notify,
+            exampleHost: example?.name, steps: steps, otherDrivers: otherDrivers, gate: gate, notify: notify,
             onFailure: .init(rollback: plan.failure.rollback.rawValue, maxFailedHostsPerWave: plan.failure.maxFailedHostsPerWave.description,
                              maxFailedHosts: plan.failure.maxFailedHostsTotal.description, maxUnhealthyHosts: plan.failure.maxUnhealthyHosts?.description,
                              toleratedPerWave: layout.waves.map { plan.failure.maxFailedHostsPerWave.limit(of: $0.hosts.count) },
@@ -318,11 +365,12 @@ public enum DryRun {
     }
 
     /// The steps for one host with the exact commands.
+    /// `bootloader`: the example host's driver (nil: the plan's).
     public static func steps(plan: Plan, example: InventoryHost?, previousRelease: String?, grubConfig: String?,
-                             packages: [ShippedPackage] = [], customers: Int?) -> [DryRunPreview.Step] {
+                             packages: [ShippedPackage] = [], customers: Int?, bootloader: (any BootloaderDriver)? = nil) -> [DryRunPreview.Step] {
         let release = plan.kernel.release
         let prev = previousRelease ?? "<current release>"
-        let bootloader = BootloaderDrivers.driver(for: plan.bootloader)
+        let bootloader = bootloader ?? BootloaderDrivers.driver(for: plan.bootloader)
         let listing = bootloader.entryListing
         let newEntry = listing == nil ? nil : bootloader.expectedEntry(in: grubConfig, release: release, like: previousRelease)
         let oldEntry = listing == nil ? nil : previousRelease.flatMap { p in grubConfig.flatMap { bootloader.entry(in: $0, release: p) } }
@@ -331,7 +379,7 @@ public enum DryRun {
         steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; take this rollout's lease on the host (\(HostLease.path), under flock: refused while another rollout, from any journal, holds it); need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot",
                            commands: [HealthGate.HostFacts.command, HostCommands.bootFree]))
         if plan.kernel.packages.isEmpty {
-            steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan)))
+            steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan, bootloader: bootloader)))
         } else {
             let dir = PackageCommands.directory(rollout: "<rollout id>")
             let files = packages.isEmpty ? plan.kernel.packages.map { "\($0.path) (\(Quantity.formatBytes($0.size)))" }

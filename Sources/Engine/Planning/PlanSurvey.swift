@@ -6,10 +6,13 @@ import RolloutConfig
 
 /// What `plan apply --dry-run` reads from each host, in one read-only SSH
 /// round trip: the `HostFacts` files (release, boot id, uptime, memory, OOM
-/// counter) and the free space on `/boot`. Nothing is written anywhere.
+/// counter), the free space on `/boot` and what tells its bootloader
+/// (`BootloaderDetection`, for `bootloader: auto`). Nothing is written anywhere.
 public struct PlanSurvey: Sendable {
-    /// `HostFacts.command`, then a `boot-free` section with `df`'s available bytes.
-    public static let command = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1"
+    /// `HostFacts.command`, then a `boot-free` section with `df`'s available bytes, then
+    /// `BootloaderDetection.command`'s section.
+    public static let command = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1; "
+        + BootloaderDetection.command
 
     /// The facts, and /boot's free bytes when `df` gave a number.
     public static func parse(_ output: String) -> (facts: HostFacts, bootFreeBytes: UInt64?) {
@@ -24,6 +27,8 @@ public struct PlanSurvey: Sendable {
         public var releases: [String: String] = [:]
         public var hostFacts: [String: HostFacts] = [:]
         public var bootFree: [String: UInt64] = [:]
+        /// Host name -> what its files tell of its bootloader (every host read).
+        public var bootloaders: [String: BootloaderDetection] = [:]
         /// Host name -> why it could not be read (`[code] message` for SSH errors).
         public var unreachable: [String: String] = [:]
     }
@@ -105,6 +110,7 @@ public struct PlanSurvey: Sendable {
             out.releases[name] = release
             out.hostFacts[name] = facts
             if let free { out.bootFree[name] = free }
+            out.bootloaders[name] = BootloaderDetection.parse(r.stdout)
         }
         return out
     }

@@ -148,14 +148,26 @@ struct PlanApply: AsyncParsableCommand {
             facts.hostFacts = survey.hostFacts
             facts.bootFree = survey.bootFree
             facts.unreachable = survey.unreachable
-            // The example host's menu, to show the exact GRUB entry paths.
+            facts.bootloaders = survey.bootloaders
+            // The example host's menu (with its own driver), to show the exact GRUB entry paths.
             let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: facts.releases, unreachable: facts.unreachable,
                                           customers: loaded.customers)
-            if let listing = BootloaderDrivers.driver(for: p.bootloader).entryListing, let example = layout.waves.first?.hosts.first {
-                let (endpoint, options) = loaded.inventory.sshTarget(for: example, sshConfig: cfg)
+            // With `bootloader: auto`, also the first host of each other driver (the preview shows its steps too).
+            var firsts: [(InventoryHost, any BootloaderDriver)] = []
+            for h in layout.waves.flatMap(\.hosts) {
+                let driver = p.bootloader != .auto ? BootloaderDrivers.driver(for: p.bootloader)
+                    : survey.bootloaders[h.name]?.driverName.flatMap(BootloaderDrivers.builtIn(named:))
+                guard let driver, !firsts.contains(where: { $0.1.name == driver.name }) else { continue }
+                firsts.append((h, driver))
+                if p.bootloader != .auto { break }
+            }
+            for (i, (host, driver)) in firsts.enumerated() {
+                guard let listing = driver.entryListing else { continue }
+                let (endpoint, options) = loaded.inventory.sshTarget(for: host, sshConfig: cfg)
                 let conn = SSHHost(endpoint: endpoint, options: options)
                 if let r = try? await conn.exec(listing, timeout: .seconds(20)), r.exitStatus == 0 {
-                    facts.exampleGrubConfig = r.stdoutText
+                    if i == 0 && host.name == layout.waves.first?.hosts.first?.name { facts.exampleGrubConfig = r.stdoutText }
+                    facts.entryListings[host.name] = r.stdoutText
                 }
                 await conn.close()
             }
@@ -167,6 +179,11 @@ struct PlanApply: AsyncParsableCommand {
             Console.shared.out(try PlanPreviewRendering.json(preview))
         } else {
             PlanPreviewRendering.text(preview).forEach(Console.shared.out)
+        }
+        // What `plan apply` would refuse (exit 2): hosts whose bootloader `auto` cannot tell.
+        if !offline {
+            let refused = BootloaderChoice.resolve(plan: p, hosts: layout.waves.flatMap(\.hosts), detected: facts.bootloaders).errors
+            if !refused.isEmpty { throw InputErrors(refused) }
         }
     }
 
@@ -192,6 +209,7 @@ enum PlanPreviewRendering {
         let c = Console.shared
         var out: [String] = []
         out.append(c.paint("Plan \(p.plan.name)", .bold) + " (\(p.plan.path)): roll \(p.plan.targetRelease), bootloader \(p.plan.bootloader)")
+        if let perHost = p.plan.bootloaderPerHost { out.append("  bootloader auto: " + perHost) }
         if let d = p.plan.description { out.append("  " + d.split(whereSeparator: \.isNewline).joined(separator: " ")) }
         var survey = "Inventory \(p.inventory): \(p.inventoryHosts) hosts, \(p.selectedHosts) selected, \(p.hostsToRoll) to roll"
         if p.survey.offline {
@@ -235,10 +253,19 @@ enum PlanPreviewRendering {
             for s in p.skipped { out.append("  \(s.host): \(s.reason)") }
         }
         out.append("")
-        out.append(c.paint("Steps" + (p.exampleHost.map { " for \($0) (example)" } ?? ""), .bold))
+        let exampleDriver = p.plan.bootloaderPerHost == nil ? nil : p.exampleHost.flatMap { name in p.waves.first?.batches.first?.first { $0.name == name }?.bootloader }
+        out.append(c.paint("Steps" + (p.exampleHost.map { " for \($0) (example\(exampleDriver.map { ", bootloader \($0)" } ?? ""))" } ?? ""), .bold))
         for s in p.steps {
             out.append("  \(s.step.padding(toLength: 9, withPad: " ", startingAt: 0))\(s.description)")
             for cmd in s.commands { out.append("           $ " + cmd) }
+        }
+        for other in p.otherDrivers {
+            out.append("")
+            out.append(c.paint("Steps for \(other.exampleHost) (example, bootloader \(other.bootloader)) where they differ", .bold))
+            for s in other.steps {
+                out.append("  \(s.step.padding(toLength: 9, withPad: " ", startingAt: 0))\(s.description)")
+                for cmd in s.commands { out.append("           $ " + cmd) }
+            }
         }
         out.append("")
         let g = p.gate

@@ -38,6 +38,7 @@ struct RolloutShow: AsyncParsableCommand {
                     o["wave"] = h.wave; o["batch"] = h.batch; o["reason"] = h.reason
                     o["release_before"] = h.releaseBefore; o["release_after"] = h.releaseAfter
                     o["boot_id_before"] = h.bootIDBefore; o["boot_id_after"] = h.bootIDAfter
+                    o["bootloader"] = h.bootloader
                     return o.compactMapValues { $0 }
                 },
                 "gate": gates.map { g -> [String: Any] in
@@ -68,6 +69,8 @@ struct RolloutShow: AsyncParsableCommand {
         for (wave, w) in try Self.windows(j, id) {
             c.out("wave \(wave): customers told reboots happen between \(w.humanStart) and \(w.humanEnd)")
         }
+        let drivers = Dictionary(hosts.compactMap { h in h.bootloader.map { (h.name, $0) } }, uniquingKeysWith: { a, _ in a })
+        if !drivers.isEmpty { c.out("bootloader: " + BootloaderChoice.summary(drivers)) }
         c.out("")
         Self.renderHosts(hosts)
         Self.renderAdvice(r, hosts, locked: try j.lockedHosts(id))

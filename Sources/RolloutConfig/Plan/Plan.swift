@@ -58,8 +58,11 @@ public struct KernelSpec: Sendable, Equatable {
     public var release: String
     /// Shell commands that install it (`{release}` is replaced, shell-quoted).
     /// Default: `apt-get install -y linux-image-{release}`; with `bootloader: grub-bls`,
-    /// `dnf install -y kernel-{release}` (`KernelSpec.dnfInstall`).
+    /// `dnf install -y kernel-{release}` (`KernelSpec.dnfInstall`); with `bootloader: auto`,
+    /// each host's driver's default (`installGiven` false).
     public var install: [String]
+    /// Whether the plan gave `kernel.install` (false: `install` is the default).
+    public var installGiven: Bool
     /// Minimum free space on /boot before installing.
     public var minBootFreeBytes: UInt64
     /// Package files on rollctl's machine, shipped to every host over its SSH session and
@@ -73,11 +76,12 @@ public struct KernelSpec: Sendable, Equatable {
     public static let aptInstall = ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-{release}"]
     public static let dnfInstall = ["dnf install -y kernel-{release}"]
 
-    public init(release: String, install: [String] = KernelSpec.aptInstall,
+    public init(release: String, install: [String]? = nil,
                 minBootFreeBytes: UInt64 = 64 << 20, packages: [KernelPackage] = [], uploadParallel: Int = 8,
                 uploadBandwidth: UInt64? = nil) {
         self.release = release
-        self.install = install
+        self.install = install ?? KernelSpec.aptInstall
+        self.installGiven = install != nil
         self.minBootFreeBytes = minBootFreeBytes
         self.packages = packages
         self.uploadParallel = uploadParallel
@@ -110,6 +114,9 @@ public struct KernelPackage: Sendable, Equatable {
 
 /// How the new kernel is booted once, made default, and how the old default is restored.
 public enum Bootloader: Sendable, Equatable {
+    /// Each host's bootloader told from its files by the survey (`BootloaderDetection`), and
+    /// journaled per host: the default. A host it cannot tell is refused before anything is touched.
+    case auto
     /// rollctl finds the release's menu entry in `/boot/grub/grub.cfg` and runs
     /// `grub-reboot` / `grub-set-default` with it (needs `GRUB_DEFAULT=saved`).
     case grub

@@ -9,7 +9,7 @@ extension PlanLoader {
     /// At most this many files in `kernel.packages`.
     static let maxPackages = 64
     static let bootloaderKeys = ["type", "stage", "commit", "rollback"]
-    static let bootloaderTypes = ["grub", "grub-bls", "systemd-boot", "custom"]
+    static let bootloaderTypes = ["auto", "grub", "grub-bls", "systemd-boot", "custom"]
 }
 
 extension PlanParser {
@@ -27,7 +27,7 @@ extension PlanParser {
                     }
                 }
             case "install":
-                if let list = commands(v, "kernel.install", placeholders: ["release"]) { spec.install = list }
+                if let list = commands(v, "kernel.install", placeholders: ["release"]) { spec.install = list; spec.installGiven = true }
             case "min_boot_free":
                 if let b = size(v, "kernel.min_boot_free") { spec.minBootFreeBytes = b }
             case "packages":
@@ -170,6 +170,7 @@ extension PlanParser {
         // `bootloader: grub` is a short form of `{type: grub}`.
         if case let .scalar(s) = node {
             switch s.string {
+            case "auto": return .auto
             case "grub": return .grub
             case "grub-bls": return .grubBLS
             case "systemd-boot": return .systemdBoot
@@ -177,20 +178,20 @@ extension PlanParser {
                 r.error(node, "bootloader 'custom' needs its commands", hint: "write bootloader: {type: custom, stage: [...], commit: [...], rollback: [...]}")
                 return nil
             default:
-                r.error(node, "bootloader must be grub, grub-bls, systemd-boot or custom, found '\(Inventory.printable(s.string))'",
+                r.error(node, "bootloader must be auto, grub, grub-bls, systemd-boot or custom, found '\(Inventory.printable(s.string))'",
                         hint: nearest(s.string, in: PlanLoader.bootloaderTypes).map { "did you mean '\($0)'?" })
                 return nil
             }
         }
         guard let pairs = r.mapping(node, "bootloader", allowed: PlanLoader.bootloaderKeys) else { return nil }
-        var type = "grub"
+        var type = "auto"
         var stage: [String]?, commit: [String]?, rollback: [String]?
         for (k, _, v) in pairs {
             switch k {
             case "type":
                 if let t = r.string(v, "bootloader.type") {
                     if PlanLoader.bootloaderTypes.contains(t) { type = t } else {
-                        r.error(v, "bootloader.type must be grub, grub-bls, systemd-boot or custom, found '\(Inventory.printable(t))'",
+                        r.error(v, "bootloader.type must be auto, grub, grub-bls, systemd-boot or custom, found '\(Inventory.printable(t))'",
                                 hint: nearest(t, in: PlanLoader.bootloaderTypes).map { "did you mean '\($0)'?" })
                         return nil
                     }
@@ -218,9 +219,10 @@ extension PlanParser {
                 r.error(keyNode, "bootloader.\(k) is only for type: custom (\(type) commands are built in)", hint: "remove it, or set type: custom")
             }
             switch type {
+            case "grub": return .grub
             case "grub-bls": return .grubBLS
             case "systemd-boot": return .systemdBoot
-            default: return .grub
+            default: return .auto
             }
         }
     }

@@ -38,7 +38,7 @@ struct PlanParser {
     func parse(_ root: Node) -> Plan? {
         guard let top = r.mapping(root, "the plan", allowed: PlanLoader.topKeys) else { return nil }
         var name: String?, description: String?, kernel: KernelSpec?, inventory: String?
-        var bootloader = Bootloader.grub
+        var bootloader = Bootloader.auto
         var selection = Selection(), waves = WaveSpec(), reboot = RebootSpec(), gate = GateSettings()
         var notify: NotifySpec?
         var failure = FailurePolicy()
