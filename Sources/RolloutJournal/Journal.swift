@@ -217,6 +217,12 @@ public final class Journal: Sendable {
             // rollout is created (`bootloader: auto` detects it per host): steps, resume and rollback use it.
             try db.script("ALTER TABLE host ADD COLUMN bootloader TEXT")
         }),
+        ("v13-host-lock-index", { db in
+            // A host's lock is released when it reaches its end (`releaseLock(rolloutID:host:)`,
+            // by rollout and name): without this, a scan of every lock of every rollout per host,
+            // quadratic in the fleet (bench-core: 100k hosts took 556 s instead of ~60).
+            try db.script("CREATE INDEX host_lock_rollout ON host_lock(rollout_id, name)")
+        }),
     ]
 
     /// A value-type formatter made once (building an ISO8601DateFormatter per timestamp
