@@ -276,6 +276,11 @@ struct SetCommand: ParsableCommand {
           boot_delay=DUR  boot_jitter=DUR  panic=BOOL  panic_delay=DUR
           never_return=BOOL  boot_full=BOOL
           rekey_at_boot=BOOL   (a new SSH host key at the next boot, as after a reinstall)
+          boot_abstraction=WORDS  boot_fs=WORD   (what grub-probe says /boot/grub is on: lvm,
+                               diskfilter,mdraid1x, cryptodisk…; btrfs, zfs; default none and ext2)
+        Host files (debian; changed now, as an admin would):
+          grub_default=VALUE  grub_recordfail_timeout=N   (a line of /etc/default/grub; empty: none)
+          recordfail=BOOL      (Ubuntu's recordfail=1 in /boot/grub/grubenv)
         Actions (now):
           sshd=stop[:DUR]|start   drop=DUR|on|off   power=cycle|off|on
         Example: fleetsim set web-003 site=reset oom_per_min=2
@@ -333,8 +338,16 @@ struct SetCommand: ParsableCommand {
             }
         case "power":
             guard ["on", "off", "cycle"].contains(value) else { throw FleetsimError("power: expected on, off or cycle", exitCode: 2) }
-        case "boot_full", "rekey_at_boot":
+        case "boot_full", "rekey_at_boot", "recordfail":
             guard ["true", "false", ""].contains(value) else { throw FleetsimError("\(key): expected true or false", exitCode: 2) }
+        case "boot_abstraction", "boot_fs":
+            guard value.count <= 64, value.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-,".contains($0)) }), key == "boot_abstraction" || !value.contains(",") else {
+                throw FleetsimError("\(key): expected \(key == "boot_fs" ? "a file system name (btrfs)" : "abstraction names, comma-separated (lvm or diskfilter,mdraid1x)")", exitCode: 2)
+            }
+        case "grub_default", "grub_recordfail_timeout":
+            guard value.count <= 128, value.allSatisfy({ $0.isASCII && !$0.isNewline && $0 != "\0" }), key == "grub_default" || value.isEmpty || Int(value) != nil else {
+                throw FleetsimError("\(key): expected \(key == "grub_default" ? "one line of ASCII (saved, 0)" : "a number of seconds (-1: forever)")", exitCode: 2)
+            }
         default:
             var b = Behaviour()
             if value.isEmpty {
@@ -346,7 +359,7 @@ struct SetCommand: ParsableCommand {
     }
 
     func unknown(_ key: String) -> FleetsimError {
-        FleetsimError("unknown key '\(key)'; known: \((Behaviour.keys + ["boot_full", "rekey_at_boot", "sshd", "drop", "power"]).joined(separator: ", "))", exitCode: 2)
+        FleetsimError("unknown key '\(key)'; known: \((Behaviour.keys + ["boot_full", "rekey_at_boot", "boot_abstraction", "boot_fs", "grub_default", "grub_recordfail_timeout", "recordfail", "sshd", "drop", "power"]).joined(separator: ", "))", exitCode: 2)
     }
 }
 

@@ -67,6 +67,8 @@ public enum Shims {
             return try grubSetEntry(name: name, file: hp.grubEnv, args: args, &o)
         case "grub-editenv":
             return try grubEditenv(hp: hp, tool: name, defaultFile: hp.grubEnv, args: args, &o)
+        case "grub-probe":
+            return grubProbe(hp: hp, args: args, &o)
         case "reboot", "shutdown":
             if name == "shutdown" && !(args.contains("-r") || args.contains("--reboot")) {
                 o.err("fleetsim: shutdown without -r (power off) is not simulated; use `fleetsim set HOST power=off`")
@@ -231,6 +233,33 @@ public enum Shims {
             try Grub.writeEnv(file, [])
         default:
             o.err("\(tool): error: unrecognized command `\(cmd)'.")
+            return 1
+        }
+        return 0
+    }
+
+    // MARK: grub-probe
+
+    /// `grub-probe --target=abstraction|fs PATH`: what /boot is on, from the host's live settings
+    /// (`fleetsim set HOST boot_abstraction=lvm boot_fs=btrfs`): no abstraction and ext2 by default.
+    static func grubProbe(hp: HostPaths, args: [String], _ o: inout Out) -> Int32 {
+        var target: String?, paths: [String] = [], rest = args[...]
+        while let a = rest.popFirst() {
+            if a.hasPrefix("--target=") { target = String(a.dropFirst("--target=".count)) }
+            else if a == "-t" || a == "--target" { target = rest.popFirst() }
+            else if !a.hasPrefix("-") { paths.append(a) }
+        }
+        guard paths.count == 1 else {
+            o.err("grub-probe: error: one argument expected.")
+            return 1
+        }
+        let live = LiveOverrides.load(hp.live).lines
+        func value(_ key: String, _ fallback: String) -> String { live.last { $0.0 == key }?.1 ?? fallback }
+        switch target ?? "fs" {
+        case "abstraction": o.out(value("boot_abstraction", "").replacingOccurrences(of: ",", with: " "))
+        case "fs": o.out(value("boot_fs", "ext2"))
+        default:
+            o.err("fleetsim: grub-probe --target=\(target ?? "") is not simulated (abstraction and fs are)")
             return 1
         }
         return 0

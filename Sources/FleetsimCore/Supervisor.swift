@@ -567,6 +567,22 @@ public final class Supervisor {
                 h.dropUntil = d.map { t + $0 }
             }
             log("\(h.cfg.name): drop=\(value)")
+        case "grub_default", "grub_recordfail_timeout":
+            // A line of the host's /etc/default/grub (empty: none), as an admin would edit it.
+            let file = h.paths.root + "/etc-default/grub", name = key.uppercased()
+            var lines = (readFile(file) ?? "").split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix(name + "=") }.map(String.init)
+            while lines.last == "" { lines.removeLast() }
+            if !value.isEmpty { lines.append("\(name)=\(value)") }
+            replaceFile(file, lines.joined(separator: "\n") + "\n")
+            log("\(h.cfg.name): \(name)=\(value) in /etc/default/grub")
+        case "recordfail":
+            // Ubuntu's grubenv flag of a boot that did not finish.
+            do {
+                if value == "true" || value == "1" { try Grub.setEnv(h.paths.grubEnv, "recordfail", "1") } else { try Grub.unsetEnv(h.paths.grubEnv, "recordfail") }
+                log("\(h.cfg.name): recordfail=\(value)")
+            } catch {
+                log("\(h.cfg.name): recordfail: \(error)")
+            }
         case "power":
             log("\(h.cfg.name): power=\(value)")
             switch value {

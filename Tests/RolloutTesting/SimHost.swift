@@ -8,7 +8,7 @@ import RolloutConfig
 
 /// A Debian host in memory that answers exactly the commands rollctl sends one: the facts
 /// loop, `grub.cfg` (fleetsim's generator), `/boot` space, apt, `grub-set-default`,
-/// `grub-reboot`, the host lease, and an instant reboot that follows GRUB's one-shot and
+/// `grub-reboot`, the GRUB safety checks (`setGrub`), the host lease, and an instant reboot that follows GRUB's one-shot and
 /// saved choice. As a `rhel` host (`flavour:`): `grubby --info=ALL` of its BLS entries
 /// (`<machine-id>-<release>`), `dnf install` making the new kernel the saved default as
 /// UPDATEDEFAULT=yes does, `grub2-set-default`, `grub2-reboot`, `grubby --set-default`. Unknown commands exit 127, so a change in what the orchestrator sends
@@ -104,6 +104,27 @@ public actor SimHost: RemoteHost {
         bootFiles ?? (flavour == .rhel
             ? "ID=\"rhel\"\nID_LIKE=\"fedora\"\nfound /boot/grub2/grub.cfg\nfound /boot/loader/entries/*.conf\nfound grubby\nfound bootctl\n"
             : "ID=debian\nfound /boot/grub/grub.cfg\nfound bootctl\n")
+    }
+
+    /// What `GrubSafety.command` reads on a debian host: `GRUB_DEFAULT` (nil: not set),
+    /// `GRUB_RECORDFAIL_TIMEOUT`, `grub-probe`'s abstraction and fs for /boot/grub, grubenv's recordfail.
+    public private(set) var grubDefault: String? = "saved"
+    public private(set) var recordfailTimeout: String?
+    public private(set) var bootAbstraction = ""
+    public private(set) var bootFS = "ext2"
+    public private(set) var recordfail = false
+    public func setGrub(default value: String? = "saved", recordfailTimeout: String? = nil, abstraction: String = "", fs: String = "ext2", recordfail: Bool = false) {
+        grubDefault = value
+        self.recordfailTimeout = recordfailTimeout
+        bootAbstraction = abstraction
+        bootFS = fs
+        self.recordfail = recordfail
+    }
+    var grubSafetyText: String {
+        guard flavour == .debian else { return "" }
+        return "@@rollctl-file grub-safety\ndefaults ok\n" + (grubDefault.map { "set GRUB_DEFAULT=\($0)\n" } ?? "")
+            + (recordfailTimeout.map { "set GRUB_RECORDFAIL_TIMEOUT=\($0)\n" } ?? "")
+            + "probe abstraction ok\nabstraction \(bootAbstraction)\nprobe fs ok\nfs \(bootFS)\nenv ok\n" + (recordfail ? "env recordfail=1\n" : "") + "end\n"
     }
 
     /// Logins are refused (`auth_failed`) until this moment: a host whose sshd still answers
@@ -224,7 +245,8 @@ public actor SimHost: RemoteHost {
         switch command {
         case PlanSurvey.command:
             // The survey: the facts, then /boot's free bytes, then what tells the bootloader.
-            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n@@rollctl-file bootloader\n" + bootFilesText)
+            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n" + grubSafetyText + "@@rollctl-file bootloader\n" + bootFilesText)
+        case GrubSafety.command where flavour == .debian: return ok(grubSafetyText)
         case HostFacts.command:
             let files: [(String, String)] = [
                 ("/proc/sys/kernel/osrelease", release + "\n"),

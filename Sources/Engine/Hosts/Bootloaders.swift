@@ -43,6 +43,12 @@ public protocol BootloaderDriver: Sendable {
     /// What installs the kernel on this bootloader's hosts when the plan says `bootloader: auto`
     /// and no `kernel.install` (apt on Debian's GRUB, dnf on RHEL's).
     var defaultInstall: [String] { get }
+    /// A read-only command the check step runs on the host (nil: none), and what its output
+    /// says: an error fails the host's check, before anything on it changes.
+    var preflight: String? { get }
+    func preflightFindings(_ output: String) -> [BootloaderFinding]
+    /// The dry-run's words for what `preflight` checks.
+    var preflightDescription: String? { get }
 }
 
 extension BootloaderDriver {
@@ -53,6 +59,9 @@ extension BootloaderDriver {
     public var notes: [String] { [] }
     public func stageDescription(release: String) -> String { "boot \(release) once" }
     public var defaultInstall: [String] { KernelSpec.aptInstall }
+    public var preflight: String? { nil }
+    public func preflightFindings(_ output: String) -> [BootloaderFinding] { [] }
+    public var preflightDescription: String? { nil }
 }
 
 public enum BootloaderDrivers {
@@ -119,6 +128,14 @@ public struct GrubDriver: BootloaderDriver {
     }
     public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
         previousEntry.map { ["grub-set-default " + shellQuote($0)] } ?? []
+    }
+    /// GRUB_DEFAULT=saved, /boot/grub where GRUB can write grubenv, Ubuntu's recordfail (`GrubSafety`).
+    public var preflight: String? { GrubSafety.command }
+    public func preflightFindings(_ output: String) -> [BootloaderFinding] {
+        GrubSafety.parse(output)?.findings ?? [.init(.error, "the GRUB checks (GRUB_DEFAULT, grub-probe, grubenv) printed nothing readable: boot-once cannot be shown to be safe")]
+    }
+    public var preflightDescription: String? {
+        "GRUB_DEFAULT=saved in /etc/default/grub (else fail), /boot/grub not on LVM, RAID, LUKS, btrfs or zfs (grub-probe: GRUB must write grubenv at boot; else fail), no recordfail=1 left in grubenv (a warning; a failure with GRUB_RECORDFAIL_TIMEOUT=-1)"
     }
 }
 

@@ -15,9 +15,9 @@ extension Orchestrator {
     // fails the host (journaled); a failure to journal is thrown: the run stops
     // (`stopBlind`) rather than go on without a record.
 
-    /// pending → checked: reachable, the host's lease (no other rollout, from any journal,
-    /// holds it), current release and boot id, the running kernel's boot entry (what
-    /// rollback restores), free space on /boot.
+    /// pending → checked: reachable, the driver's pre-check (`BootloaderDriver.preflight`: grub's
+    /// `GrubSafety`), the host's lease (no other rollout, from any journal, holds it), current
+    /// release and boot id, the running kernel's boot entry (what rollback restores), free space on /boot.
     func check(_ name: String) async throws {
         guard let h = try journal.host(rolloutID, name), h.state == .pending else { return }
         do {
@@ -41,6 +41,17 @@ extension Orchestrator {
                 return say(name, "skipped: already runs \(release)")
             }
             let bootloader = try self.bootloader(h)
+            // What makes the driver's boot-once safe (grub: GRUB_DEFAULT=saved, grubenv writable at
+            // boot, recordfail): read before the host lease, so a host that fails has nothing written.
+            if let preflight = bootloader.preflight {
+                let findings = bootloader.preflightFindings(try await mustRun(host, preflight, "check the \(bootloader.name) bootloader"))
+                for w in findings where w.severity == .warning {
+                    try await journal.event(rolloutID, host: name, kind: .info, "warning: \(w.message)")
+                    say(name, "warning: \(w.message)", problem: true)
+                }
+                let errors = findings.filter { $0.severity == .error }.map(\.message)
+                if !errors.isEmpty { return try await fail(name, errors.joined(separator: "; ")) }
+            }
             guard try await takeHostLease(name, host) else { return }
             var oldEntry: String? = nil
             if let listing = bootloader.entryListing {

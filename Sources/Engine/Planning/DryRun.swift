@@ -33,6 +33,8 @@ public struct DryRunFacts: Sendable {
     public var packages: [ShippedPackage] = []
     /// Host name -> what its files tell of its bootloader (`bootloader: auto`), when online.
     public var bootloaders: [String: BootloaderDetection] = [:]
+    /// Host name -> what makes GRUB's boot-once safe on it (`GrubSafety`), when online.
+    public var grubSafety: [String: GrubSafety] = [:]
     /// `bootloader: auto`: the boot entry listing read from the first host of each other driver, by host name.
     public var entryListings: [String: String] = [:]
 
@@ -79,6 +81,8 @@ public struct DryRunPreview: Sendable, Codable, Equatable {
         public var via: String?
         /// Its bootloader driver (`grub`, `grub-bls`, …); nil when `bootloader: auto` cannot tell it (or offline).
         public var bootloader: String?
+        /// What its driver's pre-check would find (grub: `GrubSafety`), online; an error fails its check step.
+        public var bootloaderFindings: [BootloaderFinding]?
     }
     public struct Wave: Sendable, Codable, Equatable {
         public var number: Int
@@ -223,13 +227,19 @@ public enum DryRun {
         let auto = plan.bootloader == .auto
         var choice: (drivers: [String: String], errors: [InputError]) = ([:], [])
         if !(auto && facts.offline) { choice = BootloaderChoice.resolve(plan: plan, hosts: layout.waves.flatMap(\.hosts), detected: facts.bootloaders) }
+        // A grub host's pre-check findings, from what the survey read (nil: not a grub host, or not read).
+        func grubFindings(_ host: String) -> [BootloaderFinding]? {
+            let name = auto ? choice.drivers[host] : BootloaderDrivers.driver(for: plan.bootloader).name
+            guard name == GrubDriver().name, let g = facts.grubSafety[host] else { return nil }
+            return g.findings
+        }
         func ref(_ h: InventoryHost) -> DryRunPreview.HostRef {
             let f = facts.hostFacts[h.name]
             return .init(name: h.name, address: h.address, labels: h.labels, currentRelease: facts.releases[h.name],
                          customers: customers.map { $0.customers(onHost: h.name).count },
                          sunreclaimBytes: f?.memory.sUnreclaim, sunreclaimShare: f?.memory.sUnreclaimShare,
                          uptimeSeconds: f?.uptimeSeconds, oomKills: f?.oomKill, bootFreeBytes: facts.bootFree[h.name],
-                         via: facts.bastions[h.name], bootloader: choice.drivers[h.name])
+                         via: facts.bastions[h.name], bootloader: choice.drivers[h.name], bootloaderFindings: grubFindings(h.name))
         }
         let total = layout.waves.reduce(0) { $0 + $1.hosts.count }
         var done = 0
@@ -311,6 +321,11 @@ public enum DryRun {
                 + (short.count > 10 ? " and \(short.count - 10) more" : "")
             notes.append("\(short.count) host\(short.count == 1 ? " has" : "s have") less than kernel.min_boot_free (\(Quantity.formatBytes(plan.kernel.minBootFreeBytes))) free on /boot and will fail the check step: \(list)")
         }
+        for h in layout.waves.flatMap(\.hosts) {
+            for f in grubFindings(h.name) ?? [] {
+                notes.append("\(h.name): " + (f.severity == .error ? "its check step will fail: " : "warning: ") + f.message)
+            }
+        }
         if !layout.skipped.filter({ $0.reason.hasPrefix("unreachable") }).isEmpty {
             notes.append("unreachable hosts are left out; they stay on their current kernel")
         }
@@ -376,8 +391,9 @@ public enum DryRun {
         let oldEntry = listing == nil ? nil : previousRelease.flatMap { p in grubConfig.flatMap { bootloader.entry(in: $0, release: p) } }
             ?? bootloader.expectedEntry(in: nil, release: prev, like: nil)
         var steps: [DryRunPreview.Step] = []
-        steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; take this rollout's lease on the host (\(HostLease.path), under flock: refused while another rollout, from any journal, holds it); need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot",
-                           commands: [HealthGate.HostFacts.command, HostCommands.bootFree]))
+        steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; take this rollout's lease on the host (\(HostLease.path), under flock: refused while another rollout, from any journal, holds it); need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot"
+                               + (bootloader.preflightDescription.map { "; \(bootloader.name): " + $0 } ?? ""),
+                           commands: [HealthGate.HostFacts.command] + (bootloader.preflight.map { [$0] } ?? []) + [HostCommands.bootFree]))
         if plan.kernel.packages.isEmpty {
             steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan, bootloader: bootloader)))
         } else {

@@ -7,12 +7,14 @@ import RolloutConfig
 /// What `plan apply --dry-run` reads from each host, in one read-only SSH
 /// round trip: the `HostFacts` files (release, boot id, uptime, memory, OOM
 /// counter), the free space on `/boot` and what tells its bootloader
-/// (`BootloaderDetection`, for `bootloader: auto`). Nothing is written anywhere.
+/// (`BootloaderDetection`, for `bootloader: auto`), and what makes GRUB's boot-once safe
+/// (`GrubSafety`, shown by the dry-run for `grub` hosts). Nothing is written anywhere.
 public struct PlanSurvey: Sendable {
     /// `HostFacts.command`, then a `boot-free` section with `df`'s available bytes, then
-    /// `BootloaderDetection.command`'s section.
+    /// `GrubSafety.command`'s section (ended by its `end` line), then `BootloaderDetection.command`'s
+    /// (last: what the host printed before it cannot forge it).
     public static let command = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1; "
-        + BootloaderDetection.command
+        + GrubSafety.command + "; " + BootloaderDetection.command
 
     /// The facts, and /boot's free bytes when `df` gave a number.
     public static func parse(_ output: String) -> (facts: HostFacts, bootFreeBytes: UInt64?) {
@@ -29,6 +31,8 @@ public struct PlanSurvey: Sendable {
         public var bootFree: [String: UInt64] = [:]
         /// Host name -> what its files tell of its bootloader (every host read).
         public var bootloaders: [String: BootloaderDetection] = [:]
+        /// Host name -> its GRUB safety facts (hosts whose section was read whole).
+        public var grubSafety: [String: GrubSafety] = [:]
         /// Host name -> why it could not be read (`[code] message` for SSH errors).
         public var unreachable: [String: String] = [:]
     }
@@ -111,6 +115,7 @@ public struct PlanSurvey: Sendable {
             out.hostFacts[name] = facts
             if let free { out.bootFree[name] = free }
             out.bootloaders[name] = BootloaderDetection.parse(r.stdout)
+            if let g = GrubSafety.parse(r.stdout) { out.grubSafety[name] = g }
         }
         return out
     }

@@ -149,6 +149,7 @@ struct PlanApply: AsyncParsableCommand {
             facts.bootFree = survey.bootFree
             facts.unreachable = survey.unreachable
             facts.bootloaders = survey.bootloaders
+            facts.grubSafety = survey.grubSafety
             // The example host's menu (with its own driver), to show the exact GRUB entry paths.
             let layout = WavePlanner.plan(p, inventory: loaded.inventory, currentRelease: facts.releases, unreachable: facts.unreachable,
                                           customers: loaded.customers)
