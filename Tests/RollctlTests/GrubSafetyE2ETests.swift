@@ -43,6 +43,8 @@ struct GrubSafetyE2ETests {
 
         let r = try fleet.apply(path)
         #expect(r.status == 0, "\(r.output)")
+        // Completed, and it says on how many hosts: two failed their check within the budget.
+        #expect(r.output.contains("completed: 3 of 5 hosts committed to 6.1.0-19-hosting; 2 failed within the failure budget (web-002, web-004)"), "\(r.output)")
         #expect(r.output.contains("warning: grubenv has recordfail=1"), "\(r.output)")
         let show = try fleet.lastRollout()
         #expect(show["state"] as? String == "completed", "\(r.output)")

@@ -77,7 +77,16 @@ extension Orchestrator {
         }
         try journal.setRolloutState(rolloutID, .completed)
         try journal.releaseSettledLocks(rolloutID: rolloutID)
-        say(nil, "rollout \(rolloutID) completed: every host committed to \(plan.kernel.release)")
+        // Hosts that failed within the plan's failure budget: the rollout completed, but not on them.
+        let failed = try journal.hosts(rolloutID, in: [.failed, .rolledBack, .rollbackFailed]).map(\.name).sorted()
+        if failed.isEmpty {
+            say(nil, "rollout \(rolloutID) completed: every host committed to \(plan.kernel.release)")
+        } else {
+            let committed = try journal.count(rolloutID, in: [.committed], wave: 0).all
+            let names = failed.prefix(10).joined(separator: ", ") + (failed.count > 10 ? ", …" : "")
+            say(nil, "rollout \(rolloutID) completed: \(committed) of \(committed + failed.count) hosts committed to \(plan.kernel.release); "
+                + "\(failed.count) failed within the failure budget (\(names))", problem: true)
+        }
         return .completed
     }
 
