@@ -302,7 +302,8 @@ final class PostgresStore: @unchecked Sendable {
 
     init(conninfo: String) throws {
         var settings = ["application_name": "rollctl"]
-        for (key, value) in Self.networkDefaults where !conninfo.contains(key) { settings[key] = value }
+        // A keyword the URL or conninfo sets (`keepalives_idle=` is not `keepalives=`) is left alone.
+        for (key, value) in Self.networkDefaults where !conninfo.contains(key + "=") { settings[key] = value }
         connection = try PostgresConnection(conninfo: conninfo, settings: settings)
         try connection.executeScript(Self.sessionSetup)
     }

@@ -43,10 +43,8 @@ public struct BootloaderDetection: Sendable, Equatable {
     /// forge the one printed last). Bounded: 4 KiB and 32 lines of it; unknown lines are ignored.
     public static func parse(_ output: String) -> BootloaderDetection {
         var d = BootloaderDetection()
-        guard let r = output.range(of: marker + "\n", options: .backwards) else { return d }
-        let section = String(decoding: output[r.upperBound...].utf8.prefix(4096), as: UTF8.self)
-        for raw in section.split(whereSeparator: \.isNewline).prefix(32) {
-            let line = raw.prefix(256)
+        guard let lines = lastSection(of: output, after: marker, lines: 32) else { return d }
+        for line in lines {
             if line.hasPrefix("ID=") {
                 d.id = word(line.dropFirst(3))
             } else if line.hasPrefix("ID_LIKE=") {
@@ -144,4 +142,13 @@ public enum BootloaderChoice {
             return "\(name) on \(hosts.count)\(i == 0 ? " host\(hosts.count == 1 ? "" : "s")" : "") (\(list))"
         }.joined(separator: ", ")
     }
+}
+
+/// The lines after the last `marker` line of a host's output (a section one of the survey's or
+/// check step's commands printed): at most 4 KiB, `lines` lines of 256 characters each, so a
+/// hostile host cannot make the parsers work on megabytes. Nil when there is no such line.
+func lastSection(of output: String, after marker: String, lines: Int) -> [Substring]? {
+    guard let r = output.range(of: marker + "\n", options: .backwards) else { return nil }
+    let section = String(decoding: output[r.upperBound...].utf8.prefix(4096), as: UTF8.self)
+    return section.split(whereSeparator: \.isNewline).prefix(lines).map { $0.prefix(256) }
 }

@@ -57,12 +57,11 @@ public struct GrubSafety: Sendable, Equatable {
     /// Reads `command`'s section of `output` (its last one); nil when there is none or it did not
     /// reach its `end`. Bounded: 4 KiB and 48 lines of 256 characters; unknown lines are ignored.
     public static func parse(_ output: String) -> GrubSafety? {
-        guard let r = output.range(of: marker + "\n", options: .backwards) else { return nil }
-        let section = String(decoding: output[r.upperBound...].utf8.prefix(4096), as: UTF8.self)
+        guard let lines = lastSection(of: output, after: marker, lines: 48) else { return nil }
         var s = GrubSafety(), probe: [String: Bool] = [:], envOK: Bool?, complete = false
         var abstraction: [String] = [], fs: [String] = [], env: [String] = []
-        for raw in section.split(whereSeparator: \.isNewline).prefix(48) {
-            let line = String(raw.prefix(256))
+        for raw in lines {
+            let line = String(raw)
             func rest(_ p: String) -> String? { line.hasPrefix(p) ? String(line.dropFirst(p.count)) : nil }
             if line == "end" { complete = true; break }
             if let d = rest("defaults ") { s.defaults = Defaults(rawValue: d) }
