@@ -276,7 +276,7 @@ struct SetCommand: ParsableCommand {
           boot_delay=DUR  boot_jitter=DUR  panic=BOOL  panic_delay=DUR
           never_return=BOOL  boot_full=BOOL
           rekey_at_boot=BOOL   (a new SSH host key at the next boot, as after a reinstall)
-          boot_abstraction=WORDS  boot_fs=WORD   (what grub-probe says /boot/grub is on: lvm,
+          boot_abstraction=WORDS  boot_fs=WORD   (what grub-probe (grub2-probe) says /boot/grub is on: lvm,
                                diskfilter,mdraid1x, cryptodisk…; btrfs, zfs; default none and ext2)
         Host files (debian; changed now, as an admin would):
           grub_default=VALUE  grub_recordfail_timeout=N   (a line of /etc/default/grub; empty: none)

@@ -8,7 +8,7 @@ extension Shims {
     static let flavourOf: [String: Flavour] = [
         "apt-get": .debian, "dpkg": .debian, "update-grub": .debian, "grub-reboot": .debian, "grub-set-default": .debian, "grub-editenv": .debian,
         "grub-probe": .debian,
-        "dnf": .rhel, "rpm": .rhel, "grubby": .rhel, "grub2-reboot": .rhel, "grub2-set-default": .rhel, "grub2-editenv": .rhel,
+        "dnf": .rhel, "rpm": .rhel, "grubby": .rhel, "grub2-reboot": .rhel, "grub2-set-default": .rhel, "grub2-editenv": .rhel, "grub2-probe": .rhel,
     ]
 
     // MARK: dnf

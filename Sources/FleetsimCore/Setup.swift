@@ -28,12 +28,12 @@ public struct UpOptions: Sendable {
 /// Names of the commands fleetsim shims inside each host. Every host has them all; a command
 /// of another flavour answers as a shell does for a command that is not installed (`Shims`).
 public let shimNames = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv", "grub-probe",
-                        "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv",
+                        "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv", "grub2-probe",
                         "reboot", "systemctl", "shutdown", "uname", "hostname"]
 /// Shims also bind-mounted over the real binary of that name (so absolute paths hit the shim too:
 /// a rhel host's `apt-get` is the shim saying it is not installed, never the machine's apt).
 let shimsOverReal: Set<String> = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv", "grub-probe",
-                                  "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv",
+                                  "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv", "grub2-probe",
                                   "reboot", "systemctl", "shutdown"]
 
 public enum Setup {

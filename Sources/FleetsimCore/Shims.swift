@@ -49,6 +49,7 @@ public enum Shims {
             case "grubby": return try grubby(hp: hp, args: args, &o)
             case "grub2-reboot", "grub2-set-default": return try grubSetEntry(name: name, file: hp.grub2Env, args: args, &o)
             case "grub2-editenv": return try grubEditenv(hp: hp, tool: name, defaultFile: hp.grub2Env, args: args, &o)
+            case "grub2-probe": return grubProbe(hp: hp, tool: name, args: args, &o)
             default: break
             }
         }
@@ -68,7 +69,7 @@ public enum Shims {
         case "grub-editenv":
             return try grubEditenv(hp: hp, tool: name, defaultFile: hp.grubEnv, args: args, &o)
         case "grub-probe":
-            return grubProbe(hp: hp, args: args, &o)
+            return grubProbe(hp: hp, tool: name, args: args, &o)
         case "reboot", "shutdown":
             if name == "shutdown" && !(args.contains("-r") || args.contains("--reboot")) {
                 o.err("fleetsim: shutdown without -r (power off) is not simulated; use `fleetsim set HOST power=off`")
@@ -240,9 +241,10 @@ public enum Shims {
 
     // MARK: grub-probe
 
-    /// `grub-probe --target=abstraction|fs PATH`: what /boot is on, from the host's live settings
-    /// (`fleetsim set HOST boot_abstraction=lvm boot_fs=btrfs`): no abstraction and ext2 by default.
-    static func grubProbe(hp: HostPaths, args: [String], _ o: inout Out) -> Int32 {
+    /// `grub-probe --target=abstraction|fs PATH` (`grub2-probe` on RHEL): what /boot is on, from the
+    /// host's live settings (`fleetsim set HOST boot_abstraction=lvm boot_fs=btrfs`): no abstraction
+    /// and ext2 by default.
+    static func grubProbe(hp: HostPaths, tool: String, args: [String], _ o: inout Out) -> Int32 {
         var target: String?, paths: [String] = [], rest = args[...]
         while let a = rest.popFirst() {
             if a.hasPrefix("--target=") { target = String(a.dropFirst("--target=".count)) }
@@ -250,7 +252,7 @@ public enum Shims {
             else if !a.hasPrefix("-") { paths.append(a) }
         }
         guard paths.count == 1 else {
-            o.err("grub-probe: error: one argument expected.")
+            o.err("\(tool): error: one argument expected.")
             return 1
         }
         let live = LiveOverrides.load(hp.live).lines
@@ -259,7 +261,7 @@ public enum Shims {
         case "abstraction": o.out(value("boot_abstraction", "").replacingOccurrences(of: ",", with: " "))
         case "fs": o.out(value("boot_fs", "ext2"))
         default:
-            o.err("fleetsim: grub-probe --target=\(target ?? "") is not simulated (abstraction and fs are)")
+            o.err("fleetsim: \(tool) --target=\(target ?? "") is not simulated (abstraction and fs are)")
             return 1
         }
         return 0

@@ -49,6 +49,15 @@ struct AutoBootloaderE2ETests {
         #expect(try CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.isEmpty)
         _ = try exec(fleet, "mv /boot/grub/grub.cfg.away /boot/grub/grub.cfg 2>/dev/null; true")
 
+        // fleet facts shows what auto would pick per host, and the distribution it read.
+        let facts = try CLI.run(["fleet", "facts", "-i", fleet.dir + "/fleet/inventory.yaml", "--json"])
+        let factsHosts = facts.json.filter { $0["type"] as? String == "host" }
+        #expect(Dictionary(uniqueKeysWithValues: factsHosts.map { ($0["name"] as! String, $0["bootloader"] as? String ?? "-") }) == expected, "\(facts.output)")
+        #expect(Set(factsHosts.compactMap { $0["os_id"] as? String }) == ["debian", "rhel"], "\(facts.output)")
+        let factsText = try CLI.run(["fleet", "facts", "-i", fleet.dir + "/fleet/inventory.yaml"])
+        #expect(factsText.lines.first?.contains("BOOTLOADER") == true, "\(factsText.output)")
+        #expect(factsText.lines.contains { $0.hasPrefix("web-003 ") && $0.contains(" grub-bls ") }, "\(factsText.output)")
+
         // The dry-run: each host's driver, grouped; in --json per host; offline, decided at the survey.
         let dry = try fleet.apply(plan, ["--dry-run"])
         #expect(dry.status == 0, "\(dry.output)")

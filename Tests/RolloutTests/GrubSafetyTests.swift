@@ -72,6 +72,25 @@ import Testing
 
     /// The command itself, in a real shell on this machine (no grub-probe, no grubenv here): it
     /// runs to its `end`, quietly and briefly, and what it printed parses (grub-probe's failure reported).
+    /// RHEL's layout (the command prints `layout grub2` on a host with /boot/grub2 and no
+    /// /boot/grub/grub.cfg): the same checks, its paths and tools named; grub-bls runs them too.
+    @Test func rhelsLayoutIsCheckedTheSameAndNamedItsWay() throws {
+        let rhel = "layout grub2\n" + Self.plain
+        let g = try #require(GrubSafety.parse(Self.section(rhel)))
+        #expect(g.layout == .grub2 && g.findings.isEmpty)
+        #expect(GrubBLSDriver().preflight == GrubSafety.command)
+        #expect(GrubBLSDriver().preflightFindings(Self.section(rhel)).isEmpty)
+        let lvm = GrubBLSDriver().preflightFindings(Self.section(rhel.replacingOccurrences(of: "abstraction \n", with: "abstraction lvm\n")))
+        #expect(lvm.map(\.message) == ["/boot/grub2 is on lvm (grub2-probe --target=abstraction): GRUB cannot write grubenv at boot, so boot-once cannot fall back (next_entry is never cleared: the one-shot boot becomes permanent); use bootloader: custom, or move /boot to a plain partition"])
+        let e = try errors(rhel.replacingOccurrences(of: "set GRUB_DEFAULT=saved", with: "set GRUB_DEFAULT=0"))
+        #expect(e == ["/etc/default/grub sets GRUB_DEFAULT=0, not saved: grubby --set-default would not make the new kernel the default, and a kernel that fails to boot would not fall back to the current one; set GRUB_DEFAULT=saved in /etc/default/grub and run grub2-mkconfig -o /boot/grub2/grub.cfg"])
+        let probe = try errors(rhel.replacingOccurrences(of: "probe fs ok\nfs ext2", with: "probe fs error\nfs bash: grub2-probe: command not found"))
+        #expect(probe.first?.hasPrefix("grub2-probe --target=fs /boot/grub2 failed (bash: grub2-probe: command not found)") == true, "\(probe)")
+        // No layout line (an older rollctl's section) or an unknown one: Debian's.
+        #expect(GrubSafety.parse(Self.section(Self.plain))?.layout == .grub)
+        #expect(GrubSafety.parse(Self.section("layout grub3\n" + Self.plain))?.layout == .grub)
+    }
+
     @Test func theCommandRunsInAShell() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
@@ -85,7 +104,7 @@ import Testing
         p.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
         #expect(p.terminationStatus == 0 && errors.isEmpty, "\(String(decoding: errors, as: UTF8.self))")
-        #expect(text.hasPrefix("@@rollctl-file grub-safety\n") && text.hasSuffix("\nend\n") && text.utf8.count < 2048, "\(text)")
+        #expect(text.hasPrefix("@@rollctl-file grub-safety\nlayout grub") && text.hasSuffix("\nend\n") && text.utf8.count < 2048, "\(text)")
         let g = try #require(GrubSafety.parse(text), "\(text)")
         if FileManager.default.isExecutableFile(atPath: "/usr/sbin/grub-probe") == false && FileManager.default.isExecutableFile(atPath: "/usr/bin/grub-probe") == false {
             #expect(g.abstractionError != nil && g.fsError != nil, "\(text)")

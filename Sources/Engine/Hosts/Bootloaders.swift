@@ -172,6 +172,12 @@ public struct GrubBLSDriver: BootloaderDriver {
         [Self.setDefault(previousRelease)]
     }
     public var defaultInstall: [String] { KernelSpec.dnfInstall }
+    /// The same checks as Debian's GRUB, on RHEL's layout (`GrubSafety`: /boot/grub2, grub2-probe).
+    public var preflight: String? { GrubSafety.command }
+    public func preflightFindings(_ output: String) -> [BootloaderFinding] { GrubDriver().preflightFindings(output) }
+    public var preflightDescription: String? {
+        "GRUB_DEFAULT=saved in /etc/default/grub (else fail: RHEL ships it so), /boot/grub2 not on LVM, RAID, LUKS, btrfs or zfs (grub2-probe: GRUB must write grubenv at boot to clear the one-shot entry; else fail)"
+    }
     public func stageDescription(release: String) -> String {
         "find the BLS entry of \(release) with grubby, set the running kernel's entry back as the saved default, and boot \(release) once (GRUB_DEFAULT=saved: a kernel that fails to boot falls back to the current default)"
     }

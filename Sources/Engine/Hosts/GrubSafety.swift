@@ -12,8 +12,11 @@ public struct BootloaderFinding: Sendable, Equatable, Codable {
     }
 }
 
-/// What makes Debian's and Ubuntu's GRUB boot-once safe, read in one read-only command
-/// (`command`, in the survey's round trip and in the check step):
+/// What makes GRUB's boot-once safe, read in one read-only command (`command`, in the survey's
+/// round trip and in the check step of `grub` and `grub-bls` hosts). The command reads Debian's
+/// and Ubuntu's layout (`/boot/grub`, `grub-probe`, `grub-editenv`) or, on a host with
+/// `/boot/grub2` and no `/boot/grub/grub.cfg`, RHEL's (`/boot/grub2`, `grub2-probe`,
+/// `grub2-editenv`); below, `/boot/grub` stands for either:
 ///
 /// - `GRUB_DEFAULT=saved` (`/etc/default/grub`, then `/etc/default/grub.d/*.cfg`, the last
 ///   assignment wins as update-grub sources them): otherwise `grub-set-default` is ignored and a
@@ -25,6 +28,17 @@ public struct BootloaderFinding: Sendable, Equatable, Codable {
 ///   `GRUB_RECORDFAIL_TIMEOUT` (30 s unless set; -1: forever) at the next boot.
 public struct GrubSafety: Sendable, Equatable {
     public enum Defaults: String, Sendable { case ok, missing, unreadable }
+    /// Whose GRUB layout the host has: Debian's (`grub`) or RHEL's (`grub2`).
+    public enum Layout: String, Sendable {
+        case grub, grub2
+        /// GRUB's folder under /boot.
+        public var dir: String { "/boot/" + rawValue }
+        public var probe: String { rawValue + "-probe" }
+        public var editenv: String { rawValue + "-editenv" }
+        /// What regenerates grub.cfg from /etc/default/grub.
+        public var mkconfig: String { self == .grub ? "update-grub" : "grub2-mkconfig -o /boot/grub2/grub.cfg" }
+    }
+    public var layout: Layout = .grub
     /// Whether `/etc/default/grub` could be read.
     public var defaults: Defaults?
     /// The last `GRUB_DEFAULT` assigned, quotes dropped; nil when none is.
@@ -47,11 +61,12 @@ public struct GrubSafety: Sendable, Equatable {
 
     /// Read-only; prints at most ~2 KiB whatever the host holds, and `end` last.
     public static let command = "echo '\(marker)'; "
+        + "if [ -d /boot/grub2 ] && [ ! -e /boot/grub/grub.cfg ]; then g=grub2; else g=grub; fi; echo \"layout $g\"; "
         + "if [ ! -e /etc/default/grub ]; then echo 'defaults missing'; elif [ -r /etc/default/grub ]; then echo 'defaults ok'; else echo 'defaults unreadable'; fi; "
         + "grep -hE '^[[:space:]]*(export[[:space:]]+)?(GRUB_DEFAULT|GRUB_RECORDFAIL_TIMEOUT)=' /etc/default/grub /etc/default/grub.d/*.cfg 2>/dev/null | tail -n 8 | cut -c 1-200 | sed 's/^/set /'; "
-        + "for t in abstraction fs; do if o=$(grub-probe --target=$t /boot/grub 2>&1); then echo \"probe $t ok\"; else echo \"probe $t error\"; fi; "
+        + "for t in abstraction fs; do if o=$(\"$g-probe\" --target=$t \"/boot/$g\" 2>&1); then echo \"probe $t ok\"; else echo \"probe $t error\"; fi; "
         + "printf '%s\\n' \"$o\" | head -n 3 | cut -c 1-200 | sed \"s/^/$t /\"; done; "
-        + "if o=$(grub-editenv /boot/grub/grubenv list 2>&1); then echo 'env ok'; printf '%s\\n' \"$o\" | grep -E '^recordfail=' | head -n 1 | cut -c 1-40 | sed 's/^/env /'; "
+        + "if o=$(\"$g-editenv\" \"/boot/$g/grubenv\" list 2>&1); then echo 'env ok'; printf '%s\\n' \"$o\" | grep -E '^recordfail=' | head -n 1 | cut -c 1-40 | sed 's/^/env /'; "
         + "else echo 'env error'; printf '%s\\n' \"$o\" | head -n 1 | cut -c 1-200 | sed 's/^/env /'; fi; echo end; true"
 
     /// Reads `command`'s section of `output` (its last one); nil when there is none or it did not
@@ -65,6 +80,7 @@ public struct GrubSafety: Sendable, Equatable {
             func rest(_ p: String) -> String? { line.hasPrefix(p) ? String(line.dropFirst(p.count)) : nil }
             if line == "end" { complete = true; break }
             if let d = rest("defaults ") { s.defaults = Defaults(rawValue: d) }
+            else if let l = rest("layout ") { s.layout = Layout(rawValue: l) ?? .grub }
             else if let a = rest("set ") { s.assign(a) }
             else if let p = rest("probe ") {
                 let w = p.split(separator: " ")
@@ -131,8 +147,9 @@ public struct GrubSafety: Sendable, Equatable {
     /// What the check step (and the dry-run) says: errors fail the host.
     public var findings: [BootloaderFinding] {
         var out: [BootloaderFinding] = []
-        let fix = "set GRUB_DEFAULT=saved in /etc/default/grub and run update-grub"
-        let why = "grub-set-default would not make the new kernel the default, and a kernel that fails to boot would not fall back to the current one"
+        let (dir, probe, editenv) = (layout.dir, layout.probe, layout.editenv)
+        let fix = "set GRUB_DEFAULT=saved in /etc/default/grub and run \(layout.mkconfig)"
+        let why = "\(layout == .grub ? "grub-set-default" : "grubby --set-default") would not make the new kernel the default, and a kernel that fails to boot would not fall back to the current one"
         switch defaults {
         case .missing?:
             out.append(.init(.error, "/etc/default/grub does not exist (GRUB then boots entry 0, not the saved default): \(why); \(fix)"))
@@ -145,23 +162,23 @@ public struct GrubSafety: Sendable, Equatable {
         }
         let cannot = "GRUB cannot write grubenv at boot, so boot-once cannot fall back (next_entry is never cleared: the one-shot boot becomes permanent)"
         if let e = abstractionError {
-            out.append(.init(.error, "grub-probe --target=abstraction /boot/grub failed (\(e)): cannot tell whether GRUB can write grubenv at boot; \(Self.moveBoot)"))
+            out.append(.init(.error, "\(probe) --target=abstraction \(dir) failed (\(e)): cannot tell whether GRUB can write grubenv at boot; \(Self.moveBoot)"))
         } else if let a = abstraction, !a.isEmpty {
-            out.append(.init(.error, "/boot/grub is on \(a.joined(separator: " ")) (grub-probe --target=abstraction): \(cannot); \(Self.moveBoot)"))
+            out.append(.init(.error, "\(dir) is on \(a.joined(separator: " ")) (\(probe) --target=abstraction): \(cannot); \(Self.moveBoot)"))
         }
         if let e = fsError {
-            out.append(.init(.error, "grub-probe --target=fs /boot/grub failed (\(e)): cannot tell whether GRUB can write grubenv at boot; \(Self.moveBoot)"))
+            out.append(.init(.error, "\(probe) --target=fs \(dir) failed (\(e)): cannot tell whether GRUB can write grubenv at boot; \(Self.moveBoot)"))
         } else if let f = fs, Self.unwritableFS.contains(f) {
-            out.append(.init(.error, "/boot/grub is on \(f) (grub-probe --target=fs): \(cannot); \(Self.moveBoot)"))
+            out.append(.init(.error, "\(dir) is on \(f) (\(probe) --target=fs): \(cannot); \(Self.moveBoot)"))
         }
         let timeout = recordfailTimeout.map { $0.trimmed }
         let forever = timeout == "-1"
         if let e = envError {
-            out.append(.init(.warning, "cannot read grubenv (grub-editenv /boot/grub/grubenv list: \(e)): Ubuntu's recordfail not checked"))
+            out.append(.init(.warning, "cannot read grubenv (\(editenv) \(dir)/grubenv list: \(e)): \(layout == .grub ? "Ubuntu's recordfail not checked" : "whether a failed boot is recorded not checked")"))
         } else if let r = recordfail, r == "1" {
-            let clear = "clear it (grub-editenv /boot/grub/grubenv unset recordfail) once the host is known good"
+            let clear = "clear it (\(editenv) \(dir)/grubenv unset recordfail) once the host is known good"
             if forever {
-                out.append(.init(.error, "grubenv has recordfail=1 (a boot that did not finish) and GRUB_RECORDFAIL_TIMEOUT=-1: GRUB would wait at its menu forever at the next boot, the host would not come back unattended; \(clear), or set GRUB_RECORDFAIL_TIMEOUT to seconds and run update-grub"))
+                out.append(.init(.error, "grubenv has recordfail=1 (a boot that did not finish) and GRUB_RECORDFAIL_TIMEOUT=-1: GRUB would wait at its menu forever at the next boot, the host would not come back unattended; \(clear), or set GRUB_RECORDFAIL_TIMEOUT to seconds and run \(layout.mkconfig)"))
             } else if timeout != "0" {
                 let wait = timeout.flatMap { Int($0) }.map { "\($0) s" } ?? "30 s"
                 out.append(.init(.warning, "grubenv has recordfail=1 (a boot that did not finish): Ubuntu's GRUB will show its menu and wait \(wait) (GRUB_RECORDFAIL_TIMEOUT) at the reboot; \(clear)"))

@@ -227,10 +227,10 @@ public enum DryRun {
         let auto = plan.bootloader == .auto
         var choice: (drivers: [String: String], errors: [InputError]) = ([:], [])
         if !(auto && facts.offline) { choice = BootloaderChoice.resolve(plan: plan, hosts: layout.waves.flatMap(\.hosts), detected: facts.bootloaders) }
-        // A grub host's pre-check findings, from what the survey read (nil: not a grub host, or not read).
+        // A grub or grub-bls host's pre-check findings, from what the survey read (nil: another driver, or not read).
         func grubFindings(_ host: String) -> [BootloaderFinding]? {
             let name = auto ? choice.drivers[host] : BootloaderDrivers.driver(for: plan.bootloader).name
-            guard name == GrubDriver().name, let g = facts.grubSafety[host] else { return nil }
+            guard name == GrubDriver().name || name == GrubBLSDriver().name, let g = facts.grubSafety[host] else { return nil }
             return g.findings
         }
         func ref(_ h: InventoryHost) -> DryRunPreview.HostRef {

@@ -13,6 +13,8 @@ public struct HostSurvey: Sendable {
     public var elapsed: Duration
     /// SUnreclaim over the warning threshold.
     public var flagged: Bool
+    /// What its files tell of its distribution and bootloader (what `bootloader: auto` would pick).
+    public var boot: BootloaderDetection?
 
     public var reachable: Bool { facts != nil }
 }
@@ -44,8 +46,11 @@ public enum SUnreclaimThreshold: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// A read-only survey of the fleet: one SSH connection and one command per host.
+/// A read-only survey of the fleet: one SSH connection and one command per host (`HostFacts`'
+/// files, then `BootloaderDetection`'s section, last).
 public struct FleetSurvey: Sendable {
+    public static let command = HostFacts.command + "; " + BootloaderDetection.command
+
     public var inventory: Inventory
     public var parallelism: Int
     public var threshold: SUnreclaimThreshold
@@ -63,7 +68,7 @@ public struct FleetSurvey: Sendable {
     public func run(hosts: [InventoryHost]? = nil, progress: (@Sendable (HostSurvey) -> Void)? = nil) async -> [HostSurvey] {
         let threshold = threshold
         let exec = FleetExec(inventory: inventory, parallelism: parallelism, sshConfig: sshConfig, timeout: commandTimeout)
-        return await exec.collect(HostFacts.command, hosts: hosts, map: { r in
+        return await exec.collect(Self.command, hosts: hosts, map: { r in
             var survey = HostSurvey(host: r.host, facts: nil, error: r.error, problem: nil, elapsed: r.elapsed, flagged: false)
             if let out = r.result {
                 let facts = HostFacts.parse(out.stdoutText)
@@ -72,6 +77,7 @@ public struct FleetSurvey: Sendable {
                 } else {
                     survey.facts = facts
                     survey.flagged = threshold.exceeded(by: facts.memory)
+                    survey.boot = BootloaderDetection.parse(out.stdoutText)
                 }
             }
             progress?(survey)

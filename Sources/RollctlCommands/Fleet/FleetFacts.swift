@@ -7,9 +7,12 @@ import Engine
 struct FleetFacts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "facts",
-        abstract: "Survey every host: kernel, boot id, uptime, memory, SUnreclaim, OOM kills.",
+        abstract: "Survey every host: kernel, boot id, uptime, memory, SUnreclaim, OOM kills, bootloader.",
         discussion: """
-        Read-only: one SSH connection per host running one `cat` of /proc files. Hosts whose \
+        Read-only: one SSH connection per host running one command that reads /proc files, \
+        /etc/os-release and which boot files exist. BOOTLOADER is the driver `bootloader: auto` \
+        would pick for the host (grub, grub-bls, systemd-boot; `?` when its files do not tell, \
+        and a plan with `bootloader: auto` would refuse it). Hosts whose \
         SUnreclaim (unreclaimable kernel slab memory, invisible in ps/top) is over the \
         --sunreclaim-warn threshold are flagged. Unreachable hosts are listed with the reason.
         Exit code 0 when every host answered, 1 when some did not, 2 on bad input.
@@ -81,6 +84,8 @@ struct FleetFacts: AsyncParsableCommand {
             o["sunreclaim_share"] = f.memory.sUnreclaimShare
             o["oom_kill"] = f.oomKill
             o["flagged"] = s.flagged
+            o["os_id"] = s.boot?.id
+            o["bootloader"] = s.boot?.driverName
             if !f.unreadable.isEmpty { o["unreadable"] = f.unreadable }
         }
         if let e = s.error {
@@ -93,14 +98,14 @@ struct FleetFacts: AsyncParsableCommand {
 
     func render(_ results: [HostSurvey], threshold: SUnreclaimThreshold, summary: Summary) {
         let c = Console.shared
-        var table = Table(header: ["HOST", "ADDRESS", "KERNEL", "UPTIME", "MEMTOTAL", "SUNRECLAIM", "OOM"])
+        var table = Table(header: ["HOST", "ADDRESS", "KERNEL", "BOOTLOADER", "UPTIME", "MEMTOTAL", "SUNRECLAIM", "OOM"])
         let reachable = results.filter(\.reachable)
         for r in reachable {
             let f = r.facts!
             var sun = f.memory.sUnreclaim.map(Quantity.formatBytes) ?? "?"
             if let share = f.memory.sUnreclaimShare { sun += " (\(String(format1: share * 100))%)" }
             if r.flagged { sun = c.paint(sun + " !", .red) }
-            table.rows.append([r.host.name, r.host.address, f.release ?? "?", f.uptimeSeconds.map(Self.formatUptime) ?? "?",
+            table.rows.append([r.host.name, r.host.address, f.release ?? "?", r.boot?.driverName ?? "?", f.uptimeSeconds.map(Self.formatUptime) ?? "?",
                                f.memory.memTotal.map(Quantity.formatBytes) ?? "?", sun, f.oomKill.map(String.init) ?? "?"])
         }
         if !reachable.isEmpty { table.render().forEach(c.out) }
