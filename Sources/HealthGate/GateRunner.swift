@@ -39,11 +39,13 @@ public enum GateProgress: Sendable {
 /// judges after every sample so a hard failure ends the soak at once, and
 /// returns the verdicts with their evidence.
 ///
-/// Hosts are soaked concurrently (one child task each). When a host fails and
-/// `stopWaveOnFailure` is set, the other hosts' soaks stop too: the wave has
-/// failed, and halting sooner limits the damage; their reports end
-/// `.stoppedWithWave`. Cancelling the calling task ends every soak promptly
-/// with verdict `inconclusive` (`.cancelled`).
+/// The soak goes in rounds: at each interval, one sample of every host still
+/// undecided, at most `maxConcurrentSamples` in flight (a child task per sample
+/// in flight, not per host: a wave of 100,000 hosts holds 256 tasks, and per host
+/// only its samples so far). When a host fails and `stopWaveOnFailure` is set,
+/// the soak stops for the others too: the wave has failed, and halting sooner
+/// limits the damage; their reports end `.stoppedWithWave`. Cancelling the
+/// calling task ends the soak promptly with verdict `inconclusive` (`.cancelled`).
 ///
 /// Time comes from the injected clock (tests pass a virtual clock and run a
 /// 10-minute soak in microseconds). Probe timeouts are enforced on the real
@@ -59,7 +61,7 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     public var stopWaveOnFailure: Bool
     /// How many hosts are sampled at the same moment. A wave of thousands of hosts
     /// must not fire thousands of probes (commands, site requests) at once: beyond
-    /// this, samples queue and run a little late (each records its real time).
+    /// this, a round's samples queue and run a little late (each records its real time).
     public var maxConcurrentSamples = 256
     /// Every sample at `debug` (host in the metadata): what the gate saw, as it saw it.
     public var logger: Logger
@@ -77,76 +79,88 @@ public struct GateRunner<C: Clock>: Sendable where C.Duration == Duration {
     }
 
     /// Soaks every host of a wave; the wave's verdict is the worst of its hosts'.
-    /// Reports come back in the order of `hosts`.
+    /// Reports come back in the order of `hosts`. `progress` is called from the
+    /// calling task only, one event at a time.
     public func run(_ hosts: [GateHost], progress: @escaping @Sendable (GateProgress) -> Void = { _ in }) async -> WaveGateReport {
-        let waveFailed = CancelFlag()
-        let permits = Permits(maxConcurrentSamples)
-        let reports = await withTaskGroup(of: (Int, HostGateReport).self) { group in
-            for (i, host) in hosts.enumerated() {
-                group.addTask { (i, await self.soak(host, waveFailed: waveFailed, permits: permits, progress: progress)) }
+        let start = clock.now
+        let planned = settings.plannedSamples
+        let urls: [Result<HTTPURL, HTTPURLError>?] = hosts.map { host in
+            settings.testSite.map { site in
+                Result { () throws(HTTPURLError) in try HTTPURL.expand(template: site.urlTemplate, address: host.address, name: host.name) }
             }
-            var out = [HostGateReport?](repeating: nil, count: hosts.count)
-            for await (i, report) in group {
-                out[i] = report
-                if report.verdict == .fail && stopWaveOnFailure && !waveFailed.isSet {
-                    waveFailed.set()
-                    group.cancelAll()
+        }
+        var samples = [[GateSample]](repeating: [], count: hosts.count)
+        var decided = [HostGateReport?](repeating: nil, count: hosts.count)
+        var waveFailed = false
+        let bound = max(1, maxConcurrentSamples)
+
+        rounds: for index in 0..<planned {
+            let open = decided.indices.filter { decided[$0] == nil }
+            if open.isEmpty { break }
+            if index > 0 {
+                do {
+                    try await clock.sleep(until: start.advanced(by: settings.interval * index), tolerance: nil)
+                } catch {
+                    break rounds
                 }
             }
-            return out.map { $0! }
+            if Task.isCancelled { break }
+            // One sample of each open host, at most `bound` in flight; each is judged as it lands.
+            waveFailed = await withTaskGroup(of: (Int, GateSample?).self) { group -> Bool in
+                var next = open.makeIterator()
+                func launch() -> Bool {
+                    guard let i = next.next() else { return false }
+                    let host = hosts[i], url = urls[i]
+                    group.addTask {
+                        let seconds = start.duration(to: self.clock.now).seconds
+                        let sample = await self.takeSample(index: index, seconds: seconds, host: host, url: url)
+                        return (i, Task.isCancelled ? nil : sample)
+                    }
+                    return true
+                }
+                for _ in 0..<bound where launch() {}
+                for await (i, sample) in group {
+                    guard let sample, !Task.isCancelled else { continue }
+                    samples[i].append(sample)
+                    let host = hosts[i]
+                    if logger.logLevel <= .debug {
+                        let f = sample.facts
+                        logger.debug("gate sample \(index + 1)/\(planned) at \(String(format1: sample.seconds)) s: SUnreclaim \(f?.memory.sUnreclaim.map(Quantity.formatBytes) ?? "?"), OOM kills \(f?.oomKill.map(String.init) ?? "?"), site \(sample.site.filter { $0.outcome == .ok }.count)/\(sample.site.count) ok\(sample.factsError.map { ", facts: \($0)" } ?? "")",
+                                     metadata: ["host": "\(host.name)"])
+                    }
+                    progress(.sampleTaken(host: host.name, sample: sample, planned: planned))
+                    if let stop = GateEvaluation.earlyStop(host: host.name, samples: samples[i], settings: settings,
+                                                           baseline: host.baseline, expectedRelease: host.expectedRelease) {
+                        samples[i] = []
+                        decided[i] = stop
+                        progress(.hostDecided(stop))
+                        if stop.verdict == .fail && stopWaveOnFailure {
+                            group.cancelAll()
+                            return true
+                        }
+                    }
+                    _ = launch()
+                }
+                return false
+            }
+            if waveFailed || Task.isCancelled { break }
+        }
+        let end: GateEnd = waveFailed ? .stoppedWithWave : Task.isCancelled ? .cancelled : .completed
+        let reports = hosts.indices.map { i -> HostGateReport in
+            if let r = decided[i] { return r }
+            let host = hosts[i]
+            let report = GateEvaluation.evaluate(host: host.name, samples: samples[i], settings: settings,
+                                                 baseline: host.baseline, expectedRelease: host.expectedRelease, end: end)
+            samples[i] = []
+            progress(.hostDecided(report))
+            return report
         }
         return WaveGateReport(hosts: reports)
     }
 
     /// Soaks one host.
     public func run(_ host: GateHost, progress: @escaping @Sendable (GateProgress) -> Void = { _ in }) async -> HostGateReport {
-        await soak(host, waveFailed: CancelFlag(), permits: Permits(1), progress: progress)
-    }
-
-    private func soak(_ host: GateHost, waveFailed: CancelFlag, permits: Permits,
-                      progress: @Sendable (GateProgress) -> Void) async -> HostGateReport {
-        let start = clock.now
-        let planned = settings.plannedSamples
-        var samples: [GateSample] = []
-        let url: Result<HTTPURL, HTTPURLError>? = settings.testSite.map { site in
-            Result { () throws(HTTPURLError) in try HTTPURL.expand(template: site.urlTemplate, address: host.address, name: host.name) }
-        }
-        func finish(_ end: GateEnd) -> HostGateReport {
-            let report = GateEvaluation.evaluate(host: host.name, samples: samples, settings: settings,
-                                                 baseline: host.baseline, expectedRelease: host.expectedRelease, end: end)
-            progress(.hostDecided(report))
-            return report
-        }
-        var interrupted: GateEnd { waveFailed.isSet ? .stoppedWithWave : .cancelled }
-
-        for index in 0..<planned {
-            if index > 0 {
-                do {
-                    try await clock.sleep(until: start.advanced(by: settings.interval * index), tolerance: nil)
-                } catch {
-                    return finish(interrupted)
-                }
-            }
-            if Task.isCancelled { return finish(interrupted) }
-            let seconds = start.duration(to: clock.now).seconds
-            guard await permits.acquire() else { return finish(interrupted) }
-            let sample = await takeSample(index: index, seconds: seconds, host: host, url: url)
-            permits.release()
-            if Task.isCancelled { return finish(interrupted) }
-            samples.append(sample)
-            if logger.logLevel <= .debug {
-                let f = sample.facts
-                logger.debug("gate sample \(index + 1)/\(planned) at \(String(format1: seconds)) s: SUnreclaim \(f?.memory.sUnreclaim.map(Quantity.formatBytes) ?? "?"), OOM kills \(f?.oomKill.map(String.init) ?? "?"), site \(sample.site.filter { $0.outcome == .ok }.count)/\(sample.site.count) ok\(sample.factsError.map { ", facts: \($0)" } ?? "")",
-                             metadata: ["host": "\(host.name)"])
-            }
-            progress(.sampleTaken(host: host.name, sample: sample, planned: planned))
-            if let stop = GateEvaluation.earlyStop(host: host.name, samples: samples, settings: settings,
-                                                   baseline: host.baseline, expectedRelease: host.expectedRelease) {
-                progress(.hostDecided(stop))
-                return stop
-            }
-        }
-        return finish(.completed)
+        await run([host], progress: progress).hosts[0]
     }
 
     /// One sample: facts, test-site requests and custom checks, concurrently.
@@ -327,55 +341,5 @@ final class Race<T: Sendable>: @unchecked Sendable {
         lock.unlock()
         c?.resume(with: r)
         for t in running { t.cancel() }
-    }
-}
-
-/// A counting semaphore for tasks: FIFO, and a waiter whose task is cancelled
-/// stops waiting at once (acquire returns false).
-final class Permits: @unchecked Sendable {
-    private let lock = NSLock()
-    private var available: Int
-    private var waiting: [UInt64: CheckedContinuation<Bool, Never>] = [:]
-    private var queue: [UInt64] = []
-    private var head = 0
-    private var nextID: UInt64 = 0
-
-    init(_ count: Int) { available = max(1, count) }
-
-    func acquire() async -> Bool {
-        let id: UInt64 = lock.withLock { nextID += 1; return nextID }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-                lock.lock()
-                if Task.isCancelled { lock.unlock(); return c.resume(returning: false) }
-                if available > 0 { available -= 1; lock.unlock(); return c.resume(returning: true) }
-                waiting[id] = c
-                queue.append(id)
-                lock.unlock()
-            }
-        } onCancel: {
-            let c = lock.withLock { waiting.removeValue(forKey: id) }
-            c?.resume(returning: false)
-        }
-    }
-
-    func release() {
-        lock.lock()
-        while head < queue.count {
-            let id = queue[head]
-            head += 1
-            if let c = waiting.removeValue(forKey: id) {
-                compact()
-                lock.unlock()
-                return c.resume(returning: true)
-            }
-        }
-        available += 1
-        compact()
-        lock.unlock()
-    }
-
-    private func compact() {
-        if head > 1024 && head * 2 > queue.count { queue.removeFirst(head); head = 0 }
     }
 }

@@ -20,9 +20,10 @@ struct RolloutE2ETests {
 
         /// `scenario`: a fleetsim scenario file's text (fleetsim's built-in one without it).
         /// `flavours`: fleetsim's `--flavours` (`rhel`: every host a RHEL 9 one).
-        init(hosts: Int, racks: Int, slot: Int, scenario: String? = nil, flavours: String? = nil) throws {
+        /// `journal`: what `--journal` every command of this fleet gets (a SQLite file in its folder without it).
+        init(hosts: Int, racks: Int, slot: Int, scenario: String? = nil, flavours: String? = nil, journal: String? = nil) throws {
             dir = try TestSSHD.makeTempDir()
-            journal = dir + "/journal.sqlite"
+            self.journal = journal ?? dir + "/journal.sqlite"
             self.hosts = hosts
             // 127.<100 + pid%100>.<slot>.N: clear of other suites' ranges and of parallel runs.
             let base = "127.\(100 + Int(getpid()) % 100).\(180 + slot).1"
@@ -326,6 +327,14 @@ struct RolloutE2ETests {
 
     @Test func killNineAtRandomPointsThenResumeBootsEachHostOnce() throws {
         let fleet = try Fleet(hosts: 6, racks: 3, slot: 6); defer { fleet.down() }
+        try Self.killNineAtRandomPoints(fleet)
+    }
+
+    /// `plan apply` killed (-9) at 10-12 random points, each time resumed (`rollout resume`) by a
+    /// new process on `fleet.journal` (SQLite here, PostgreSQL in `TakeoverE2ETests`): the rollout
+    /// completes, every host booted the new kernel once, every notice was delivered (a copy only for
+    /// a kill between the server's accepting it and the journal's saying so, with the same Message-ID).
+    static func killNineAtRandomPoints(_ fleet: Fleet) throws {
         // A real SMTP server receives the customer notices.
         let mail = fleet.dir + "/mail"
         try FileManager.default.createDirectory(atPath: mail, withIntermediateDirectories: true)

@@ -50,6 +50,13 @@ struct TakeoverE2ETests {
         for n in notices { #expect(delivered.contains(n["message_id"] as? String ?? "?"), "\(n["message_id"] ?? "") never reached the server") }
     }
 
+    /// kill -9 at random points, each time resumed by a new process, on a PostgreSQL journal.
+    @Test func killNineAtRandomPointsOnAPostgresJournalThenResumeBootsEachHostOnce() throws {
+        let server = try TestPostgres.shared()
+        let fleet = try Fleet(hosts: 6, racks: 3, slot: 62, journal: server.url(try server.createDatabase())); defer { fleet.down() }
+        try RolloutE2ETests.killNineAtRandomPoints(fleet)
+    }
+
     /// The driver (machine `admin-a`) is `kill -9`ed while the canary soaks; `admin-b` saw the same
     /// rollout in its `rollout list`, driven by admin-a, and its standby drives once the lease lapsed.
     @Test func aStandbyOnAnotherMachineTakesOverAKilledDriver() throws {

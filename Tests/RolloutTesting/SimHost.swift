@@ -106,8 +106,9 @@ public actor SimHost: RemoteHost {
             : "ID=debian\nfound /boot/grub/grub.cfg\nfound bootctl\n")
     }
 
-    /// What `GrubSafety.command` reads on a debian host: `GRUB_DEFAULT` (nil: not set),
-    /// `GRUB_RECORDFAIL_TIMEOUT`, `grub-probe`'s abstraction and fs for /boot/grub, grubenv's recordfail.
+    /// What `GrubSafety.command` reads: `GRUB_DEFAULT` (nil: not set), `GRUB_RECORDFAIL_TIMEOUT`,
+    /// `grub-probe`'s abstraction and fs for /boot/grub, grubenv's recordfail (RHEL's layout on a
+    /// rhel host: `grub2-probe`, /boot/grub2).
     public private(set) var grubDefault: String? = "saved"
     public private(set) var recordfailTimeout: String?
     public private(set) var bootAbstraction = ""
@@ -121,8 +122,7 @@ public actor SimHost: RemoteHost {
         self.recordfail = recordfail
     }
     var grubSafetyText: String {
-        guard flavour == .debian else { return "" }
-        return "@@rollctl-file grub-safety\ndefaults ok\n" + (grubDefault.map { "set GRUB_DEFAULT=\($0)\n" } ?? "")
+        "@@rollctl-file grub-safety\nlayout \(flavour == .rhel ? "grub2" : "grub")\ndefaults ok\n" + (grubDefault.map { "set GRUB_DEFAULT=\($0)\n" } ?? "")
             + (recordfailTimeout.map { "set GRUB_RECORDFAIL_TIMEOUT=\($0)\n" } ?? "")
             + "probe abstraction ok\nabstraction \(bootAbstraction)\nprobe fs ok\nfs \(bootFS)\nenv ok\n" + (recordfail ? "env recordfail=1\n" : "") + "end\n"
     }
@@ -246,7 +246,7 @@ public actor SimHost: RemoteHost {
         case PlanSurvey.command:
             // The survey: the facts, then /boot's free bytes, then what tells the bootloader.
             return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n" + grubSafetyText + "@@rollctl-file bootloader\n" + bootFilesText)
-        case GrubSafety.command where flavour == .debian: return ok(grubSafetyText)
+        case GrubSafety.command: return ok(grubSafetyText)
         case HostFacts.command:
             let files: [(String, String)] = [
                 ("/proc/sys/kernel/osrelease", release + "\n"),
