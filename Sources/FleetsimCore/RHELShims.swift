@@ -99,7 +99,9 @@ extension Shims {
         o.out(rule)
         o.out("Installing:")
         for rel in toInstall { o.out(row("kernel", "x86_64", rel, "fleetsim-baseos", "4.6 M")) }
-        for k in files { o.out(row(k.package.name, k.package.arch, "\(k.package.version)-\(k.package.release)", "@commandline", k.size)) }
+        for k in files {
+            o.out(row(k.package.name, k.package.arch, "\(k.package.version)-\(k.package.release)", "@commandline", String(format: "%.1f M", Double(k.bytes) / 1_048_576)))
+        }
         if !toInstall.isEmpty {
             o.out("Installing dependencies:")
             for rel in toInstall {
@@ -112,12 +114,13 @@ extension Shims {
         o.out(rule)
         o.out("Install  \(toInstall.count * 3 + files.count) Packages")
         o.out("")
+        let localMiB = Double(files.reduce(0) { $0 + $1.bytes }) / 1_048_576
         if toInstall.isEmpty {
-            o.out("Total size: \(files.map(\.size).joined(separator: " + "))")
+            o.out("Total size: " + String(format: "%.1f M", localMiB))
         } else {
             o.out("Total download size: \(63 * toInstall.count) M")
         }
-        o.out("Installed size: \(101 * toInstall.count) M")
+        o.out("Installed size: " + (files.isEmpty ? "\(101 * toInstall.count) M" : String(format: "%.1f M", Double(101 * toInstall.count) + localMiB)))
         guard assumeYes else {
             // No terminal to answer the question: dnf reads EOF and gives up.
             o.out("Is this ok [y/N]: Operation aborted.")
@@ -187,7 +190,7 @@ extension Shims {
         var path: String
         var package: RPMPackage
         var release: String
-        var size: String
+        var bytes: UInt64
     }
 
     struct Refusal: Error { var message: String }
@@ -217,8 +220,7 @@ extension Shims {
             }
             let absolute = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
             let bytes = (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? UInt64) ?? 0
-            out.append(LocalKernel(path: URL(fileURLWithPath: absolute).standardizedFileURL.path, package: pkg, release: rel,
-                                   size: String(format: "%.1f M", Double(bytes) / 1_048_576)))
+            out.append(LocalKernel(path: URL(fileURLWithPath: absolute).standardizedFileURL.path, package: pkg, release: rel, bytes: bytes))
         }
         guard unreadable.isEmpty else {
             return .failure(Refusal(message: (lines + ["Could not open: \(unreadable.joined(separator: " "))"]).joined(separator: "\n")))

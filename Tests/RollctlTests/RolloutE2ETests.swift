@@ -291,6 +291,10 @@ struct RolloutE2ETests {
         #expect(garbage.status == 1 && garbage.err.contains("Can not load RPM file: \(pkg)/garbage.rpm."), "\(garbage)")
         let other = try exec("cd \(pkg) && dnf install -y ./\(URL(fileURLWithPath: tool).lastPathComponent)")
         #expect(other.status == 1 && other.err.contains("hello-tool-1.0-1.x86_64"), "\(other)")
+        try fleet.set("web-001", "boot_full=true")
+        let full = try exec("dnf install -y \(rpm)")
+        #expect(full.status == 1 && full.err.contains("installing package kernel-core-6.1.0-21.hosting.x86_64 needs 62MB more space on the /boot filesystem"), "\(full)")
+        try fleet.set("web-001", "boot_full=false")
         #expect(try exec("rpm -q kernel-core").out == "kernel-core-6.1.0-17-hosting.x86_64\n", "nothing installed")
 
         let plan = try fleet.plan(release: release, waves: "[1, 100%]", bootloader: "auto")
