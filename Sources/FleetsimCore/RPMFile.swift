@@ -80,6 +80,7 @@ enum RPMFile {
             guard bytes.count >= n else { throw Malformed("truncated: \(bytes.count) bytes, its headers need \(n)") }
         }
         try need(leadSize + 16)
+        guard bytes[0...3] == [0xED, 0xAB, 0xEE, 0xDB] else { throw Malformed("no RPM lead magic") }
         let sig = try headerSize(bytes, at: leadSize)
         let mainAt = leadSize + padded(sig)
         try need(mainAt + 16)
