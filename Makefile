@@ -8,7 +8,8 @@ MONITORING_APT := prometheus prometheus-alertmanager chromium tmux
 # temporary folder, their own loopback port), so the package's own cluster is never used.
 POSTGRES_APT := libpq-dev postgresql
 NO_RECOMMENDS_APT := $(MONITORING_APT) $(POSTGRES_APT)
-APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev $(POSTGRES_APT) openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl curl $(MONITORING_APT)
+# rpm: the real rpmbuild, for the e2e test that ships an .rpm kernel package to RHEL hosts.
+APT_PACKAGES := libssh2-1-dev libssl-dev libsqlite3-dev $(POSTGRES_APT) openssh-server openssh-client iproute2 iptables python3 procps python3-aiosmtpd sqlite3 util-linux rsync openssl curl rpm $(MONITORING_APT)
 SWIFT_TEST_FLAGS ?=
 
 .PHONY: deps build test demo bench test-vm clean

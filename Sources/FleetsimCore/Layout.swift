@@ -119,6 +119,8 @@ public struct HostPaths: Sendable {
     public var sshdPid: String { root + "/sshd.pid" }
     public var hostKey: String { root + "/ssh_host_ed25519_key" }
     public var bootsLog: String { root + "/boots.log" }
+    /// The kernel packages a rhel host's dnf installed from files (`install <NVRA> <release> <file>`): rpm -q reads it.
+    public var dnfLog: String { root + "/dnf.log" }
     public var live: String { root + "/live.conf" }
     public var nsPid: String { root + "/ns.pid" }
     public var consoleLog: String { root + "/console.log" }

@@ -1,8 +1,8 @@
 import Foundation
 
-/// The tools of a rhel host: `dnf install kernel-<release>` (with kernel-install's BLS entry and
-/// UPDATEDEFAULT), `rpm -q`, and `grubby` as RHEL 9's grubby-bls behaves for what rollctl and an
-/// admin use (`--info`, `--default-*`, `--set-default`).
+/// The tools of a rhel host: `dnf install kernel-<release>` or a kernel package file (with
+/// kernel-install's BLS entry and UPDATEDEFAULT), `rpm -q` and `rpm -qp`, and `grubby` as RHEL
+/// 9's grubby-bls behaves for what rollctl and an admin use (`--info`, `--default-*`, `--set-default`).
 extension Shims {
     /// Which flavour a tool belongs to; a tool not listed exists on every host.
     static let flavourOf: [String: Flavour] = [
@@ -51,8 +51,16 @@ extension Shims {
             return 1
         }
         o.out(checked)
+        // An argument ending in .rpm is a local file, as dnf's parser takes it (`./x.rpm`, `/path/x.rpm`).
+        let local: [LocalKernel]
+        switch localKernels(pkgs.filter { $0.hasSuffix(".rpm") }) {
+        case .success(let l): local = l
+        case .failure(let refusal):
+            o.err(refusal.message)
+            return 1
+        }
         var toInstall: [String] = []
-        for p in pkgs {
+        for p in pkgs where !p.hasSuffix(".rpm") {
             // kernel-<release>, optionally with the architecture (kernel-5.14.0-427.el9.x86_64).
             var rel = p.hasPrefix("kernel-") ? String(p.dropFirst("kernel-".count)) : ""
             if fleet.scenario.kernels[rel] == nil, rel.hasSuffix(".x86_64") { rel = String(rel.dropLast(".x86_64".count)) }
@@ -67,33 +75,52 @@ extension Shims {
                 toInstall.append(rel)
             }
         }
+        var files: [LocalKernel] = []
+        for k in local {
+            if fileExists(hp.boot + "/vmlinuz-\(k.release)") {
+                o.out("Package \(k.package.nvra) is already installed.")
+            } else if !toInstall.contains(k.release), !files.contains(where: { $0.release == k.release }) {
+                files.append(k)
+            }
+        }
         o.out("Dependencies resolved.")
-        guard !toInstall.isEmpty else {
+        guard !toInstall.isEmpty || !files.isEmpty else {
             o.out("Nothing to do.")
             o.out("Complete!")
             return 0
         }
         let rule = String(repeating: "=", count: 80)
-        func row(_ name: String, _ rel: String, _ size: String) -> String {
-            " " + name.padding(toLength: 20, withPad: " ", startingAt: 0) + " x86_64  " + rel.padding(toLength: 28, withPad: " ", startingAt: 0) + " fleetsim-baseos  " + size
+        func row(_ name: String, _ arch: String, _ rel: String, _ repo: String, _ size: String) -> String {
+            " " + name.padding(toLength: 20, withPad: " ", startingAt: 0) + " " + arch.padding(toLength: 7, withPad: " ", startingAt: 0) + " "
+                + rel.padding(toLength: 28, withPad: " ", startingAt: 0) + " " + repo.padding(toLength: 16, withPad: " ", startingAt: 0) + " " + size
         }
         o.out(rule)
         o.out(" Package              Arch    Version                      Repository       Size")
         o.out(rule)
         o.out("Installing:")
-        for rel in toInstall { o.out(row("kernel", rel, "4.6 M")) }
-        o.out("Installing dependencies:")
-        for rel in toInstall {
-            o.out(row("kernel-core", rel, "20 M"))
-            o.out(row("kernel-modules", rel, "38 M"))
+        for rel in toInstall { o.out(row("kernel", "x86_64", rel, "fleetsim-baseos", "4.6 M")) }
+        for k in files {
+            o.out(row(k.package.name, k.package.arch, "\(k.package.version)-\(k.package.release)", "@commandline", String(format: "%.1f M", Double(k.bytes) / 1_048_576)))
+        }
+        if !toInstall.isEmpty {
+            o.out("Installing dependencies:")
+            for rel in toInstall {
+                o.out(row("kernel-core", "x86_64", rel, "fleetsim-baseos", "20 M"))
+                o.out(row("kernel-modules", "x86_64", rel, "fleetsim-baseos", "38 M"))
+            }
         }
         o.out("")
         o.out("Transaction Summary")
         o.out(rule)
-        o.out("Install  \(toInstall.count * 3) Packages")
+        o.out("Install  \(toInstall.count * 3 + files.count) Packages")
         o.out("")
-        o.out("Total download size: \(63 * toInstall.count) M")
-        o.out("Installed size: \(101 * toInstall.count) M")
+        let localMiB = Double(files.reduce(0) { $0 + $1.bytes }) / 1_048_576
+        if toInstall.isEmpty {
+            o.out("Total size: " + String(format: "%.1f M", localMiB))
+        } else {
+            o.out("Total download size: \(63 * toInstall.count) M")
+        }
+        o.out("Installed size: " + (files.isEmpty ? "\(101 * toInstall.count) M" : String(format: "%.1f M", Double(101 * toInstall.count) + localMiB)))
         guard assumeYes else {
             // No terminal to answer the question: dnf reads EOF and gives up.
             o.out("Is this ok [y/N]: Operation aborted.")
@@ -108,66 +135,184 @@ extension Shims {
             o.out("The downloaded packages were saved in cache until the next successful transaction.")
             o.out("You can remove cached packages by executing 'dnf clean packages'.")
             o.err("Error: Transaction test error:")
-            for rel in toInstall { o.err("  installing package kernel-core-\(rel).x86_64 needs 62MB more space on the /boot filesystem") }
+            let names = toInstall.map { "kernel-core-\($0).x86_64" } + files.map(\.package.nvra)
+            for n in names { o.err("  installing package \(n) needs 62MB more space on the /boot filesystem") }
             o.err("")
             o.err("Error Summary")
             o.err("-------------")
             o.err("Disk Requirements:")
-            o.err("   At least \(62 * toInstall.count)MB more space needed on the /boot filesystem.")
+            o.err("   At least \(62 * names.count)MB more space needed on the /boot filesystem.")
             o.err("")
             return 1
         }
         o.out("Transaction test succeeded.")
         o.out("Running transaction")
-        let total = toInstall.count * 3
+        let total = toInstall.count * 3 + files.count
         var n = 0
         let machineID = fleet.host(named: host)?.machineID ?? (readFile(hp.machineID) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let updateDefault = BLS.updateDefault(sysconfig: readFile(hp.sysconfigKernel))
+        // The package's %posttrans: kernel-install add, which writes the BLS entry and, with
+        // UPDATEDEFAULT=yes in /etc/sysconfig/kernel, makes the new kernel the saved default.
+        func kernelInstall(_ rel: String, scriptlet nvra: String) throws {
+            try BLS.installKernel(bootDir: hp.boot, release: rel, machineID: machineID)
+            o.out("  Running scriptlet: \(nvra)".padding(toLength: 72, withPad: " ", startingAt: 0) + "\(n)/\(total)")
+            if updateDefault {
+                try Grub.setEnv(hp.grub2Env, "saved_entry", BLS.entryID(machineID: machineID, release: rel))
+            }
+        }
         for rel in toInstall {
             for pkg in ["kernel-core", "kernel-modules", "kernel"] {
                 n += 1
                 o.out("  Installing       : \(pkg)-\(rel).x86_64".padding(toLength: 72, withPad: " ", startingAt: 0) + "\(n)/\(total)")
             }
-            // kernel-core's %posttrans: kernel-install add, which writes the BLS entry and, with
-            // UPDATEDEFAULT=yes in /etc/sysconfig/kernel, makes the new kernel the saved default.
-            try BLS.installKernel(bootDir: hp.boot, release: rel, machineID: machineID)
-            o.out("  Running scriptlet: kernel-core-\(rel).x86_64".padding(toLength: 72, withPad: " ", startingAt: 0) + "\(n)/\(total)")
-            if updateDefault {
-                try Grub.setEnv(hp.grub2Env, "saved_entry", BLS.entryID(machineID: machineID, release: rel))
-            }
+            try kernelInstall(rel, scriptlet: "kernel-core-\(rel).x86_64")
+        }
+        for k in files {
+            n += 1
+            o.out("  Installing       : \(k.package.nvra)".padding(toLength: 72, withPad: " ", startingAt: 0) + "\(n)/\(total)")
+            try kernelInstall(k.release, scriptlet: k.package.nvra)
+            // What rpm -q answers from, and the tests' evidence of which file was installed.
+            try appendFile(hp.dnfLog, "install \(k.package.nvra) \(k.release) \(k.path)\n")
         }
         o.out("")
         o.out("Installed:")
         for rel in toInstall {
             o.out("  kernel-\(rel).x86_64   kernel-core-\(rel).x86_64   kernel-modules-\(rel).x86_64")
         }
+        for k in files { o.out("  \(k.package.nvra)") }
         o.out("")
         o.out("Complete!")
         return 0
     }
 
+    /// A kernel package file named on dnf's command line.
+    struct LocalKernel {
+        var path: String
+        var package: RPMPackage
+        var release: String
+        var bytes: UInt64
+    }
+
+    struct Refusal: Error { var message: String }
+
+    /// Reads the .rpm files as dnf loads command-line packages: one that cannot be read as an
+    /// RPM fails the command ("Can not load RPM file"); a source package, one of another
+    /// architecture, and (fleetsim's own limit) one that carries no kernel image are refused.
+    static func localKernels(_ paths: [String]) -> Result<[LocalKernel], Refusal> {
+        var out: [LocalKernel] = []
+        var unreadable: [String] = []
+        var lines: [String] = []
+        for p in paths {
+            guard let pkg = try? RPMFile.read(path: p) else {
+                lines.append("Can not load RPM file: \(p).")
+                unreadable.append(p)
+                continue
+            }
+            if !unreadable.isEmpty { continue }
+            if pkg.isSource {
+                return .failure(Refusal(message: "Error: Will not install a source rpm package (\(pkg.nvra))."))
+            }
+            guard pkg.arch == "x86_64" || pkg.arch == "noarch" else {
+                return .failure(Refusal(message: "Error: \n Problem: conflicting requests\n  - package \(pkg.nvra) does not have a compatible architecture"))
+            }
+            guard let rel = pkg.kernelRelease else {
+                return .failure(Refusal(message: "fleetsim: dnf install of \(pkg.nvra) (\(p)) is not simulated: only kernel packages, whose files have /boot/vmlinuz-<release> or /lib/modules/<release>/vmlinuz"))
+            }
+            let absolute = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+            let bytes = (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? UInt64) ?? 0
+            out.append(LocalKernel(path: URL(fileURLWithPath: absolute).standardizedFileURL.path, package: pkg, release: rel, bytes: bytes))
+        }
+        guard unreadable.isEmpty else {
+            return .failure(Refusal(message: (lines + ["Could not open: \(unreadable.joined(separator: " "))"]).joined(separator: "\n")))
+        }
+        return .success(out)
+    }
+
+    /// The kernels dnf installed from files: (nvra, release), in install order.
+    static func fileKernels(_ hp: HostPaths) -> [(nvra: String, release: String)] {
+        (readFile(hp.dnfLog) ?? "").split(separator: "\n").compactMap { line in
+            let w = line.split(separator: " ")
+            return w.count >= 3 && w[0] == "install" ? (String(w[1]), String(w[2])) : nil
+        }
+    }
+
     // MARK: rpm
 
-    /// `rpm -q NAME...`: `kernel` lists every installed kernel, `kernel-<release>` one.
+    /// `rpm -q NAME...`: `kernel` lists every kernel installed from the repository,
+    /// `kernel-<release>` one; a package dnf installed from a file answers to its name, its
+    /// name-version, name-version-release or its full NVRA. `rpm -qp FILE...` (`-l`: the file
+    /// list) reads package files.
     static func rpm(hp: HostPaths, args: [String], _ o: inout Out) -> Int32 {
-        guard let q = args.first, q == "-q" || q == "--query" else {
-            o.err("fleetsim: rpm \(args.joined(separator: " ")) is not simulated (only rpm -q)")
+        var query = false, package = false, list = false
+        var names: [String] = []
+        for a in args {
+            switch a {
+            case "--query": query = true
+            case "--package": package = true
+            case "--list": list = true
+            default:
+                if a.hasPrefix("-"), !a.hasPrefix("--"), a.count > 1, a.dropFirst().allSatisfy({ "qpl".contains($0) }) {
+                    query = query || a.contains("q"); package = package || a.contains("p"); list = list || a.contains("l")
+                } else if a.hasPrefix("-") {
+                    o.err("fleetsim: rpm \(args.joined(separator: " ")) is not simulated (only rpm -q, -qp, -qlp)")
+                    return 1
+                } else {
+                    names.append(a)
+                }
+            }
+        }
+        guard query, list ? package : true else {
+            o.err("fleetsim: rpm \(args.joined(separator: " ")) is not simulated (only rpm -q, -qp, -qlp)")
             return 1
         }
-        let names = args.dropFirst().filter { !$0.hasPrefix("-") }
         guard !names.isEmpty else {
             o.err("rpm: no arguments given for query")
             return 1
         }
-        let installed = BLS.installedKernels(bootDir: hp.boot)
         var status: Int32 = 0
+        if package {
+            for f in names {
+                guard fileExists(f) else {
+                    o.err("error: open of \(f) failed: No such file or directory")
+                    status = 1
+                    continue
+                }
+                guard let pkg = try? RPMFile.read(path: f) else {
+                    o.err("error: \(f): not an rpm package (or package manifest)")
+                    status = 1
+                    continue
+                }
+                if list { for path in pkg.files { o.out(path) } } else { o.out(pkg.nvra) }
+            }
+            return status
+        }
+        let fromFiles = fileKernels(hp)
+        let installed = BLS.installedKernels(bootDir: hp.boot).filter { rel in !fromFiles.contains { $0.release == rel } }
         for name in names {
+            // A file's package: NAME-VERSION-RELEASE.ARCH, neither version nor release with a `-`.
+            let matches = fromFiles.map(\.nvra).filter { nvra in
+                var forms = [nvra]
+                if let dot = nvra.lastIndex(of: ".") {
+                    let nvr = nvra[..<dot]
+                    forms.append(String(nvr))
+                    if let d1 = nvr.lastIndex(of: "-") {
+                        let nv = nvr[..<d1]
+                        forms.append(String(nv))
+                        if let d2 = nv.lastIndex(of: "-") { forms.append(String(nv[..<d2])) }
+                    }
+                }
+                return forms.contains(name)
+            }
+            var found = !matches.isEmpty
             if name == "kernel" || name == "kernel-core" {
-                if installed.isEmpty { o.out("package \(name) is not installed"); status = 1 }
                 for rel in installed { o.out("\(name)-\(rel).x86_64") }
+                found = found || !installed.isEmpty
             } else if name.hasPrefix("kernel-"), let rel = installed.first(where: { name == "kernel-\($0)" || name == "kernel-\($0).x86_64" }) {
                 o.out("kernel-\(rel).x86_64")
-            } else {
+                found = true
+            }
+            for m in matches { o.out(m) }
+            if !found {
                 o.out("package \(name) is not installed")
                 status = 1
             }

@@ -261,6 +261,113 @@ struct RolloutE2ETests {
         #expect(uploads.count == 6, "\(uploads)")
     }
 
+    /// `kernel.packages` with an .rpm on RHEL hosts: an in-house kernel-core built here with the
+    /// real rpmbuild, which the hosts' dnf repository does not have, shipped to every host,
+    /// installed with `dnf install -y FILE` (kernel-install's BLS entry; UPDATEDEFAULT=yes makes it
+    /// the saved default until the stage pins the old one), booted once, committed and removed.
+    @Test func shippedRPMPackagesRollARHELFleetWhoseRepoLacksTheKernel() throws {
+        let fleet = try Fleet(hosts: 4, racks: 2, slot: 61, flavours: "rhel"); defer { fleet.down() }
+        // kernel-install sees the release in the package's file list: /boot/vmlinuz-<release>,
+        // RHEL's VERSION-RELEASE.ARCH; `uname -r` shows the same, and so must kernel.release.
+        let release = "6.1.0-21.hosting.x86_64"
+        let pkg = fleet.dir + "/pkg"
+        let rpm = try Self.buildRPM(top: fleet.dir + "/rpmbuild", into: pkg, name: "kernel-core", version: "6.1.0", release: "21.hosting",
+                                    file: "/boot/vmlinuz-\(release)", size: 4 << 20)
+        #expect(rpm == pkg + "/kernel-core-6.1.0-21.hosting.x86_64.rpm")
+        let tool = try Self.buildRPM(top: fleet.dir + "/rpmbuild", into: pkg, name: "hello-tool", version: "1.0", release: "1",
+                                     file: "/usr/bin/hello-tool", size: 64)
+        try "not an rpm\n".write(toFile: pkg + "/garbage.rpm", atomically: true, encoding: .utf8)
+        func exec(_ cmd: String, host: String = "web-001") throws -> (status: Int, out: String, err: String) {
+            let r = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--hosts", host, "--json", "--", cmd])
+            let doc = try #require(r.json.first { $0["type"] as? String == "host" }, "\(r.output)")
+            return (doc["exit_status"] as? Int ?? -1, doc["stdout"] as? String ?? "", doc["stderr"] as? String ?? "")
+        }
+
+        // The repository has no such kernel; fleetsim's dnf reads the file as dnf does and refuses
+        // what is not an RPM or not a kernel, installing nothing.
+        let repo = try exec("dnf install -y kernel-core-6.1.0-21.hosting")
+        #expect(repo.status == 1 && repo.err.contains("Error: Unable to find a match"), "\(repo)")
+        #expect(try exec("rpm -qp \(rpm)").out == "kernel-core-6.1.0-21.hosting.x86_64\n")
+        let garbage = try exec("dnf install -y \(pkg)/garbage.rpm")
+        #expect(garbage.status == 1 && garbage.err.contains("Can not load RPM file: \(pkg)/garbage.rpm."), "\(garbage)")
+        let other = try exec("cd \(pkg) && dnf install -y ./\(URL(fileURLWithPath: tool).lastPathComponent)")
+        #expect(other.status == 1 && other.err.contains("hello-tool-1.0-1.x86_64"), "\(other)")
+        try fleet.set("web-001", "boot_full=true")
+        let full = try exec("dnf install -y \(rpm)")
+        #expect(full.status == 1 && full.err.contains("installing package kernel-core-6.1.0-21.hosting.x86_64 needs 62MB more space on the /boot filesystem"), "\(full)")
+        try fleet.set("web-001", "boot_full=false")
+        #expect(try exec("rpm -q kernel-core").out == "kernel-core-6.1.0-17-hosting.x86_64\n", "nothing installed")
+
+        let plan = try fleet.plan(release: release, waves: "[1, 100%]", bootloader: "auto")
+        var text = try String(contentsOfFile: plan, encoding: .utf8)
+        text = text.replacingOccurrences(of: "  release: \(release)\n", with: "  release: \(release)\n  packages: [./pkg/kernel-core-6.1.0-21.hosting.x86_64.rpm]\n")
+        try text.write(toFile: plan, atomically: true, encoding: .utf8)
+        let sha = try Spawn.run("/usr/bin/sha256sum", [rpm]).1.prefix(64)
+        let dry = try fleet.apply(plan, ["--dry-run"])
+        #expect(dry.status == 0, "\(dry.output)")
+        #expect(dry.output.contains(String(sha)) && dry.output.contains("$ dnf install -y '/var/tmp/rollctl-<rollout id>/kernel-core-6.1.0-21.hosting.x86_64.rpm'"), "\(dry.output)")
+
+        let start = Date()
+        let r = try fleet.apply(plan)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("completed: every host committed to \(release)"), "\(r.output)")
+        let doc = try fleet.lastRollout()
+        #expect(doc["state"] as? String == "completed")
+        #expect(Set(fleet.hostStates(doc).values) == ["committed"])
+        let id = try #require(doc["id"] as? String)
+        for i in 1...4 {
+            let host = fleet.name(i)
+            #expect(fleet.boots(host) == ["6.1.0-17-hosting", release], "\(host)")
+            // Installed once, from the shipped file (fleetsim's dnf logs each file it installs)...
+            let installs = fleet.log("fleet/hosts/\(host)/dnf.log").split(separator: "\n")
+            #expect(installs.count == 1 && installs.first?.hasPrefix("install kernel-core-6.1.0-21.hosting.x86_64 \(release) /var/tmp/rollctl-\(id)/") == true,
+                    "\(host): \(installs)")
+            // ...and removed afterwards.
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: fleet.dir + "/fleet/hosts/\(host)/var-tmp")) ?? ["?"]
+            #expect(left.isEmpty, "\(host): \(left)")
+            // Committed: the saved default, and rpm knows the package.
+            #expect(try exec("grubby --default-kernel", host: host).out == "/boot/vmlinuz-\(release)\n", "\(host)")
+            #expect(try exec("rpm -q kernel-core", host: host).out == "kernel-core-6.1.0-17-hosting.x86_64\nkernel-core-6.1.0-21.hosting.x86_64\n", "\(host)")
+            #expect(try exec("uname -r", host: host).out == "\(release)\n", "\(host)")
+        }
+        print("shipped rpm: 4 rhel hosts, wall \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+    }
+
+    /// Builds a one-file binary RPM with the real rpmbuild (Debian's `rpm` package) under `top`
+    /// and moves it into `into`; returns its path. No network, no compression.
+    static func buildRPM(top: String, into: String, name: String, version: String, release: String, file: String, size: Int) throws -> String {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: top + "/SOURCES", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: into, withIntermediateDirectories: true)
+        guard let random = FileHandle(forReadingAtPath: "/dev/urandom") else { throw TestSSHDError("cannot read /dev/urandom") }
+        try random.readData(ofLength: size).write(to: URL(fileURLWithPath: top + "/SOURCES/\(name)-content"))
+        try? random.close()
+        let dir = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        try """
+        Name: \(name)
+        Version: \(version)
+        Release: \(release)
+        Summary: rollctl e2e package \(name)
+        License: GPL-2.0-only
+        BuildArch: x86_64
+        %define debug_package %{nil}
+        %define _build_id_links none
+        %description
+        A package the end-to-end tests ship.
+        %install
+        mkdir -p %{buildroot}\(dir)
+        cp %{_sourcedir}/\(name)-content %{buildroot}\(file)
+        %files
+        \(file)
+
+        """.write(toFile: top + "/\(name).spec", atomically: true, encoding: .utf8)
+        let (status, out) = try Spawn.run("/usr/bin/rpmbuild", ["-bb", "--quiet", "--define", "_topdir \(top)", "--define", "_binary_payload w0.ufdio", top + "/\(name).spec"])
+        guard status == 0 else { throw TestSSHDError("rpmbuild failed (is Debian's rpm package installed? make deps): \(out)") }
+        let built = "\(name)-\(version)-\(release).x86_64.rpm"
+        try fm.moveItem(atPath: top + "/RPMS/x86_64/" + built, toPath: into + "/" + built)
+        return into + "/" + built
+    }
+
     @Test func leakyKernelHaltsAfterTheCanaryAndRollsItBack() throws {
         let fleet = try Fleet(hosts: 6, racks: 3, slot: 2); defer { fleet.down() }
         let r = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "14s"))
