@@ -508,12 +508,20 @@ public final class Journal: Sendable {
     /// Each host's verdict and evidence, and its move (`state` nil: it stays where it is — soaking,
     /// for a person to decide on an inconclusive gate).
     public func saveGateResults(_ rolloutID: String, wave: Int, _ results: [(host: String, verdict: String, report: String, state: HostState?, reason: String?)]) throws {
+        try saveGateResults(rolloutID, wave: wave, count: results.count) { results[$0] }
+    }
+
+    /// The same, each row made when it is written (`row(0)` to `row(count - 1)`, in one
+    /// transaction): a wave of 100,000 hosts never holds all its reports' JSON at once.
+    public func saveGateResults(_ rolloutID: String, wave: Int, count: Int,
+                                row: (Int) throws -> (host: String, verdict: String, report: String, state: HostState?, reason: String?)) throws {
         try store.write { db in
             let save = """
                 INSERT INTO gate_report (rollout_id, wave, host, verdict, report, at) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (rollout_id, wave, host) DO UPDATE SET verdict = excluded.verdict, report = excluded.report, at = excluded.at
                 """
-            for r in results {
+            for i in 0..<count {
+                let r = try row(i)
                 try db.execute(save, cached: true, [rolloutID, wave, r.host, r.verdict, r.report, self.now()])
                 if let state = r.state { try self.move(db, rolloutID, host: r.host, to: state, reason: r.reason) }
             }

@@ -411,7 +411,8 @@ extension Orchestrator {
         guard let report = finished, !leaseLost else { return nil }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        try journal.saveGateResults(rolloutID, wave: wave, try report.hosts.map { r in
+        try journal.saveGateResults(rolloutID, wave: wave, count: report.hosts.count) { i in
+            let r = report.hosts[i]
             let json = String(decoding: try encoder.encode(r), as: UTF8.self)
             let why = r.reasons.map(\.summary).joined(separator: "; ")
             let cut = r.verdict == .inconclusive && r.end == .stoppedWithWave
@@ -421,7 +422,7 @@ extension Orchestrator {
             return (r.host, r.verdict.rawValue, json, state,
                     r.verdict == .pass ? nil : cut ? "gate inconclusive: soak cut short when another host of the wave failed (this host did not fail)"
                                               : "gate \(r.verdict.rawValue): \(why.isEmpty ? r.end.rawValue : why)")
-        })
+        }
         // The wave row keeps the verdict and who failed; every host's evidence is in gate_report.
         struct Summary: Encodable { var verdict: String; var passed: Int; var failed: [String]; var inconclusive: [String] }
         let summary = Summary(verdict: report.verdict.rawValue, passed: report.passed.count, failed: report.failed, inconclusive: report.inconclusive)
