@@ -149,6 +149,7 @@ public enum Setup {
             // As `bootctl install` and the first kernel's package leave it: the kernel's files in
             // /boot, systemd-boot and its entry on the ESP, no EFI variable set (the entry that
             // sorts first, the newest kernel, is the default), no GRUB at all.
+            try mkdirs(hp.boot)
             try installKernelFiles(bootDir: hp.boot, release: rel)
             try SystemdBoot.installLoader(esp: hp.esp)
             try SystemdBoot.kernelInstallAdd(esp: hp.esp, machineID: h.machineID, rootUUID: h.rootUUID, release: rel,
