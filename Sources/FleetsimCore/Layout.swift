@@ -7,6 +7,9 @@ public enum Flavour: String, Codable, Sendable, CaseIterable {
     case debian
     /// RHEL 9: GRUB with Boot Loader Specification entries, `dnf`, `rpm`, `grubby`, `grub2-reboot`.
     case rhel
+    /// Debian 13 with systemd-boot: BLS type 1 entries on the ESP at /boot/efi (kernel-install),
+    /// `apt-get`, `bootctl`; the boot loader's EFI variables in the host's `efivars` file.
+    case systemdBoot = "systemd-boot"
 }
 
 /// One simulated host as `up` created it.
@@ -106,12 +109,16 @@ public struct HostPaths: Sendable {
     public var grub2Env: String { root + "/boot/grub2/grubenv" }
     public var grub2Cfg: String { root + "/boot/grub2/grub.cfg" }
     public var blsEntries: String { root + "/boot/loader/entries" }
-    /// Files bind-mounted over the machine's /etc inside the host (a rhel host's os-release,
-    /// machine-id and /etc/sysconfig).
+    /// Files bind-mounted over the machine's /etc inside the host (a rhel or systemd-boot host's
+    /// os-release and machine-id, a rhel host's /etc/sysconfig).
     public var etc: String { root + "/etc" }
     public var osRelease: String { root + "/etc/os-release" }
     public var machineID: String { root + "/etc/machine-id" }
     public var sysconfigKernel: String { root + "/etc/sysconfig/kernel" }
+    /// A systemd-boot host's ESP, /boot/efi inside the host (under its /boot).
+    public var esp: String { root + "/boot/efi" }
+    /// A systemd-boot host's EFI variables (`LoaderEntryOneShot=...` lines): what its firmware keeps across reboots.
+    public var efiVars: String { root + "/efivars" }
     public var sbin: String { root + "/sbin" }
     public var home: String { root + "/root" }
     public var sshdConfig: String { root + "/sshd_config" }

@@ -4,11 +4,12 @@ import Foundation
 /// kernel-install's BLS entry and UPDATEDEFAULT), `rpm -q` and `rpm -qp`, and `grubby` as RHEL
 /// 9's grubby-bls behaves for what rollctl and an admin use (`--info`, `--default-*`, `--set-default`).
 extension Shims {
-    /// Which flavour a tool belongs to; a tool not listed exists on every host.
-    static let flavourOf: [String: Flavour] = [
-        "apt-get": .debian, "dpkg": .debian, "update-grub": .debian, "grub-reboot": .debian, "grub-set-default": .debian, "grub-editenv": .debian,
-        "grub-probe": .debian,
-        "dnf": .rhel, "rpm": .rhel, "grubby": .rhel, "grub2-reboot": .rhel, "grub2-set-default": .rhel, "grub2-editenv": .rhel, "grub2-probe": .rhel,
+    /// The flavours a tool is installed on; a tool not listed exists on every host.
+    static let flavourOf: [String: Set<Flavour>] = [
+        "apt-get": [.debian, .systemdBoot], "dpkg": [.debian, .systemdBoot],
+        "update-grub": [.debian], "grub-reboot": [.debian], "grub-set-default": [.debian], "grub-editenv": [.debian], "grub-probe": [.debian],
+        "dnf": [.rhel], "rpm": [.rhel], "grubby": [.rhel], "grub2-reboot": [.rhel], "grub2-set-default": [.rhel], "grub2-editenv": [.rhel], "grub2-probe": [.rhel],
+        "bootctl": [.systemdBoot], "kernel-install": [.systemdBoot],
     ]
 
     // MARK: dnf

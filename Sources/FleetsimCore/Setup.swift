@@ -29,12 +29,12 @@ public struct UpOptions: Sendable {
 /// of another flavour answers as a shell does for a command that is not installed (`Shims`).
 public let shimNames = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv", "grub-probe",
                         "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv", "grub2-probe",
-                        "reboot", "systemctl", "shutdown", "uname", "hostname"]
+                        "bootctl", "kernel-install", "reboot", "systemctl", "shutdown", "uname", "hostname"]
 /// Shims also bind-mounted over the real binary of that name (so absolute paths hit the shim too:
 /// a rhel host's `apt-get` is the shim saying it is not installed, never the machine's apt).
 let shimsOverReal: Set<String> = ["apt-get", "dpkg", "update-grub", "grub-reboot", "grub-set-default", "grub-editenv", "grub-probe",
                                   "dnf", "rpm", "grubby", "grub2-reboot", "grub2-set-default", "grub2-editenv", "grub2-probe",
-                                  "reboot", "systemctl", "shutdown"]
+                                  "bootctl", "kernel-install", "reboot", "systemctl", "shutdown"]
 
 public enum Setup {
     /// Writes DIR for a new fleet: keys, per-host trees, inventory, known_hosts, customers. Returns the config.
@@ -145,6 +145,19 @@ public enum Setup {
             try writeFile(hp.osRelease, BLS.osRelease)
             try writeFile(hp.machineID, h.machineID + "\n", mode: 0o444)
             try writeFile(hp.sysconfigKernel, BLS.sysconfigKernel)
+        case .systemdBoot:
+            // As `bootctl install` and the first kernel's package leave it: the kernel's files in
+            // /boot, systemd-boot and its entry on the ESP, no EFI variable set (the entry that
+            // sorts first, the newest kernel, is the default), no GRUB at all.
+            try mkdirs(hp.boot)
+            try installKernelFiles(bootDir: hp.boot, release: rel)
+            try SystemdBoot.installLoader(esp: hp.esp)
+            try SystemdBoot.kernelInstallAdd(esp: hp.esp, machineID: h.machineID, rootUUID: h.rootUUID, release: rel,
+                                             image: hp.boot + "/vmlinuz-\(rel)", initrds: [hp.boot + "/initrd.img-\(rel)"])
+            try writeFile(hp.efiVars, "")
+            try mkdirs(hp.etc)
+            try writeFile(hp.osRelease, SystemdBoot.osRelease)
+            try writeFile(hp.machineID, h.machineID + "\n", mode: 0o444)
         }
         let shim = "#!/bin/sh\n# fleetsim shim: runs the simulated command for host \(h.name)\nexec \(shellQuote(fleet.binary)) shim \(shellQuote(hp.root)) \"$(basename \"$0\")\" \"$@\"\n"
         for n in shimNames { try writeFile(hp.sbin + "/" + n, shim, mode: 0o755) }
@@ -161,7 +174,7 @@ public enum Setup {
                 try writeFile(etcDefault + "/" + f, text)
             }
         }
-        try writeFile(etcDefault + "/grub", h.flavour == .rhel ? BLS.etcDefaultGrub : """
+        if h.flavour != .systemdBoot { try writeFile(etcDefault + "/grub", h.flavour == .rhel ? BLS.etcDefaultGrub : """
             # If you change this file, run 'update-grub' afterwards to update
             # /boot/grub/grub.cfg.
             # For full documentation of the options in this file, see:
@@ -173,7 +186,7 @@ public enum Setup {
             GRUB_CMDLINE_LINUX_DEFAULT="quiet panic=10"
             GRUB_CMDLINE_LINUX=""
 
-            """)
+            """) }
         for f in [hp.meminfo, hp.vmstat, hp.uptime, hp.osrelease, hp.bootID] { try writeFile(f, "") }
         try writeFile(hp.bootsLog, "")
         try writeFile(hp.live, "")
@@ -286,7 +299,7 @@ public enum Setup {
         mount --bind "$H/sbin" /usr/local/sbin
         mount --bind "$H/root" /root
         mount --bind "$H/etc-default" /etc/default
-        # A rhel host's /etc/os-release, /etc/machine-id and /etc/sysconfig (an empty
+        # A rhel or systemd-boot host's /etc/os-release and /etc/machine-id, a rhel host's /etc/sysconfig (an empty
         # /etc/sysconfig is made on the machine to mount over, as /var/lib/rollctl is below).
         if [ -f "$H/etc/os-release" ]; then mount --bind "$H/etc/os-release" /etc/os-release; fi
         if [ -f "$H/etc/machine-id" ] && [ -f /etc/machine-id ]; then mount --bind "$H/etc/machine-id" /etc/machine-id; fi
@@ -309,7 +322,7 @@ public enum Setup {
     }
 
     /// `up --flavours`: `rhel` (every host), or `flavour:count,...` taken in host order
-    /// (`debian:2,rhel:3`: hosts 1-2 Debian, 3-5 RHEL, the rest Debian).
+    /// (`debian:2,rhel:3`: hosts 1-2 Debian, 3-5 RHEL, the rest Debian; `systemd-boot:2`).
     public static func parseFlavours(_ text: String, hosts: Int) throws -> [Flavour] {
         func flavour(_ s: Substring) throws -> Flavour {
             guard let f = Flavour(rawValue: String(s)) else {

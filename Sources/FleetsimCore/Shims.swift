@@ -34,12 +34,12 @@ public enum Shims {
         let hp = HostPaths(hostDir)
         let dir = URL(fileURLWithPath: hostDir).deletingLastPathComponent().deletingLastPathComponent().path
         let hostName = URL(fileURLWithPath: hostDir).lastPathComponent
-        if let owner = flavourOf[name] {
+        if let owners = flavourOf[name] {
             // Every host has every shim (one host-init for all); a tool of another distribution
             // is not installed there, and says so the way the shell does.
             let fleet = try FleetConfig.load(dir: dir)
             let flavour = fleet.host(named: hostName)?.flavour ?? .debian
-            guard owner == flavour else {
+            guard owners.contains(flavour) else {
                 o.err("bash: line 1: \(name): command not found")
                 return 127
             }
@@ -50,6 +50,8 @@ public enum Shims {
             case "grub2-reboot", "grub2-set-default": return try grubSetEntry(name: name, file: hp.grub2Env, args: args, &o)
             case "grub2-editenv": return try grubEditenv(hp: hp, tool: name, defaultFile: hp.grub2Env, args: args, &o)
             case "grub2-probe": return grubProbe(hp: hp, tool: name, args: args, &o)
+            case "bootctl": return try bootctl(hp: hp, args: args, &o)
+            case "kernel-install": return try kernelInstall(fleet: fleet, host: hostName, hp: hp, args: args, &o)
             default: break
             }
         }
@@ -113,7 +115,7 @@ public enum Shims {
             withUnsafeBytes(of: v) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         }
         let release = (readFile(hp.osrelease) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        let rhel = fileExists(hp.osRelease)
+        let rhel = (readFile(hp.osRelease) ?? "").contains("ID=\"rhel\"")
         let version = rhel ? "#1 SMP PREEMPT_DYNAMIC Thu Apr  4 20:53:41 EDT 2024 (fleetsim)"
                            : "#1 SMP PREEMPT_DYNAMIC Debian \(debVersion(release)) (fleetsim)"
         let machine = field(u.machine)
@@ -374,8 +376,7 @@ public enum Shims {
             o.out("I: /initrd.img is now a symlink to boot/initrd.img-\(rel)")
             o.out("/etc/kernel/postinst.d/initramfs-tools:")
             o.out("update-initramfs: Generating /boot/initrd.img-\(rel)")
-            o.out("/etc/kernel/postinst.d/zz-update-grub:")
-            updateGrub(fleet: fleet, host: host, hp: hp, &o)
+            try kernelHooks(fleet: fleet, host: host, hp: hp, release: rel, &o)
         }
         return 0
     }
@@ -456,10 +457,20 @@ public enum Shims {
             try Setup.installKernelFiles(bootDir: hp.boot, release: k.release)
             try appendFile(hp.root + "/dpkg.log", "install \(k.release) \(k.version) \(k.file)\n")
             o.out("Setting up linux-image-\(k.release) (\(k.version)) ...")
+            try kernelHooks(fleet: fleet, host: host, hp: hp, release: k.release, &o)
+        }
+        return 0
+    }
+
+    /// The kernel package's /etc/kernel/postinst.d hooks: update-grub on a GRUB host, kernel-install
+    /// (systemd-boot's zz-systemd-boot) on a systemd-boot host.
+    static func kernelHooks(fleet: FleetConfig, host: String, hp: HostPaths, release: String, _ o: inout Out) throws {
+        if fleet.host(named: host)?.flavour == .systemdBoot {
+            try zzSystemdBoot(fleet: fleet, host: host, hp: hp, release: release, &o)
+        } else {
             o.out("/etc/kernel/postinst.d/zz-update-grub:")
             updateGrub(fleet: fleet, host: host, hp: hp, &o)
         }
-        return 0
     }
 
     /// A plausible Debian package version for a release (6.1.0-19-hosting -> 6.1.76-1+hosting19).

@@ -229,10 +229,33 @@ public final class Supervisor {
 
     // MARK: booting
 
-    /// Runs GRUB's choice for the next boot and moves the host into loading/panicking/hung.
+    /// Runs the boot loader's choice for the next boot and moves the host into loading/panicking/hung.
     func chooseAndLoad(_ h: HostRuntime, at t: Double, firstBoot: Bool = false) {
-        // Debian: the menu grub-mkconfig wrote into grub.cfg. RHEL: blscfg's menu, one entry per
-        // BLS file, newest first. Both: the 00_header's next_entry/saved_entry logic on grubenv.
+        guard let kernel = h.cfg.flavour == .systemdBoot ? systemdBootChoice(h) : grubChoice(h) else {
+            h.phase = .hung(kernel: "none")
+            return
+        }
+        load(h, kernel: kernel, at: t, firstBoot: firstBoot)
+    }
+
+    /// systemd-boot's choice (`SystemdBoot.choose`): the one-shot entry, removed as it is read, else
+    /// the default, else the first entry; the variables written back as the firmware leaves them.
+    func systemdBootChoice(_ h: HostRuntime) -> String? {
+        let vars = SystemdBoot.readVars(h.paths.efiVars)
+        let entries = SystemdBoot.entries(esp: h.paths.esp)
+        let choice = SystemdBoot.choose(entries: entries, vars: vars, loaderConf: readFile(h.paths.esp + "/loader/loader.conf"))
+        SystemdBoot.writeVars(h.paths.efiVars, choice.vars)
+        if let note = choice.note { log("\(h.cfg.name): systemd-boot: \(note)") }
+        guard let e = choice.entry else {
+            log("\(h.cfg.name): systemd-boot found no boot loader entry; host stays down")
+            return nil
+        }
+        return SystemdBoot.release(of: e)
+    }
+
+    /// GRUB's choice. Debian: the menu grub-mkconfig wrote into grub.cfg. RHEL: blscfg's menu, one
+    /// entry per BLS file, newest first. Both: the 00_header's next_entry/saved_entry logic on grubenv.
+    func grubChoice(_ h: HostRuntime) -> String? {
         let rhel = h.cfg.flavour == .rhel
         let envPath = rhel ? h.paths.grub2Env : h.paths.grubEnv
         let env = Grub.readEnv(envPath)
@@ -255,12 +278,16 @@ public final class Supervisor {
         }
         guard let kernel = k else {
             log("\(h.cfg.name): GRUB found no bootable entry; host stays down")
-            h.phase = .hung(kernel: "none")
-            return
+            return nil
         }
         if let spec, !spec.isEmpty, !matched {
             log("\(h.cfg.name): GRUB entry '\(spec)' matches nothing; booting \(kernel)")
         }
+        return kernel
+    }
+
+    /// Loads `kernel`: it panics (the machine resets and the boot loader chooses again), hangs, or comes up.
+    func load(_ h: HostRuntime, kernel: String, at t: Double, firstBoot: Bool) {
         let b = behaviour(h, kernel: kernel)
         if b.panic == true {
             let delay = b.panicDelay ?? 5

@@ -106,7 +106,7 @@ struct RHELFlavourTests {
             _ = try Scenario.parse(yaml: "hosts:\n  web-003: {flavour: centos}\n", source: "s.yaml")
             Issue.record("flavour centos accepted")
         } catch let e as FleetsimError {
-            #expect(e.message.contains("s.yaml: hosts.web-003.flavour: 'centos' is not a flavour (known: debian, rhel)"), "\(e.message)")
+            #expect(e.message.contains("s.yaml: hosts.web-003.flavour: 'centos' is not a flavour (known: debian, rhel, systemd-boot)"), "\(e.message)")
             #expect(e.exitCode == 2)
         }
     }

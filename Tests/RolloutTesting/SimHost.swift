@@ -11,11 +11,14 @@ import RolloutConfig
 /// `grub-reboot`, the GRUB safety checks (`setGrub`), the host lease, and an instant reboot that follows GRUB's one-shot and
 /// saved choice. As a `rhel` host (`flavour:`): `grubby --info=ALL` of its BLS entries
 /// (`<machine-id>-<release>`), `dnf install` making the new kernel the saved default as
-/// UPDATEDEFAULT=yes does, `grub2-set-default`, `grub2-reboot`, `grubby --set-default`. Unknown commands exit 127, so a change in what the orchestrator sends
+/// UPDATEDEFAULT=yes does, `grub2-set-default`, `grub2-reboot`, `grubby --set-default`. As a
+/// `systemd-boot` host: `bootctl list --json=short` (`<machine-id>-<release>.conf`), `bootctl
+/// is-installed`, `set-default` and `set-oneshot`, and with no default saved the newest kernel
+/// booting, as systemd-boot boots the entry that sorts first. Unknown commands exit 127, so a change in what the orchestrator sends
 /// shows up as failed hosts rather than being silently accepted. The engine's `NIOEmbedded`:
 /// `bench-core` and the in-process engine tests drive the real orchestrator over it.
 public actor SimHost: RemoteHost {
-    /// `debian` or `rhel` (fleetsim's flavours).
+    /// `debian`, `rhel` or `systemd-boot` (fleetsim's flavours).
     public typealias Flavour = FleetsimCore.Flavour
     public nonisolated let hostName: String
     public private(set) var release: String
@@ -103,6 +106,7 @@ public actor SimHost: RemoteHost {
     var bootFilesText: String {
         bootFiles ?? (flavour == .rhel
             ? "ID=\"rhel\"\nID_LIKE=\"fedora\"\nfound /boot/grub2/grub.cfg\nfound /boot/loader/entries/*.conf\nfound grubby\nfound bootctl\n"
+            : flavour == .systemdBoot ? "ID=debian\nfound /boot/efi/loader/entries\nfound bootctl\n"
             : "ID=debian\nfound /boot/grub/grub.cfg\nfound bootctl\n")
     }
 
@@ -261,6 +265,9 @@ public actor SimHost: RemoteHost {
         case GrubBLSDriver.clearNextEntry where flavour == .rhel: nextEntry = nil; return ok()
         case HostCommands.bootFree: return ok("4000000000\n")
         case GrubDriver.clearNextEntry where flavour == .debian: nextEntry = nil; return ok()
+        case SystemdBootDriver.listEntries where flavour == .systemdBoot: return ok(bootctlList())
+        case SystemdBootDriver.isInstalled where flavour == .systemdBoot: return ok("@@rollctl-file systemd-boot\nyes\n")
+        case SystemdBootDriver.clearNextEntry where flavour == .systemdBoot: nextEntry = nil; return ok()
         case "cat /proc/sys/kernel/random/boot_id": return ok(bootID + "\n")
         case "cat /proc/sys/kernel/osrelease": return ok(release + "\n")
         case "true": return ok()
@@ -281,7 +288,18 @@ public actor SimHost: RemoteHost {
             if command.hasPrefix("L=\(HostLease.directory);") { return ok(lease(command)) }
             if let r = packageCommand(command) { return r }
             if flavour == .rhel { return rhel(command) }
+            if flavour == .systemdBoot, command.hasPrefix("bootctl set-default ") {
+                savedEntry = unquote(command.dropFirst("bootctl set-default ".count))
+                if savedEntry == "" { savedEntry = nil }
+                return ok()
+            }
+            if flavour == .systemdBoot, command.hasPrefix("bootctl set-oneshot ") {
+                nextEntry = unquote(command.dropFirst("bootctl set-oneshot ".count))
+                if nextEntry == "" { nextEntry = nil }
+                return ok()
+            }
             if command.hasPrefix("DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-") { return ok() }
+            if flavour == .systemdBoot { return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127) }
             if command.hasPrefix("grub-set-default ") { savedEntry = unquote(command.dropFirst("grub-set-default ".count)); return ok() }
             if command.hasPrefix("grub-reboot ") { nextEntry = unquote(command.dropFirst("grub-reboot ".count)); return ok() }
             return HostCommandResult(stdout: "", stderr: "sh: \(command.prefix(40)): not found\n", exitStatus: 127)
@@ -291,6 +309,10 @@ public actor SimHost: RemoteHost {
     /// What GRUB boots for a `default` value: Debian's menu path, or a rhel host's entry id
     /// (an id naming nothing: the first entry).
     func kernel(for spec: String?) -> String? {
+        if flavour == .systemdBoot {
+            // An entry id naming nothing (or none): the entry that sorts first, the newest kernel.
+            return kernels.first { spec == "\(machineID)-\($0).conf" } ?? kernels.max { Grub.versionLess($0, $1) }
+        }
         guard flavour == .rhel else { return Grub.kernelFor(default: spec, menu: menu).kernel }
         return kernels.first { spec == "\(machineID)-\($0)" } ?? kernels.first
     }
@@ -301,6 +323,13 @@ public actor SimHost: RemoteHost {
             "index=\(i)\nkernel=\"/boot/vmlinuz-\(k)\"\nargs=\"ro\"\nroot=\"/dev/mapper/rhel-root\"\ninitrd=\"/boot/initramfs-\(k).img\"\n"
                 + "title=\"Red Hat Enterprise Linux (\(k)) 9.4 (Plow)\"\nid=\"\(machineID)-\(k)\"\n"
         }.joined()
+    }
+
+    /// `bootctl list --json=short` as systemd 257 prints it (the keys rollctl reads), newest first.
+    func bootctlList() -> String {
+        "[" + kernels.sorted { Grub.versionLess($1, $0) }.map { k in
+            #"{"type":"type1","source":"esp","id":"\#(machineID)-\#(k).conf","version":"\#(k)","linux":"/\#(machineID)/\#(k)/linux","isSelected":\#(k == release)}"#
+        }.joined(separator: ",") + "]"
     }
 
     /// A rhel host's package and bootloader commands; anything else exits 127.

@@ -50,14 +50,48 @@ import Testing
         #expect(g.notes.contains { $0.contains("UPDATEDEFAULT=yes") })
     }
 
-    @Test func systemdBootUsesTheEntryTokenAndBootctl() {
+    @Test func systemdBootFindsTheEntryWithBootctlListPinsTheOldDefaultAndSetsItsOneShot() throws {
         let s = BootloaderDrivers.driver(for: .systemdBoot)
-        let token = "\"$(cat /etc/kernel/entry-token 2>/dev/null || cat /etc/machine-id)\""
         #expect(s.name == "systemd-boot")
-        #expect(s.entryListing == nil)
-        #expect(s.stage(plan, entry: nil, previous: nil) == ["bootctl set-oneshot \(token)-6.1.0-19-hosting.conf"])
-        #expect(s.commit(plan, entry: nil) == ["bootctl set-default \(token)-6.1.0-19-hosting.conf"])
-        #expect(s.restoreDefault(plan, previousRelease: "6.1.0-18-amd64", previousEntry: nil) == ["bootctl set-default \(token)-6.1.0-18-amd64.conf"])
+        #expect(s.entryListing == "bootctl list --json=short --no-pager")
+        let mid = "0123456789abcdef0123456789abcdef"
+        let old = try #require(s.entry(in: debian13BootctlList, release: "6.12.41+deb13-amd64"))
+        let new = try #require(s.entry(in: debian13BootctlList, release: "6.12.48+deb13-amd64"))
+        #expect(old == "\(mid)-6.12.41+deb13-amd64.conf")
+        #expect(s.entry(in: debian13BootctlList, release: "6.12.4") == nil)
+        // The install alone made the newest entry the default: the running one is saved first, then boot-once.
+        #expect(s.stage(plan, entry: new, previous: old) == ["bootctl set-default \(mid)-6.12.41+deb13-amd64.conf",
+                                                             "bootctl set-oneshot \(mid)-6.12.48+deb13-amd64.conf"])
+        #expect(s.commit(plan, entry: new) == ["bootctl set-default \(mid)-6.12.48+deb13-amd64.conf"])
+        #expect(s.clearOneShot == ["bootctl set-oneshot ''"])
+        #expect(s.restoreDefault(plan, previousRelease: "6.12.41+deb13-amd64", previousEntry: old) == ["bootctl set-default \(mid)-6.12.41+deb13-amd64.conf"])
+        // Every substituted value is shell-quoted.
+        #expect(s.stage(plan, entry: "x'; reboot; '", previous: "a b") == [#"bootctl set-default 'a b'"#, #"bootctl set-oneshot 'x'\''; reboot; '\'''"#])
+        #expect(s.commit(plan, entry: "$(reboot)") == ["bootctl set-default '$(reboot)'"])
+        // The dry-run: the new kernel's id modelled on the running one's; without a listing, a placeholder.
+        #expect(s.expectedEntry(in: debian13BootctlList, release: "6.12.57+deb13-amd64", like: "6.12.41+deb13-amd64") == "\(mid)-6.12.57+deb13-amd64.conf")
+        #expect(s.expectedEntry(in: nil, release: "6.12.57+deb13-amd64", like: nil) == "<entry-token>-6.12.57+deb13-amd64.conf")
+        #expect(s.stageDescription(release: "R").contains("bootctl set-oneshot"))
+        #expect(s.notes.contains { $0.contains("newest entry") })
+        #expect(HostCommands.install(plan, bootloader: s) == ["DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-6.1.0-19-hosting"])
+    }
+
+    /// The check step's pre-check: systemd-boot must be in the ESP for a one-shot entry to mean anything.
+    @Test func systemdBootsPreflightAsksBootctlIsInstalled() throws {
+        let s = SystemdBootDriver()
+        let command = try #require(s.preflight)
+        #expect(command.contains("bootctl is-installed"))
+        let marker = "@@rollctl-file systemd-boot\n"
+        #expect(s.preflightFindings(marker + "yes\n").isEmpty)
+        #expect(s.preflightFindings("junk\n" + marker + "  yes \n\n").isEmpty)
+        #expect(s.preflightFindings(marker + "no\n").map(\.severity) == [.error])
+        let lost = s.preflightFindings(marker + "Couldn't find EFI system partition. It is recommended to mount it to /boot/ or /efi/.\n")
+        #expect(lost.count == 1 && lost[0].severity == .error && lost[0].message.contains("Couldn't find EFI system partition"), "\(lost)")
+        #expect(s.preflightFindings("yes\n").map(\.severity) == [.error], "no marker: nothing readable")
+        // A section printed earlier by the host cannot answer for the real one.
+        #expect(s.preflightFindings(marker + "yes\n" + marker + "no\n").map(\.severity) == [.error])
+        let hostile = s.preflightFindings(marker + "\u{1B}[2J" + String(repeating: "x", count: 10_000) + "\n")
+        #expect(hostile.count == 1 && !hostile[0].message.contains("\u{1B}") && hostile[0].message.count < 300)
     }
 
     @Test func customCommandsGetTheirPlaceholdersShellQuoted() {

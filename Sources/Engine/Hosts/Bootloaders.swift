@@ -187,23 +187,64 @@ public struct GrubBLSDriver: BootloaderDriver {
     }
 }
 
-/// systemd-boot: entries named `<entry-token>-<release>.conf` (the token from
-/// `/etc/kernel/entry-token`, else the machine id), `bootctl set-oneshot` and `set-default`.
+/// systemd-boot: a kernel's entry is the one `bootctl list --json=short` lists for it (kernel-install
+/// names it `<entry-token>-<release>.conf`; see `BootctlList`), addressed by its id; `bootctl
+/// set-oneshot` boots it once (the `LoaderEntryOneShot` EFI variable, which systemd-boot removes as
+/// it boots it), `bootctl set-default` saves it (`LoaderEntryDefault`).
+///
+/// With no `LoaderEntryDefault` (as `bootctl install` leaves a host) and no `default` in
+/// loader.conf, systemd-boot boots the entry that sorts first: the newest kernel, so the install
+/// alone makes a new kernel the default. The stage step therefore saves the running kernel's
+/// entry as the default before the one-shot boot, so a kernel that fails to boot falls back to
+/// the old one.
 public struct SystemdBootDriver: BootloaderDriver {
     public init() {}
     public var name: String { "systemd-boot" }
-    public var entryListing: String? { nil }
-    public func entry(in listing: String, release: String) -> String? { nil }
-    static let token = "\"$(cat /etc/kernel/entry-token 2>/dev/null || cat /etc/machine-id)\""
-    static func entryFile(_ release: String) -> String { "\(token)-\(shellQuote(release)).conf" }
+    /// Lists the boot loader entries (read-only).
+    public static let listEntries = "bootctl list --json=short --no-pager"
+    /// Forgets a staged one-shot boot: an empty id removes `LoaderEntryOneShot`.
+    public static let clearNextEntry = "bootctl set-oneshot ''"
+    static let marker = "@@rollctl-file systemd-boot"
+    /// Whether systemd-boot is in the ESP at all (read-only; `yes` or `no`, bounded).
+    public static let isInstalled = "echo '\(marker)'; bootctl is-installed 2>&1 | head -c 512; echo; true"
+    public var entryListing: String? { Self.listEntries }
+    public var entrySource: String { "the boot loader entries (bootctl list)" }
+    public func entry(in listing: String, release: String) -> String? {
+        BootctlList.parse(listing).entryID(forRelease: release)
+    }
+    public func expectedEntry(in listing: String?, release: String, like: String?) -> String? {
+        listing.flatMap { BootctlList.parse($0).expectedEntryID(forRelease: release, like: like) } ?? "<entry-token>-\(release).conf"
+    }
+    static func setDefault(_ id: String) -> String { "bootctl set-default " + shellQuote(id) }
     public func stage(_ plan: Plan, entry: String?, previous: String?) -> [String] {
-        ["bootctl set-oneshot " + Self.entryFile(plan.kernel.release)]
+        (previous.map { [Self.setDefault($0)] } ?? []) + ["bootctl set-oneshot " + shellQuote(entry ?? "")]
     }
-    public func commit(_ plan: Plan, entry: String?) -> [String] { ["bootctl set-default " + Self.entryFile(plan.kernel.release)] }
-    public var clearOneShot: [String] { [] }
+    public func commit(_ plan: Plan, entry: String?) -> [String] { [Self.setDefault(entry ?? "")] }
+    public var clearOneShot: [String] { [Self.clearNextEntry] }
     public func restoreDefault(_ plan: Plan, previousRelease: String, previousEntry: String?) -> [String] {
-        ["bootctl set-default " + Self.entryFile(previousRelease)]
+        previousEntry.map { [Self.setDefault($0)] } ?? []
     }
+    public func stageDescription(release: String) -> String {
+        "find the entry of \(release) with bootctl list, save the running kernel's entry as the default (bootctl set-default), "
+            + "and boot \(release) once (bootctl set-oneshot: a kernel that fails to boot falls back to the saved default)"
+    }
+    public var notes: [String] {
+        ["systemd-boot: without a saved default it boots the newest entry, so the install alone would make the new kernel the default; "
+            + "the stage step saves the running kernel's entry as the default before the one-shot boot"]
+    }
+    public var preflight: String? { Self.isInstalled }
+    public func preflightFindings(_ output: String) -> [BootloaderFinding] {
+        let said = lastSection(of: output, after: Self.marker, lines: 4)?
+            .map { String($0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()) }.first { !$0.isEmpty }
+        switch said {
+        case "yes": return []
+        case "no": return [.init(.error, "bootctl is-installed says no: systemd-boot is not in the ESP, so a one-shot entry would not be honoured")]
+        case let other?:
+            return [.init(.error, "bootctl is-installed did not say yes ('\(String(other.filter { ($0.asciiValue ?? 0x20) >= 0x20 && $0 != "\u{7F}" }.prefix(120)))'): boot-once cannot be shown to work")]
+        case nil: return [.init(.error, "bootctl is-installed printed nothing readable: boot-once cannot be shown to work")]
+        }
+    }
+    public var preflightDescription: String? { "systemd-boot in the ESP (bootctl is-installed; else fail)" }
 }
 
 /// The plan's own commands; `{release}` and `{previous_release}` replaced, shell-quoted.
