@@ -7,6 +7,12 @@ public enum Flavour: String, Codable, Sendable, CaseIterable {
     case debian
     /// RHEL 9: GRUB with Boot Loader Specification entries, `dnf`, `rpm`, `grubby`, `grub2-reboot`.
     case rhel
+    /// Ubuntu 24.04: Debian's tools and GRUB, with Ubuntu's menu titles, kernel packages and
+    /// `recordfail` (set by GRUB at boot, cleared once the system is up).
+    case ubuntu
+
+    /// The flavour whose tools and boot files a host has (Ubuntu's are Debian's).
+    public var family: Flavour { self == .ubuntu ? .debian : self }
 }
 
 /// One simulated host as `up` created it.

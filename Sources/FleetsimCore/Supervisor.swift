@@ -236,22 +236,40 @@ public final class Supervisor {
         let rhel = h.cfg.flavour == .rhel
         let envPath = rhel ? h.paths.grub2Env : h.paths.grubEnv
         let env = Grub.readEnv(envPath)
-        let menu = rhel ? [] : Grub.parseMenu(readFile(h.paths.grubCfg) ?? "")
+        let cfg = rhel ? "" : readFile(h.paths.grubCfg) ?? ""
+        let menu = rhel ? [] : Grub.parseMenu(cfg)
         let entries = rhel ? BLS.entries(bootDir: h.paths.boot) : []
         func kernelFor(_ spec: String?) -> (kernel: String?, matched: Bool) {
             rhel ? BLS.kernelFor(default: spec, entries: entries) : Grub.kernelFor(default: spec, menu: menu)
         }
-        var spec = Grub.envValue(env, "saved_entry")
+        // The header's default: saved_entry (GRUB_DEFAULT=saved), else what GRUB_DEFAULT named.
+        let headerDefault = Grub.headerDefault(cfg)
+        let saved = headerDefault.map { $0 == "${saved_entry}" ? Grub.envValue(env, "saved_entry") : $0 } ?? Grub.envValue(env, "saved_entry")
+        var spec = saved
+        var bootOnce = false
         if let next = Grub.envValue(env, "next_entry"), !next.isEmpty {
             spec = next
+            bootOnce = true
             // GRUB's 00_header: set next_entry= ; save_env next_entry
             try? Grub.setEnv(envPath, "next_entry", "")
         }
+        // Ubuntu's header: recordfail=1 left by a boot that did not finish shows the menu for the
+        // recordfail timeout (-1: until someone picks an entry, which nobody does on a headless host).
+        var menuWait = 0.0
+        if h.cfg.flavour == .ubuntu, Grub.envValue(env, "recordfail") == "1", let timeout = Grub.recordfailTimeout(cfg) {
+            if timeout < 0 {
+                log("\(h.cfg.name): GRUB shows its menu and waits for a key (recordfail=1, GRUB_RECORDFAIL_TIMEOUT=-1); host stays down")
+                h.phase = .hung(kernel: "none")
+                return
+            }
+            menuWait = Double(timeout)
+            if timeout > 0 { log("\(h.cfg.name): GRUB shows its menu for \(timeout)s (recordfail=1)") }
+        }
         var (k, matched) = kernelFor(spec)
-        if !matched, spec != Grub.envValue(env, "saved_entry"), fleet.scenario.invalidEntryBoots == "saved" {
+        if !matched, spec != saved, fleet.scenario.invalidEntryBoots == "saved" {
             // The brief's rule: an invalid one-shot entry falls back to saved_entry (real GRUB: entry 0).
-            let saved = kernelFor(Grub.envValue(env, "saved_entry"))
-            if saved.kernel != nil { k = saved.kernel }
+            let fallback = kernelFor(saved)
+            if fallback.kernel != nil { k = fallback.kernel }
         }
         guard let kernel = k else {
             log("\(h.cfg.name): GRUB found no bootable entry; host stays down")
@@ -261,9 +279,13 @@ public final class Supervisor {
         if let spec, !spec.isEmpty, !matched {
             log("\(h.cfg.name): GRUB entry '\(spec)' matches nothing; booting \(kernel)")
         }
+        if h.cfg.flavour == .ubuntu && !bootOnce {
+            // Every Ubuntu entry calls `recordfail` first: recordfail=1 saved, except on a one-shot boot.
+            try? Grub.setEnv(envPath, "recordfail", "1")
+        }
         let b = behaviour(h, kernel: kernel)
         if b.panic == true {
-            let delay = b.panicDelay ?? 5
+            let delay = menuWait + (b.panicDelay ?? 5)
             log("\(h.cfg.name): kernel \(kernel) panics; machine resets in \(formatDuration(delay))")
             appendBootLog(h, number: "-", bootID: "-", kernel: kernel, result: "panic")
             h.phase = .panicking(until: t + delay, kernel: kernel)
@@ -275,11 +297,11 @@ public final class Supervisor {
             h.phase = .hung(kernel: kernel)
             return
         }
-        var delay = 0.0
+        var delay = menuWait
         if !firstBoot {
             let base = b.bootDelay ?? 2
             let j = b.bootJitter ?? 0
-            delay = max(0, base + (j > 0 ? Double.random(in: -j...j, using: &rng) : 0))
+            delay += max(0, base + (j > 0 ? Double.random(in: -j...j, using: &rng) : 0))
         }
         h.phase = .loading(until: t + delay, kernel: kernel)
     }
@@ -305,6 +327,10 @@ public final class Supervisor {
                     if t - since > 30 { log("\(h.cfg.name): sshd not listening after 30s") }
                     else if !h.sshdStopped { log("\(h.cfg.name): up, sshd listening") }   // bench/overhead.sh times boots by it
                     h.phase = .up
+                    if h.cfg.flavour == .ubuntu {
+                        // grub-common's boot service: the system is up, the boot finished.
+                        try? Grub.unsetEnv(h.paths.grubEnv, "recordfail")
+                    }
                 }
             default: break
             }
