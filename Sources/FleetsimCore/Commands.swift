@@ -52,7 +52,7 @@ struct Up: ParsableCommand {
     @Option(name: .customLong("name-prefix"), help: "Host name prefix.") var namePrefix: String = "web-"
     @Option(help: "Seed for generated data (customers).") var seed: UInt64 = 42
     @Option(help: "Seconds to wait for every host to be up (0: do not wait).") var wait: Double = 120
-    @Option(help: "Host flavours: one for every host (rhel), or flavour:count,... in host order (debian:2,rhel:3,systemd-boot:2; the rest debian). Flavours: debian, rhel, systemd-boot.")
+    @Option(help: "Host flavours (\(Flavour.allCases.map(\.rawValue).joined(separator: ", "))): one for every host (rhel), or flavour:count,... in host order (debian:2,rhel:3,systemd-boot:2; the rest debian).")
     var flavours: String?
 
     func run() throws {

@@ -1,10 +1,14 @@
 import Foundation
 
-/// GRUB as Debian sets it up: grub.cfg written by update-grub (grub-mkconfig), the grubenv block,
-/// and the boot-time choice of an entry (`next_entry` once, else `saved_entry`, else the first entry).
+/// GRUB as Debian and Ubuntu set it up: grub.cfg written by update-grub (grub-mkconfig), the
+/// grubenv block, and the boot-time choice of an entry (`next_entry` once, else the header's
+/// default: `saved_entry` with GRUB_DEFAULT=saved, else the first entry).
 public enum Grub {
     public static let distributor = "Debian GNU/Linux"
     public static let submenuTitle = "Advanced options for Debian GNU/Linux"
+
+    /// GRUB_DISTRIBUTOR as each flavour's /etc/default/grub computes it: the menu's titles.
+    public static func distributor(_ flavour: Flavour) -> String { flavour == .ubuntu ? "Ubuntu" : distributor }
 
     // MARK: versions
 
@@ -51,6 +55,12 @@ public enum Grub {
     }
 
     // MARK: grub.cfg
+
+    /// grub.cfg as the flavour's update-grub writes it, from its /etc/default/grub (`defaults`:
+    /// its assignments; Ubuntu's header honours GRUB_DEFAULT and GRUB_RECORDFAIL_TIMEOUT).
+    public static func config(kernels: [String], rootUUID: String, flavour: Flavour = .debian, defaults: [String: String] = [:]) -> String {
+        flavour == .ubuntu ? ubuntuConfig(kernels: kernels, rootUUID: rootUUID, defaults: defaults) : config(kernels: kernels, rootUUID: rootUUID)
+    }
 
     /// grub.cfg as Debian 12's grub-mkconfig writes it (trimmed of theme/terminal noise).
     public static func config(kernels: [String], rootUUID: String) -> String {
@@ -288,8 +298,9 @@ public enum Grub {
     }
 
     /// The menu path of a release's advanced entry, as rollctl would pass it to grub-reboot.
-    public static func titlePath(release: String) -> String {
-        "\(submenuTitle)>\(distributor), with Linux \(release)"
+    public static func titlePath(release: String, flavour: Flavour = .debian) -> String {
+        let d = distributor(flavour)
+        return "Advanced options for \(d)>\(d), with Linux \(release)"
     }
 
     public static func idPath(release: String, rootUUID: String) -> String {

@@ -10,6 +10,12 @@ public enum Flavour: String, Codable, Sendable, CaseIterable {
     /// Debian 13 with systemd-boot: BLS type 1 entries on the ESP at /boot/efi (kernel-install),
     /// `apt-get`, `bootctl`; the boot loader's EFI variables in the host's `efivars` file.
     case systemdBoot = "systemd-boot"
+    /// Ubuntu 24.04: Debian's tools and GRUB, with Ubuntu's menu titles, kernel packages and
+    /// `recordfail` (set by GRUB at boot, cleared once the system is up).
+    case ubuntu
+
+    /// The flavour whose tools and boot files a host has (Ubuntu's are Debian's).
+    public var family: Flavour { self == .ubuntu ? .debian : self }
 }
 
 /// One simulated host as `up` created it.

@@ -127,11 +127,16 @@ public enum Setup {
         for d in [hp.proc, hp.sbin, hp.home] { try mkdirs(d) }
         let rel = fleet.scenario.initialKernel(host: h.name)
         switch h.flavour {
-        case .debian:
+        case .debian, .ubuntu:
             try mkdirs(hp.boot + "/grub")
             try installKernelFiles(bootDir: hp.boot, release: rel)
-            try writeFile(hp.grubCfg, Grub.config(kernels: Grub.installedKernels(bootDir: hp.boot), rootUUID: h.rootUUID))
-            try Grub.writeEnv(hp.grubEnv, [("saved_entry", Grub.titlePath(release: rel))])
+            try writeFile(hp.grubCfg, Grub.config(kernels: Grub.installedKernels(bootDir: hp.boot), rootUUID: h.rootUUID,
+                                                  flavour: h.flavour, defaults: Grub.readDefaults(fromText: Ubuntu.etcDefaultGrub)))
+            try Grub.writeEnv(hp.grubEnv, [("saved_entry", Grub.titlePath(release: rel, flavour: h.flavour))])
+            if h.flavour == .ubuntu {
+                try mkdirs(hp.etc)
+                try writeFile(hp.osRelease, Ubuntu.osRelease)
+            }
         case .rhel:
             // As the installer leaves it: the kernel and its BLS entry, the rescue entry, the
             // default named by entry id, and UPDATEDEFAULT=yes (a new kernel becomes the default).
@@ -174,7 +179,7 @@ public enum Setup {
                 try writeFile(etcDefault + "/" + f, text)
             }
         }
-        if h.flavour != .systemdBoot { try writeFile(etcDefault + "/grub", h.flavour == .rhel ? BLS.etcDefaultGrub : """
+        if h.flavour != .systemdBoot { try writeFile(etcDefault + "/grub", h.flavour == .rhel ? BLS.etcDefaultGrub : h.flavour == .ubuntu ? Ubuntu.etcDefaultGrub : """
             # If you change this file, run 'update-grub' afterwards to update
             # /boot/grub/grub.cfg.
             # For full documentation of the options in this file, see:
@@ -299,7 +304,7 @@ public enum Setup {
         mount --bind "$H/sbin" /usr/local/sbin
         mount --bind "$H/root" /root
         mount --bind "$H/etc-default" /etc/default
-        # A rhel or systemd-boot host's /etc/os-release and /etc/machine-id, a rhel host's /etc/sysconfig (an empty
+        # A rhel, ubuntu or systemd-boot host's /etc/os-release, a rhel or systemd-boot host's /etc/machine-id, a rhel host's /etc/sysconfig (an empty
         # /etc/sysconfig is made on the machine to mount over, as /var/lib/rollctl is below).
         if [ -f "$H/etc/os-release" ]; then mount --bind "$H/etc/os-release" /etc/os-release; fi
         if [ -f "$H/etc/machine-id" ] && [ -f /etc/machine-id ]; then mount --bind "$H/etc/machine-id" /etc/machine-id; fi

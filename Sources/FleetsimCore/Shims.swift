@@ -39,7 +39,7 @@ public enum Shims {
             // is not installed there, and says so the way the shell does.
             let fleet = try FleetConfig.load(dir: dir)
             let flavour = fleet.host(named: hostName)?.flavour ?? .debian
-            guard owners.contains(flavour) else {
+            guard owners.contains(flavour.family) else {
                 o.err("bash: line 1: \(name): command not found")
                 return 127
             }
@@ -115,9 +115,10 @@ public enum Shims {
             withUnsafeBytes(of: v) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         }
         let release = (readFile(hp.osrelease) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        let rhel = (readFile(hp.osRelease) ?? "").contains("ID=\"rhel\"")
-        let version = rhel ? "#1 SMP PREEMPT_DYNAMIC Thu Apr  4 20:53:41 EDT 2024 (fleetsim)"
-                           : "#1 SMP PREEMPT_DYNAMIC Debian \(debVersion(release)) (fleetsim)"
+        let os = (readFile(hp.osRelease) ?? "").split(separator: "\n").first { $0.hasPrefix("ID=") }
+        let version = os == "ID=ubuntu" ? Ubuntu.unameVersion(release)
+            : os == "ID=\"rhel\"" ? "#1 SMP PREEMPT_DYNAMIC Thu Apr  4 20:53:41 EDT 2024 (fleetsim)"
+            : "#1 SMP PREEMPT_DYNAMIC Debian \(debVersion(release)) (fleetsim)"
         let machine = field(u.machine)
         var flags = Set<Character>()
         for a in args {
@@ -273,14 +274,22 @@ public enum Shims {
 
     static func updateGrub(fleet: FleetConfig, host: String, hp: HostPaths, _ o: inout Out) {
         let uuid = fleet.host(named: host)?.rootUUID ?? "00000000-0000-0000-0000-000000000000"
+        let flavour = fleet.host(named: host)?.flavour ?? .debian
         let kernels = Grub.installedKernels(bootDir: hp.boot)
+        if flavour == .ubuntu { o.err("Sourcing file `/etc/default/grub'") }
         o.err("Generating grub configuration file ...")
         for k in kernels {
             o.err("Found linux image: /boot/vmlinuz-\(k)")
             o.err("Found initrd image: /boot/initrd.img-\(k)")
         }
+        if flavour == .ubuntu {
+            o.err("Warning: os-prober will not be executed to detect other bootable partitions.")
+            o.err("Systems on them will not be added to the GRUB boot configuration.")
+            o.err("Check GRUB_DISABLE_OS_PROBER documentation entry.")
+        }
         o.err("done")
-        rewriteInPlace(hp.grubCfg, Grub.config(kernels: kernels, rootUUID: uuid))
+        rewriteInPlace(hp.grubCfg, Grub.config(kernels: kernels, rootUUID: uuid, flavour: flavour,
+                                               defaults: Grub.readDefaults(hp.root + "/etc-default/grub")))
     }
 
     // MARK: apt-get
@@ -299,9 +308,14 @@ public enum Shims {
             o.err("E: Invalid operation")
             return 100
         }
+        // Ubuntu's archive and package versions on an ubuntu host; the rest is apt's.
+        let ubuntu = fleet.host(named: host)?.flavour == .ubuntu
+        let archive = ubuntu ? "http://archive.ubuntu.com/ubuntu noble" : "http://deb.fleetsim.test/debian bookworm"
+        let pocket = ubuntu ? "noble-updates/main" : "bookworm/main"
+        func debVersion(_ rel: String) -> String { ubuntu ? Ubuntu.packageVersion(rel) : Shims.debVersion(rel) }
         switch cmd {
         case "update":
-            o.out("Hit:1 http://deb.fleetsim.test/debian bookworm InRelease")
+            o.out("Hit:1 \(archive) InRelease")
             o.out("Reading package lists... Done")
             return 0
         case "install":
@@ -349,7 +363,7 @@ public enum Shims {
         o.out("Need to get \(68 * toInstall.count).4 MB of archives.")
         o.out("After this operation, \(412 * toInstall.count) MB of additional disk space will be used.")
         for (n, rel) in toInstall.enumerated() {
-            o.out("Get:\(n + 1) http://deb.fleetsim.test/debian bookworm/main amd64 linux-image-\(rel) amd64 \(debVersion(rel)) [68.4 MB]")
+            o.out("Get:\(n + 1) \(archive.split(separator: " ")[0]) \(pocket) amd64 linux-image-\(rel) amd64 \(debVersion(rel)) [68.4 MB]")
         }
         o.out("Fetched \(68 * toInstall.count).4 MB in 1s (68.4 MB/s)")
         let live = LiveOverrides.load(hp.live)

@@ -231,11 +231,11 @@ public final class Supervisor {
 
     /// Runs the boot loader's choice for the next boot and moves the host into loading/panicking/hung.
     func chooseAndLoad(_ h: HostRuntime, at t: Double, firstBoot: Bool = false) {
-        guard let kernel = h.cfg.flavour == .systemdBoot ? systemdBootChoice(h) : grubChoice(h) else {
+        guard let choice = h.cfg.flavour == .systemdBoot ? systemdBootChoice(h).map { (kernel: $0, menuWait: 0.0) } : grubChoice(h) else {
             h.phase = .hung(kernel: "none")
             return
         }
-        load(h, kernel: kernel, at: t, firstBoot: firstBoot)
+        load(h, kernel: choice.kernel, at: t, firstBoot: firstBoot, menuWait: choice.menuWait)
     }
 
     /// systemd-boot's choice (`SystemdBoot.choose`): the one-shot entry, removed as it is read, else
@@ -255,26 +255,44 @@ public final class Supervisor {
 
     /// GRUB's choice. Debian: the menu grub-mkconfig wrote into grub.cfg. RHEL: blscfg's menu, one
     /// entry per BLS file, newest first. Both: the 00_header's next_entry/saved_entry logic on grubenv.
-    func grubChoice(_ h: HostRuntime) -> String? {
+    /// `menuWait`: seconds GRUB shows its menu first (Ubuntu's recordfail); nil: the host stays down.
+    func grubChoice(_ h: HostRuntime) -> (kernel: String, menuWait: Double)? {
         let rhel = h.cfg.flavour == .rhel
         let envPath = rhel ? h.paths.grub2Env : h.paths.grubEnv
         let env = Grub.readEnv(envPath)
-        let menu = rhel ? [] : Grub.parseMenu(readFile(h.paths.grubCfg) ?? "")
+        let cfg = rhel ? "" : readFile(h.paths.grubCfg) ?? ""
+        let menu = rhel ? [] : Grub.parseMenu(cfg)
         let entries = rhel ? BLS.entries(bootDir: h.paths.boot) : []
         func kernelFor(_ spec: String?) -> (kernel: String?, matched: Bool) {
             rhel ? BLS.kernelFor(default: spec, entries: entries) : Grub.kernelFor(default: spec, menu: menu)
         }
-        var spec = Grub.envValue(env, "saved_entry")
+        // The header's default: saved_entry (GRUB_DEFAULT=saved), else what GRUB_DEFAULT named.
+        let headerDefault = Grub.headerDefault(cfg)
+        let saved = headerDefault.map { $0 == "${saved_entry}" ? Grub.envValue(env, "saved_entry") : $0 } ?? Grub.envValue(env, "saved_entry")
+        var spec = saved
+        var bootOnce = false
         if let next = Grub.envValue(env, "next_entry"), !next.isEmpty {
             spec = next
+            bootOnce = true
             // GRUB's 00_header: set next_entry= ; save_env next_entry
             try? Grub.setEnv(envPath, "next_entry", "")
         }
+        // Ubuntu's header: recordfail=1 left by a boot that did not finish shows the menu for the
+        // recordfail timeout (-1: until someone picks an entry, which nobody does on a headless host).
+        var menuWait = 0.0
+        if h.cfg.flavour == .ubuntu, Grub.envValue(env, "recordfail") == "1", let timeout = Grub.recordfailTimeout(cfg) {
+            if timeout < 0 {
+                log("\(h.cfg.name): GRUB shows its menu and waits for a key (recordfail=1, GRUB_RECORDFAIL_TIMEOUT=-1); host stays down")
+                return nil
+            }
+            menuWait = Double(timeout)
+            if timeout > 0 { log("\(h.cfg.name): GRUB shows its menu for \(timeout)s (recordfail=1)") }
+        }
         var (k, matched) = kernelFor(spec)
-        if !matched, spec != Grub.envValue(env, "saved_entry"), fleet.scenario.invalidEntryBoots == "saved" {
+        if !matched, spec != saved, fleet.scenario.invalidEntryBoots == "saved" {
             // The brief's rule: an invalid one-shot entry falls back to saved_entry (real GRUB: entry 0).
-            let saved = kernelFor(Grub.envValue(env, "saved_entry"))
-            if saved.kernel != nil { k = saved.kernel }
+            let fallback = kernelFor(saved)
+            if fallback.kernel != nil { k = fallback.kernel }
         }
         guard let kernel = k else {
             log("\(h.cfg.name): GRUB found no bootable entry; host stays down")
@@ -283,14 +301,19 @@ public final class Supervisor {
         if let spec, !spec.isEmpty, !matched {
             log("\(h.cfg.name): GRUB entry '\(spec)' matches nothing; booting \(kernel)")
         }
-        return kernel
+        if h.cfg.flavour == .ubuntu && !bootOnce {
+            // Every Ubuntu entry calls `recordfail` first: recordfail=1 saved, except on a one-shot boot.
+            try? Grub.setEnv(envPath, "recordfail", "1")
+        }
+        return (kernel, menuWait)
     }
 
-    /// Loads `kernel`: it panics (the machine resets and the boot loader chooses again), hangs, or comes up.
-    func load(_ h: HostRuntime, kernel: String, at t: Double, firstBoot: Bool) {
+    /// Loads `kernel` after `menuWait` seconds at the boot menu: it panics (the machine resets and
+    /// the boot loader chooses again), hangs, or comes up.
+    func load(_ h: HostRuntime, kernel: String, at t: Double, firstBoot: Bool, menuWait: Double) {
         let b = behaviour(h, kernel: kernel)
         if b.panic == true {
-            let delay = b.panicDelay ?? 5
+            let delay = menuWait + (b.panicDelay ?? 5)
             log("\(h.cfg.name): kernel \(kernel) panics; machine resets in \(formatDuration(delay))")
             appendBootLog(h, number: "-", bootID: "-", kernel: kernel, result: "panic")
             h.phase = .panicking(until: t + delay, kernel: kernel)
@@ -302,11 +325,11 @@ public final class Supervisor {
             h.phase = .hung(kernel: kernel)
             return
         }
-        var delay = 0.0
+        var delay = menuWait
         if !firstBoot {
             let base = b.bootDelay ?? 2
             let j = b.bootJitter ?? 0
-            delay = max(0, base + (j > 0 ? Double.random(in: -j...j, using: &rng) : 0))
+            delay += max(0, base + (j > 0 ? Double.random(in: -j...j, using: &rng) : 0))
         }
         h.phase = .loading(until: t + delay, kernel: kernel)
     }
@@ -332,6 +355,10 @@ public final class Supervisor {
                     if t - since > 30 { log("\(h.cfg.name): sshd not listening after 30s") }
                     else if !h.sshdStopped { log("\(h.cfg.name): up, sshd listening") }   // bench/overhead.sh times boots by it
                     h.phase = .up
+                    if h.cfg.flavour == .ubuntu {
+                        // grub-common's boot service: the system is up, the boot finished.
+                        try? Grub.unsetEnv(h.paths.grubEnv, "recordfail")
+                    }
                 }
             default: break
             }

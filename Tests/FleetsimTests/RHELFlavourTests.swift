@@ -97,6 +97,7 @@ struct RHELFlavourTests {
     @Test func flavoursOptionAndScenarioKeyAreChecked() throws {
         #expect(try Setup.parseFlavours("rhel", hosts: 3) == [.rhel, .rhel, .rhel])
         #expect(try Setup.parseFlavours("debian:1,rhel:2", hosts: 4) == [.debian, .rhel, .rhel])
+        #expect(try Setup.parseFlavours("ubuntu:2,debian:1", hosts: 4) == [.ubuntu, .ubuntu, .debian])
         for bad in ["rhle", "rhel:x", "rhel:5", "rhel:1,,debian:1"] {
             #expect(throws: FleetsimError.self, "\(bad)") { try Setup.parseFlavours(bad, hosts: 4) }
         }
@@ -106,7 +107,7 @@ struct RHELFlavourTests {
             _ = try Scenario.parse(yaml: "hosts:\n  web-003: {flavour: centos}\n", source: "s.yaml")
             Issue.record("flavour centos accepted")
         } catch let e as FleetsimError {
-            #expect(e.message.contains("s.yaml: hosts.web-003.flavour: 'centos' is not a flavour (known: debian, rhel, systemd-boot)"), "\(e.message)")
+            #expect(e.message.contains("s.yaml: hosts.web-003.flavour: 'centos' is not a flavour (known: debian, rhel, systemd-boot, ubuntu)"), "\(e.message)")
             #expect(e.exitCode == 2)
         }
     }

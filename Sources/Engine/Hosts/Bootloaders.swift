@@ -98,9 +98,9 @@ public enum BootloaderDrivers {
     }
 }
 
-/// Debian's GRUB: the release's menu entry is found in `grub.cfg` (see `GrubMenu`) and
-/// addressed by its title path; `grub-reboot` boots it once, `grub-set-default` saves it
-/// (needs `GRUB_DEFAULT=saved`).
+/// Debian's and Ubuntu's GRUB: the release's menu entry is found in `grub.cfg` (see `GrubMenu`)
+/// and addressed by its title path (`Advanced options for Ubuntu>Ubuntu, with Linux R` on
+/// Ubuntu); `grub-reboot` boots it once, `grub-set-default` saves it (needs `GRUB_DEFAULT=saved`).
 public struct GrubDriver: BootloaderDriver {
     public init() {}
     public var name: String { "grub" }

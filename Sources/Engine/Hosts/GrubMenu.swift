@@ -1,9 +1,10 @@
 import Foundation
 
-/// The boot menu of a Debian `grub.cfg`, enough to name a kernel's entry the
-/// way `grub-reboot` and `grub-set-default` want it: a `>`-separated path of
+/// The boot menu of a Debian or Ubuntu `grub.cfg`, enough to name a kernel's entry
+/// the way `grub-reboot` and `grub-set-default` want it: a `>`-separated path of
 /// titles (`Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux
-/// 6.1.0-19-hosting`) or of ids. Admins never write these by hand.
+/// 6.1.0-19-hosting`, `Advanced options for Ubuntu>Ubuntu, with Linux
+/// 6.8.0-49-generic`) or of ids. Admins never write these by hand.
 public struct GrubMenu: Sendable, Equatable {
     /// A bootable `menuentry` and where it sits in the menu.
     public struct Entry: Sendable, Equatable {
@@ -11,7 +12,8 @@ public struct GrubMenu: Sendable, Equatable {
         public var titles: [String]
         /// `$menuentry_id_option` ids along the same path (nil where an item has none).
         public var ids: [String?]
-        /// The release from the entry's `linux /vmlinuz-<release>` line.
+        /// The release from the entry's `linux /vmlinuz-<release>` line (Ubuntu's signed EFI
+        /// images, `vmlinuz-<release>.efi.signed`, name the release without the suffix).
         public var release: String?
         /// A recovery-mode entry (`single` on the kernel line, or `(recovery mode)` in the title).
         public var isRecovery: Bool
@@ -88,7 +90,11 @@ public struct GrubMenu: Sendable, Equatable {
             }
             if case .entry(let idx)? = stack.last, first == "linux" || first == "linuxefi", words.count >= 2 {
                 let image = words[1].split(separator: "/").last.map(String.init) ?? ""
-                if image.hasPrefix("vmlinuz-") { entries[idx].release = String(image.dropFirst("vmlinuz-".count)) }
+                if image.hasPrefix("vmlinuz-") {
+                    var release = image.dropFirst("vmlinuz-".count)
+                    if release.hasSuffix(".efi.signed") { release = release.dropLast(".efi.signed".count) }
+                    entries[idx].release = String(release)
+                }
                 if words.dropFirst(2).contains("single") { entries[idx].isRecovery = true }
                 continue
             }
@@ -106,15 +112,19 @@ public struct GrubMenu: Sendable, Equatable {
         return matches.first(where: { $0.titles.count > 1 }) ?? matches.first
     }
 
-    /// The title path Debian's `update-grub` will give `release`, modelled on
-    /// the entry of a release already in the menu (`known`): used to preview
-    /// the commands before the kernel is installed. Falls back to Debian's
-    /// default titles.
+    /// The title path `update-grub` will give `release`, modelled on the entry of a
+    /// release already in the menu: `known`'s, else any submenu entry's whose title
+    /// names its release (so an Ubuntu menu gives Ubuntu's titles even when the
+    /// running kernel's entry is gone). Used to preview the commands before the
+    /// kernel is installed. Falls back to Debian's default titles.
     public func expectedTitlePath(forRelease release: String, like known: String?) -> String {
         if let e = entry(forRelease: release) { return e.titlePath }
-        if let known, let e = entry(forRelease: known), e.title.contains(known) {
+        let models = (known.flatMap { entry(forRelease: $0) }.map { [$0] } ?? [])
+            + entries.filter { $0.titles.count > 1 && !$0.isRecovery }
+        for e in models {
+            guard let model = e.release, !model.isEmpty, e.title.contains(model) else { continue }
             var titles = e.titles
-            titles[titles.count - 1] = e.title.replacingOccurrences(of: known, with: release)
+            titles[titles.count - 1] = e.title.replacingOccurrences(of: model, with: release)
             return titles.joined(separator: ">")
         }
         return Self.debianTitlePath(release)
