@@ -5,8 +5,9 @@ import SSHTesting
 import Glibc
 #endif
 
-/// End-to-end: one plan with `bootloader: auto` rolls a fleetsim fleet of several distributions,
-/// one host of which sshd answers only through a bastion, and a kernel that leaks on the RHEL
+/// End-to-end: one plan with `bootloader: auto` rolls a fleetsim fleet of Debian (GRUB), Ubuntu
+/// (GRUB, Ubuntu's menu), systemd-boot and RHEL (grub-bls) hosts, the Ubuntu host's sshd answering
+/// only through a bastion, and a kernel that leaks on the RHEL
 /// hosts alone halts the rollout and rolls their wave back, each host with its own driver, the
 /// bastion's host through the bastion. Needs root (fleetsim, iptables).
 @Suite("a mixed fleet with a bastion, end to end", .serialized, .enabled(if: geteuid() == 0))
@@ -112,10 +113,21 @@ struct MixedFleetE2ETests {
     }
 
     static let debianSaved = "saved_entry=Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux "
+    static let ubuntuSaved = "saved_entry=Advanced options for Ubuntu>Ubuntu, with Linux "
 
-    @Test func oneAutoPlanRollsDebianAndRHELHostsOneBehindABastionAndTheRHELLeakRollsBackItsWave() throws {
+    /// A systemd-boot host's EFI variables as its firmware keeps them (fleetsim's file).
+    static func efiVars(_ fleet: Fleet, _ host: String) -> [String: String] {
+        let text = (try? String(contentsOfFile: fleet.dir + "/fleet/hosts/\(host)/efivars", encoding: .utf8)) ?? ""
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            if let eq = line.firstIndex(of: "=") { out[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+        }
+        return out
+    }
+
+    @Test func oneAutoPlanRollsFourKindsOfHostsOneBehindABastionAndTheRHELLeakRollsBackItsWave() throws {
         let fleet = try Fleet(hosts: 5, racks: 2, slot: 60, scenario: Self.scenario(leakingOn: ["web-004", "web-005"]),
-                              flavours: "debian:3,rhel:2")
+                              flavours: "debian:1,ubuntu:1,systemd-boot:1,rhel:2")
         defer { fleet.down() }
         let inv = fleet.dir + "/fleet/inventory.yaml"
         let target = try #require(try String(contentsOfFile: inv, encoding: .utf8).components(separatedBy: "\n")
@@ -138,7 +150,7 @@ struct MixedFleetE2ETests {
         try fleet.set("web-005", "boot_abstraction=")
         let dry = try fleet.apply(plan, ["--dry-run"])
         #expect(dry.status == 0, "\(dry.output)")
-        #expect(dry.output.contains("bootloader auto: grub on 3 hosts (web-001, web-002, web-003), grub-bls on 2 (web-004, web-005)"), "\(dry.output)")
+        #expect(dry.output.contains("bootloader auto: grub on 2 hosts (web-001, web-002), grub-bls on 2 (web-004, web-005), systemd-boot on 1 (web-003)"), "\(dry.output)")
         #expect(!dry.output.contains("its check step will fail"), "\(dry.output)")
 
         let r = try fleet.apply(plan)
@@ -158,14 +170,15 @@ struct MixedFleetE2ETests {
         for i in 2...5 {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting", "6.1.0-17-hosting"], "\(fleet.name(i))")
         }
-        // Each back on its old default by its own driver (grubby on RHEL, grub-set-default elsewhere),
-        // the bastion's host through the bastion.
+        // Each back on its old default by its own driver (grubby on RHEL, bootctl on systemd-boot,
+        // grub-set-default with Ubuntu's titles on Ubuntu), the bastion's host through the bastion.
         let grubenv = try exec(fleet, "grub-editenv list")
         #expect(grubenv["web-001"]?.contains(Self.debianSaved + "6.1.0-19-hosting") == true, "\(grubenv)")
-        for host in ["web-002", "web-003"] {
-            #expect(grubenv[host]?.contains(Self.debianSaved + "6.1.0-17-hosting") == true, "\(host): \(grubenv[host] ?? "-")")
-            #expect(grubenv[host]?.contains("next_entry=Advanced") == false, "\(host): \(grubenv[host] ?? "-")")
-        }
+        #expect(grubenv["web-002"]?.contains(Self.ubuntuSaved + "6.1.0-17-hosting") == true, "\(grubenv["web-002"] ?? "-")")
+        #expect(grubenv["web-002"]?.contains("next_entry=Advanced") == false, "\(grubenv["web-002"] ?? "-")")
+        let mid3 = try #require(try exec(fleet, "cat /etc/machine-id")["web-003"])
+        let vars = Self.efiVars(fleet, "web-003")
+        #expect(vars["LoaderEntryDefault"] == "\(mid3)-6.1.0-17-hosting.conf" && vars["LoaderEntryOneShot"] == nil, "\(vars)")
         let grubby = try exec(fleet, "grubby --default-kernel")
         for host in ["web-004", "web-005"] {
             #expect(grubby[host] == "/boot/vmlinuz-6.1.0-17-hosting", "\(host): \(grubby)")
