@@ -48,7 +48,7 @@ build: deps
 PROCESS_SUITES := E2ETests|FleetsimTests|FleetCommandTests|PlanCommandTests|JournalCommandTests|NoticeHostileWebhookTests|PrometheusCheckTests|SSHUploadTests|PackageShippingTests
 # They run in two lanes at once (scripts/process-lanes.sh): they mostly wait on soaks and reboots.
 # Lane 1 runs these (~12 of the ~24 minutes); lane 2 the rest.
-PROCESS_LANE_1 := RolloutE2ETests|GrubBLSE2ETests|AutoBootloaderE2ETests|MixedFleetE2ETests
+PROCESS_LANE_1 := RolloutE2ETests|GrubBLSE2ETests|AutoBootloaderE2ETests|MixedFleetE2ETests|SystemdBootE2ETests
 
 ## test: everything, against real sshd on loopback and fleetsim hosts.
 test: deps
