@@ -9,7 +9,7 @@
 #   bench/core-pg.sh [SIZE...]        default 1000 10000; REPS=1
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need_release_build bench-core
+[[ -x $BIN/bench-core ]] || { say "missing $BIN/bench-core: ROLLCTL_BENCH=1 swift build -c release --scratch-path .build-bench --product bench-core"; exit 2; }
 
 SIZES=${*:-1000 10000}
 REPS=${REPS:-1}

@@ -88,14 +88,7 @@ struct MixedFleetE2ETests {
     }
 
     /// `cmd`'s standard output on each host, through `rollctl fleet exec` (the bastion's host through it).
-    func exec(_ fleet: Fleet, _ cmd: String, inventory: String = "inventory.yaml") throws -> [String: String] {
-        let r = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/" + inventory, "--json", "--", cmd])
-        var out: [String: String] = [:]
-        for doc in r.json where doc["type"] as? String == "host" {
-            if let host = doc["name"] as? String { out[host] = (doc["stdout"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        }
-        return out
-    }
+    func exec(_ fleet: Fleet, _ cmd: String) throws -> [String: String] { try AutoBootloaderE2ETests().exec(fleet, cmd) }
 
     /// 6.1.0-19-hosting is flat on every host but the RHEL ones, where its slab leaks (a bug of
     /// that distribution's build).
@@ -114,16 +107,6 @@ struct MixedFleetE2ETests {
 
     static let debianSaved = "saved_entry=Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux "
     static let ubuntuSaved = "saved_entry=Advanced options for Ubuntu>Ubuntu, with Linux "
-
-    /// A systemd-boot host's EFI variables as its firmware keeps them (fleetsim's file).
-    static func efiVars(_ fleet: Fleet, _ host: String) -> [String: String] {
-        let text = (try? String(contentsOfFile: fleet.dir + "/fleet/hosts/\(host)/efivars", encoding: .utf8)) ?? ""
-        var out: [String: String] = [:]
-        for line in text.split(separator: "\n") {
-            if let eq = line.firstIndex(of: "=") { out[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
-        }
-        return out
-    }
 
     @Test func oneAutoPlanRollsFourKindsOfHostsOneBehindABastionAndTheRHELLeakRollsBackItsWave() throws {
         let fleet = try Fleet(hosts: 5, racks: 2, slot: 60, scenario: Self.scenario(leakingOn: ["web-004", "web-005"]),
@@ -177,7 +160,7 @@ struct MixedFleetE2ETests {
         #expect(grubenv["web-002"]?.contains(Self.ubuntuSaved + "6.1.0-17-hosting") == true, "\(grubenv["web-002"] ?? "-")")
         #expect(grubenv["web-002"]?.contains("next_entry=Advanced") == false, "\(grubenv["web-002"] ?? "-")")
         let mid3 = try #require(try exec(fleet, "cat /etc/machine-id")["web-003"])
-        let vars = Self.efiVars(fleet, "web-003")
+        let vars = SystemdBootE2ETests().efiVars(fleet, "web-003")
         #expect(vars["LoaderEntryDefault"] == "\(mid3)-6.1.0-17-hosting.conf" && vars["LoaderEntryOneShot"] == nil, "\(vars)")
         let grubby = try exec(fleet, "grubby --default-kernel")
         for host in ["web-004", "web-005"] {
