@@ -459,11 +459,15 @@ public final class Journal: Sendable {
     }
 
     /// How many hosts are in `states`: in `wave`, and in the whole rollout.
-    public func count(_ rolloutID: String, in states: [HostState], wave: Int) throws -> (wave: Int, all: Int) {
+    /// `throughWave`: `all` counts only hosts of waves up to that one (a wave's budget is not
+    /// spent by the next wave's pre-checks, which run during its soak).
+    public func count(_ rolloutID: String, in states: [HostState], wave: Int, throughWave: Int? = nil) throws -> (wave: Int, all: Int) {
         let marks = states.map { _ in "?" }.joined(separator: ", ")
-        let args: SQLArguments = [wave, rolloutID] + states.map(\.rawValue)
+        var args: SQLArguments = [wave, rolloutID] + states.map(\.rawValue)
+        if let throughWave { args.append(throughWave) }
         return try store.read { db in
-            let row = try db.one("SELECT coalesce(sum(CASE WHEN wave = ? THEN 1 ELSE 0 END), 0), count(*) FROM host WHERE rollout_id = ? AND state IN (\(marks))",
+            let row = try db.one("SELECT coalesce(sum(CASE WHEN wave = ? THEN 1 ELSE 0 END), 0), count(*) FROM host WHERE rollout_id = ? AND state IN (\(marks))"
+                                    + (throughWave == nil ? "" : " AND wave <= ?"),
                                        args)
             return (row?[0] ?? 0, row?[1] ?? 0)
         }

@@ -80,6 +80,7 @@ import RolloutTesting
         let canary = try #require(try f.names(id, wave: 1).first)
         let later = try f.names(id, wave: 2)
         #expect(later.count == 4)
+        let before = await f.summaries()
         let o = f.orchestrator(id)
         defer { o.releaseLease() }
 
@@ -102,7 +103,12 @@ import RolloutTesting
         #expect(growth.measured.map { $0 > perHour * 0.5 && $0 < perHour * 1.5 } == true, "measured \(growth.measured ?? -1) B/h, leak \(perHour) B/h")
         #expect(report.findings.filter { $0.status == .fail }.map(\.check) == ["sunreclaim.growth"], "only the slope fails: \(report.findings)")
 
-        try await o.rollbackAfterHalt()
+        // The later wave was pre-checked during the canary's soak (read-only: each host's lease taken).
+        for name in later {
+            #expect(try f.journal.host(id, name)?.state == .checked)
+            #expect(await f.hosts[name]!.leaseText != nil, "\(name): pre-checked, so leased until the halt is finished")
+        }
+        try await o.finishHalt(reason: reason)
         c = try #require(try f.journal.host(id, canary))
         #expect(c.state == .rolledBack && c.reboots == 2, "\(c)")
         let paths = try f.legalPaths(id)
@@ -115,18 +121,63 @@ import RolloutTesting
         #expect(await sim.nextEntry == nil)
         #expect(await sim.leaseText == nil)
         for name in later {
-            #expect(s[name]!.commands == 0 && s[name]!.reboots == 0 && s[name]!.release == Self.old, "\(name) was touched: \(s[name]!)")
-            #expect(paths[name] == [.pending])
+            // Read, never changed; the halt gave their leases back (a new rollout can take them).
+            #expect(s[name]!.reboots == 0 && s[name]!.release == Self.old && s[name]!.saved == before[name]!.saved, "\(name) was changed: \(s[name]!)")
+            #expect(await f.hosts[name]!.nextEntry == nil, "\(name)")
+            #expect(await f.hosts[name]!.leaseText == nil, "\(name)")
+            #expect(paths[name] == [.pending, .checked])
         }
         #expect(try f.journal.waves(id).map(\.state) == [.rolledBack, .pending])
         #expect(try f.journal.rollout(id)?.state == .rolledBack)
         #expect(try f.journal.lockedHosts(id).isEmpty)
     }
 
+    /// The next wave's pre-checks run while the wave before it soaks: every wave-2 host is checked
+    /// before the canary's gate decides, and the rollout completes as before.
+    @Test func theNextWavesHostsArePreCheckedWhileTheWaveBeforeSoaks() async throws {
+        let f = try SimFleet(count: 5, racks: 3)
+        try f.usePlan(Self.leakPlan("engine-ahead"))
+        let id = try f.create()
+        let canary = try #require(try f.names(id, wave: 1).first)
+        let later = try f.names(id, wave: 2)
+        let log = SimFleet.Log()
+        let o = f.orchestrator(id, log: log)
+        defer { o.releaseLease() }
+        #expect(try await o.run() == .completed)
+        let events = try f.journal.events(id)
+        let decided = try #require(events.firstIndex { $0.host == canary && $0.message == "soaking → healthy" })
+        for name in later {
+            let checked = try #require(events.firstIndex { $0.host == name && $0.message.hasPrefix("pending → checked") })
+            #expect(checked < decided, "\(name) was checked after the canary's gate decided")
+        }
+        #expect(log.all.contains("- wave 2/2: pre-checking 4 hosts while wave 1 soaks"), "\(log.all.filter { $0.hasPrefix("- ") })")
+        let paths = try f.legalPaths(id)
+        for name in later { #expect(paths[name] == happyPath, "\(name): \(f.render(paths[name] ?? []))") }
+    }
+
+    /// A next-wave host that fails its pre-check during the canary's soak spends the next wave's
+    /// budget, not the canary wave's: the canary commits and its wave passes; wave 2 halts on it.
+    @Test func aPreCheckFailureAheadIsTheNextWavesNotTheWaveThatSoaks() async throws {
+        let f = try SimFleet(count: 5, racks: 3)
+        try f.usePlan(Self.leakPlan("engine-ahead-fail"))
+        let id = try f.create()
+        let canary = try #require(try f.names(id, wave: 1).first)
+        let bad = try #require(try f.names(id, wave: 2).first)
+        await f.hosts[bad]!.setFailing([HostCommands.bootFree])
+        let o = f.orchestrator(id)
+        defer { o.releaseLease() }
+        guard case .halted(let reason) = try await o.run() else { Issue.record("not halted"); return }
+        #expect(reason.hasPrefix("wave 2: 1 host failed (budget 0) — \(bad): "), "\(reason)")
+        #expect(try f.journal.host(id, canary)?.state == .committed)
+        #expect(try f.journal.waves(id).map(\.state) == [.passed, .failed])
+        #expect(await f.summaries()[canary]!.reboots == 1)
+    }
+
     /// A hard check in a later wave, with `rollback: all`: one host of wave 2 leaks fast enough
     /// to cross `sunreclaim_max` mid-soak; its soak ends at that sample, its wave mate's is cut
     /// short (failed, but named as not failing itself), and every host the rollout changed —
-    /// the committed canary of the passed wave included — is booted back. Wave 3 is untouched.
+    /// the committed canary of the passed wave included — is booted back. Wave 3 is only
+    /// pre-checked (during wave 2's soak), never changed, and its host leases are given back.
     @Test func aLeakOverTheCeilingInALaterWaveRollsBackEverythingUnderPolicyAll() async throws {
         let f = try SimFleet(count: 6, racks: 3, waves: [.count(1), .percent(50), .percent(100)])
         try f.usePlan(SimFleet.yaml(name: "engine-leak-all", """
@@ -163,7 +214,7 @@ import RolloutTesting
         #expect(try f.journal.host(id, mate)?.reason == "gate inconclusive: soak cut short when another host of the wave failed (this host did not fail)")
         #expect(try f.journal.host(id, canary)?.state == .committed)
 
-        try await o.rollbackAfterHalt()
+        try await o.finishHalt(reason: reason)
         let paths = try f.legalPaths(id)
         let back: [HostState] = [.rollingBack, .rollingBack, .rolledBack]
         #expect(paths[canary] == happyPath + back, "\(f.render(paths[canary] ?? []))")
@@ -177,8 +228,10 @@ import RolloutTesting
             #expect(try f.journal.host(id, name)?.reboots == 2)
         }
         for name in wave3 {
-            #expect(s[name]!.commands == 0 && s[name]!.reboots == 0, "\(name) was touched: \(s[name]!)")
-            #expect(paths[name] == [.pending])
+            #expect(s[name]!.reboots == 0 && s[name]!.release == Self.old, "\(name) was changed: \(s[name]!)")
+            #expect(await f.hosts[name]!.nextEntry == nil)
+            #expect(await f.hosts[name]!.leaseText == nil, "\(name) kept its host lease after the halt")
+            #expect(paths[name] == [.pending, .checked])
         }
         // The canary's wave had passed and stays so; the failed wave is rolled back; the rollout is.
         #expect(try f.journal.waves(id).map(\.state) == [.passed, .rolledBack, .pending])

@@ -181,6 +181,13 @@ struct RolloutE2ETests {
             for h in doc["hosts"] as? [[String: Any]] ?? [] { out[h["name"] as! String] = h["state"] as? String }
             return out
         }
+
+        /// What a host of a rollout halted by wave 1's gate is left in: wave 2 was pre-checked
+        /// while wave 1 soaked (`checked`), later waves never started (`pending`).
+        func untouchedState(_ doc: [String: Any], _ name: String) -> String {
+            let wave = (doc["hosts"] as? [[String: Any]] ?? []).first { $0["name"] as? String == name }?["wave"] as? Int
+            return wave == 2 ? "checked" : "pending"
+        }
     }
 
     @Test func happyPathEveryHostBootsOnceAndIsCommitted() throws {
@@ -379,9 +386,13 @@ struct RolloutE2ETests {
         let states = fleet.hostStates(doc)
         #expect(states["web-001"] == "rolled_back")
         #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-18-hosting", "6.1.0-17-hosting"])
+        // Wave 2 was pre-checked while the canary soaked (read-only), never changed; the halt gave
+        // its host leases back (the new rollout below takes them).
+        let leases = try GrubBLSE2ETests().exec(fleet, "cat /var/lib/rollctl/lease 2>/dev/null || echo none")
         for i in 2...6 {
-            #expect(states[fleet.name(i)] == "pending")
-            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting"], "\(fleet.name(i)) was touched")
+            #expect(states[fleet.name(i)] == fleet.untouchedState(doc, fleet.name(i)))
+            #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting"], "\(fleet.name(i)) was changed")
+            #expect(leases[fleet.name(i)] == "none", "\(fleet.name(i)) kept its host lease: \(leases[fleet.name(i)] ?? "?")")
         }
         let gate = (doc["gate"] as? [[String: Any]])?.first
         #expect(gate?["verdict"] as? String == "fail")
@@ -414,9 +425,10 @@ struct RolloutE2ETests {
         let r = try fleet.apply(try fleet.plan(release: "6.1.0-19-hosting", soak: "12s"))
         #expect(r.status == 3, "\(r.output)")
         #expect(r.output.contains("reset"), "\(r.output)")
-        let states = fleet.hostStates(try fleet.lastRollout())
+        let doc = try fleet.lastRollout()
+        let states = fleet.hostStates(doc)
         #expect(states["web-001"] == "rolled_back")
-        #expect(states["web-003"] == "pending")
+        #expect(states["web-003"] == fleet.untouchedState(doc, "web-003"))
     }
 
     @Test func hostThatNeverReturnsHaltsAtTheBootTimeout() throws {

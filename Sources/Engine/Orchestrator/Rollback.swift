@@ -27,8 +27,18 @@ extension Orchestrator {
         try recordKnownBad(reason: reason)
         await haltHooks(reason: reason)
         try await rollbackAfterHalt()
+        await releaseCheckedHostLeases()
         try await journal.event(rolloutID, kind: .outcome, "after the halt: known-bad check, on_halt hooks and rollback policy done",
                                 data: Journal.afterHaltDone)
+    }
+
+    /// After a halt: hosts only pre-checked (`checked`: nothing on them changed but their lease,
+    /// e.g. the next wave's, checked during the failed wave's soak) get their host lease back, so
+    /// that a new rollout can take them; a halted rollout never goes on.
+    func releaseCheckedHostLeases() async {
+        guard let checked = try? journal.hosts(rolloutID, in: [.checked]).map(\.name), !checked.isEmpty else { return }
+        _ = await concurrentMap(checked, limit: 32) { _, name in await self.releaseHostLease(name) }
+        say(nil, "released the host leases of \(checked.count) host\(checked.count == 1 ? "" : "s") checked but never changed")
     }
 
     /// After a halt: when the failed wave's gate failed on a host, or hosts did not boot the new

@@ -183,6 +183,22 @@ extension Orchestrator {
             if let outcome = try await pauseAfterBatch(wave: number, batch: i, of: batches.count) { return outcome }
         }
 
+        // 5–6. Soak, gate and commit; meanwhile the next wave's pre-checks run (`PrecheckAhead`).
+        let ahead = try precheckAhead(after: number, of: total)
+        let outcome: RolloutOutcome
+        do {
+            outcome = try await soakGateAndCommit(number, of: total, sizes: sizes)
+        } catch {
+            await ahead?.stop()
+            throw error
+        }
+        if outcome != .completed { await ahead?.stop() }
+        try await ahead?.finish()
+        return outcome
+    }
+
+    /// Steps 5 and 6 of a wave: soak and gate, then commit, the wave passes and its "done" notices go.
+    func soakGateAndCommit(_ number: Int, of total: Int, sizes: (wave: Int, all: Int)?) async throws -> RolloutOutcome {
         // 5. Soak and gate (hosts a resume finds verified get their post_boot hooks first). An inconclusive gate under `on_inconclusive: pause` waits for a person
         //    (also when a resume finds the wave waiting for one: the soak is not run again).
         if !plan.hooks.postBoot.isEmpty {
@@ -228,6 +244,29 @@ extension Orchestrator {
             }
         }
         return .completed
+    }
+
+    /// The next wave's pre-checks (`check`: read-only but for each host's lease), run while this
+    /// wave soaks, so that the next wave starts with its hosts checked instead of spending that
+    /// time after the gate. Not when a person is to decide before the next wave (`pause_after`, a
+    /// pause asked for), nor for a next wave that already started. Its failures are the next
+    /// wave's (its budget counts them when it starts; this wave's budget counts only waves up to
+    /// this one). A halt stops it (checks under way finish) and `finishHalt` releases the leases
+    /// of hosts left `checked`.
+    func precheckAhead(after number: Int, of total: Int) throws -> PrecheckAhead? {
+        guard number < total, !stopping(), !plan.waves.pauseAfter.contains(number), try journal.pauseState(rolloutID).requested == nil,
+              try journal.waves(rolloutID).first(where: { $0.number == number + 1 })?.state == .pending else { return nil }
+        let pending = try journal.hosts(rolloutID, wave: number + 1, in: [.pending]).map(\.name)
+        guard !pending.isEmpty else { return nil }
+        say(nil, "wave \(number + 1)/\(total): pre-checking \(pending.count) host\(pending.count == 1 ? "" : "s") while wave \(number) soaks")
+        let stop = PrecheckAhead.Flag()
+        let task = Task {
+            try await self.forEach(pending, limit: 32) { name in
+                if stop.isSet || self.stopping() { return }
+                try await self.check(name)
+            }
+        }
+        return PrecheckAhead(task: task, flag: stop)
     }
 
     /// "wave 1 gate fail: failed web-001; cut short by that: web-002, web-003".
@@ -340,7 +379,7 @@ extension Orchestrator {
         let f = plan.failure
         // Counted in SQL: this runs after every batch, and a batch is a few hosts of many.
         let failedStates: [HostState] = [.failed, .rollingBack, .rolledBack, .rollbackFailed]
-        let failed = try journal.count(rolloutID, in: failedStates, wave: wave)
+        let failed = try journal.count(rolloutID, in: failedStates, wave: wave, throughWave: wave)
         let perWave = f.maxFailedHostsPerWave.limit(of: sizes?.wave ?? 0), total = f.maxFailedHostsTotal.limit(of: sizes?.all ?? 0)
         func budget(_ b: FailureBudget, _ limit: Int) -> String { if case .share = b { return "\(b) = \(limit)" } else { return "\(limit)" } }
         if failed.wave > perWave {
@@ -353,11 +392,32 @@ extension Orchestrator {
         }
         if let u = f.maxUnhealthyHosts {
             let limit = u.limit(of: sizes?.all ?? 0)
-            let unhealthy = try journal.count(rolloutID, in: [.failed, .rollingBack, .rollbackFailed], wave: wave).all
+            let unhealthy = try journal.count(rolloutID, in: [.failed, .rollingBack, .rollbackFailed], wave: wave, throughWave: wave).all
             if unhealthy > limit {
                 return "\(unhealthy) hosts failed or rolling back at once (max_unhealthy_hosts \(budget(u, limit)))"
             }
         }
         return nil
+    }
+}
+
+/// The next wave's pre-checks under way (`Orchestrator.precheckAhead`).
+struct PrecheckAhead: Sendable {
+    final class Flag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var set = false
+        var isSet: Bool { lock.withLock { set } }
+        func raise() { lock.withLock { set = true } }
+    }
+    let task: Task<Void, any Error>
+    let flag: Flag
+
+    /// Waits for the pre-checks; a journal failure in one of them is thrown (the run stops).
+    func finish() async throws { try await task.value }
+
+    /// No new pre-check starts; the ones under way finish. Their errors are left to the caller's own.
+    func stop() async {
+        flag.raise()
+        _ = try? await task.value
     }
 }

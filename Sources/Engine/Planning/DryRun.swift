@@ -392,7 +392,8 @@ public enum DryRun {
             ?? bootloader.expectedEntry(in: nil, release: prev, like: nil)
         var steps: [DryRunPreview.Step] = []
         steps.append(.init(step: "check", description: "read kernel, boot id, memory and OOM counter; take this rollout's lease on the host (\(HostLease.path), under flock: refused while another rollout, from any journal, holds it); need \(Quantity.formatBytes(plan.kernel.minBootFreeBytes)) free on /boot"
-                               + (bootloader.preflightDescription.map { "; \(bootloader.name): " + $0 } ?? ""),
+                               + (bootloader.preflightDescription.map { "; \(bootloader.name): " + $0 } ?? "")
+                               + "; for a host of a later wave, this step runs while the wave before it soaks (unless a pause comes between)",
                            commands: [HealthGate.HostFacts.command] + (bootloader.preflight.map { [$0] } ?? []) + [HostCommands.bootFree]))
         if plan.kernel.packages.isEmpty {
             steps.append(.init(step: "install", description: "install \(release)", commands: HostCommands.install(plan, bootloader: bootloader)))
