@@ -75,7 +75,7 @@ public struct RolloutService: Sendable {
         // One connection per host from the survey to the pre-check (issue 19: one handshake per
         // host per boot): the survey reads each host over the pool the orchestrator then uses.
         let pool = Connections(inventory: inventory, transport: transport ?? Orchestrator.sshTransport(inventory, sshConfig, logger))
-        let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig, transport: transport)
+        let survey = await PlanSurvey(inventory: inventory, parallelism: parallel, sshConfig: sshConfig, transport: transport, readsGrubSafety: false)
             .run(hosts: selected, keepingIn: pool)
         let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: survey.releases, unreachable: survey.unreachable,
                                       customers: customers)

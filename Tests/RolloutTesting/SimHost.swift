@@ -250,6 +250,8 @@ public actor SimHost: RemoteHost {
         case PlanSurvey.command:
             // The survey: the facts, then /boot's free bytes, then what tells the bootloader.
             return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n" + grubSafetyText + "@@rollctl-file bootloader\n" + bootFilesText)
+        case PlanSurvey.applyCommand:
+            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n" + "@@rollctl-file bootloader\n" + bootFilesText)
         case GrubSafety.command: return ok(grubSafetyText)
         case HostFacts.command:
             let files: [(String, String)] = [

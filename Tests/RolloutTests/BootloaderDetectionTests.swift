@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import HealthGate
 @testable import RolloutConfig
 @testable import RolloutJournal
 @testable import Engine
@@ -115,6 +116,10 @@ import Testing
             #expect(d.id == line.dropFirst(3).filter { $0 != "\"" }.lowercased(), "\(text)")
         }
         #expect(PlanSurvey.command.hasSuffix(BootloaderDetection.command))
+        // `plan apply`'s survey: the same facts and detection, without GRUB's checks (each wave's pre-check runs them).
+        #expect(PlanSurvey.applyCommand.hasPrefix(HostFacts.command) && PlanSurvey.applyCommand.hasSuffix(BootloaderDetection.command))
+        #expect(!PlanSurvey.applyCommand.contains(GrubSafety.marker) && !PlanSurvey.applyCommand.contains("probe"))
+        #expect(PlanSurvey(inventory: Inventory(path: "/i.yaml", defaults: InventoryDefaults(), hosts: []), readsGrubSafety: false).command == PlanSurvey.applyCommand)
     }
 
     static func plan(_ extra: String = "") throws -> Plan {

@@ -16,6 +16,12 @@ public struct PlanSurvey: Sendable {
     public static let command = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1; "
         + GrubSafety.command + "; " + BootloaderDetection.command
 
+    /// `plan apply`'s survey: `command` without `GrubSafety`'s section. Only the dry-run shows those
+    /// findings; a rollout's pre-check reads them anew on each host when its wave comes (they run
+    /// `grub-probe`, which probes /boot's devices: work not to do twice).
+    public static let applyCommand = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1; "
+        + BootloaderDetection.command
+
     /// The facts, and /boot's free bytes when `df` gave a number.
     public static func parse(_ output: String) -> (facts: HostFacts, bootFreeBytes: UInt64?) {
         let facts = HostFacts.parse(output)
@@ -43,9 +49,12 @@ public struct PlanSurvey: Sendable {
     public var timeout: Duration
     /// Reads hosts through this instead of SSH (the engine's in-process hosts in tests).
     public var transport: (@Sendable (InventoryHost) -> any RemoteHost)?
+    /// What each host runs: `command` (the dry-run), or `applyCommand` (`plan apply`: no GrubSafety).
+    public var command: String
 
     public init(inventory: Inventory, parallelism: Int = 64, sshConfig: SSHConfig = SSHConfig(), timeout: Duration = .seconds(20),
-                transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil) {
+                transport: (@Sendable (InventoryHost) -> any RemoteHost)? = nil, readsGrubSafety: Bool = true) {
+        self.command = readsGrubSafety ? Self.command : Self.applyCommand
         self.inventory = inventory
         self.parallelism = parallelism
         self.sshConfig = sshConfig
@@ -60,7 +69,7 @@ public struct PlanSurvey: Sendable {
         // Per host: its output and exit status, or why it could not be read.
         let outcomes: [(name: String, read: Swift.Result<HostCommandResult, any Error>)]
         if let pool {
-            let (command, timeout) = (Self.command, timeout)
+            let (command, timeout) = (command, timeout)
             outcomes = await concurrentMap(hosts, limit: parallelism) { _, h in
                 let host = await pool.host(h.name)
                 defer { progress?() }
@@ -72,7 +81,7 @@ public struct PlanSurvey: Sendable {
                 }
             }
         } else if let transport {
-            let (command, timeout) = (Self.command, timeout)
+            let (command, timeout) = (command, timeout)
             outcomes = await concurrentMap(hosts, limit: parallelism) { _, h in
                 let host = transport(h)
                 defer { progress?() }
@@ -87,7 +96,7 @@ public struct PlanSurvey: Sendable {
             }
         } else {
             let exec = FleetExec(inventory: inventory, parallelism: parallelism, sshConfig: sshConfig, timeout: timeout)
-            outcomes = await exec.run(Self.command, hosts: hosts) { _ in progress?() }.map { o in
+            outcomes = await exec.run(command, hosts: hosts) { _ in progress?() }.map { o in
                 if let e = o.error { return (o.host.name, .failure(e)) }
                 return (o.host.name, .success(HostCommandResult(stdout: o.result?.stdoutText ?? "", stderr: o.result?.stderrText ?? "",
                                                                exitStatus: o.result?.exitStatus ?? -1)))
