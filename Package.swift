@@ -135,7 +135,7 @@ let package = Package(
 // the default build: `make bench` sets ROLLCTL_BENCH=1.
 if Context.environment["ROLLCTL_BENCH"] != nil {
     package.targets.append(.executableTarget(name: "bench-core", dependencies: [
-        "Engine", "RolloutConfig", "RolloutJournal", "HealthGate", "FleetsimCore", "RolloutTesting",
+        "Basics", "Engine", "RolloutConfig", "RolloutJournal", "HealthGate", "FleetsimCore", "RolloutTesting",
         .product(name: "Logging", package: "swift-log"),
     ]))
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SSH
+import Basics
 import RolloutConfig
 
 /// Exit codes (documented in the README):
@@ -40,6 +41,7 @@ public struct Rollctl: AsyncParsableCommand {
     /// Runs the CLI and exits. Usage errors exit 2, like every other kind of bad input.
     public static func runMain() async -> Never {
         raiseOpenFileLimit()
+        limitMallocArenas()
         do {
             var command = try parseAsRoot()
             if var async = command as? AsyncParsableCommand {

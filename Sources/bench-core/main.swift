@@ -18,6 +18,7 @@
 // committed) and exits 1 if not. Prints one JSON object. BENCH_DEBUG=1 also prints each
 // rollout-level progress line with the resident set size (pages) to stderr.
 import Foundation
+import Basics
 import FleetsimCore
 import HealthGate
 import RolloutConfig
@@ -47,6 +48,7 @@ func cpuSeconds() -> Double {
 let oldRelease = "6.1.0-18-hosting"
 let newRelease = "6.1.0-19-hosting"
 
+limitMallocArenas()  // as rollctl does at start (Basics/MallocArenas.swift)
 let args = Array(CommandLine.arguments.dropFirst())
 func option(_ name: String) -> String? {
     guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }

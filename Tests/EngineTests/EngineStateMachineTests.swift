@@ -591,6 +591,9 @@ import RolloutTesting
         let deadline = ContinuousClock.now + .seconds(10)
         while try f.journal.host(id, canary)?.state != .soaking && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(try f.journal.host(id, canary)?.state == .soaking)
+        // The driver pre-checks wave 2 while the canary soaks: those events land before the count below.
+        while try f.journal.hosts(id, wave: 2, in: [.pending]).count > 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: .milliseconds(50))
 
         // As `rollout resume` builds it (RolloutDriver.reopen): the journal opened anew, the plan
         // parsed from the text the journal keeps.

@@ -35,6 +35,8 @@ import HealthGate
         // Paused after the canary's gate: the canary committed, nothing of wave 2 touched, locks kept.
         let canary = try #require(try f.names(id, wave: 1).first)
         #expect(await Self.rebooted(f) == [canary])
+        // The committed canary's connection is closed at once, not held to the end of the rollout.
+        #expect(await f.hosts[canary]!.closes == 1)
         // Not even pre-checked during the canary's soak: a person decides first.
         #expect(try f.journal.hosts(id, wave: 2).allSatisfy { $0.state == .pending })
         #expect(try f.journal.waves(id).map(\.state) == [.passed, .pending, .pending])

@@ -140,7 +140,9 @@ public actor SimHost: RemoteHost {
         try await execute(command)
     }
 
-    public func close() async {}
+    /// How many times the orchestrator closed its connection to this host.
+    public private(set) var closes = 0
+    public func close() async { closes += 1 }
 
     /// Files uploaded to the host (`kernel.packages`), by path: their SHA-256 as the host's
     /// `sha256sum` would print it.

@@ -38,6 +38,7 @@ extension Orchestrator {
             if release == plan.kernel.release {
                 try await journal.move(rolloutID, host: name, to: .checked, set: ["release_before": release, "boot_id_before": bootID])
                 try await journal.move(rolloutID, host: name, to: .skipped, reason: "already runs \(release)")
+                await connections.drop(name)
                 return say(name, "skipped: already runs \(release)")
             }
             let bootloader = try self.bootloader(h)
@@ -100,8 +101,11 @@ extension Orchestrator {
     /// then its lock in the journal. A driver that dies between the two leaves a final host
     /// still locked in the journal, which tells the next run (`releaseFinishedHosts`) that
     /// the host lease may still be there.
+    /// Its connection is closed too: nothing more is done on it (a rollout of many thousand hosts
+    /// would otherwise hold a session, and the host an sshd, per finished host to the end).
     func releaseLocks(_ name: String) async throws {
         await releaseHostLease(name)
+        await connections.drop(name)
         try await journal.releaseLock(rolloutID: rolloutID, host: name)
     }
 
