@@ -156,7 +156,8 @@ public struct WaveGateReport: Sendable, Equatable, Codable {
         verdict = hosts.map(\.verdict).max() ?? .inconclusive
     }
 
-    public var failed: [String] { hosts.filter { $0.verdict == .fail }.map(\.host) }
-    public var inconclusive: [String] { hosts.filter { $0.verdict == .inconclusive }.map(\.host) }
-    public var passed: [String] { hosts.filter { $0.verdict == .pass }.map(\.host) }
+    // Names only: no copy of the reports (a wave of 50k hosts holds their samples).
+    public var failed: [String] { hosts.compactMap { $0.verdict == .fail ? $0.host : nil } }
+    public var inconclusive: [String] { hosts.compactMap { $0.verdict == .inconclusive ? $0.host : nil } }
+    public var passed: [String] { hosts.compactMap { $0.verdict == .pass ? $0.host : nil } }
 }

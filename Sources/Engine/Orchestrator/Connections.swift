@@ -25,16 +25,17 @@ extension SSHHost: RemoteHost {}
 /// One reusable connection per host for the whole run; dropped after a reboot. `plan apply`
 /// makes it before the survey, so the survey's connections serve the pre-checks too.
 public actor Connections {
-    let byName: [String: InventoryHost]
+    /// Shared with the orchestrator (no copy): its index finds a host by name.
+    let inventory: Inventory
     let transport: @Sendable (InventoryHost) -> any RemoteHost
     var hosts: [String: any RemoteHost] = [:]
 
     init(inventory: Inventory, transport: @escaping @Sendable (InventoryHost) -> any RemoteHost) {
-        self.byName = Dictionary(inventory.hosts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.inventory = inventory
         self.transport = transport
     }
 
-    func address(_ name: String) -> String { byName[name]?.address ?? name }
+    func address(_ name: String) -> String { inventory.host(named: name)?.address ?? name }
 
     func host(_ name: String) -> any RemoteHost {
         if let h = hosts[name] { return h }
@@ -42,7 +43,7 @@ public actor Connections {
     }
 
     func fresh(_ name: String) -> any RemoteHost {
-        let h = transport(byName[name] ?? InventoryHost(name: name, address: name))
+        let h = transport(inventory.host(named: name) ?? InventoryHost(name: name, address: name))
         hosts[name] = h
         return h
     }
