@@ -23,7 +23,7 @@ as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 as_pg "$PGBIN/initdb" -D "$PGDIR/data" -U rollctl -A trust -E UTF8 --locale=C --no-instructions > "$OUT/initdb.log"
 as_pg "$PGBIN/postgres" -D "$PGDIR/data" -k "$PGDIR" -p "$PORT" -h 127.0.0.1 > "$OUT/postgres.log" 2>&1 &
 PGPID=$!
-trap 'kill $PGPID 2>/dev/null; wait $PGPID 2>/dev/null; rm -rf "$PGDIR"' EXIT
+trap 'kill $PGPID 2>/dev/null; wait $PGPID 2>/dev/null || true; rm -rf "$PGDIR"' EXIT
 for _ in $(seq 100); do "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -U rollctl -d postgres && break; sleep 0.2; done
 
 # CPU seconds (user+system) of every process of the postgres user, exited children included.

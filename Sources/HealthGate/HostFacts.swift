@@ -29,6 +29,7 @@ public struct HostFacts: Sendable, Equatable, Codable {
         "/proc/vmstat",
     ]
     static let marker = "@@rollctl-file "
+    static let markerBytes = Array(marker.utf8)
 
     /// The shell command that prints every fact file behind a marker line.
     /// (`uname -r` is not used: `/proc/sys/kernel/osrelease` is the same value on a
@@ -39,24 +40,33 @@ public struct HostFacts: Sendable, Equatable, Codable {
 
     /// Parses the output of `command`.
     public static func parse(_ output: String) -> HostFacts {
+        // Lines found on the UTF-8 bytes (this runs for every gate sample of every host); a marker
+        // line is `marker` + a file name up to its newline (LF, or CR LF).
         var sections: [String: Substring] = [:]
         var current: String?
-        var start = output.startIndex
-        var idx = output.startIndex
+        let utf8 = output.utf8
+        var start = utf8.startIndex
+        var idx = utf8.startIndex
+        let markerBytes = Self.markerBytes
         func close(_ end: String.Index) {
             if let c = current { sections[c] = output[start..<end] }
         }
-        while idx < output.endIndex {
-            let lineEnd = output[idx...].firstIndex(where: \.isNewline) ?? output.endIndex
-            let line = output[idx..<lineEnd]
-            if line.hasPrefix(marker) {
-                close(idx)
-                current = String(line.dropFirst(marker.count))
-                start = lineEnd < output.endIndex ? output.index(after: lineEnd) : lineEnd
+        while idx < utf8.endIndex {
+            let lineEnd = utf8[idx...].firstIndex(where: { $0 == 0x0A || $0 == 0x0D }) ?? utf8.endIndex
+            let line = utf8[idx..<lineEnd]
+            var next = lineEnd
+            if next < utf8.endIndex {
+                let crlf = utf8[next] == 0x0D && utf8.index(after: next) < utf8.endIndex && utf8[utf8.index(after: next)] == 0x0A
+                next = utf8.index(next, offsetBy: crlf ? 2 : 1)
             }
-            idx = lineEnd < output.endIndex ? output.index(after: lineEnd) : lineEnd
+            if line.starts(with: markerBytes) {
+                close(idx)
+                current = String(Substring(output.utf8[utf8.index(idx, offsetBy: markerBytes.count)..<lineEnd]))
+                start = next
+            }
+            idx = next
         }
-        close(output.endIndex)
+        close(utf8.endIndex)
 
         var facts = HostFacts()
         for file in files {

@@ -81,17 +81,18 @@ let plan = Plan(name: "bench-core", path: "/synthetic/plan.yaml", text: "synthet
                 waves: WaveSpec(sizes: [.count(1), .percent(1), .percent(10), .percent(50), .percent(100)],
                                 maxParallel: maxParallel, failureDomain: "rack"),
                 reboot: RebootSpec(timeout: .seconds(30), settle: .zero), gate: gate)
-// Every host runs the older release, except 1% already on the target (skipped).
-var current: [String: String] = [:]
-current.reserveCapacity(n)
-for (i, h) in hosts.enumerated() { current[h.name] = i % 100 == 99 ? newRelease : oldRelease }
-var sims: [String: SimHost] = [:]
-sims.reserveCapacity(n)
-for h in hosts { sims[h.name] = SimHost(name: h.name, release: current[h.name]!, kernels: [oldRelease, newRelease]) }
-let simHosts = sims
-let t1 = monotonic()
-
-let layout = WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: [:], customers: nil)
+// Every host runs the older release, except 1% already on the target (skipped). The releases
+// map is the survey's (plan apply drops it once planned): freed after planning here too.
+let (simHosts, layout, t1) = { () -> ([String: SimHost], RolloutLayout, Double) in
+    var current: [String: String] = [:]
+    current.reserveCapacity(n)
+    for (i, h) in hosts.enumerated() { current[h.name] = i % 100 == 99 ? newRelease : oldRelease }
+    var sims: [String: SimHost] = [:]
+    sims.reserveCapacity(n)
+    for h in hosts { sims[h.name] = SimHost(name: h.name, release: current[h.name]!, kernels: [oldRelease, newRelease]) }
+    let t1 = monotonic()
+    return (sims, WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: [:], customers: nil), t1)
+}()
 let t2 = monotonic()
 let rssAfterPlan = peakRSSKiB()
 

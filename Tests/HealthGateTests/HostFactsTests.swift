@@ -77,4 +77,56 @@ struct LocalShell: HostReader {
         #expect(facts.unreadable["/proc/vmstat"]?.contains("No such file") == true)
         #expect(facts.memory.sUnreclaim != nil)
     }
+
+    /// The parser reads lines on UTF-8 bytes (it runs for every gate sample): on random outputs of
+    /// marker lines and hostile content (CR, CR LF, accents, emoji, stray markers, no final newline)
+    /// it finds the same facts as the Character-based reading it replaced.
+    @Test func byteParserAgreesWithTheCharacterParserOnRandomOutputs() {
+        func reference(_ output: String) -> [String: Substring] {
+            var sections: [String: Substring] = [:]
+            var current: String?
+            var start = output.startIndex, idx = output.startIndex
+            func close(_ end: String.Index) { if let c = current { sections[c] = output[start..<end] } }
+            while idx < output.endIndex {
+                let lineEnd = output[idx...].firstIndex(where: \.isNewline) ?? output.endIndex
+                let line = output[idx..<lineEnd]
+                if line.hasPrefix("@@rollctl-file ") {
+                    close(idx)
+                    current = String(line.dropFirst("@@rollctl-file ".count))
+                    start = lineEnd < output.endIndex ? output.index(after: lineEnd) : lineEnd
+                }
+                idx = lineEnd < output.endIndex ? output.index(after: lineEnd) : lineEnd
+            }
+            close(output.endIndex)
+            return sections
+        }
+        let files = ["/proc/sys/kernel/osrelease", "/proc/sys/kernel/random/boot_id", "/proc/uptime", "/proc/meminfo", "/proc/vmstat"]
+        let bits = ["6.1.0-19", " ", "\n", "\r\n", "\r", "SUnreclaim: 300000 kB\n", "oom_kill 3\n", "1234.5 99.0\n", "é", "😀",
+                    "@@rollctl-unreadable", "@@rollctl-file", "\u{0}", "kB", "MemTotal: 1 kB\n"]
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            var out = ""
+            for _ in 0..<Int.random(in: 0...7, using: &rng) {
+                if Bool.random(using: &rng) { out += "@@rollctl-file " + files.randomElement(using: &rng)! + (Bool.random(using: &rng) ? "\n" : "\r\n") }
+                for _ in 0..<Int.random(in: 0...5, using: &rng) { out += bits.randomElement(using: &rng)! }
+            }
+            let ref = reference(out)
+            var facts = HostFacts()
+            for file in files {
+                guard let text = ref[file] else { facts.unreadable[file] = "no output"; continue }
+                if text.contains("@@rollctl-unreadable") {
+                    facts.unreadable[file] = String(text.split(whereSeparator: \.isNewline).first ?? "unreadable").trimmed
+                    continue
+                }
+                switch file {
+                case "/proc/sys/kernel/osrelease": let t = String(text).trimmed; facts.release = t.isEmpty ? nil : t
+                case "/proc/sys/kernel/random/boot_id": let t = String(text).trimmed; facts.bootID = t.isEmpty ? nil : t
+                case "/proc/uptime": facts.uptimeSeconds = Uptime.seconds(in: String(text))
+                case "/proc/meminfo": facts.memory = MemInfo.parse(text)
+                default: facts.oomKill = VMStat.value("oom_kill", in: text)
+                }
+            }
+            #expect(HostFacts.parse(out) == facts, "\(out.debugDescription)")
+        }
+    }
 }

@@ -262,6 +262,22 @@ struct SSHSessionTests {
             let out = try TestSSHD.run("/bin/sh", ["-c", "printf %s " + shellQuote(v)])
             #expect(out == v)
         }
+        // Random values (ASCII, quotes, controls, accents, combining marks, emoji, CRLF): the
+        // same words as the Character-based definition, and a real shell gives each back.
+        let alphabet: [String] = ["a", "Z", "0", "-", "_", ".", "/", "=", ":", ",", "+", "@", "%", "'", "\"", " ", "$", "`", "\\",
+                                  "\n", "\r\n", "\t", "é", "e\u{301}", "😀", "ß", ";", "*", "~"]
+        func reference(_ v: String) -> String {
+            if !v.isEmpty, v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_./=:,+@%".contains($0)) }) { return v }
+            return "'" + v.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }
+        var rng = SystemRandomNumberGenerator()
+        for i in 0..<400 {
+            let v = (0..<Int.random(in: 0...12, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }.joined()
+            #expect(shellQuote(v) == reference(v), "\(v.debugDescription)")
+            if i % 40 == 0 {
+                #expect(try TestSSHD.run("/bin/sh", ["-c", "printf %s " + shellQuote(v)]) == v, "\(v.debugDescription)")
+            }
+        }
     }
 }
 

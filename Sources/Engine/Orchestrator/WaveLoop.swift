@@ -119,14 +119,18 @@ extension Orchestrator {
     }
 
     func runWave(_ number: Int, of total: Int) async throws -> RolloutOutcome {
-        let all = try journal.hosts(rolloutID, wave: number)
         let sizes = try budgetSizes(wave: number)
-        let batches = Dictionary(grouping: all, by: { $0.batch ?? 1 }).sorted { $0.key < $1.key }.map(\.value)
+        // The wave's batches by host name (a wave of 50k hosts: names, not journal rows, are kept).
+        let (batches, pending): ([[String]], [String]) = try {
+            let all = try journal.hosts(rolloutID, wave: number)
+            let batches = Dictionary(grouping: all, by: { $0.batch ?? 1 }).sorted { $0.key < $1.key }.map { $0.value.map(\.name) }
+            return (batches, all.filter { $0.state == .pending }.map(\.name))
+        }()
         var batchOf: [String: Int] = [:]
-        for (i, b) in batches.enumerated() { for h in b { batchOf[h.name] = i } }
+        for (i, b) in batches.enumerated() { for h in b { batchOf[h] = i } }
 
         // 1. Pre-checks for the whole wave (no disruption yet).
-        try await forEach(all.filter { $0.state == .pending }, limit: 32) { h in try await self.check(h.name) }
+        try await forEach(pending, limit: 32) { name in try await self.check(name) }
         if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
         if stopping() { return try interrupt() }
 
@@ -163,7 +167,7 @@ extension Orchestrator {
         var previousEnd = try lastBatchEnd(wave: number)
         for (i, batch) in batches.enumerated() {
             // Only a schedule waits for a slot, and only for a batch that still reboots a host.
-            let rebootsHere = try plan.schedule != nil && batch.contains { try journal.host(rolloutID, $0.name)?.state == .staged }
+            let rebootsHere = try plan.schedule != nil && batch.contains { try journal.host(rolloutID, $0)?.state == .staged }
             if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
             if let notices, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf) { return outcome }
             // A corrected notice's lead time may have moved past the slot.
@@ -176,7 +180,7 @@ extension Orchestrator {
                 if let outcome = try await holdForAlerts(wave: number, batch: i, of: batches.count, hosts: toReboot) { return outcome }
             }
             if stopping() { return try interrupt() }
-            try await forEach(batch.map(\.name), limit: plan.waves.maxParallel) { name in try await self.rebootAndVerify(name) }
+            try await forEach(batch, limit: plan.waves.maxParallel) { name in try await self.rebootAndVerify(name) }
             if rebootsHere { previousEnd = clock.now }
             if let stop = try budgetExceeded(wave: number, sizes: sizes) { return try halt(reason: stop, wave: number) }
             if stopping() { return try interrupt() }
