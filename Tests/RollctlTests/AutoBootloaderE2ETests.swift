@@ -13,16 +13,6 @@ import Glibc
 struct AutoBootloaderE2ETests {
     typealias Fleet = RolloutE2ETests.Fleet
 
-    /// `cmd`'s standard output on each host, through `rollctl fleet exec`.
-    func exec(_ fleet: Fleet, _ cmd: String) throws -> [String: String] {
-        let r = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--json", "--", cmd])
-        var out: [String: String] = [:]
-        for doc in r.json where doc["type"] as? String == "host" {
-            if let host = doc["name"] as? String { out[host] = (doc["stdout"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        }
-        return out
-    }
-
     /// Each host's bootloader as `rollout show --json` tells it.
     func journaled(_ doc: [String: Any]) -> [String: String] {
         var out: [String: String] = [:]
@@ -39,7 +29,7 @@ struct AutoBootloaderE2ETests {
         let expected = ["web-001": "grub", "web-002": "grub", "web-003": "grub-bls", "web-004": "grub-bls", "web-005": "grub-bls"]
 
         // A host whose files do not tell: refused (exit 2), naming it and what was found; nothing journaled or touched.
-        _ = try exec(fleet, "mv /boot/grub/grub.cfg /boot/grub/grub.cfg.away 2>/dev/null; true")
+        _ = try fleet.stdout("mv /boot/grub/grub.cfg /boot/grub/grub.cfg.away 2>/dev/null; true")
         let refused = try fleet.apply(plan)
         #expect(refused.status == 2, "\(refused.output)")
         for host in ["web-001", "web-002"] {
@@ -47,7 +37,7 @@ struct AutoBootloaderE2ETests {
         }
         #expect(!refused.output.contains("host web-003"), "\(refused.output)")
         #expect(try CLI.run(["rollout", "list", "--journal", fleet.journal, "--json"]).json.isEmpty)
-        _ = try exec(fleet, "mv /boot/grub/grub.cfg.away /boot/grub/grub.cfg 2>/dev/null; true")
+        _ = try fleet.stdout("mv /boot/grub/grub.cfg.away /boot/grub/grub.cfg 2>/dev/null; true")
 
         // fleet facts shows what auto would pick per host, and the distribution it read.
         let facts = try CLI.run(["fleet", "facts", "-i", fleet.dir + "/fleet/inventory.yaml", "--json"])
@@ -63,7 +53,7 @@ struct AutoBootloaderE2ETests {
         #expect(dry.status == 0, "\(dry.output)")
         #expect(dry.output.contains("bootloader auto: grub-bls on 3 hosts (web-003, web-004, web-005), grub on 2 (web-001, web-002)"), "\(dry.output)")
         // The canary's (Debian's) steps, and where the RHEL hosts' differ, with web-003's own entry ids.
-        let mid3 = try #require(try exec(fleet, "cat /etc/machine-id")["web-003"])
+        let mid3 = try #require(try fleet.stdout("cat /etc/machine-id")["web-003"])
         for text in ["Steps for web-001 (example, bootloader grub)", "$ DEBIAN_FRONTEND=noninteractive apt-get install -y linux-image-6.1.0-19-hosting",
                      "$ grub-reboot 'Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-19-hosting'",
                      "Steps for web-003 (example, bootloader grub-bls) where they differ", "$ dnf install -y kernel-6.1.0-19-hosting",
@@ -91,9 +81,9 @@ struct AutoBootloaderE2ETests {
         }
         // Committed with each driver's own commands: grub-set-default by title path on Debian,
         // grubby --set-default on RHEL (after dnf installed the kernel).
-        let grubenv = try exec(fleet, "grub-editenv list")
-        let grubby = try exec(fleet, "grubby --default-kernel")
-        let rpm = try exec(fleet, "rpm -q kernel")
+        let grubenv = try fleet.stdout("grub-editenv list")
+        let grubby = try fleet.stdout("grubby --default-kernel")
+        let rpm = try fleet.stdout("rpm -q kernel")
         for host in ["web-001", "web-002"] {
             #expect(grubenv[host]?.contains(Self.debianSaved + "6.1.0-19-hosting") == true, "\(host): \(grubenv[host] ?? "-")")
         }
@@ -113,8 +103,8 @@ struct AutoBootloaderE2ETests {
         for i in 1...5 {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting", "6.1.0-17-hosting"], "\(fleet.name(i))")
         }
-        let grubenvBack = try exec(fleet, "grub-editenv list")
-        let grubbyBack = try exec(fleet, "grubby --default-kernel")
+        let grubenvBack = try fleet.stdout("grub-editenv list")
+        let grubbyBack = try fleet.stdout("grubby --default-kernel")
         for host in ["web-001", "web-002"] {
             #expect(grubenvBack[host]?.contains(Self.debianSaved + "6.1.0-17-hosting") == true, "\(host): \(grubenvBack[host] ?? "-")")
         }
@@ -137,13 +127,13 @@ struct AutoBootloaderE2ETests {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-18-hosting", "6.1.0-17-hosting"], "\(fleet.name(i))")
         }
         // Each back on its old saved default, by its own driver, and no one-shot entry left.
-        let grubenv = try exec(fleet, "grub-editenv list")
+        let grubenv = try fleet.stdout("grub-editenv list")
         for host in ["web-001", "web-002"] {
             #expect(grubenv[host]?.contains(Self.debianSaved + "6.1.0-17-hosting") == true, "\(host): \(grubenv[host] ?? "-")")
             #expect(grubenv[host]?.contains("next_entry=Advanced") == false, "\(host): \(grubenv[host] ?? "-")")
         }
-        let grubby = try exec(fleet, "grubby --default-kernel")
-        let next = try exec(fleet, "grub2-editenv - list | grep ^next_entry= || true")
+        let grubby = try fleet.stdout("grubby --default-kernel")
+        let next = try fleet.stdout("grub2-editenv - list | grep ^next_entry= || true")
         for host in ["web-003", "web-004"] {
             #expect(grubby[host] == "/boot/vmlinuz-6.1.0-17-hosting", "\(host): \(grubby)")
             #expect(["", "next_entry="].contains(next[host] ?? "?"), "\(host): \(next)")

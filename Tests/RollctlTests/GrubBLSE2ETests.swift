@@ -11,23 +11,13 @@ import Glibc
 struct GrubBLSE2ETests {
     typealias Fleet = RolloutE2ETests.Fleet
 
-    /// `cmd`'s standard output on each host, through `rollctl fleet exec`.
-    func exec(_ fleet: Fleet, _ cmd: String) throws -> [String: String] {
-        let r = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--json", "--", cmd])
-        var out: [String: String] = [:]
-        for doc in r.json where doc["type"] as? String == "host" {
-            if let host = doc["name"] as? String { out[host] = (doc["stdout"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        }
-        return out
-    }
-
     @Test func everyRHELHostBootsTheNewKernelOnceAndItBecomesTheSavedDefault() throws {
         let fleet = try Fleet(hosts: 4, racks: 2, slot: 50, flavours: "rhel"); defer { fleet.down() }
         let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", bootloader: "grub-bls")
         let dry = try fleet.apply(plan, ["--dry-run"])
         #expect(dry.status == 0, "\(dry.output)")
         // The preview reads the example host's entries: the new kernel's id is modelled on the running one's.
-        let mids = Set(try exec(fleet, "cat /etc/machine-id").values)
+        let mids = Set(try fleet.stdout("cat /etc/machine-id").values)
         #expect(mids.count == 4, "every host has its own machine id: \(mids)")
         let mid = try #require(mids.first { dry.output.contains("grub2-reboot \($0)-6.1.0-19-hosting") }, "\(dry.output)")
         for text in ["dnf install -y kernel-6.1.0-19-hosting", "grubby --info=ALL", "grub2-set-default \(mid)-6.1.0-17-hosting",
@@ -45,11 +35,11 @@ struct GrubBLSE2ETests {
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting", "6.1.0-19-hosting"], "\(fleet.name(i))")
         }
         // Committed: grubby's saved default is the new kernel on every host, and dnf installed it.
-        let defaults = try exec(fleet, "grubby --default-kernel")
+        let defaults = try fleet.stdout("grubby --default-kernel")
         #expect(defaults.count == 4 && Set(defaults.values) == ["/boot/vmlinuz-6.1.0-19-hosting"], "\(defaults)")
-        let next = try exec(fleet, "grub2-editenv - list | grep ^next_entry= || true")
+        let next = try fleet.stdout("grub2-editenv - list | grep ^next_entry= || true")
         #expect(Set(next.values).isSubset(of: ["", "next_entry="]), "no one-shot entry left: \(next)")
-        #expect(Set(try exec(fleet, "rpm -q kernel").values) == ["kernel-6.1.0-17-hosting.x86_64\nkernel-6.1.0-19-hosting.x86_64"])
+        #expect(Set(try fleet.stdout("rpm -q kernel").values) == ["kernel-6.1.0-17-hosting.x86_64\nkernel-6.1.0-19-hosting.x86_64"])
     }
 
     @Test func aLeakyKernelHaltsAndTheCanaryIsBackOnTheOldKernelAndDefault() throws {
@@ -66,7 +56,7 @@ struct GrubBLSE2ETests {
             #expect(states[fleet.name(i)] == fleet.untouchedState(doc, fleet.name(i)))
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting"], "\(fleet.name(i)) was changed")
         }
-        let defaults = try exec(fleet, "grubby --default-kernel")
+        let defaults = try fleet.stdout("grubby --default-kernel")
         #expect(defaults["web-001"] == "/boot/vmlinuz-6.1.0-17-hosting", "the canary's default is the old kernel again: \(defaults)")
         #expect(defaults["web-002"] == "/boot/vmlinuz-6.1.0-17-hosting")
     }
@@ -83,6 +73,6 @@ struct GrubBLSE2ETests {
         #expect(states["web-001"] == "rolled_back")
         #expect(states["web-002"] == "pending")
         #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-17-hosting"])
-        #expect(try exec(fleet, "grubby --default-kernel")["web-001"] == "/boot/vmlinuz-6.1.0-17-hosting")
+        #expect(try fleet.stdout("grubby --default-kernel")["web-001"] == "/boot/vmlinuz-6.1.0-17-hosting")
     }
 }

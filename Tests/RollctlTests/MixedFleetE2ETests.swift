@@ -87,9 +87,6 @@ struct MixedFleetE2ETests {
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
 
-    /// `cmd`'s standard output on each host, through `rollctl fleet exec` (the bastion's host through it).
-    func exec(_ fleet: Fleet, _ cmd: String) throws -> [String: String] { try AutoBootloaderE2ETests().exec(fleet, cmd) }
-
     /// 6.1.0-19-hosting is flat on every host but the RHEL ones, where its slab leaks (a bug of
     /// that distribution's build).
     static func scenario(leakingOn hosts: [String]) -> String {
@@ -121,7 +118,7 @@ struct MixedFleetE2ETests {
         // The direct path is shut: without the jump, web-002 cannot be reached; with it, it can.
         let direct = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory-direct.yaml", "--hosts", "web-002", "--", "true"])
         #expect(direct.status != 0, "web-002 answered directly:\n\(direct.output)")
-        let through = try exec(fleet, "cat /proc/sys/kernel/osrelease")
+        let through = try fleet.stdout("cat /proc/sys/kernel/osrelease")
         #expect(through["web-002"] == "6.1.0-17-hosting", "\(through)")
         #expect(bastion.logins >= 1)
 
@@ -155,14 +152,14 @@ struct MixedFleetE2ETests {
         }
         // Each back on its old default by its own driver (grubby on RHEL, bootctl on systemd-boot,
         // grub-set-default with Ubuntu's titles on Ubuntu), the bastion's host through the bastion.
-        let grubenv = try exec(fleet, "grub-editenv list")
+        let grubenv = try fleet.stdout("grub-editenv list")
         #expect(grubenv["web-001"]?.contains(Self.debianSaved + "6.1.0-19-hosting") == true, "\(grubenv)")
         #expect(grubenv["web-002"]?.contains(Self.ubuntuSaved + "6.1.0-17-hosting") == true, "\(grubenv["web-002"] ?? "-")")
         #expect(grubenv["web-002"]?.contains("next_entry=Advanced") == false, "\(grubenv["web-002"] ?? "-")")
-        let mid3 = try #require(try exec(fleet, "cat /etc/machine-id")["web-003"])
+        let mid3 = try #require(try fleet.stdout("cat /etc/machine-id")["web-003"])
         let vars = SystemdBootE2ETests().efiVars(fleet, "web-003")
         #expect(vars["LoaderEntryDefault"] == "\(mid3)-6.1.0-17-hosting.conf" && vars["LoaderEntryOneShot"] == nil, "\(vars)")
-        let grubby = try exec(fleet, "grubby --default-kernel")
+        let grubby = try fleet.stdout("grubby --default-kernel")
         for host in ["web-004", "web-005"] {
             #expect(grubby[host] == "/boot/vmlinuz-6.1.0-17-hosting", "\(host): \(grubby)")
         }

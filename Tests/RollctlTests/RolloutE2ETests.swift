@@ -176,6 +176,16 @@ struct RolloutE2ETests {
             return doc
         }
 
+        /// `cmd`'s standard output on each host (trimmed), through `rollctl fleet exec`.
+        func stdout(_ cmd: String) throws -> [String: String] {
+            let r = try CLI.run(["fleet", "exec", "-i", dir + "/fleet/inventory.yaml", "--json", "--", cmd])
+            var out: [String: String] = [:]
+            for doc in r.json where doc["type"] as? String == "host" {
+                if let host = doc["name"] as? String { out[host] = (doc["stdout"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) }
+            }
+            return out
+        }
+
         func hostStates(_ doc: [String: Any]) -> [String: String] {
             var out: [String: String] = [:]
             for h in doc["hosts"] as? [[String: Any]] ?? [] { out[h["name"] as! String] = h["state"] as? String }
@@ -388,7 +398,7 @@ struct RolloutE2ETests {
         #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-18-hosting", "6.1.0-17-hosting"])
         // Wave 2 was pre-checked while the canary soaked (read-only), never changed; the halt gave
         // its host leases back (the new rollout below takes them).
-        let leases = try GrubBLSE2ETests().exec(fleet, "cat /var/lib/rollctl/lease 2>/dev/null || echo none")
+        let leases = try fleet.stdout("cat /var/lib/rollctl/lease 2>/dev/null || echo none")
         for i in 2...6 {
             #expect(states[fleet.name(i)] == fleet.untouchedState(doc, fleet.name(i)))
             #expect(fleet.boots(fleet.name(i)) == ["6.1.0-17-hosting"], "\(fleet.name(i)) was changed")

@@ -12,16 +12,6 @@ import Glibc
 struct SystemdBootE2ETests {
     typealias Fleet = RolloutE2ETests.Fleet
 
-    /// `cmd`'s standard output on each host, through `rollctl fleet exec`.
-    func exec(_ fleet: Fleet, _ cmd: String) throws -> [String: String] {
-        let r = try CLI.run(["fleet", "exec", "-i", fleet.dir + "/fleet/inventory.yaml", "--json", "--", cmd])
-        var out: [String: String] = [:]
-        for doc in r.json where doc["type"] as? String == "host" {
-            if let host = doc["name"] as? String { out[host] = (doc["stdout"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        }
-        return out
-    }
-
     /// The host's EFI variables as its firmware keeps them (fleetsim's file, not the host's word).
     func efiVars(_ fleet: Fleet, _ host: String) -> [String: String] {
         let text = (try? String(contentsOfFile: fleet.dir + "/fleet/hosts/\(host)/efivars", encoding: .utf8)) ?? ""
@@ -36,7 +26,7 @@ struct SystemdBootE2ETests {
         let fleet = try Fleet(hosts: 4, racks: 2, slot: 56, flavours: "systemd-boot"); defer { fleet.down() }
         // No `bootloader` key: auto, which finds bootctl and the ESP's entries and no GRUB.
         let plan = try fleet.plan(release: "6.1.0-19-hosting", waves: "[1, 100%]", bootloader: nil)
-        let mids = try exec(fleet, "cat /etc/machine-id")
+        let mids = try fleet.stdout("cat /etc/machine-id")
         #expect(Set(mids.values).count == 4, "every host has its own machine id: \(mids)")
         let dry = try fleet.apply(plan, ["--dry-run"])
         #expect(dry.status == 0, "\(dry.output)")
@@ -66,7 +56,7 @@ struct SystemdBootE2ETests {
         let show = try CLI.run(["rollout", "show", id, "--journal", fleet.journal])
         #expect(show.output.contains("systemd-boot"), "\(show.output)")
         // bootctl's own word on every host: the new kernel is the default and the one running.
-        let listed = try exec(fleet, "bootctl list --json=short")
+        let listed = try fleet.stdout("bootctl list --json=short")
         for (host, text) in listed {
             let entries = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]], "\(host): \(text)")
             let chosen = entries.filter { $0["isDefault"] as? Bool == true && $0["isSelected"] as? Bool == true }
@@ -76,7 +66,7 @@ struct SystemdBootE2ETests {
 
     @Test func aLeakyKernelHaltsAndTheCanaryIsBackOnTheOldKernelAndDefault() throws {
         let fleet = try Fleet(hosts: 4, racks: 2, slot: 57, flavours: "systemd-boot"); defer { fleet.down() }
-        let mids = try exec(fleet, "cat /etc/machine-id")
+        let mids = try fleet.stdout("cat /etc/machine-id")
         let r = try fleet.apply(try fleet.plan(release: "6.1.0-18-hosting", soak: "14s", bootloader: "systemd-boot"))
         #expect(r.status == 3, "\(r.output)")
         #expect(r.output.contains("HALT: wave 1 gate fail: failed on web-001"), "\(r.output)")
@@ -109,7 +99,7 @@ struct SystemdBootE2ETests {
         #expect(states["web-001"] == "rolled_back")
         #expect(states["web-002"] == "pending")
         #expect(fleet.boots("web-001") == ["6.1.0-17-hosting", "6.1.0-17-hosting"])
-        let mid = try #require(try exec(fleet, "cat /etc/machine-id")["web-001"])
+        let mid = try #require(try fleet.stdout("cat /etc/machine-id")["web-001"])
         #expect(efiVars(fleet, "web-001")["LoaderEntryDefault"] == "\(mid)-6.1.0-17-hosting.conf")
     }
 }

@@ -249,11 +249,10 @@ public actor SimHost: RemoteHost {
             return HostCommandResult(stdout: "", stderr: "\(command.prefix(40)): simulated failure\n", exitStatus: 1)
         }
         switch command {
-        case PlanSurvey.command:
-            // The survey: the facts, then /boot's free bytes, then what tells the bootloader.
-            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n" + grubSafetyText + "@@rollctl-file bootloader\n" + bootFilesText)
-        case PlanSurvey.applyCommand:
-            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n" + "@@rollctl-file bootloader\n" + bootFilesText)
+        case PlanSurvey.command, PlanSurvey.applyCommand:
+            // The survey: the facts, then /boot's free bytes, (the dry-run's: GRUB's checks,) then what tells the bootloader.
+            return ok(try execute(HostFacts.command).stdout + "@@rollctl-file boot-free\n4000000000\n"
+                      + (command == PlanSurvey.command ? grubSafetyText : "") + "@@rollctl-file bootloader\n" + bootFilesText)
         case GrubSafety.command: return ok(grubSafetyText)
         case HostFacts.command:
             let files: [(String, String)] = [

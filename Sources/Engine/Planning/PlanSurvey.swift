@@ -13,14 +13,14 @@ public struct PlanSurvey: Sendable {
     /// `HostFacts.command`, then a `boot-free` section with `df`'s available bytes, then
     /// `GrubSafety.command`'s section (ended by its `end` line), then `BootloaderDetection.command`'s
     /// (last: what the host printed before it cannot forge it).
-    public static let command = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1; "
-        + GrubSafety.command + "; " + BootloaderDetection.command
+    public static let command = factsAndBootFree + GrubSafety.command + "; " + BootloaderDetection.command
 
     /// `plan apply`'s survey: `command` without `GrubSafety`'s section. Only the dry-run shows those
     /// findings; a rollout's pre-check reads them anew on each host when its wave comes (they run
     /// `grub-probe`, which probes /boot's devices: work not to do twice).
-    public static let applyCommand = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1; "
-        + BootloaderDetection.command
+    public static let applyCommand = factsAndBootFree + BootloaderDetection.command
+
+    static let factsAndBootFree = HostFacts.command + "; echo '@@rollctl-file boot-free'; df -B1 --output=avail /boot 2>&1 | tail -n 1; "
 
     /// The facts, and /boot's free bytes when `df` gave a number.
     public static func parse(_ output: String) -> (facts: HostFacts, bootFreeBytes: UInt64?) {
