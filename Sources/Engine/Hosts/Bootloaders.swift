@@ -235,7 +235,7 @@ public struct SystemdBootDriver: BootloaderDriver {
     public var preflight: String? { Self.isInstalled }
     public func preflightFindings(_ output: String) -> [BootloaderFinding] {
         let said = lastSection(of: output, after: Self.marker, lines: 4)?
-            .map { String($0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()) }.first { !$0.isEmpty }
+            .map { String($0.trimmingWhitespace()) }.first { !$0.isEmpty }
         switch said {
         case "yes": return []
         case "no": return [.init(.error, "bootctl is-installed says no: systemd-boot is not in the ESP, so a one-shot entry would not be honoured")]
