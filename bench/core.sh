@@ -7,6 +7,8 @@
 # fails the script (bench-core exits 1).
 #
 #   bench/core.sh [SIZE...]        default 1000 10000 100000; REPS=3
+#   CUSTOMERS=100 bench/core.sh    the same with 100 customers told by webhook (maintenance and done
+#                                  notices, windows kept before every batch) to a sink on loopback
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need_release_build bench-core
@@ -16,12 +18,22 @@ REPS=${REPS:-3}
 OUT=${OUT:-$ROOT/bench/out/core-$(date -u +%Y%m%dT%H%M%SZ)}
 JDIR=${JDIR:-/tmp/rollctl-bench-core}
 mkdir -p "$OUT" "$JDIR"
-trap 'rm -rf "$JDIR"' EXIT
+CUSTOMERS=${CUSTOMERS:-0}
+NOTIFY=()
+SINK=
+trap 'rm -rf "$JDIR"; [[ -z $SINK ]] || kill "$SINK" 2>/dev/null || true' EXIT
+if (( CUSTOMERS > 0 )); then
+  rm -f "$JDIR/sink.port"
+  python3 "$ROOT/bench/notice-sink.py" "$JDIR/sink.port" 2> "$OUT/sink.log" &
+  SINK=$!
+  for _ in $(seq 50); do [[ -s $JDIR/sink.port ]] && break; sleep 0.1; done
+  NOTIFY=(--customers "$CUSTOMERS" --webhook "http://127.0.0.1:$(cat "$JDIR/sink.port")/notice")
+fi
 : > "$OUT/core.jsonl"
 for n in $SIZES; do
   for ((r = 1; r <= REPS; r++)); do
     ld=$(load1)
-    /usr/bin/time -f '%e %M' -o "$OUT/time-$n-$r" "$BIN/bench-core" --hosts "$n" --journal "$JDIR/journal-$n.sqlite" > "$OUT/run-$n-$r.json"
+    /usr/bin/time -f '%e %M' -o "$OUT/time-$n-$r" "$BIN/bench-core" --hosts "$n" --journal "$JDIR/journal-$n.sqlite" "${NOTIFY[@]}" > "$OUT/run-$n-$r.json"
     python3 - "$OUT/run-$n-$r.json" "$ld" "$OUT/time-$n-$r" >> "$OUT/core.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); r["load1"] = float(sys.argv[2])

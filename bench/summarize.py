@@ -103,6 +103,9 @@ def core(d):
                    f"{'/'.join(sorted({r['outcome'] for r in rs}))} | {r0['committed']} | {r0['reboots']} | "
                    f"{m('plan_s'):.3f} | {m('create_s'):.3f} | {m('run_s'):.2f} | {m('run_s') / r0['planned'] * 1e6:.0f} | {m('total_s'):.2f} | {m('cpu_s'):.2f} | "
                    f"{m('peak_rss_after_plan_kib') / 1024:.1f} | {m('peak_rss_kib') / 1024:.1f} | {st.median([(r['journal_bytes'] + r['wal_bytes']) for r in rs]) / 1048576:.1f} |")
+    customers = sorted({r.get("customers", 0) for r in rows})
+    if customers != [0]:
+        out.append(f"\ncustomers told by webhook: {', '.join(map(str, customers))}")
     print("\n".join(out))
 
 

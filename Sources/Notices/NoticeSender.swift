@@ -138,11 +138,17 @@ public struct NoticeSender: Sendable {
     public func owed(_ kind: NoticeKind, wave: Int, hosts: [String], only: Set<String>? = nil,
                      window: (@Sendable ([String]) -> MaintenanceWindow)? = nil, renderFailedAgain: Bool = false) throws -> [Journal.NoticeRow] {
         var byCustomer: [String: [String]] = [:]
-        for h in hosts { for c in customers.customers(onHost: h) where !(byCustomer[c.id]?.contains(h) ?? false) { byCustomer[c.id, default: []].append(h) } }
+        // Each customer's hosts once, in the order given (sets, not a search of the list so far: a
+        // customer with thousands of hosts in a wave made that quadratic).
+        var listed = Set<String>()
+        for h in hosts where listed.insert(h).inserted {
+            var told = Set<String>()
+            for c in customers.customers(onHost: h) where told.insert(c.id).inserted { byCustomer[c.id, default: []].append(h) }
+        }
         guard !byCustomer.isEmpty else { return [] }
         let existing = Dictionary(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind }.map { ($0.customerID, $0) },
                                   uniquingKeysWith: { a, _ in a })
-        let hostRows = Dictionary((try journal.hosts(rolloutID)).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let hostRows = try journal.noticeHosts(rolloutID, named: Array(listed))
         let texts = try templates(kind)
         var rows: [Journal.NoticeRow] = []
         for id in byCustomer.keys.sorted() {
@@ -285,7 +291,7 @@ public struct NoticeSender: Sendable {
         return (subject, body)
     }
 
-    func render(_ kind: NoticeKind, wave: Int, customer: Customer, hosts: [String], hostRows: [String: Journal.HostRow],
+    func render(_ kind: NoticeKind, wave: Int, customer: Customer, hosts: [String], hostRows: [String: Journal.NoticeHost],
                 window: MaintenanceWindow?, texts: (subject: String, body: String)) throws -> Journal.NoticeRow {
         var previous: [String] = []
         for h in hosts { if let r = hostRows[h]?.releaseBefore, !previous.contains(r) { previous.append(r) } }

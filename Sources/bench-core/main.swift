@@ -6,6 +6,11 @@
 // (getrusage ru_maxrss) belongs to that size only.
 //
 //   bench-core --hosts N [--journal PATH|postgres://…] [--hosts-per-rack K] [--max-parallel P]
+//              [--customers C --webhook URL]
+//
+// With --customers, host i belongs to customer i mod C and the plan tells them by webhook (URL: a
+// sink on loopback, bench/core-notices.sh starts one): maintenance and done notices, windows kept
+// before every batch; the customers' side of the core.
 //
 // Phases, each timed with a monotonic clock:
 //   inventory  build N InventoryHost values (rack label, K hosts per rack)
@@ -59,6 +64,12 @@ guard let n = option("--hosts").flatMap(Int.init), n > 0 else {
     exit(2)
 }
 let perRack = option("--hosts-per-rack").flatMap(Int.init) ?? 40
+let customerCount = option("--customers").flatMap(Int.init) ?? 0
+let webhook = option("--webhook")
+if customerCount > 0 && webhook == nil {
+    FileHandle.standardError.write(Data("bench-core: --customers needs --webhook URL (a sink for the notices)\n".utf8))
+    exit(2)
+}
 let maxParallel = option("--max-parallel").flatMap(Int.init) ?? 50
 let journalPath = option("--journal") ?? NSTemporaryDirectory() + "bench-core-\(getpid())/journal.sqlite"
 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: journalPath + suffix) }
@@ -80,7 +91,13 @@ let plan = Plan(name: "bench-core", path: "/synthetic/plan.yaml", text: "synthet
                 kernel: KernelSpec(release: newRelease), inventoryPath: inventory.path,
                 waves: WaveSpec(sizes: [.count(1), .percent(1), .percent(10), .percent(50), .percent(100)],
                                 maxParallel: maxParallel, failureDomain: "rack"),
-                reboot: RebootSpec(timeout: .seconds(30), settle: .zero), gate: gate)
+                reboot: RebootSpec(timeout: .seconds(30), settle: .zero), gate: gate,
+                notify: webhook.map { NotifySpec(customersPath: "/synthetic/customers.csv", channel: .webhook(url: $0)) })
+let customers: Customers? = customerCount > 0
+    ? Customers(path: "/synthetic/customers.csv", rows: hosts.indices.map { i in
+        (hosts[i].name, Customer(id: "c\(i % customerCount)", name: "Customer \(i % customerCount)", email: "c\(i % customerCount)@example.org"))
+    })
+    : nil
 // Every host runs the older release, except 1% already on the target (skipped). The releases
 // map is the survey's (plan apply drops it once planned): freed after planning here too.
 let (simHosts, layout, t1) = { () -> ([String: SimHost], RolloutLayout, Double) in
@@ -91,7 +108,7 @@ let (simHosts, layout, t1) = { () -> ([String: SimHost], RolloutLayout, Double) 
     sims.reserveCapacity(n)
     for h in hosts { sims[h.name] = SimHost(name: h.name, release: current[h.name]!, kernels: [oldRelease, newRelease]) }
     let t1 = monotonic()
-    return (sims, WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: [:], customers: nil), t1)
+    return (sims, WavePlanner.plan(plan, inventory: inventory, currentRelease: current, unreachable: [:], customers: customers), t1)
 }()
 let t2 = monotonic()
 let rssAfterPlan = peakRSSKiB()
@@ -126,7 +143,7 @@ final class Counter: @unchecked Sendable {
     var snapshot: (Int, Int, [String]) { lock.lock(); defer { lock.unlock() }; return (lines, problems, firstProblems) }
 }
 let counter = Counter()
-let orchestrator = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal,
+let orchestrator = Orchestrator(rolloutID: id, plan: plan, inventory: inventory, journal: journal, customers: customers,
                                 transport: { h in simHosts[h.name]! },
                                 logger: LogCapture(onLine: { counter.add($0) }).logger("bench-core", level: .notice))
 let outcome: RolloutOutcome
@@ -160,7 +177,7 @@ let (lines, problems, firstProblems) = counter.snapshot
 func f(_ x: Double) -> String { String(format: "%.4f", x) }
 print("""
 {"hosts":\(n),"planned":\(planned.count),"skipped":\(layout.skipped.count),"waves":\(layout.waves.count),"batches":\(batches),\
-"max_parallel":\(maxParallel),"outcome":"\(outcome == .completed ? "completed" : "\(outcome)")","committed":\(committed),\
+"max_parallel":\(maxParallel),"customers":\(customerCount),"outcome":"\(outcome == .completed ? "completed" : "\(outcome)")","committed":\(committed),\
 "reboots":\(reboots),"host_commands":\(commands),"journal_events":\(events),"log_lines":\(lines),"problems":\(problems),"wrong_hosts":\(wrong.count),\
 "inventory_s":\(f(t1 - t0)),"plan_s":\(f(t2 - t1)),"create_s":\(f(t3 - t2)),"run_s":\(f(t4 - t3)),"check_s":\(f(t5 - t4)),\
 "total_s":\(f(t4 - t0)),"cpu_s":\(f(cpuSeconds())),"peak_rss_after_plan_kib":\(rssAfterPlan),"peak_rss_after_run_kib":\(rssAfterRun),"peak_rss_kib":\(peakRSSKiB()),\

@@ -162,6 +162,23 @@ struct JournalPlace: Sendable {
         }
     }
 
+    /// A notice step reads the address and old release of the hosts it tells about, and only those
+    /// (in chunks of 500 names: more than a query's parameters may hold at once).
+    @Test(arguments: JournalBackendKind.allCases) func noticeHostsAreReadForTheHostsNamedOnly(_ backend: JournalBackendKind) throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let j = try place.open()
+        let names = (0..<1203).map { String(format: "h%04d", $0) }
+        let rows = names.enumerated().map { i, n in (name: n, address: "10.0.\(i / 256).\(i % 256)", lockKey: "\(n):22", wave: Optional(1), batch: Optional(1), state: HostState.pending, reason: String?.none) }
+        try j.createRollout(id: "r1", plan: plan(place.dir), planHash: "h", hosts: rows, waves: 1)
+        try j.move("r1", host: "h0700", to: .checked, set: ["release_before": "6.1.0-18-hosting", "boot_id_before": "b"])
+        let asked = Array(names[1...1101]) + ["h0700", "nobody"]
+        let got = try j.noticeHosts("r1", named: asked)
+        #expect(got.count == 1101)
+        #expect(got["h0000"] == nil && got["h1102"] == nil && got["nobody"] == nil)
+        #expect(got["h0700"] == Journal.NoticeHost(address: "10.0.2.188", releaseBefore: "6.1.0-18-hosting"))
+        #expect(got["h1101"] == Journal.NoticeHost(address: "10.0.4.77", releaseBefore: nil))
+    }
+
     /// Asked once per host on a resume of a plan that ships packages: by host, from the partial
     /// index of outcome events, not a read of every event of the rollout per host.
     @Test func aHostsOutcomeIsLookedUpByHostNotAmongEveryEvent() throws {

@@ -240,7 +240,7 @@ final class NoticeFixture: Sendable {
         // Run 1 journaled Anna's intent and died before connecting.
         let s = f.sender(port: sink.port)
         let texts = try s.templates(.maintenance)
-        let hostRows = Dictionary(uniqueKeysWithValues: try f.journal.hosts(f.rolloutID).map { ($0.name, $0) })
+        let hostRows = try f.journal.noticeHosts(f.rolloutID, named: f.wave1)
         let row = try s.render(.maintenance, wave: 1, customer: f.customers.byID["c0042"]!, hosts: f.wave1, hostRows: hostRows,
                            window: MaintenanceWindow(start: f.start, end: f.start), texts: texts)
         try f.journal.queueNotices([row])

@@ -165,18 +165,25 @@ extension Orchestrator {
         // 4. Reboots, batch by batch (a batch never holds two hosts of one failure domain), each
         //    inside the schedule's windows and keeping the customers' windows.
         var previousEnd = try lastBatchEnd(wave: number)
+        // The hosts staged now, by batch: read once, not before every batch (a 50k-host wave has
+        // ~1000 batches). Only this driver moves them, batch by batch, so a later batch's hosts are
+        // still staged when it comes.
+        var staged = notices != nil || plan.alertBlock != nil
+            ? try StagedHosts(try journal.hosts(rolloutID, wave: number, in: [.staged]).map(\.name), batchOf: batchOf, count: batches.count,
+                              customers: notices?.customers)
+            : nil
         for (i, batch) in batches.enumerated() {
             // Only a schedule waits for a slot, and only for a batch that still reboots a host.
             let rebootsHere = try plan.schedule != nil && batch.contains { try journal.host(rolloutID, $0)?.state == .staged }
             if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
-            if let notices, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf) { return outcome }
+            if let notices, staged != nil, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf, staged: &staged!) {
+                return outcome
+            }
             // A corrected notice's lead time may have moved past the slot.
             if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
-            if plan.alertBlock != nil {
+            if plan.alertBlock != nil, let here = staged?.byBatch[i] {
                 var toReboot: [(name: String, address: String)] = []
-                for h in try journal.hosts(rolloutID, wave: number, in: [.staged]) where batchOf[h.name] == i {
-                    toReboot.append((h.name, await connections.address(h.name)))
-                }
+                for name in here { toReboot.append((name, await connections.address(name))) }
                 if let outcome = try await holdForAlerts(wave: number, batch: i, of: batches.count, hosts: toReboot) { return outcome }
             }
             if stopping() { return try interrupt() }
@@ -323,18 +330,14 @@ extension Orchestrator {
     /// they were told, with room for their remaining batches. Customers whose window can no
     /// longer hold (a resume long after, slow batches) get one corrected notice, and the
     /// batch waits its lead time; a second break is reported, never silent.
-    func keepWindows(_ notices: NoticeSender, wave: Int, batch: Int, batchOf: [String: Int]) async throws -> RolloutOutcome? {
-        let staged = try journal.hosts(rolloutID, wave: wave, in: [.staged]).filter { (batchOf[$0.name] ?? 0) >= batch }
+    func keepWindows(_ notices: NoticeSender, wave: Int, batch: Int, batchOf: [String: Int], staged: inout StagedHosts) async throws -> RolloutOutcome? {
         let now = clock.now
-        let here = staged.filter { batchOf[$0.name] == batch }.map(\.name)
+        let here = staged.byBatch[batch]
         guard !here.isEmpty else { return nil }
-        let promised = try notices.promisedWindows(wave: wave)
-        // Each customer's last batch among the hosts still to reboot, in one pass.
-        var lastBatch: [String: Int] = [:]
-        for h in staged {
-            let b = batchOf[h.name] ?? batch
-            for c in notices.customers.customers(onHost: h.name) { lastBatch[c.id] = max(lastBatch[c.id] ?? b, b) }
-        }
+        let promised = try staged.promised ?? notices.promisedWindows(wave: wave)
+        staged.promised = promised
+        // A customer of this batch: their last batch among the hosts still to reboot is their last among all.
+        let lastBatch = staged.lastBatch
         var broken: Set<String> = []
         let customersHere = notices.customers.customers(onHosts: here)
         // The remaining batches laid out once, as far as the furthest customer of this batch needs.
@@ -356,11 +359,14 @@ extension Orchestrator {
         guard !correct.isEmpty else { return nil }
         say(nil, "wave \(wave): the window told to \(correct.count) customer\(correct.count == 1 ? "" : "s") cannot hold any more; sending one corrected notice")
         let plan = self.plan
-        let remaining = (staged.compactMap { batchOf[$0.name] }.max() ?? batch) - batch + 1
+        let toReboot = staged.byBatch[batch...].flatMap { $0 }
+        let remaining = (toReboot.compactMap { batchOf[$0] }.max() ?? batch) - batch + 1
         let times = MaintenanceWindow.batchTimes(from: clock.after(notices.spec.leadTime), count: remaining, plan: plan)
+        // The corrected windows are the promised ones from here on.
+        staged.promised = nil
         let start: Date
         do {
-            start = try await notices.reschedule(wave: wave, hosts: staged.map(\.name), only: correct, window: { theirs in
+            start = try await notices.reschedule(wave: wave, hosts: toReboot, only: correct, window: { theirs in
                 MaintenanceWindow.forCustomer(batchTimes: times, lastBatch: (theirs.compactMap { batchOf[$0] }.max() ?? batch) - batch, plan: plan)
             })
         } catch let e as NoticeError {
@@ -402,6 +408,26 @@ extension Orchestrator {
             }
         }
         return nil
+    }
+}
+
+/// A wave's staged hosts by batch when its reboots begin, with what keeping the customers' windows
+/// needs of them (`Orchestrator.keepWindows`): read and worked out once per wave, not per batch.
+struct StagedHosts {
+    /// Batch i's staged hosts.
+    var byBatch: [[String]]
+    /// Each customer's last batch among them.
+    var lastBatch: [String: Int] = [:]
+    /// The windows the wave's customers were told (cached until a corrected notice changes them).
+    var promised: [String: MaintenanceWindow]?
+
+    init(_ names: [String], batchOf: [String: Int], count: Int, customers: Customers?) {
+        byBatch = Array(repeating: [], count: count)
+        for name in names {
+            let b = batchOf[name] ?? 0
+            if b < count { byBatch[b].append(name) }
+            for c in customers?.customers(onHost: name) ?? [] { lastBatch[c.id] = max(lastBatch[c.id] ?? b, b) }
+        }
     }
 }
 
