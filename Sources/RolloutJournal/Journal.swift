@@ -649,12 +649,23 @@ public final class Journal: Sendable {
 
     public func events(_ rolloutID: String) throws -> [EventRow] {
         try store.read { db in
-            try db.all("SELECT * FROM event WHERE rollout_id = ? ORDER BY id", [rolloutID]).map {
-                let raw: String = $0["kind"]
-                guard let kind = EventKind(rawValue: raw) else { throw JournalError("event \($0["id"] as Int64): unknown kind '\(raw)' in the journal") }
-                return EventRow(id: $0["id"], at: $0["at"], host: $0["host"], kind: kind, message: $0["message"], data: $0["data"])
-            }
+            try db.all("SELECT * FROM event WHERE rollout_id = ? ORDER BY id", [rolloutID]).map(Self.eventRow)
         }
+    }
+
+    /// The rollout's first event of its own (no host) whose data starts with `dataPrefix`: found in
+    /// SQL, not among every event loaded (a resume of a 100k-host rollout holds over a million).
+    public func firstRolloutEvent(_ rolloutID: String, dataPrefix: String) throws -> EventRow? {
+        try store.read { db in
+            try db.one("SELECT * FROM event WHERE rollout_id = ? AND host IS NULL AND substr(data, 1, ?) = ? ORDER BY id LIMIT 1",
+                       [rolloutID, dataPrefix.unicodeScalars.count, dataPrefix]).map(Self.eventRow)
+        }
+    }
+
+    static func eventRow(_ row: SQLRow) throws -> EventRow {
+        let raw: String = row["kind"]
+        guard let kind = EventKind(rawValue: raw) else { throw JournalError("event \(row["id"] as Int64): unknown kind '\(raw)' in the journal") }
+        return EventRow(id: row["id"], at: row["at"], host: row["host"], kind: kind, message: row["message"], data: row["data"])
     }
 
     /// `queueing`: the notices this step owes (a passed wave's "done", a rolled-back

@@ -35,9 +35,11 @@ extension Journal {
 
     public static func silenceMarker(_ rolloutID: String, host: String) -> String { "rollctl:\(rolloutID)/\(host)" }
 
-    public func silences(_ rolloutID: String) throws -> [SilenceRow] {
+    /// The rollout's silences (`host`: that host's only, by key: asked before every host's reboot).
+    public func silences(_ rolloutID: String, host: String? = nil) throws -> [SilenceRow] {
         try store.read { db in
-            try db.all("SELECT * FROM silence WHERE rollout_id = ? ORDER BY created_at, host", [rolloutID]).map {
+            try db.all("SELECT * FROM silence WHERE rollout_id = ?" + (host == nil ? "" : " AND host = ?") + " ORDER BY created_at, host",
+                       host.map { [rolloutID, $0] } ?? [rolloutID]).map {
                 SilenceRow(host: $0["host"], marker: $0["marker"], silenceID: $0["silence_id"], createdAt: $0["created_at"],
                            endsAt: $0["ends_at"], expiredAt: $0["expired_at"])
             }

@@ -179,6 +179,28 @@ struct JournalPlace: Sendable {
         #expect(got["h1101"] == Journal.NoticeHost(address: "10.0.4.77", releaseBefore: nil))
     }
 
+    /// Asked before every host's reboot (its silence) and at every run's start (the packages' digests):
+    /// one host's row and one rollout event, found by the query, not among every row of the rollout.
+    @Test(arguments: JournalBackendKind.allCases) func oneHostsSilenceAndTheRolloutsMarkedEventAreFoundByQuery(_ backend: JournalBackendKind) async throws {
+        let place = try JournalPlace(backend); defer { place.cleanUp() }
+        let j = try place.open()
+        try j.createRollout(id: "r1", plan: plan(place.dir), planHash: "h", hosts: hosts(["a", "b", "c"]), waves: 1)
+        try await j.silenceAsked("r1", host: "a", endsAt: Date(timeIntervalSince1970: 2_000_000_000))
+        try await j.silenceAsked("r1", host: "b", endsAt: Date(timeIntervalSince1970: 2_000_000_000))
+        try await j.silenceMade("r1", host: "b", id: "s-b")
+        #expect(try j.silences("r1", host: "b").map(\.silenceID) == ["s-b"])
+        #expect(try j.silences("r1", host: "a").map(\.host) == ["a"])
+        #expect(try j.silences("r1", host: "c").isEmpty)
+        #expect(try j.silences("r1").count == 2)
+        try await j.event("r1", host: "a", kind: .info, "on a host", data: "{\"kernel_packages\":[1]}")
+        try await j.event("r1", kind: .info, "other", data: "{\"other\":1}")
+        #expect(try j.firstRolloutEvent("r1", dataPrefix: "{\"kernel_packages\":") == nil)
+        try await j.event("r1", kind: .info, "kernel packages: k.deb", data: "{\"kernel_packages\":[2]}")
+        try await j.event("r1", kind: .info, "kernel packages again", data: "{\"kernel_packages\":[3]}")
+        let found = try #require(try j.firstRolloutEvent("r1", dataPrefix: "{\"kernel_packages\":"))
+        #expect(found.message == "kernel packages: k.deb" && found.host == nil && found.data == "{\"kernel_packages\":[2]}")
+    }
+
     /// Asked once per host on a resume of a plan that ships packages: by host, from the partial
     /// index of outcome events, not a read of every event of the rollout per host.
     @Test func aHostsOutcomeIsLookedUpByHostNotAmongEveryEvent() throws {

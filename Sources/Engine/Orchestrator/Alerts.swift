@@ -75,7 +75,7 @@ extension Orchestrator {
         let address = await connections.address(name)
         let api = AlertmanagerAPI(url: spec.url, timeout: .seconds(10), caFile: spec.caFile)
         let marker = Journal.silenceMarker(rolloutID, host: name)
-        if let row = try journal.silences(rolloutID).first(where: { $0.host == name }), row.open {
+        if let row = try journal.silences(rolloutID, host: name).first, row.open {
             if row.silenceID != nil { return }
             // Asked before a crash, answer unknown: adopt the one Alertmanager has, if any.
             if let found = try? await api.silences(commentContaining: marker).first(where: { $0.status.state != "expired" }) {

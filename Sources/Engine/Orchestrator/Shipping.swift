@@ -75,7 +75,7 @@ extension Orchestrator {
         let marker = "{\"kernel_packages\":"
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        if let row = try journal.events(rolloutID).first(where: { $0.host == nil && ($0.data ?? "").hasPrefix(marker) }),
+        if let row = try journal.firstRolloutEvent(rolloutID, dataPrefix: marker),
            let data = row.data?.dropFirst(marker.count).dropLast(), let journaled = try? JSONDecoder().decode([ShippedPackage].self, from: Data(data.utf8)) {
             for j in journaled {
                 guard let now = digests.first(where: { $0.name == j.name }) else {
