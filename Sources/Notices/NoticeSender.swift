@@ -148,7 +148,7 @@ public struct NoticeSender: Sendable {
         guard !byCustomer.isEmpty else { return [] }
         let existing = Dictionary(try journal.notices(rolloutID).filter { $0.wave == wave && $0.kind == kind }.map { ($0.customerID, $0) },
                                   uniquingKeysWith: { a, _ in a })
-        let hostRows = try journal.noticeHosts(rolloutID, named: Array(listed))
+        let hostRows = try journal.noticeHosts(rolloutID, named: hosts)
         let texts = try templates(kind)
         var rows: [Journal.NoticeRow] = []
         for id in byCustomer.keys.sorted() {

@@ -629,7 +629,8 @@ public final class Journal: Sendable {
     /// must not repeat).
     public func hasEvent(_ rolloutID: String, host: String, kind: EventKind, prefix: String) throws -> Bool {
         try store.read { db in
-            try db.one(Self.hasEventSQL(kind), [rolloutID, host, prefix.utf8.count, prefix]).map { $0[0] as Bool } ?? false
+            // substr counts characters (code points), in SQLite and PostgreSQL alike, not bytes.
+            try db.one(Self.hasEventSQL(kind), [rolloutID, host, prefix.unicodeScalars.count, prefix]).map { $0[0] as Bool } ?? false
         }
     }
 

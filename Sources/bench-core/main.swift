@@ -9,7 +9,7 @@
 //              [--customers C --webhook URL]
 //
 // With --customers, host i belongs to customer i mod C and the plan tells them by webhook (URL: a
-// sink on loopback, bench/core-notices.sh starts one): maintenance and done notices, windows kept
+// sink on loopback: CUSTOMERS=C bench/core.sh starts bench/notice-sink.py): maintenance and done notices, windows kept
 // before every batch; the customers' side of the core.
 //
 // Phases, each timed with a monotonic clock:

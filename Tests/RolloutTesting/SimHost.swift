@@ -363,11 +363,8 @@ public actor SimHost: RemoteHost {
         // for every host several times: a string search per key cost a tenth of its CPU).
         let bytes = Array(command.utf8)
         func value(_ key: String) -> String? {
-            let needle = Array("; \(key)=".utf8)
-            guard bytes.count >= needle.count, let at = (0...(bytes.count - needle.count)).first(where: { i in
-                bytes[i] == needle[0] && bytes[i..<(i + needle.count)].elementsEqual(needle)
-            }) else { return nil }
-            let rest = bytes[(at + needle.count)...]
+            guard let r = bytes.firstRange(of: Array("; \(key)=".utf8)) else { return nil }
+            let rest = bytes[r.upperBound...]
             let end = rest.firstIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
             let word = String(decoding: rest[..<end], as: UTF8.self)
             return word.hasPrefix("'") ? unquote(Substring(word)) : String(word.prefix { $0 != " " })

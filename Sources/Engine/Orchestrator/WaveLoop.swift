@@ -165,16 +165,17 @@ extension Orchestrator {
         // 4. Reboots, batch by batch (a batch never holds two hosts of one failure domain), each
         //    inside the schedule's windows and keeping the customers' windows.
         var previousEnd = try lastBatchEnd(wave: number)
-        // The hosts staged now, by batch: read once, not before every batch (a 50k-host wave has
-        // ~1000 batches). Only this driver moves them, batch by batch, so a later batch's hosts are
-        // still staged when it comes.
-        var staged = notices != nil || plan.alertBlock != nil
+        // The hosts staged now, by batch, for what is checked before each batch (the schedule's slot,
+        // the customers' windows, the alert hold): read once, not before every batch (a 50k-host wave
+        // has ~1000 batches). Only this driver moves them, batch by batch, so a later batch's hosts
+        // are still staged when it comes.
+        var staged = plan.schedule != nil || notices != nil || plan.alertBlock != nil
             ? try StagedHosts(try journal.hosts(rolloutID, wave: number, in: [.staged]).map(\.name), batchOf: batchOf, count: batches.count,
                               customers: notices?.customers)
             : nil
         for (i, batch) in batches.enumerated() {
             // Only a schedule waits for a slot, and only for a batch that still reboots a host.
-            let rebootsHere = try plan.schedule != nil && batch.contains { try journal.host(rolloutID, $0)?.state == .staged }
+            let rebootsHere = plan.schedule != nil && !(staged?.byBatch[i].isEmpty ?? true)
             if rebootsHere, let outcome = try await waitForSlot(wave: number, batch: i, of: batches.count, after: previousEnd) { return outcome }
             if let notices, staged != nil, let outcome = try await keepWindows(notices, wave: number, batch: i, batchOf: batchOf, staged: &staged!) {
                 return outcome
@@ -411,8 +412,9 @@ extension Orchestrator {
     }
 }
 
-/// A wave's staged hosts by batch when its reboots begin, with what keeping the customers' windows
-/// needs of them (`Orchestrator.keepWindows`): read and worked out once per wave, not per batch.
+/// A wave's staged hosts by batch when its reboots begin, for the checks before each batch (whether
+/// it still reboots a host, the alert hold) and what keeping the customers' windows needs of them
+/// (`Orchestrator.keepWindows`): read and worked out once per wave, not per batch.
 struct StagedHosts {
     /// Batch i's staged hosts.
     var byBatch: [[String]]
